@@ -1,0 +1,68 @@
+"""Detection tuning: grace, chain limits, per-code severity and response, shadow mode."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tether.core.codes import RULES, Rule
+from tether.models.common import Severity
+from tether.models.outputs import Response
+
+
+class DetectionConfig(BaseModel):
+    """Everything that tunes the pure core. Defaults follow DESIGN.md.
+
+    Rules are data: each code can be disabled, or have its severity and response overridden,
+    without touching code (``severity={"tool_not_granted": "high"}``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grace_s: float = Field(5.0, ge=0, description="event-time wait for events that may still arrive")
+    max_chain_length: int = Field(3, ge=1, description="delegation hops allowed from the initiator")
+    shadow: bool = Field(False, description="report findings but issue no revocations")
+    disabled: frozenset[str] = Field(frozenset(), description="finding codes that never fire")
+    severity: dict[str, Severity] = Field(default_factory=dict)
+    response: dict[str, tuple[Response, ...]] = Field(default_factory=dict)
+    revoke_on_completion: bool = Field(
+        True, description="workflow.completed revokes every credential used in the workflow"
+    )
+    revocation_margin_s: float = Field(
+        300.0, ge=0, description="added to a target's own expiry to give not_after (clock skew)"
+    )
+    quarantine_s: float = Field(86400.0, gt=0, description="how long a quarantined workload stays")
+    workflow_revocation_s: float = Field(
+        86400.0, gt=0, description="workflow revocation lifetime when the grant is unknown"
+    )
+    completed_retention_s: float = Field(
+        900.0, ge=0, description="event time a completed workflow's summary is kept after compaction"
+    )
+    idle_timeout_s: float = Field(
+        86400.0, gt=0, description="event time after which an idle, unfinished session is dropped"
+    )
+    dedup_window_s: float = Field(
+        3600.0, gt=0, description="event time for which event_ids are remembered per workflow"
+    )
+    emit_decisions: bool = Field(True, description="produce one Decision per tool-call intent")
+
+    @field_validator("disabled", "severity", "response")
+    @classmethod
+    def _known_codes(cls, value: object) -> object:
+        codes = value if isinstance(value, frozenset) else set(value)  # type: ignore[arg-type]
+        unknown = sorted(str(c) for c in codes if c not in RULES)
+        if unknown:
+            raise ValueError(f"unknown finding code(s): {', '.join(unknown)}")
+        return value
+
+    def enabled(self, code: str) -> bool:
+        """Whether ``code`` may fire."""
+        return code not in self.disabled
+
+    def rule(self, code: str) -> Rule:
+        """The rule for ``code`` with this configuration's overrides applied."""
+        base = RULES[code]
+        sev = self.severity.get(code)
+        resp = self.response.get(code)
+        if sev is None and resp is None:
+            return base
+        return Rule(code, sev or base.severity, resp or base.response, base.owasp, base.title)

@@ -1,0 +1,92 @@
+"""The credential index: cross-workflow token memory, partitionable by ``token_id``.
+
+Workflow sessions report each credential use once its identity is settled; this fold sees the
+uses of one token from every workflow and raises ``credential_reuse`` and
+``credential_shared_across_workflows``. Both conditions are monotone ("some other workload /
+workflow presented this token earlier in event time"), so the set of findings does not depend on
+arrival order and each fires once per (token, workload, workflow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tether.core import codes as C
+from tether.core.config import DetectionConfig
+from tether.core.violations import Outbox, Violation, emit
+from tether.models.session import PairUse, TokenState
+
+MAX_PAIRS = 256  # per token; beyond this a sprayed token is already flagged many times over
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialUse:
+    """One workload's use of a token in one workflow (its earliest known use there)."""
+
+    token_id: str
+    workload_id: str
+    workflow_id: str
+    t: float
+    event_id: str
+    inherited: bool
+    expires_at: float
+
+
+def observe(
+    state: TokenState | None,
+    use: CredentialUse,
+    cfg: DetectionConfig,
+    now: datetime,
+    out: Outbox,
+) -> TokenState:
+    """Fold one use into the token's state; emit what it newly reveals."""
+    st = state if state is not None else TokenState(use.token_id)
+    st.expires_at = max(st.expires_at, use.expires_at)
+    pair = (use.workload_id, use.workflow_id)
+    prev = st.pairs.get(pair)
+    if prev is not None:
+        if (prev.t, prev.event_id) <= (use.t, use.event_id) and (prev.inherited or not use.inherited):
+            return st
+        use_t, use_id = min((prev.t, prev.event_id), (use.t, use.event_id))
+        st.pairs[pair] = PairUse(use_t, use_id, prev.inherited and use.inherited)
+    elif len(st.pairs) < MAX_PAIRS:
+        st.pairs[pair] = PairUse(use.t, use.event_id, use.inherited)
+    else:
+        return st
+    _scan(st, use.expires_at, cfg, now, out)
+    return st
+
+
+def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: datetime, out: Outbox) -> None:
+    live = [(k, u) for k, u in st.pairs.items() if not u.inherited]
+    if len(live) < 2:
+        return
+    for (workload, workflow), u in live:
+        key = (u.t, u.event_id)
+        for (other_w, other_f), o in live:
+            if (o.t, o.event_id) >= key:
+                continue
+            if other_w != workload:
+                code, why = C.CREDENTIAL_REUSE, f"by {other_w} in workflow {other_f}"
+            elif other_f != workflow:
+                code, why = C.CREDENTIAL_SHARED, f"in workflow {other_f}"
+            else:
+                continue
+            v = Violation(
+                code=code,
+                key=(st.token_id, workload, workflow),
+                workflow_id=workflow,
+                workload_id=workload,
+                event_time=u.t,
+                evidence=(o.event_id, u.event_id),
+                summary=f"token {st.token_id} presented by {workload} here after it was "
+                f"presented {why}",
+                token_id=st.token_id,
+                token_expires=expires,
+            )
+            fid = v.finding_id
+            if fid in st.fired or not cfg.enabled(code):
+                continue
+            st.fired.add(fid)
+            emit(v, cfg, now, out)

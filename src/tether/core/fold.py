@@ -1,0 +1,346 @@
+"""The workflow fold: ``(session, event) -> session`` plus what the event revealed.
+
+Pure: time comes in as arguments (event time drives every decision; ``now`` only stamps
+records), outputs go to an ``Outbox``, and credential uses bound for the token index are
+returned for the caller to route (in streaming, through a repartition by ``token_id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tether.core import codes as C
+from tether.core.checks import Identity, Verdict, after_completion, check_event
+from tether.core.config import DetectionConfig
+from tether.core.credentials import CredentialUse
+from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
+from tether.core.violations import Outbox, Violation, completion_revocation, emit
+from tether.models.events import (
+    DelegationGranted,
+    InputEvent,
+    ToolCallIntent,
+    WorkflowCompleted,
+    WorkflowStarted,
+)
+from tether.models.outputs import Decision
+from tether.models.session import ActRef, DelegationRec, Pending, Session, StartInfo, TokenSeen
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the fold needs besides state and event: tuning and the per-call policy."""
+
+    cfg: DetectionConfig
+    policy: CallPolicy = AllowAll()
+
+
+def fold(
+    session: Session | None,
+    event: InputEvent,
+    ctx: Context,
+    now: datetime,
+    out: Outbox,
+    uses: list[CredentialUse],
+) -> Session:
+    """Apply one event to its workflow's session. Duplicate ``event_id``s are ignored."""
+    s = session if session is not None else Session(event.workflow_id)
+    if event.event_id in s.seen:
+        return s
+    t = event.occurred_at.timestamp()
+    s.seen[event.event_id] = t
+    if t > s.last_time:
+        s.last_time = t
+    cfg = ctx.cfg
+    cred = event.credential
+    if isinstance(event, WorkflowStarted):
+        if s.started is None:
+            s.started = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
+    elif isinstance(event, DelegationGranted):
+        d = event.delegation
+        if d.delegation_id not in s.delegations:
+            rec = DelegationRec.of(event)
+            s.delegations[d.delegation_id] = rec
+            s.delegations_to.setdefault(rec.delegatee, []).append(rec)
+    if cred is not None:
+        _track_token(s, cred.token_id, cred.expires_at.timestamp(), t, event.event_id, cfg, now,
+                     out)
+    if isinstance(event, ToolCallIntent):
+        act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id,
+                     cred.expires_at.timestamp())
+        _remember(s, act, cfg.grace_s)
+        if s.started is None and (s.unknown is None or (act.t, act.event_id) < (
+            s.unknown.t, s.unknown.event_id
+        )):
+            s.unknown = act
+    elif isinstance(event, WorkflowCompleted):
+        _complete(s, event, t, cfg, now, out)
+    _evaluate(s, event, t, ctx, now, out, uses, final=False)
+    return s
+
+
+def _remember(s: Session, act: ActRef, grace: float) -> None:
+    """Keep recent calls for one grace period, to judge a completion that arrives late."""
+    recent = s.recent
+    if len(recent) > 32:
+        horizon = s.last_time - grace  # the watermark is at least last_time
+        s.recent = recent = [a for a in recent if a.t >= horizon]
+    recent.append(act)
+
+
+def _track_token(
+    s: Session,
+    token_id: str,
+    expires: float,
+    t: float,
+    event_id: str,
+    cfg: DetectionConfig,
+    now: datetime,
+    out: Outbox,
+) -> None:
+    seen = s.tokens.get(token_id)
+    if seen is None:
+        s.tokens[token_id] = TokenSeen(t, expires, event_id)
+    elif t < seen.first_use:
+        seen.first_use, seen.event_id = t, event_id
+    done = s.completed_at
+    if done is not None and t <= done:
+        _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out)
+
+
+def _revoke_on_completion(
+    s: Session,
+    token_id: str,
+    expires: float,
+    done: float,
+    evidence: str,
+    cfg: DetectionConfig,
+    now: datetime,
+    out: Outbox,
+) -> None:
+    if not cfg.revoke_on_completion or cfg.shadow or token_id in s.completion_revoked:
+        return
+    s.completion_revoked.add(token_id)
+    out.revocations.append(
+        completion_revocation(s.workflow_id, token_id, expires, done, evidence, cfg, now)
+    )
+
+
+def _complete(
+    s: Session, event: WorkflowCompleted, t: float, cfg: DetectionConfig, now: datetime, out: Outbox
+) -> None:
+    if s.completed_at is not None and s.completed_at <= t:
+        return
+    s.completed_at = t
+    s.completed_event = event.event_id
+    for act in s.recent:
+        if act.t > t:
+            _late_after_completion(s, act, t, cfg, now, out)
+    for token_id, seen in s.tokens.items():
+        if seen.first_use <= t:  # tokens first used after completion: see activity_after_completion
+            _revoke_on_completion(s, token_id, seen.expires_at, t, event.event_id, cfg, now, out)
+
+
+def _late_after_completion(
+    s: Session, act: ActRef, done: float, cfg: DetectionConfig, now: datetime, out: Outbox
+) -> None:
+    start = s.started
+    v = Violation(
+        code=C.ACTIVITY_AFTER_COMPLETION,
+        key=(s.workflow_id, act.workload_id, act.token_id),
+        workflow_id=s.workflow_id,
+        workload_id=act.workload_id,
+        event_time=act.t,
+        evidence=(act.event_id, s.completed_event or ""),
+        summary=f"tool call {act.t - done:.3f}s after the workflow completed",
+        token_id=act.token_id,
+        token_expires=act.token_expires,
+        workflow_not_after=start.not_after if start is not None else None,
+    )
+    _fire(s, v, cfg, now, out)
+
+
+def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: datetime, out: Outbox) -> None:
+    if not cfg.enabled(v.code):
+        return
+    fid = v.finding_id
+    if fid in s.fired:
+        return
+    s.fired.add(fid)
+    emit(v, cfg, now, out)
+
+
+def _evaluate(
+    s: Session,
+    event: InputEvent,
+    t: float,
+    ctx: Context,
+    now: datetime,
+    out: Outbox,
+    uses: list[CredentialUse],
+    *,
+    final: bool,
+) -> None:
+    cfg = ctx.cfg
+    verdict = check_event(s, event, final=final, max_chain=cfg.max_chain_length)
+    outcome = None
+    if (
+        isinstance(event, ToolCallIntent)
+        and verdict.standing is not None
+        and verdict.standing.covered
+    ):
+        outcome = ctx.policy.check(s, event, verdict.standing)
+        if not outcome.allowed:
+            verdict.violations.append(_policy_violation(s, event, t, outcome))
+    for v in verdict.violations:
+        _fire(s, v, cfg, now, out)
+    cred = event.credential
+    if cred is not None and verdict.identity is not Identity.PENDING:
+        _report_use(s, event, t, verdict, uses)
+    if verdict.waiting and not final:
+        s.seq += 1
+        s.pending.append(Pending(t + cfg.grace_s, s.seq, event))
+    elif isinstance(event, ToolCallIntent) and cfg.emit_decisions:
+        out.decisions.append(_decision(event, verdict, outcome, now))
+
+
+def _report_use(
+    s: Session, event: InputEvent, t: float, verdict: Verdict, uses: list[CredentialUse]
+) -> None:
+    cred = event.credential
+    assert cred is not None  # noqa: S101  # checked by the caller
+    key = (cred.token_id, event.agent.workload_id)
+    prev = s.uses.get(key)
+    if prev is not None and prev <= (t, event.event_id):
+        return
+    s.uses[key] = (t, event.event_id)
+    uses.append(
+        CredentialUse(
+            token_id=cred.token_id,
+            workload_id=event.agent.workload_id,
+            workflow_id=s.workflow_id,
+            t=t,
+            event_id=event.event_id,
+            inherited=verdict.identity is Identity.INHERITED,
+            expires_at=cred.expires_at.timestamp(),
+        )
+    )
+
+
+def _policy_violation(
+    s: Session, event: ToolCallIntent, t: float, outcome: PolicyOutcome
+) -> Violation:
+    action = event.action
+    cred = event.credential
+    start = s.started
+    ids = ", ".join(outcome.policy_ids) or "(none)"
+    return Violation(
+        code=C.POLICY_DENIED,
+        key=(s.workflow_id, event.agent.workload_id, cred.token_id, action.tool, action.operation,
+             *outcome.policy_ids),
+        workflow_id=s.workflow_id,
+        workload_id=event.agent.workload_id,
+        event_time=t,
+        evidence=(event.event_id,),
+        summary=f"policy {ids} forbids {action.operation} with {action.tool}",
+        token_id=cred.token_id,
+        token_expires=cred.expires_at.timestamp(),
+        workflow_not_after=start.not_after if start is not None else None,
+        severity=outcome.severity,
+        policy_ids=outcome.policy_ids,
+    )
+
+
+def _decision(
+    event: ToolCallIntent, verdict: Verdict, outcome: PolicyOutcome | None, now: datetime
+) -> Decision:
+    codes = sorted({v.code for v in verdict.violations})
+    return Decision(
+        event_id=event.event_id,
+        workflow_id=event.workflow_id,
+        workload_id=event.agent.workload_id,
+        tool=event.action.tool,
+        decision="deny" if codes or (outcome is not None and not outcome.allowed) else "allow",
+        findings=codes,
+        policy_ids=list(outcome.policy_ids) if outcome is not None else [],
+        policy_revision=outcome.revision if outcome is not None else None,
+        evaluated_at=now,
+    )
+
+
+def fire_due(
+    s: Session,
+    watermark: float,
+    ctx: Context,
+    now: datetime,
+    out: Outbox,
+    uses: list[CredentialUse],
+) -> Session | None:
+    """Decide every check due before ``watermark``, then compact or drop the session when its
+    time has come. Returns ``None`` when the session should be deleted."""
+    cfg = ctx.cfg
+    grace = cfg.grace_s
+    if s.pending:
+        due = [p for p in s.pending if p.deadline < watermark]
+        if due:
+            s.pending = [p for p in s.pending if p.deadline >= watermark]
+            due.sort(key=lambda p: (p.deadline, p.seq))
+            for p in due:
+                t = p.event.occurred_at.timestamp()
+                _evaluate(s, p.event, t, ctx, now, out, uses, final=True)
+    first = s.unknown
+    if first is not None and not s.unknown_done and first.t + grace < watermark:
+        s.unknown_done = True
+        if s.started is None:
+            _fire(s, Violation(
+                code=C.UNKNOWN_WORKFLOW,
+                key=(s.workflow_id,),
+                workflow_id=s.workflow_id,
+                workload_id=first.workload_id,
+                event_time=first.t,
+                evidence=(first.event_id,),
+                summary="tool calls in a workflow that was never started",
+                token_id=first.token_id,
+                token_expires=first.token_expires,
+            ), cfg, now, out)
+    if s.recent:
+        s.recent = [a for a in s.recent if a.t + grace >= watermark]
+    return _lifecycle(s, watermark, cfg)
+
+
+def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | None:
+    done = s.completed_at
+    if done is not None:
+        if watermark > done + max(cfg.completed_retention_s, cfg.grace_s):
+            return None
+        if not s.compacted and watermark > max(done, s.last_time) + cfg.grace_s and not s.pending:
+            _compact(s)
+    elif watermark > s.last_time + cfg.idle_timeout_s:
+        return None
+    if len(s.seen) > 4096:
+        horizon = watermark - cfg.dedup_window_s
+        s.seen = {k: v for k, v in s.seen.items() if v >= horizon}
+    return s
+
+
+def _compact(s: Session) -> None:
+    """Free what a completed workflow no longer needs; keep what judges late activity."""
+    s.compacted = True
+    s.seen = {}
+    s.uses = {}
+    s.tokens = {}
+    s.recent = []
+
+
+def wake_at(s: Session, cfg: DetectionConfig) -> float:
+    """The event time after which ``fire_due`` has something to do for this session."""
+    grace = cfg.grace_s
+    due = min((p.deadline for p in s.pending), default=float("inf"))
+    if s.unknown is not None and not s.unknown_done:
+        due = min(due, s.unknown.t + grace)
+    done = s.completed_at
+    if done is not None:
+        if not s.compacted:
+            due = min(due, max(done, s.last_time) + grace)
+        return min(due, done + max(cfg.completed_retention_s, grace))
+    return min(due, s.last_time + cfg.idle_timeout_s)

@@ -1,0 +1,155 @@
+"""Violations (what a check found) and the graded response that turns them into records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tether.core.codes import TASK_COMPLETED
+from tether.core.config import DetectionConfig
+from tether.core.ids import derive_id
+from tether.models.common import SEVERITY_RANK, Severity
+from tether.models.outputs import Decision, Finding, Response, Revocation, Target
+
+
+@dataclass(slots=True)
+class Violation:
+    """One broken rule, with the facts its response needs. ``key`` names the cause."""
+
+    code: str
+    key: tuple[str, ...]
+    workflow_id: str
+    workload_id: str
+    event_time: float
+    evidence: tuple[str, ...]
+    summary: str
+    token_id: str | None = None
+    token_expires: float | None = None
+    delegation_id: str | None = None
+    delegation_expires: float | None = None
+    workflow_not_after: float | None = None
+    severity: Severity | None = None
+    policy_ids: tuple[str, ...] = ()
+
+    @property
+    def finding_id(self) -> str:
+        """Derived from the code and the cause key only: stable across replays and duplicates."""
+        return derive_id("f-", self.code, *self.key)
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Collects what one step produced, in production order."""
+
+    findings: list[Finding] = field(default_factory=list)
+    revocations: list[Revocation] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def extend(self, other: Outbox) -> None:
+        """Append everything ``other`` holds."""
+        self.findings.extend(other.findings)
+        self.revocations.extend(other.revocations)
+        self.decisions.extend(other.decisions)
+
+    def __len__(self) -> int:
+        return len(self.findings) + len(self.revocations) + len(self.decisions)
+
+
+def ts(t: float) -> datetime:
+    """POSIX seconds to an aware UTC datetime."""
+    return datetime.fromtimestamp(t, UTC)
+
+
+def emit(v: Violation, cfg: DetectionConfig, now: datetime, out: Outbox) -> None:
+    """Materialise a violation as a Finding plus the revocations its graded response calls for."""
+    rule = cfg.rule(v.code)
+    severity = v.severity or rule.severity
+    finding_id = v.finding_id
+    out.findings.append(
+        Finding(
+            finding_id=finding_id,
+            code=v.code,
+            severity=severity,
+            workflow_id=v.workflow_id,
+            workload_id=v.workload_id,
+            token_id=v.token_id,
+            summary=v.summary,
+            evidence=list(v.evidence),
+            event_time=ts(v.event_time),
+            detected_at=now,
+            response=list(rule.response),
+            owasp=list(rule.owasp),
+            shadow=cfg.shadow,
+        )
+    )
+    if cfg.shadow:
+        return
+    for action in rule.response:
+        target = _target(action, v, cfg)
+        if target is None:
+            continue
+        kind, target_id, not_after = target
+        out.revocations.append(
+            Revocation(
+                revocation_id=derive_id("r-", finding_id, kind, target_id),
+                target=Target(kind=kind, id=target_id),
+                reason=v.code,
+                severity=severity,
+                finding_id=finding_id,
+                workflow_id=v.workflow_id,
+                issued_at=now,
+                not_after=ts(not_after),
+                evidence=list(v.evidence),
+            )
+        )
+
+
+_TargetSpec = tuple[str, str, float]
+
+
+def _target(action: Response, v: Violation, cfg: DetectionConfig) -> _TargetSpec | None:  # noqa: PLR0911  # one return per response kind reads best
+    margin = cfg.revocation_margin_s
+    t = v.event_time
+    if action == "revoke_token":
+        if v.token_id is None:
+            return None
+        return ("token", v.token_id, max(v.token_expires or t, t) + margin)
+    if action == "revoke_workflow":
+        if v.workflow_not_after is None:
+            return ("workflow", v.workflow_id, t + cfg.workflow_revocation_s)
+        return ("workflow", v.workflow_id, max(v.workflow_not_after, t) + margin)
+    if action == "quarantine_workload":
+        return ("workload", v.workload_id, t + cfg.quarantine_s)
+    if action == "revoke_delegation":
+        if v.delegation_id is None:
+            return None
+        return ("delegation", v.delegation_id, max(v.delegation_expires or t, t) + margin)
+    return None
+
+
+def completion_revocation(
+    workflow_id: str,
+    token_id: str,
+    token_expires: float,
+    completed_at: float,
+    evidence: str,
+    cfg: DetectionConfig,
+    now: datetime,
+) -> Revocation:
+    """``workflow.completed`` revokes a credential used in the workflow (reason task_completed)."""
+    return Revocation(
+        revocation_id=derive_id("r-", TASK_COMPLETED, workflow_id, token_id),
+        target=Target(kind="token", id=token_id),
+        reason=TASK_COMPLETED,
+        severity="info",
+        workflow_id=workflow_id,
+        issued_at=now,
+        not_after=ts(max(token_expires, completed_at) + cfg.revocation_margin_s),
+        evidence=[evidence],
+    )
+
+
+def worst(severities: list[Severity]) -> Severity:
+    """The highest of the given severities."""
+    return max(severities, key=SEVERITY_RANK.__getitem__)
+

@@ -1,0 +1,131 @@
+"""Input events (schema_version 1): what agents and token services emit to ``tether.intents``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from tether.models.common import (
+    MAX_LIST,
+    Autonomy,
+    Contract,
+    EventId,
+    Identity,
+    Name,
+    NameList,
+    Operation,
+    OptionalName,
+    Outcome,
+    SchemaVersion,
+    Sensitivity,
+    Text,
+    Timestamp,
+    TokenId,
+    WorkflowId,
+)
+
+
+class Agent(Contract):
+    """The acting workload."""
+
+    workload_id: Identity
+    instance_id: OptionalName | None = None
+
+
+class Credential(Contract):
+    """The credential presented with an event; ``token_id`` is the token's ``jti``."""
+
+    token_id: TokenId
+    issuer: Identity
+    subject: Identity
+    scopes: NameList
+    issued_at: Timestamp
+    expires_at: Timestamp
+    audience: Identity | Annotated[list[Identity], Field(max_length=MAX_LIST)] | None = None
+
+
+class Grant(Contract):
+    """The baseline permission set of a task. Empty ``tools``/``destinations`` mean unrestricted."""
+
+    task_type: Name
+    purpose: Text
+    scopes: NameList
+    tools: NameList
+    max_sensitivity: Sensitivity
+    destinations: NameList
+    not_after: Timestamp
+    autonomy: Autonomy
+
+
+class Action(Contract):
+    """What a tool call intends to do."""
+
+    tool: Name
+    operation: Operation
+    resource: Text
+    destination: OptionalName
+    data_sensitivity: Sensitivity
+
+
+class Delegation(Contract):
+    """Authority handed from the event's agent (the delegator) to another workload."""
+
+    delegation_id: Name
+    to_workload_id: Identity
+    scopes: NameList
+    expires_at: Timestamp
+
+
+class _Event(Contract):
+    schema_version: SchemaVersion
+    event_id: EventId
+    occurred_at: Timestamp
+    workflow_id: WorkflowId
+    agent: Agent
+
+
+class WorkflowStarted(_Event):
+    """A workflow begins under its baseline grant; the starting agent is the initiator."""
+
+    event_type: Literal["workflow.started"]
+    credential: Credential
+    grant: Grant
+
+
+class ToolCallIntent(_Event):
+    """An agent is about to call a tool."""
+
+    event_type: Literal["tool_call.intent"]
+    credential: Credential
+    action: Action
+    delegation_id: OptionalName | None = None
+
+
+class DelegationGranted(_Event):
+    """The agent hands (part of) its authority in this workflow to another workload."""
+
+    event_type: Literal["delegation.granted"]
+    credential: Credential
+    delegation: Delegation
+
+
+class WorkflowCompleted(_Event):
+    """The workflow ended; its authority ends with it."""
+
+    event_type: Literal["workflow.completed"]
+    credential: Credential | None = None
+    outcome: Outcome
+
+
+InputEvent = Annotated[
+    WorkflowStarted | ToolCallIntent | DelegationGranted | WorkflowCompleted,
+    Field(discriminator="event_type"),
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "workflow.started",
+    "tool_call.intent",
+    "delegation.granted",
+    "workflow.completed",
+)
+input_event_adapter: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)

@@ -1,0 +1,131 @@
+"""Output records: findings, revocations, heartbeats, decisions and dead letters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from tether.models.common import Record, Severity
+
+TargetKind = Literal["token", "workflow", "workload", "delegation"]
+Response = Literal[
+    "alert", "revoke_token", "revoke_workflow", "quarantine_workload", "revoke_delegation"
+]
+
+
+class Finding(Record):
+    """One detection. ``finding_id`` derives from the cause, so a duplicate is recognisable."""
+
+    kind: Literal["finding"] = "finding"
+    finding_id: str
+    code: str
+    severity: Severity
+    workflow_id: str
+    workload_id: str
+    token_id: str | None = None
+    summary: str
+    evidence: list[str] = Field(description="event_ids that caused the finding")
+    event_time: AwareDatetime
+    detected_at: AwareDatetime
+    response: list[Response]
+    owasp: list[str]
+    shadow: bool = Field(
+        default=False, description="true when the response was reported but not enforced"
+    )
+
+
+class Target(Record):
+    """What a revocation applies to."""
+
+    kind: TargetKind
+    id: str
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of the compacted revocations topic: ``<kind>:<id>``."""
+        return f"{self.kind}:{self.id}"
+
+
+class Revocation(Record):
+    """An instruction to enforcement points: deny ``target`` until ``not_after``."""
+
+    kind: Literal["revocation"] = "revocation"
+    revocation_id: str
+    target: Target
+    reason: str = Field(description="a finding code, or task_completed")
+    severity: Severity
+    finding_id: str | None = None
+    workflow_id: str
+    issued_at: AwareDatetime
+    not_after: AwareDatetime
+    evidence: list[str]
+
+
+class Heartbeat(Record):
+    """Liveness on the revocations topic, so a gateway can tell "nothing revoked" from "dead"."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    emitted_at: AwareDatetime
+    source: str = Field(description="the worker that emitted it")
+    sequence: int = 0
+    watermark: AwareDatetime | None = Field(
+        default=None, description="the greatest event time this worker has applied"
+    )
+    interval_s: float = Field(default=1.0, description="seconds until the next heartbeat")
+
+
+class Decision(Record):
+    """The per-call verdict, written to the audit log."""
+
+    kind: Literal["decision"] = "decision"
+    event_id: str
+    workflow_id: str
+    workload_id: str
+    tool: str
+    decision: Literal["allow", "deny"]
+    findings: list[str]
+    policy_ids: list[str]
+    policy_revision: str | None = None
+    evaluated_at: AwareDatetime
+
+
+class Source(Record):
+    """Where a dead-lettered record came from: a Kafka position or a file line."""
+
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    line: int | None = None
+
+
+DeadLetterReason = Literal[
+    "empty_record",
+    "oversized",
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "unsupported_schema_version",
+    "unknown_event_type",
+    "schema_violation",
+    "clock_skew",
+]
+
+
+class DeadLetter(Record):
+    """A record that could not be processed, kept with its reason: nothing is silently lost."""
+
+    kind: Literal["deadletter"] = "deadletter"
+    reason: DeadLetterReason
+    error: str
+    source: Source
+    received_at: AwareDatetime
+    payload: str = Field(description="the record as received (base64 when not valid UTF-8)")
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    workflow_id: str | None = Field(
+        default=None, description="the workflow, when it could still be read from the record"
+    )
+    event_id: str | None = None
+
+
+OutputRecord = Finding | Revocation | Decision | DeadLetter | Heartbeat
