@@ -55,6 +55,8 @@ def check_event(
     if cred is not None:
         _credential_expired(session, event, cred, t, verdict)
         _identity(session, event, cred, t, final, verdict)
+    if isinstance(event, ToolCallIntent):
+        _after_completion(session, event, t, verdict)  # needs only the completion, not the start
     if isinstance(event, WorkflowCompleted) and cred is None:
         return verdict
     if session.started is None and not final:
@@ -70,7 +72,6 @@ def check_event(
     if isinstance(event, ToolCallIntent):
         _grant(session, event, t, verdict)
         _task_window(session, event, t, verdict)
-        _after_completion(session, event, t, verdict)
     elif isinstance(event, DelegationGranted):
         _task_window(session, event, t, verdict)
         _delegation(session, event, st, t, final, max_chain, verdict)
@@ -110,7 +111,7 @@ def _credential_expired(
 ) -> None:
     if t > cred.expires_at.timestamp():
         verdict.violations.append(
-            _v(session, event, C.CREDENTIAL_EXPIRED, (cred.token_id,),
+            _v(session, event, C.CREDENTIAL_EXPIRED, (event.agent.workload_id, cred.token_id),
                f"token {cred.token_id} presented {t - cred.expires_at.timestamp():.0f}s after it "
                f"expired", t)
         )
@@ -226,7 +227,7 @@ def _task_window(session: Session, event: InputEvent, t: float, verdict: Verdict
     assert start is not None  # noqa: S101  # callers only reach here with a known start
     if t > start.not_after:
         verdict.violations.append(
-            _v(session, event, C.TASK_WINDOW_EXCEEDED, (),
+            _v(session, event, C.TASK_WINDOW_EXCEEDED, (event.agent.workload_id,),
                f"activity {t - start.not_after:.0f}s after the grant's not_after", t)
         )
 

@@ -69,10 +69,10 @@ def fold(
         act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id,
                      cred.expires_at.timestamp())
         _remember(s, act, cfg.grace_s)
-        if s.started is None and (s.unknown is None or (act.t, act.event_id) < (
-            s.unknown.t, s.unknown.event_id
-        )):
-            s.unknown = act
+        if (s.started is None or s.started.started_at > t) and (
+            s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
+        ):
+            s.unknown = act  # the earliest call not preceded by the workflow's start
     elif isinstance(event, WorkflowCompleted):
         _complete(s, event, t, cfg, now, out)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
@@ -291,7 +291,7 @@ def fire_due(
     first = s.unknown
     if first is not None and not s.unknown_done and first.t + grace < watermark:
         s.unknown_done = True
-        if s.started is None:
+        if s.started is None or s.started.started_at > first.t:
             _fire(s, Violation(
                 code=C.UNKNOWN_WORKFLOW,
                 key=(s.workflow_id,),

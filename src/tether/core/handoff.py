@@ -11,7 +11,7 @@ from tether.models.session import DelegationRec, Session
 class Role(Enum):
     """How an actor stands in its workflow at the time of an act."""
 
-    UNKNOWN = "unknown"  # the workflow has not (yet) been seen to start
+    UNKNOWN = "unknown"  # the workflow had not started by the time of the act
     INITIATOR = "initiator"
     DELEGATEE = "delegatee"  # covered by at least one known delegation
     EXPIRED = "expired"  # only expired delegations are known
@@ -44,8 +44,8 @@ def standing(session: Session, workload: str, t: float) -> Standing:
     the shortest known chain.
     """
     start = session.started
-    if start is None:
-        return _NO_START
+    if start is None or start.started_at > t:
+        return _NO_START  # acts dated before the workflow's start are not part of it
     if workload == start.initiator:
         return Standing(Role.INITIATOR, start.scopes, 0)
     incoming = session.delegations_to.get(workload)

@@ -110,7 +110,7 @@ class Session:
     completion_revoked: set[str] = field(default_factory=set)
     pending: list[Pending] = field(default_factory=list)
     recent: list[ActRef] = field(default_factory=list)
-    unknown: ActRef | None = None  # earliest act seen while the workflow was not started
+    unknown: ActRef | None = None  # earliest call dated before any known start
     unknown_done: bool = False
     compacted: bool = False
     last_time: float = 0.0

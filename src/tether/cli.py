@@ -1,0 +1,206 @@
+"""The ``tether`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from tether import __version__
+
+
+def _settings(**overrides: Any) -> Any:
+    from tether.settings import Settings  # noqa: PLC0415  # keep `tether --help` fast
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tether")
+def main() -> None:
+    """tether: continuous authorization for AI agents and other non-human identities.
+
+    tether correlates agent telemetry (workflow started, tool-call intents, delegations,
+    workflow completed) into per-workflow sessions, detects permission drift and broken
+    identity handoffs at every tool call, and turns a "no" into a revocation.
+
+    \b
+    Start here:
+      tether demo                      a synthetic fleet with injected attacks, live
+      tether replay events.jsonl       run the detectors over a JSON Lines file
+      tether policy validate DIR       check a directory of Cedar policies
+
+    Settings come from flags and TETHER_* environment variables (see README).
+    """
+
+
+@main.command()
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
+@click.option("--decisions", is_flag=True, help="Also write one decision per tool-call intent.")
+@click.option("--shadow", is_flag=True, default=None, help="Report findings, issue no revocations.")
+@click.option("--grace", "grace_s", type=float, help="Event-time grace in seconds [default: 5].")
+@click.option("--max-chain", "max_chain_length", type=int, help="Max delegation hops [default: 3].")
+@click.option(
+    "--policy-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory of Cedar policies [default: the packaged pack].",
+)
+@click.option("--no-policy", is_flag=True, help="Skip per-call Cedar policy.")
+@click.option(
+    "--clock",
+    type=click.Choice(["event", "wall"]),
+    default="event",
+    show_default=True,
+    help="Stamp records with event time (reproducible) or the wall clock.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
+def replay(
+    file: str,
+    decisions: bool,
+    shadow: bool | None,
+    grace_s: float | None,
+    max_chain_length: int | None,
+    policy_dir: Path | None,
+    no_policy: bool,
+    clock: str,
+    quiet: bool,
+) -> None:
+    """Run the detectors over FILE, a JSON Lines file of input events ('-' for stdin).
+
+    File order is arrival order. Writes one JSON object per line to stdout, each with a
+    "kind": finding, revocation, deadletter (and decision with --decisions). Every line that
+    is not a valid event becomes a deadletter with its reason and line number; blank lines
+    are skipped. Checks waiting on late events are decided when event time has moved past
+    their grace period, and at end of input. Exit status is 0 whenever the input was read,
+    whatever it contained.
+
+    \b
+    Examples:
+      tether replay events.jsonl > out.jsonl
+      tether replay --shadow --policy-dir ./policies yesterday.jsonl | jq 'select(.kind=="finding")'
+      cat events.jsonl | tether replay - --decisions
+
+    \b
+    One event per line (DESIGN.md has the contract), e.g.:
+      {"schema_version":1,"event_type":"tool_call.intent","event_id":"01JDX3Q9V7K2",
+       "occurred_at":"2026-11-28T14:00:00.120Z","workflow_id":"wf-42","agent":{...},
+       "credential":{...},"action":{"tool":"crm.search","operation":"read",...}}
+    """
+    from tether.bootstrap import monitor  # noqa: PLC0415
+    from tether.cli_progress import progress_reader  # noqa: PLC0415
+    from tether.replay import Replayer, summary_lines  # noqa: PLC0415
+
+    settings = _settings(
+        shadow=shadow,
+        grace_s=grace_s,
+        max_chain_length=max_chain_length,
+        policy=False if no_policy else None,
+    )
+    try:
+        mon = monitor(settings, policy_dir=policy_dir)
+    except Exception as exc:  # a policy error must name its file and stop before reading input
+        raise click.ClickException(str(exc)) from exc
+    out = sys.stdout.buffer
+    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock)
+    with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
+        stats = rep.run(lines.lines(), lines.tick)
+    out.flush()
+    if not quiet:
+        for line in summary_lines(stats):
+            click.echo(line, err=True)
+
+
+def _open_input(file: str) -> IO[bytes]:
+    if file == "-":
+        return click.get_binary_stream("stdin")
+    try:
+        return open(file, "rb")  # noqa: SIM115  # closed by the caller's with-block
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc.strerror}") from exc
+
+
+@main.command()
+@click.option("--workflows", type=int, default=400, show_default=True, help="Workflows to run.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed.")
+@click.option("--attack-rate", type=float, default=0.08, show_default=True)
+@click.option(
+    "--rate",
+    type=float,
+    default=4000.0,
+    show_default=True,
+    help="Events per second to replay at (0: as fast as possible).",
+)
+@click.option("--no-live", is_flag=True, help="Print findings as lines instead of a live view.")
+def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bool) -> None:
+    """Run a synthetic agent fleet with injected attacks through the detectors, live.
+
+    Nothing else needs to be running: the fleet (planners, researchers, summarizers, coders,
+    billing and SRE bots; delegation chains, token refreshes, long batch jobs) is generated in
+    process and replayed in real time through the same core that `tether replay` and the
+    streaming workers run. Injected attacks: a stolen token replayed by another workload, scope
+    escalation mid-workflow, a sub-agent acting with no handoff, exfiltration to an ungranted
+    destination, activity after completion, and more. Ends with a summary: events, findings by
+    code, revocations, detection latency, and whether every injected attack was caught.
+    """
+    from tether.demo.run import run_demo  # noqa: PLC0415
+
+    code = run_demo(
+        workflows=workflows, seed=seed, attack_rate=attack_rate, rate=rate, live=not no_live
+    )
+    sys.exit(code)
+
+
+@main.group()
+def schemas() -> None:
+    """JSON Schemas of every record, generated from the models."""
+
+
+@schemas.command("export")
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"), show_default=True,
+)
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schema files into DIR."""
+    from tether.schemas import export  # noqa: PLC0415
+
+    for path in export(directory):
+        click.echo(f"wrote {path}")
+
+
+@schemas.command("check")
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"), show_default=True,
+)
+def schemas_check(directory: Path) -> None:
+    """Fail (exit 1) when the committed schemas differ from the models."""
+    from tether.schemas import REGENERATE, stale  # noqa: PLC0415
+
+    problems = stale(directory)
+    if problems:
+        click.echo(f"stale schemas in {directory}: {', '.join(problems)}", err=True)
+        click.echo(f"regenerate with: {REGENERATE}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: schemas in {directory} match the models")
+
+
+@main.group()
+def policy() -> None:
+    """Per-call Cedar policy."""
+
+
+def _mount_policy_commands() -> None:
+    from tether.policy.cli import validate  # noqa: PLC0415
+
+    policy.add_command(validate)
+
+
+_mount_policy_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Synthetic agent-fleet telemetry for `tether demo`, benchmarks and tests."""

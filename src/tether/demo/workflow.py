@@ -1,0 +1,273 @@
+"""One workflow's benign life: start, tool calls, a delegation chain, token refreshes, completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from tether.demo.catalog import RANK, Task, Tool
+from tether.demo.encoding import stamp
+from tether.demo.script import Actor, Event, Script, Token
+
+#: A holder refreshes its token once less than this much of its life is left.
+REFRESH_MARGIN_MS = 60_000
+_INITIATOR_LIFETIMES_S = (180, 300, 300, 600, 600, 900)
+_DELEGATEE_LIFETIMES_S = (300, 600)
+_OUTCOMES = ("success",) * 18 + ("failure", "cancelled")
+
+
+@lru_cache(maxsize=256)
+def permitted(tool: Tool, max_sensitivity: str) -> tuple[str, ...]:
+    """The tool's data sensitivities that stay within `max_sensitivity`."""
+    ok = tuple(s for s in tool.sensitivities if RANK[s] <= RANK[max_sensitivity])
+    return ok or ("public",)
+
+
+@dataclass(slots=True, eq=False)
+class Use:
+    """One event an actor emitted, and the token it presented (None when it presented none)."""
+
+    t: int
+    event: Event
+    token: Token | None
+
+
+@dataclass(slots=True, eq=False)
+class Handoff:
+    """A delegation: the granting event, both parties and what the delegatee then did."""
+
+    event: Event
+    delegator: Actor
+    delegatee: Actor
+    hop: int
+    granted_t: int
+    parent: Handoff | None
+    uses: list[Use] = field(default_factory=list)
+
+    @property
+    def delegation(self) -> Event:
+        """The event's `delegation` object."""
+        d: Event = self.event["delegation"]
+        return d
+
+
+class Workflow:
+    """Emits one workflow's events into a script and remembers enough to inject attacks."""
+
+    def __init__(  # noqa: PLR0913 - a workflow is defined by exactly these facts
+        self, script: Script, task: Task, workflow_id: str, start_ms: int,
+        *, restrict_tools: bool = False, restrict_destinations: bool = False,
+    ) -> None:
+        rng = script.rng
+        self.script, self.task, self.workflow_id = script, task, workflow_id
+        self.start_ms = start_ms
+        self.trace_id = script.ids.trace_id()
+        self.initiator = script.actor(task.initiator, task.tools)
+        open_tools = not restrict_tools and rng.random() < task.unrestricted_tools
+        open_dest = not restrict_destinations and rng.random() < task.unrestricted_destinations
+        tools = task.all_tools()
+        self.grant: Event = {
+            "task_type": task.name,
+            "purpose": task.purpose,
+            "scopes": task.scopes(),
+            "tools": [] if open_tools else sorted({t.name for t in tools}),
+            "max_sensitivity": task.max_sensitivity,
+            "destinations": [] if open_dest else sorted({t.destination for t in tools}),
+            "not_after": "",
+            "autonomy": task.autonomy,
+        }
+        self.uses: list[Use] = []
+        self.handoffs: list[Handoff] = []
+        self.completion: Use | None = None
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def _envelope(self, event_type: str, actor: Actor, t: int, cred: Event | None) -> Event:
+        inst = actor.instance
+        ev: Event = {
+            "schema_version": 1,
+            "event_type": event_type,
+            "event_id": self.script.ids.event_id(t),
+            "occurred_at": stamp(t, inst.offset, inst.suffix),
+            "workflow_id": self.workflow_id,
+            "agent": inst.agent,
+        }
+        if cred is not None:
+            ev["credential"] = cred
+        return ev
+
+    def action(self, tool: Tool, **override: str) -> Event:
+        """An `action` object for `tool`, drawing a resource and a permitted sensitivity."""
+        rng = self.script.rng
+        act: Event = {
+            "tool": tool.name,
+            "operation": tool.operation,
+            "resource": f"{tool.resource}{rng.randrange(1, 100_000)}",
+            "destination": tool.destination,
+            "data_sensitivity": rng.choice(permitted(tool, self.task.max_sensitivity)),
+        }
+        act.update(override)
+        return act
+
+    def emit_call(  # noqa: PLR0913 - mirrors the event's fields
+        self, actor: Actor, t: int, cred: Event | None, action: Event,
+        delegation_id: str | None = None,
+    ) -> Event:
+        """Emit a `tool_call.intent` exactly as given: no refresh, no bookkeeping."""
+        ev = self._envelope("tool_call.intent", actor, t, cred)
+        ev["action"] = action
+        if delegation_id is not None:
+            ev["delegation_id"] = delegation_id
+        if self.script.extra_fields:
+            ev["trace_id"] = self.trace_id
+        return self.script.add(t, ev)
+
+    def refresh(self, actor: Actor, t: int, lifetimes: tuple[int, ...]) -> Token:
+        """Give `actor` a fresh token (new jti, same scopes) unless its current one is good."""
+        held = actor.token
+        if held is not None and t + REFRESH_MARGIN_MS <= held.expires_ms:
+            return held
+        scopes = held.scopes if held is not None else []
+        issued = t - self.script.rng.randint(0, 1500)
+        actor.token = self.script.token(actor.workload_id, scopes, issued,
+                                        self.script.rng.choice(lifetimes))
+        return actor.token
+
+    def _lifetimes(self, actor: Actor) -> tuple[int, ...]:
+        return _INITIATOR_LIFETIMES_S if actor is self.initiator else _DELEGATEE_LIFETIMES_S
+
+    def start(self, t: int) -> None:
+        """Emit `workflow.started`: the initiator's first token and the grant."""
+        rng = self.script.rng
+        init = self.initiator
+        init.token = self.script.token(init.workload_id, self.grant["scopes"],
+                                       t - rng.randint(200, 5000),
+                                       rng.choice(_INITIATOR_LIFETIMES_S))
+        ev = self._envelope("workflow.started", init, t, init.token.cred)
+        ev["grant"] = self.grant
+        self.uses.append(Use(t, self.script.add(t, ev), init.token))
+
+    def call(self, actor: Actor, t: int, handoff: Handoff | None = None,
+             tool: Tool | None = None) -> Event:
+        """Emit a benign tool call by `actor` with its (refreshed) own token."""
+        token = self.refresh(actor, t, self._lifetimes(actor))
+        chosen = tool or self.script.rng.choice(actor.tools)
+        dlg = handoff.delegation["delegation_id"] if handoff else None
+        ev = self.emit_call(actor, t, token.cred, self.action(chosen), dlg)
+        (handoff.uses if handoff else self.uses).append(Use(t, ev, token))
+        return ev
+
+    def delegate(  # noqa: PLR0913 - the delegation's facts
+        self, delegator: Actor, delegatee: Actor, scopes: list[str], t: int,
+        parent: Handoff | None,
+    ) -> Handoff:
+        """Emit `delegation.granted`; its `expires_at` is settled by `settle_expiry`."""
+        token = self.refresh(delegator, t, self._lifetimes(delegator))
+        ev = self._envelope("delegation.granted", delegator, t, token.cred)
+        ev["delegation"] = {
+            "delegation_id": self.script.ids.delegation_id(),
+            "to_workload_id": delegatee.workload_id,
+            "scopes": list(scopes),
+            "expires_at": "",
+        }
+        self.script.add(t, ev)
+        hop = parent.hop + 1 if parent else 0
+        handoff = Handoff(ev, delegator, delegatee, hop, t, parent)
+        (parent.uses if parent else self.uses).append(Use(t, ev, token))
+        self.handoffs.append(handoff)
+        return handoff
+
+    def set_delegation_expiry(self, handoff: Handoff, ms: int) -> None:
+        """Set when `handoff`'s delegation expires (written in the delegator's offset)."""
+        inst = handoff.delegator.instance
+        handoff.delegation["expires_at"] = stamp(ms, inst.offset, inst.suffix)
+
+    def complete(self, t: int) -> None:
+        """Emit `workflow.completed`, usually presenting the initiator's token."""
+        rng = self.script.rng
+        init = self.initiator
+        token = self.refresh(init, t, _INITIATOR_LIFETIMES_S) if rng.random() < 0.85 else None
+        ev = self._envelope("workflow.completed", init, t, token.cred if token else None)
+        ev["outcome"] = rng.choice(_OUTCOMES)
+        self.completion = Use(t, self.script.add(t, ev), token)
+        if token is not None:
+            self.uses.append(self.completion)
+
+    def seal(self) -> None:
+        """Fix the grant's `not_after` comfortably after completion, on a whole minute."""
+        assert self.completion is not None
+        end = self.completion.t + self.script.rng.randint(5, 30) * 60_000
+        self.set_not_after(end - end % 60_000 + 60_000)
+
+    def set_not_after(self, ms: int) -> None:
+        """Set the grant's task window end (written in the initiator's offset)."""
+        inst = self.initiator.instance
+        self.grant["not_after"] = stamp(ms, inst.offset, inst.suffix)
+        self.not_after_ms = ms
+
+    def push_completion(self, after_ms: int) -> None:
+        """Move `workflow.completed` (the workflow's last event) to later than `after_ms`."""
+        done = self.completion
+        assert done is not None
+        if done.t > after_ms:
+            return
+        t = after_ms + self.script.rng.randint(300, 2000)
+        inst = self.initiator.instance
+        done.event["occurred_at"] = stamp(t, inst.offset, inst.suffix)
+        self.script.retime(done.event, t)
+        done.t = t
+        if done.token is not None and t > done.token.expires_ms:
+            del done.event["credential"]
+            self.uses.remove(done)
+            done.token = None
+        if t + 5 * 60_000 > self.not_after_ms:
+            self.seal()
+
+    def gap(self) -> int:
+        """Think time between two of the initiator's steps."""
+        lo, hi = self.task.gap_ms
+        return self.script.rng.randint(lo, hi)
+
+
+def play(wf: Workflow, *, calls: int, hops: int) -> None:
+    """Run a benign workflow: `calls` initiator calls, one delegation phase `hops` deep."""
+    rng = wf.script.rng
+    t = wf.start_ms
+    wf.start(t)
+    phase_at = rng.randrange(calls - 1) if hops else -1
+    for i in range(calls):
+        t += wf.gap()
+        wf.call(wf.initiator, t)
+        if i == phase_at:
+            t = _hand_off(wf, wf.initiator, None, hops, t)
+    cleanup = wf.task.cleanup
+    if cleanup is not None and rng.random() < 0.5:
+        t += wf.gap()
+        wf.call(wf.initiator, t, tool=cleanup)
+    wf.complete(t + wf.gap())
+    wf.seal()
+
+
+def _hand_off(wf: Workflow, delegator: Actor, parent: Handoff | None, hops: int, t: int) -> int:
+    """Delegate to the next hop of the chain, let it work (and maybe delegate); return the time."""
+    rng = wf.script.rng
+    hop = parent.hop + 1 if parent else 0
+    spec = wf.task.chain[hop]
+    delegatee = wf.script.actor(spec.role, spec.tools)
+    t += rng.randint(100, 2000)
+    handoff = wf.delegate(delegator, delegatee, wf.task.hop_scopes(hop, hops), t, parent)
+    own = sorted({tool.scope for tool in spec.tools})
+    scopes = handoff.delegation["scopes"] if rng.random() < 0.3 else own
+    delegatee.token = wf.script.token(delegatee.workload_id, scopes, t + rng.randint(5, 400),
+                                      rng.choice(_DELEGATEE_LIFETIMES_S))
+    acts = rng.randint(1, 4)
+    deeper = rng.randrange(acts) if hop + 1 < hops else -1
+    t += rng.randint(20, 1500)
+    for j in range(acts):
+        if j:
+            t += rng.randint(200, 2500)
+        wf.call(delegatee, t, handoff)
+        if j == deeper:
+            t = _hand_off(wf, delegatee, handoff, hops, t)
+    wf.set_delegation_expiry(handoff, t + rng.randint(60, 600) * 1000)
+    return t

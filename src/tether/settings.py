@@ -1,0 +1,52 @@
+"""The one settings object: flags and ``TETHER_*`` environment variables (nothing else reads env)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tether.core.config import DetectionConfig
+
+
+class Settings(BaseSettings):
+    """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", frozen=True)
+
+    # detection
+    grace_s: float = Field(5.0, ge=0, description="event-time grace for late events")
+    max_chain_length: int = Field(3, ge=1)
+    shadow: bool = Field(False, description="report findings, revoke nothing")
+    credential_shared_across_workflows: bool = Field(
+        True, description="disable for SPIRE-style cached SVIDs shared by design"
+    )
+    policy_dir: Path | None = Field(None, description="Cedar policies; default: the packaged pack")
+    policy: bool = Field(True, description="evaluate per-call Cedar policy")
+    # streaming
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    topic_prefix: str = "tether."
+    partitions: int = Field(6, ge=1)
+    max_skew_s: float = Field(300.0, ge=0, description="events dated further ahead are dead letters")
+    heartbeat_s: float = Field(1.0, gt=0)
+    staleness_s: float = Field(5.0, gt=0, description="watcher fails closed beyond this")
+
+    def detection(self, **overrides: object) -> DetectionConfig:
+        """The core's configuration from these settings (plus explicit overrides)."""
+        disabled = set()
+        if not self.credential_shared_across_workflows:
+            disabled.add("credential_shared_across_workflows")
+        values: dict[str, object] = {
+            "grace_s": self.grace_s,
+            "max_chain_length": self.max_chain_length,
+            "shadow": self.shadow,
+            "disabled": frozenset(disabled),
+        }
+        values.update(overrides)
+        return DetectionConfig.model_validate(values)
+
+    def topic(self, name: str) -> str:
+        """A topic name with the configured prefix (``intents`` -> ``tether.intents``)."""
+        return f"{self.topic_prefix}{name}"
