@@ -50,7 +50,7 @@ def check_event(
     """
     verdict = Verdict()
     cred = event.credential
-    t = event.occurred_at.timestamp()
+    t = event.t
     actor = event.agent.workload_id
     if cred is not None:
         _credential_expired(session, event, cred, t, verdict)
@@ -97,7 +97,7 @@ def _v(
         evidence=(event.event_id,),
         summary=summary,
         token_id=cred.token_id if cred is not None else None,
-        token_expires=cred.expires_at.timestamp() if cred is not None else None,
+        token_expires=cred.expires_t if cred is not None else None,
         workflow_not_after=start.not_after if start is not None else None,
     )
 
@@ -109,10 +109,10 @@ def _tok(event: InputEvent) -> str:
 def _credential_expired(
     session: Session, event: InputEvent, cred: Credential, t: float, verdict: Verdict
 ) -> None:
-    if t > cred.expires_at.timestamp():
+    if t > cred.expires_t:
         verdict.violations.append(
             _v(session, event, C.CREDENTIAL_EXPIRED, (event.agent.workload_id, cred.token_id),
-               f"token {cred.token_id} presented {t - cred.expires_at.timestamp():.0f}s after it "
+               f"token {cred.token_id} presented {t - cred.expires_t:.0f}s after it "
                f"expired", t)
         )
 

@@ -44,7 +44,7 @@ class Monitor:
     def process(self, event: InputEvent, now: datetime | None = None) -> Outbox:
         """Apply one valid event (after firing whatever its event time makes due)."""
         out = Outbox()
-        t = event.occurred_at.timestamp()
+        t = event.t
         if t > self.watermark:
             self._advance(t, now, out)
         stamp = now if now is not None else ts(self.watermark)

@@ -47,7 +47,7 @@ def fold(
     s = session if session is not None else Session(event.workflow_id)
     if event.event_id in s.seen:
         return s
-    t = event.occurred_at.timestamp()
+    t = event.t
     s.seen[event.event_id] = t
     if t > s.last_time:
         s.last_time = t
@@ -63,11 +63,11 @@ def fold(
             s.delegations[d.delegation_id] = rec
             s.delegations_to.setdefault(rec.delegatee, []).append(rec)
     if cred is not None:
-        _track_token(s, cred.token_id, cred.expires_at.timestamp(), t, event.event_id, cfg, now,
+        _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now,
                      out)
     if isinstance(event, ToolCallIntent):
         act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id,
-                     cred.expires_at.timestamp())
+                     cred.expires_t)
         _remember(s, act, cfg.grace_s)
         if (s.started is None or s.started.started_at > t) and (
             s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
@@ -82,9 +82,9 @@ def fold(
 def _remember(s: Session, act: ActRef, grace: float) -> None:
     """Keep recent calls for one grace period, to judge a completion that arrives late."""
     recent = s.recent
-    if len(recent) > 32:
-        horizon = s.last_time - grace  # the watermark is at least last_time
-        s.recent = recent = [a for a in recent if a.t >= horizon]
+    horizon = s.last_time - grace  # the watermark is at least last_time
+    while recent and recent[0].t < horizon:
+        recent.popleft()
     recent.append(act)
 
 
@@ -222,7 +222,7 @@ def _report_use(
             t=t,
             event_id=event.event_id,
             inherited=verdict.identity is Identity.INHERITED,
-            expires_at=cred.expires_at.timestamp(),
+            expires_at=cred.expires_t,
         )
     )
 
@@ -244,7 +244,7 @@ def _policy_violation(
         evidence=(event.event_id,),
         summary=f"policy {ids} forbids {action.operation} with {action.tool}",
         token_id=cred.token_id,
-        token_expires=cred.expires_at.timestamp(),
+        token_expires=cred.expires_t,
         workflow_not_after=start.not_after if start is not None else None,
         severity=outcome.severity,
         policy_ids=outcome.policy_ids,
@@ -286,7 +286,7 @@ def fire_due(
             s.pending = [p for p in s.pending if p.deadline >= watermark]
             due.sort(key=lambda p: (p.deadline, p.seq))
             for p in due:
-                t = p.event.occurred_at.timestamp()
+                t = p.event.t
                 _evaluate(s, p.event, t, ctx, now, out, uses, final=True)
     first = s.unknown
     if first is not None and not s.unknown_done and first.t + grace < watermark:
@@ -303,8 +303,9 @@ def fire_due(
                 token_id=first.token_id,
                 token_expires=first.token_expires,
             ), cfg, now, out)
-    if s.recent:
-        s.recent = [a for a in s.recent if a.t + grace >= watermark]
+    recent = s.recent
+    while recent and recent[0].t + grace < watermark:
+        recent.popleft()
     return _lifecycle(s, watermark, cfg)
 
 
@@ -329,7 +330,7 @@ def _compact(s: Session) -> None:
     s.seen = {}
     s.uses = {}
     s.tokens = {}
-    s.recent = []
+    s.recent.clear()
 
 
 def wake_at(s: Session, cfg: DetectionConfig) -> float:

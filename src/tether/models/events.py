@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
@@ -44,6 +45,11 @@ class Credential(Contract):
     expires_at: Timestamp
     audience: Identity | Annotated[list[Identity], Field(max_length=MAX_LIST)] | None = None
 
+    @cached_property
+    def expires_t(self) -> float:
+        """``expires_at`` as POSIX seconds (computed once: the hot path compares it often)."""
+        return self.expires_at.timestamp()
+
 
 class Grant(Contract):
     """The baseline permission set of a task. Empty ``tools``/``destinations`` mean unrestricted."""
@@ -83,6 +89,11 @@ class _Event(Contract):
     occurred_at: Timestamp
     workflow_id: WorkflowId
     agent: Agent
+
+    @cached_property
+    def t(self) -> float:
+        """``occurred_at`` as POSIX seconds (computed once)."""
+        return self.occurred_at.timestamp()
 
 
 class WorkflowStarted(_Event):

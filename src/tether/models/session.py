@@ -6,6 +6,7 @@ POSIX seconds (float) so that comparisons on the hot path are cheap.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from tether.models.common import SENSITIVITY_LEVEL
@@ -109,7 +110,7 @@ class Session:
     tokens: dict[str, TokenSeen] = field(default_factory=dict)
     completion_revoked: set[str] = field(default_factory=set)
     pending: list[Pending] = field(default_factory=list)
-    recent: list[ActRef] = field(default_factory=list)
+    recent: deque[ActRef] = field(default_factory=deque)  # roughly time-ordered
     unknown: ActRef | None = None  # earliest call dated before any known start
     unknown_done: bool = False
     compacted: bool = False
