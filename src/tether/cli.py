@@ -115,7 +115,7 @@ def replay(
 
 def _open_input(file: str) -> IO[bytes]:
     if file == "-":
-        return click.get_binary_stream("stdin")
+        return sys.stdin.buffer
     try:
         return open(file, "rb")  # noqa: SIM115  # closed by the caller's with-block
     except OSError as exc:

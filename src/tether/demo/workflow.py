@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from tether.demo.catalog import RANK, Task, Tool
+from tether.demo.catalog import MAX_BENIGN_HOPS, RANK, Task, Tool
 from tether.demo.encoding import stamp
 from tether.demo.script import Actor, Event, Script, Token
 
@@ -79,6 +79,7 @@ class Workflow:
         self.uses: list[Use] = []
         self.handoffs: list[Handoff] = []
         self.completion: Use | None = None
+        self.not_after_ms = 0
 
     # -- emitting ---------------------------------------------------------------------------
 
@@ -96,15 +97,15 @@ class Workflow:
             ev["credential"] = cred
         return ev
 
-    def action(self, tool: Tool, **override: str) -> Event:
-        """An `action` object for `tool`, drawing a resource and a permitted sensitivity."""
+    def action(self, spec: Tool, /, **override: str) -> Event:
+        """An `action` object for tool `spec`, drawing a resource and a permitted sensitivity."""
         rng = self.script.rng
         act: Event = {
-            "tool": tool.name,
-            "operation": tool.operation,
-            "resource": f"{tool.resource}{rng.randrange(1, 100_000)}",
-            "destination": tool.destination,
-            "data_sensitivity": rng.choice(permitted(tool, self.task.max_sensitivity)),
+            "tool": spec.name,
+            "operation": spec.operation,
+            "resource": f"{spec.resource}{rng.randrange(1, 100_000)}",
+            "destination": spec.destination,
+            "data_sensitivity": rng.choice(permitted(spec, self.task.max_sensitivity)),
         }
         act.update(override)
         return act
@@ -271,3 +272,21 @@ def _hand_off(wf: Workflow, delegator: Actor, parent: Handoff | None, hops: int,
             t = _hand_off(wf, delegatee, handoff, hops, t)
     wf.set_delegation_expiry(handoff, t + rng.randint(60, 600) * 1000)
     return t
+
+
+_HOP_WEIGHTS = (20, 35, 35, 10)
+
+
+def benign(  # noqa: PLR0913 - the facts that pin a workflow down
+    script: Script, task: Task, workflow_id: str, start_ms: int,
+    *, min_hops: int = 0, restrict_tools: bool = False, restrict_destinations: bool = False,
+) -> Workflow:
+    """Build and play one benign workflow of `task` starting at `start_ms`."""
+    rng = script.rng
+    wf = Workflow(script, task, workflow_id, start_ms, restrict_tools=restrict_tools,
+                  restrict_destinations=restrict_destinations)
+    deepest = min(len(task.chain), MAX_BENIGN_HOPS)
+    options = [h for h in range(deepest + 1) if h >= min_hops]
+    hops = rng.choices(options, [_HOP_WEIGHTS[h] for h in options])[0]
+    play(wf, calls=rng.randint(*task.calls), hops=hops)
+    return wf

@@ -41,7 +41,7 @@ class CedarCallPolicy:
         """Evaluate one call."""
         action = event.action
         start = session.started
-        t = event.occurred_at.timestamp()
+        t = event.t
         day = int(t // 86400)
         resource = action.resource
         scheme = resource.split(":", 1)[0].lower() if ":" in resource else ""
