@@ -120,3 +120,45 @@ def test_permuting_within_grace_changes_nothing(events: list[dict[str, Any]], se
 def test_duplicates_change_nothing(events: list[dict[str, Any]], seed: int) -> None:
     ordered = within_grace(events, seed)
     assert outcome(run(with_duplicates(ordered, seed))) == outcome(run(ordered))
+
+
+class _RoundTrip(dict):  # type: ignore[type-arg]
+    """A session store that serializes on every write, as a changelog-backed table does."""
+
+    def __init__(self, dump: Any, load: Any) -> None:
+        super().__init__()
+        self._dump, self._load = dump, load
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load(super().__getitem__(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, self._dump(value))
+
+
+@SETTINGS
+@given(fleets(), st.integers(0, 2**32))
+def test_state_survives_serialization(events: list[dict[str, Any]], seed: int) -> None:
+    """Folding through serialized state (as after a worker restart) changes nothing."""
+    from builders import parse  # noqa: PLC0415
+
+    from tether.core import Context, DetectionConfig, Monitor, Outbox  # noqa: PLC0415
+    from tether.models.state_codec import (  # noqa: PLC0415
+        dump_session,
+        dump_token,
+        load_session,
+        load_token,
+    )
+
+    ordered = within_grace(events, seed)
+    mon = Monitor(Context(DetectionConfig()))
+    mon.sessions = _RoundTrip(dump_session, load_session)
+    mon.tokens = _RoundTrip(dump_token, load_token)
+    out = Outbox()
+    for raw in ordered:
+        out.extend(mon.process(parse(raw)))
+    out.extend(mon.flush())
+    assert outcome(Result(out)) == outcome(run(ordered))

@@ -54,8 +54,7 @@ class Monitor:
         done = before.completed_at if before is not None else None
         uses: list[CredentialUse] = []
         s = fold(before, event, self.ctx, stamp, out, uses)
-        if before is None:
-            self.sessions[wf] = s
+        self.sessions[wf] = s  # always write back: a table-backed store persists on assignment
         if before is None or len(s.pending) > pending or s.completed_at != done:
             self._schedule(s)
         self._route(uses, stamp, out)
@@ -80,6 +79,7 @@ class Monitor:
             if s.pending or (s.unknown is not None and not s.unknown_done):
                 uses: list[CredentialUse] = []
                 fire_due(s, horizon, self.ctx, stamp, out, uses)
+                self.sessions[wf] = s
                 self._route(uses, stamp, out)
         return out
 
@@ -106,6 +106,7 @@ class Monitor:
             if kept is None:
                 del self.sessions[wf]
             else:
+                self.sessions[wf] = kept
                 self._schedule(kept)
         self._expire_tokens(watermark)
 
@@ -121,8 +122,8 @@ class Monitor:
         for use in uses:
             before = self.tokens.get(use.token_id)
             st = observe(before, use, cfg, stamp, out)
+            self.tokens[use.token_id] = st
             if before is None:
-                self.tokens[use.token_id] = st
                 heapq.heappush(self._token_heap, (st.expires_at, use.token_id))
 
     def _expire_tokens(self, watermark: float) -> None:

@@ -133,6 +133,14 @@ def _pick(wf: Workflow, actor: Actor, operations: tuple[str, ...]) -> Tool:
     return wf.script.rng.choice(tools)
 
 
+def _renew_after(wf: Workflow, token: Token, t: int) -> None:
+    """From `t` on, the initiator presents a refreshed copy of `token` instead of `token`."""
+    renewed = wf.script.twin(token, token.scopes, t)
+    for use in wf.uses:
+        if use.t > t and use.token is token:
+            use.event["credential"], use.token = renewed.cred, renewed
+
+
 def _privileged(wf: Workflow, held: list[str]) -> str:
     avoid = set(held) | set(wf.grant["scopes"])
     return wf.script.rng.choice([s for s in PRIVILEGED_SCOPES if s not in avoid])
@@ -245,11 +253,8 @@ def _expired_credential(kind: AttackKind, st: Stage) -> None:
     token, lapsed = before[i].token, lapse(i)
     assert token is not None
     t = lapsed + st.script.rng.randint(1, min(3000, bounds[i] - lapsed - 1))
-    renewed = st.script.twin(token, token.scopes, t)
+    _renew_after(wf, token, t)
     token.set_expiry(lapsed)
-    for use in wf.uses:
-        if use.t > t and use.token is token:
-            use.event["credential"], use.token = renewed.cred, renewed
     action = wf.action(st.script.rng.choice(wf.initiator.tools))
     _strike(wf, kind, wf.initiator, t, token.cred, action)
 
@@ -328,6 +333,7 @@ def _inherited_credential(kind: AttackKind, st: Stage) -> None:
         t = root.uses[0].t + rng.randint(1, 800)
     for link in path:
         link.delegation["scopes"] = list(wf.grant["scopes"])
+    _renew_after(wf, inherited, t)
     actor = handoff.delegatee
     _strike(wf, kind, actor, t, inherited.cred, wf.action(rng.choice(actor.tools)),
             handoff.delegation["delegation_id"])

@@ -11,9 +11,10 @@ from tether.demo.script import Actor, Event, Script, Token
 
 #: A holder refreshes its token once less than this much of its life is left.
 REFRESH_MARGIN_MS = 60_000
-_INITIATOR_LIFETIMES_S = (180, 300, 300, 600, 600, 900)
+_INITIATOR_LIFETIMES_S = (120, 180, 300, 300, 600, 600, 900)
 _DELEGATEE_LIFETIMES_S = (300, 600)
 _OUTCOMES = ("success",) * 18 + ("failure", "cancelled")
+_ROTATE_SHARE = 0.2
 
 
 @lru_cache(maxsize=256)
@@ -134,6 +135,14 @@ class Workflow:
                                         self.script.rng.choice(lifetimes))
         return actor.token
 
+    def rotate(self, actor: Actor, t: int) -> None:
+        """Proactively replace `actor`'s token (SDKs rotate early): new jti, same scopes."""
+        held = actor.token
+        assert held is not None
+        actor.token = self.script.token(actor.workload_id, held.scopes,
+                                        t - self.script.rng.randint(0, 1500),
+                                        self.script.rng.choice(self._lifetimes(actor)))
+
     def _lifetimes(self, actor: Actor) -> tuple[int, ...]:
         return _INITIATOR_LIFETIMES_S if actor is self.initiator else _DELEGATEE_LIFETIMES_S
 
@@ -236,8 +245,11 @@ def play(wf: Workflow, *, calls: int, hops: int) -> None:
     t = wf.start_ms
     wf.start(t)
     phase_at = rng.randrange(calls - 1) if hops else -1
+    rotate_at = rng.randrange(1, calls) if rng.random() < _ROTATE_SHARE else -1
     for i in range(calls):
         t += wf.gap()
+        if i == rotate_at:
+            wf.rotate(wf.initiator, t)
         wf.call(wf.initiator, t)
         if i == phase_at:
             t = _hand_off(wf, wf.initiator, None, hops, t)
