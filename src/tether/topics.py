@@ -1,0 +1,48 @@
+"""The Kafka topics tether uses: names (with the configured prefix), keys, partitions, configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+INTENTS = "intents"
+FINDINGS = "findings"
+DECISIONS = "decisions"
+REVOCATIONS = "revocations"
+DEADLETTER = "deadletter"
+CREDENTIAL_USES = "credential-uses"  # internal: workflow sessions -> token index, keyed by token_id
+
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic as tether creates it (explicitly; never by broker auto-creation)."""
+
+    name: str
+    key: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(prefix: str = "tether.", partitions: int = 6) -> list[TopicSpec]:
+    """Every topic, in DESIGN.md's table order, then the internal ones.
+
+    Input and internal topics share one partition count: the session table is co-partitioned
+    with ``intents`` and the token table with ``credential-uses``.
+    """
+    return [
+        TopicSpec(f"{prefix}{INTENTS}", "workflow_id", partitions,
+                  {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)}),
+        TopicSpec(f"{prefix}{FINDINGS}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
+        TopicSpec(f"{prefix}{DECISIONS}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
+        TopicSpec(f"{prefix}{REVOCATIONS}", "<target.kind>:<target.id>", partitions, {
+            "cleanup.policy": "compact",
+            "min.insync.replicas": "1",
+            "segment.ms": str(3600 * 1000),
+            "min.cleanable.dirty.ratio": "0.1",
+        }),
+        TopicSpec(f"{prefix}{DEADLETTER}", "original key", partitions,
+                  {"cleanup.policy": "delete"}),
+        TopicSpec(f"{prefix}{CREDENTIAL_USES}", "token_id", partitions,
+                  {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)}),
+    ]
