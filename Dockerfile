@@ -1,0 +1,17 @@
+# tether worker/CLI image. Used by docker-compose.yml (services `worker` and `fleet`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml ./
+COPY src ./src
+COPY streams ./streams
+RUN pip install . \
+ && useradd --create-home --uid 10001 tether
+
+USER tether
+CMD ["tether", "worker"]

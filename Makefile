@@ -1,0 +1,90 @@
+# tether developer entry points. `make check` runs what CI runs plus lint and types;
+# CI itself (.ci/run) runs `make test`.
+#
+#   make demo        zero-setup demo (only Python 3.11 needed: no Java, Kafka or Redis)
+#   make test        all tests, incl. integration against real Kafka + Redis (started for you)
+#   make unit        unit tests only, no services
+#   make check       ruff check + ruff format --check + mypy, then `make test`
+#   make services    start Apache Kafka (KRaft) + Redis on loopback; services-down stops them
+#   make schemas     regenerate the committed JSON Schemas
+#   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
+
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tether-installed
+PYTEST_ARGS ?=
+
+# Where the services listen; scripts/services.sh reads the same variables.
+TETHER_KAFKA_PORT ?= 9092
+TETHER_REDIS_PORT ?= 6379
+export TETHER_KAFKA_PORT TETHER_REDIS_PORT
+SERVICES_ENV := TETHER_KAFKA_BOOTSTRAP=$${TETHER_KAFKA_BOOTSTRAP:-127.0.0.1:$(TETHER_KAFKA_PORT)} \
+                TETHER_REDIS_URL=$${TETHER_REDIS_URL:-redis://127.0.0.1:$(TETHER_REDIS_PORT)/0}
+
+# mypy is strict on src/ and streams/; a directory with no Python files yet is left out
+# (mypy rejects an empty target).
+MYPY_TARGETS = $(foreach d,src streams,$(if $(shell find $(d) -name '*.py' 2>/dev/null | head -n 1),$(d)))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test unit integration check lint typecheck fmt services services-down \
+        services-status services-clean schemas clean
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
+
+# The venv is rebuilt only when pyproject.toml changes (or the venv is gone).
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: venv
+	$(BIN)/tether demo
+
+test: venv services
+	$(SERVICES_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+integration: venv services
+	$(SERVICES_ENV) $(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	@if [ -z "$(strip $(MYPY_TARGETS))" ]; then echo "mypy: no Python files in src/ or streams/ yet"; \
+	else echo "$(BIN)/mypy $(MYPY_TARGETS)"; $(BIN)/mypy $(MYPY_TARGETS); fi
+
+check: lint typecheck
+	$(MAKE) test
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+services:
+	bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down
+
+services-status:
+	bash scripts/services.sh status
+
+services-clean:
+	bash scripts/services.sh clean
+
+schemas: venv
+	$(BIN)/tether schemas export
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './.services/*' -exec rm -rf {} +
+	rm -rf src/*.egg-info

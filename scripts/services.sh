@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Local backing services for tether, on loopback, without Docker:
+#   * Apache Kafka 4.x, single combined broker+controller in KRaft mode, run from the
+#     Apache Kafka jars on Maven Central (resolved by scripts/kafka/pom.xml);
+#   * Redis 7 from Debian's redis-server package.
+#
+# Usage: scripts/services.sh up|down|status|env|clean
+#   up      install what is missing, start both (idempotent: running services are left alone)
+#   down    stop both (idempotent)
+#   status  show what runs where
+#   env     print the TETHER_* variables for a shell: eval "$(scripts/services.sh env)"
+#   clean   down, then delete .services/ (Kafka jars, logs, data)
+#
+# Settings (environment): TETHER_KAFKA_PORT (9092), TETHER_KAFKA_CONTROLLER_PORT (9093),
+# TETHER_REDIS_PORT (6379), TETHER_KAFKA_HEAP_OPTS ("-Xms256m -Xmx512m"),
+# TETHER_SERVICES_DIR (<repo>/.services), TETHER_SERVICES_TIMEOUT (seconds to wait, 120).
+#
+# Kafka and Redis are ephemeral test services: every fresh start formats a new, empty Kafka
+# log directory, and Redis runs without persistence.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SVC_DIR="${TETHER_SERVICES_DIR:-$ROOT/.services}"
+HOST=127.0.0.1
+KAFKA_PORT="${TETHER_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${TETHER_KAFKA_CONTROLLER_PORT:-9093}"
+REDIS_PORT="${TETHER_REDIS_PORT:-6379}"
+KAFKA_HEAP_OPTS="${TETHER_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+WAIT_SECONDS="${TETHER_SERVICES_TIMEOUT:-120}"
+PYTHON="${TETHER_PROBE_PYTHON:-python3}"
+
+KAFKA_POM="$ROOT/scripts/kafka/pom.xml"
+KAFKA_DIR="$SVC_DIR/kafka"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_PID="$KAFKA_DIR/kafka.pid"
+KAFKA_LOG="$KAFKA_DIR/kafka.log"
+REDIS_DIR="$SVC_DIR/redis"
+REDIS_PID="$REDIS_DIR/redis.pid"
+REDIS_LOG="$REDIS_DIR/redis.log"
+PROBE=("$PYTHON" "$ROOT/scripts/probe.py")
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+APT_UPDATED=0
+apt_install() {
+  # Installs Debian packages when we are root (CI, dev containers) or have passwordless sudo.
+  local sudo=()
+  if [[ $EUID -ne 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      return 1
+    fi
+  fi
+  command -v apt-get >/dev/null || return 1
+  mkdir -p "$SVC_DIR"
+  local aptlog="$SVC_DIR/apt.log"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    log "apt-get update (log: $aptlog)"
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$aptlog" 2>&1; then
+      tail -n 20 "$aptlog" >&2
+      return 1
+    fi
+    APT_UPDATED=1
+  fi
+  log "apt-get install $* (log: $aptlog)"
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends "$@" >>"$aptlog" 2>&1; then
+    tail -n 20 "$aptlog" >&2
+    return 1
+  fi
+}
+
+# pid_alive PIDFILE PATTERN: the pid file names a live process whose command line matches PATTERN.
+pid_alive() {
+  local pidfile=$1 pattern=$2 pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"
+}
+
+# stop_pid PIDFILE PATTERN NAME: TERM, wait up to 30 s, then KILL.
+stop_pid() {
+  local pidfile=$1 pattern=$2 name=$3 pid i
+  if ! pid_alive "$pidfile" "$pattern"; then
+    rm -f "$pidfile"
+    log "$name: not running"
+    return 0
+  fi
+  pid=$(<"$pidfile")
+  log "$name: stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 120; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: still running after 30 s, sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$pidfile"
+  log "$name: stopped"
+}
+
+port_open() { "${PROBE[@]}" port "$HOST:$1" --quiet; }
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+# ---------------------------------------------------------------------------------------------
+java_major() {
+  # "17.0.15" -> 17, "1.8.0_392" -> 8
+  local v
+  v=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2; exit}')
+  v=${v#1.}
+  printf '%s' "${v%%.*}"
+}
+
+ensure_java_maven() {
+  local missing=()
+  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+  if ((${#missing[@]})); then
+    log "Kafka needs Java 17+ and Maven; missing: ${missing[*]}"
+    apt_install "${missing[@]}" || die "Java 17+ (java) and Maven (mvn) are required to run Kafka.
+  Install them, e.g.: sudo apt-get install -y openjdk-17-jdk-headless maven
+  (or use Docker: docker compose up kafka redis)"
+  fi
+  local major
+  major=$(java_major)
+  [[ $major =~ ^[0-9]+$ && $major -ge 17 ]] ||
+    die "Kafka 4 needs Java 17 or newer; 'java' here is version '${major:-unknown}' ($(command -v java)). Set JAVA_HOME/PATH to a JDK 17+."
+}
+
+resolve_kafka_jars() {
+  # Re-resolves only when scripts/kafka/pom.xml changed. Maven's own cache (~/.m2) is used as usual.
+  local want have=""
+  want=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
+  [[ -f $KAFKA_LIBS/.pom.sha256 ]] && have=$(<"$KAFKA_LIBS/.pom.sha256")
+  if [[ $want == "$have" ]] && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
+    return 0
+  fi
+  log "kafka: resolving broker jars from Maven Central (first run only; cached in ~/.m2 and $KAFKA_LIBS)"
+  rm -rf "$KAFKA_LIBS"
+  mkdir -p "$KAFKA_LIBS"
+  local mvnlog="$KAFKA_DIR/maven.log"
+  if ! mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >"$mvnlog" 2>&1; then
+    tail -n 40 "$mvnlog" >&2
+    rm -rf "$KAFKA_LIBS"
+    die "Maven could not resolve the Kafka jars (full log: $mvnlog)"
+  fi
+  printf '%s\n' "$want" >"$KAFKA_LIBS/.pom.sha256"
+}
+
+kafka_version() {
+  local jar
+  jar=$(compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" | head -n 1) || true
+  jar=${jar##*/kafka_2.13-}
+  printf '%s' "${jar%.jar}"
+}
+
+write_kafka_config() {
+  mkdir -p "$KAFKA_DIR"
+  cat >"$KAFKA_DIR/server.properties" <<EOF
+# Generated by scripts/services.sh: single-node combined broker+controller (KRaft) for tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+# tether creates every topic explicitly (DESIGN.md: never by broker auto-creation).
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Tests create and delete many small topics; keep segments small and the cleaner responsive.
+log.segment.bytes=16777216
+log.cleaner.backoff.ms=1000
+delete.topic.enable=true
+EOF
+  cat >"$KAFKA_DIR/log4j2.properties" <<'EOF'
+# Generated by scripts/services.sh. Broker log goes to stdout (redirected to kafka.log).
+status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+EOF
+}
+
+kafka_up() {
+  if pid_alive "$KAFKA_PID" kafka.Kafka; then
+    if "${PROBE[@]}" kafka "$HOST:$KAFKA_PORT" --wait "$WAIT_SECONDS" --quiet; then
+      log "kafka: already running (pid $(<"$KAFKA_PID")) on $HOST:$KAFKA_PORT"
+      return 0
+    fi
+    log "kafka: pid $(<"$KAFKA_PID") runs but does not answer; restarting it"
+    stop_pid "$KAFKA_PID" kafka.Kafka kafka
+  fi
+  if port_open "$KAFKA_PORT"; then
+    die "port $HOST:$KAFKA_PORT is in use by a process this script did not start.
+  Stop it, or choose free ports for both commands, e.g.
+    TETHER_KAFKA_PORT=29092 TETHER_KAFKA_CONTROLLER_PORT=29093 make services test"
+  fi
+  if port_open "$KAFKA_CONTROLLER_PORT"; then
+    die "Kafka controller port $HOST:$KAFKA_CONTROLLER_PORT is in use; set TETHER_KAFKA_CONTROLLER_PORT"
+  fi
+
+  ensure_java_maven
+  resolve_kafka_jars
+  write_kafka_config
+
+  # Fresh, empty log directory on every start (ephemeral test broker).
+  rm -rf "$KAFKA_DATA"
+  mkdir -p "$KAFKA_DATA"
+  local cluster_id
+  cluster_id=$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  if ! java -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
+    --cluster-id "$cluster_id" --config "$KAFKA_DIR/server.properties" >"$KAFKA_DIR/format.log" 2>&1; then
+    tail -n 40 "$KAFKA_DIR/format.log" >&2
+    die "kafka: formatting the log directory failed (log: $KAFKA_DIR/format.log)"
+  fi
+
+  log "kafka: starting Apache Kafka $(kafka_version) (KRaft) on $HOST:$KAFKA_PORT"
+  # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
+  setsid nohup java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
+    >"$KAFKA_LOG" 2>&1 </dev/null &
+  echo $! >"$KAFKA_PID"
+
+  local started=$SECONDS
+  if ! "${PROBE[@]}" kafka "$HOST:$KAFKA_PORT" --wait "$WAIT_SECONDS" --quiet; then
+    log "kafka: not ready after ${WAIT_SECONDS}s; last lines of $KAFKA_LOG:"
+    tail -n 40 "$KAFKA_LOG" >&2 || true
+    stop_pid "$KAFKA_PID" kafka.Kafka kafka
+    die "kafka did not start"
+  fi
+  pid_alive "$KAFKA_PID" kafka.Kafka || die "kafka: the broker answered but pid $(<"$KAFKA_PID") is not it"
+  log "kafka: ready after $((SECONDS - started))s (pid $(<"$KAFKA_PID"), log $KAFKA_LOG)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------------------------
+redis_server_version() { redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p'; }
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null; then
+    log "redis: redis-server not found; installing Debian's redis-server"
+    apt_install redis-server || die "redis-server (Redis 7+) is required.
+  Install it, e.g.: sudo apt-get install -y redis-server   (or: docker compose up redis)"
+  fi
+  local v
+  v=$(redis_server_version)
+  [[ ${v%%.*} =~ ^[0-9]+$ && ${v%%.*} -ge 7 ]] ||
+    die "Redis 7 or newer is required; $(command -v redis-server) is version '${v:-unknown}'"
+}
+
+redis_up() {
+  if pid_alive "$REDIS_PID" redis-server; then
+    if "${PROBE[@]}" redis "$HOST:$REDIS_PORT" --wait 10 --quiet; then
+      log "redis: already running (pid $(<"$REDIS_PID")) on $HOST:$REDIS_PORT"
+      return 0
+    fi
+    stop_pid "$REDIS_PID" redis-server redis
+  fi
+  if port_open "$REDIS_PORT"; then
+    local v
+    if v=$("${PROBE[@]}" redis "$HOST:$REDIS_PORT" 2>/dev/null) && [[ ${v%%.*} -ge 7 ]]; then
+      log "redis: reusing the Redis $v already listening on $HOST:$REDIS_PORT (not started here; 'down' leaves it alone)"
+      return 0
+    fi
+    die "port $HOST:$REDIS_PORT is in use by something that is not Redis 7+; set TETHER_REDIS_PORT"
+  fi
+  ensure_redis
+  mkdir -p "$REDIS_DIR"
+  rm -f "$REDIS_PID"
+  log "redis: starting Redis $(redis_server_version) on $HOST:$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind "$HOST" --protected-mode yes \
+    --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --dir "$REDIS_DIR" \
+    --save '' --appendonly no >/dev/null
+  if ! "${PROBE[@]}" redis "$HOST:$REDIS_PORT" --wait 30 --quiet; then
+    tail -n 20 "$REDIS_LOG" >&2 || true
+    die "redis did not start (log: $REDIS_LOG)"
+  fi
+  log "redis: ready (pid $(<"$REDIS_PID"), log $REDIS_LOG)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# docker-compose (validation only: no engine is needed for `docker-compose config`)
+# ---------------------------------------------------------------------------------------------
+have_compose_tool() {
+  command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1
+}
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+print_env() {
+  printf 'TETHER_KAFKA_BOOTSTRAP=%s\n' "$HOST:$KAFKA_PORT"
+  printf 'TETHER_REDIS_URL=%s\n' "redis://$HOST:$REDIS_PORT/0"
+}
+
+cmd_up() {
+  mkdir -p "$SVC_DIR"
+  command -v "$PYTHON" >/dev/null || die "python3 is required (set TETHER_PROBE_PYTHON)"
+  # Install what is missing in one apt-get run, then start.
+  local packages=()
+  command -v redis-server >/dev/null || packages+=(redis-server)
+  have_compose_tool || packages+=(docker-compose)
+  if ((${#packages[@]})); then
+    log "installing Debian packages: ${packages[*]} (docker-compose only validates docker-compose.yml in tests/unit/test_compose.py)"
+    apt_install "${packages[@]}" || log "could not install ${packages[*]}"
+  fi
+  have_compose_tool || log "compose: no docker compose / docker-compose; tests/unit/test_compose.py will skip"
+  redis_up
+  kafka_up
+  print_env
+}
+
+cmd_down() {
+  stop_pid "$KAFKA_PID" kafka.Kafka kafka
+  stop_pid "$REDIS_PID" redis-server redis
+}
+
+cmd_status() {
+  local rc=0 info
+  if pid_alive "$KAFKA_PID" kafka.Kafka; then
+    if info=$("${PROBE[@]}" kafka "$HOST:$KAFKA_PORT" 2>&1); then
+      echo "kafka: up    pid $(<"$KAFKA_PID")  $HOST:$KAFKA_PORT  Apache Kafka $(kafka_version)  $info"
+    else
+      echo "kafka: pid $(<"$KAFKA_PID") alive but not answering: $info"; rc=1
+    fi
+  else
+    echo "kafka: down"; rc=1
+  fi
+  if info=$("${PROBE[@]}" redis "$HOST:$REDIS_PORT" 2>&1); then
+    if pid_alive "$REDIS_PID" redis-server; then
+      echo "redis: up    pid $(<"$REDIS_PID")  $HOST:$REDIS_PORT  Redis $info"
+    else
+      echo "redis: up    (not started by this script)  $HOST:$REDIS_PORT  Redis $info"
+    fi
+  else
+    echo "redis: down"; rc=1
+  fi
+  return $rc
+}
+
+cmd_clean() {
+  cmd_down
+  log "removing $SVC_DIR"
+  rm -rf "$SVC_DIR"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) print_env | sed 's/^/export /' ;;
+  clean) cmd_clean ;;
+  *)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
