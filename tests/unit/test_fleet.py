@@ -249,9 +249,9 @@ class Oracle:
     def _grant_checks(self, ev: Event, flow: _Flow, t: int, codes: set[str]) -> None:
         assert flow.started is not None
         grant = flow.started["grant"]
-        if ev["event_type"] in ("tool_call.intent", "delegation.granted"):
-            if t > _ms(grant["not_after"]):
-                codes.add("task_window_exceeded")
+        acting = ev["event_type"] in ("tool_call.intent", "delegation.granted")
+        if acting and t > _ms(grant["not_after"]):
+            codes.add("task_window_exceeded")
         if ev["event_type"] != "tool_call.intent":
             return
         action = ev["action"]
@@ -264,8 +264,13 @@ class Oracle:
         if flow.completed_at is not None and t > flow.completed_at:
             codes.add("activity_after_completion")
 
-    def _delegation_checks(  # noqa: PLR0913
-        self, ev: Event, flow: _Flow, actor: str, t: int, entitled: set[str] | None,
+    def _delegation_checks(
+        self,
+        ev: Event,
+        flow: _Flow,
+        actor: str,
+        t: int,
+        entitled: set[str] | None,
         codes: set[str],
     ) -> None:
         assert flow.started is not None
@@ -280,11 +285,17 @@ class Oracle:
             depth = 1 + min((d.depth for d in live), default=_MAX_CHAIN)
         if depth > _MAX_CHAIN:
             codes.add("delegation_depth_exceeded")
-        flow.delegations.append(_Grant(dlg["to_workload_id"], actor, t,
-                                       _ms(dlg["expires_at"]), scopes, depth))
+        flow.delegations.append(
+            _Grant(dlg["to_workload_id"], actor, t, _ms(dlg["expires_at"]), scopes, depth)
+        )
 
-    def _credential_checks(  # noqa: PLR0913
-        self, ev: Event, flow: _Flow, actor: str, t: int, entitled: set[str] | None,
+    def _credential_checks(
+        self,
+        ev: Event,
+        flow: _Flow,
+        actor: str,
+        t: int,
+        entitled: set[str] | None,
         codes: set[str],
     ) -> None:
         cred = ev["credential"]
@@ -307,18 +318,25 @@ class Oracle:
         seen.setdefault(actor, set()).add(ev["workflow_id"])
 
 
-def _policy_violations(ev: Event, delegatee: bool) -> list[str]:
-    """What DESIGN's org-wide Cedar pack forbids: admin, transfer of confidential+, delegated delete."""
+def _policy_violations(ev: Event, depth: int, autonomy: str) -> list[str]:
+    """What the default Cedar pack forbids, read more strictly (no delete by any delegatee)."""
     action = ev.get("action")
     if action is None:
         return []
     bad = []
+    level = _RANK[action["data_sensitivity"]]
     if action["operation"] == "admin":
         bad.append("admin")
-    if action["operation"] == "transfer" and _RANK[action["data_sensitivity"]] >= 2:
+    if action["operation"] == "transfer" and level >= 2:
         bad.append("transfer of confidential+")
-    if action["operation"] == "delete" and delegatee:
+    if action["operation"] == "delete" and depth > 0:
         bad.append("delete by a delegatee")
+    if action["resource"].split(":")[0] in ("vault", "secret"):
+        bad.append("secret material")
+    when = datetime.fromisoformat(ev["occurred_at"]).astimezone(UTC)
+    after_hours = when.weekday() >= 5 or not 6 <= when.hour < 20
+    if level == 3 and autonomy == "high" and after_hours:
+        bad.append("restricted data in a high-autonomy workflow after hours")
     return bad
 
 
@@ -390,12 +408,23 @@ def test_every_attack_kind_is_injected(attacked: list[FleetEvent]) -> None:
 
 
 def test_no_event_breaks_the_org_policy_pack(attacked: list[FleetEvent]) -> None:
-    initiators = {d.event["workflow_id"]: d.event["agent"]["workload_id"]
-                  for d in attacked if d.event["event_type"] == "workflow.started"}
+    grants = {
+        d.event["workflow_id"]: d.event
+        for d in attacked
+        if d.event["event_type"] == "workflow.started"
+    }
+    high_autonomy_log_reads_after_hours = 0
     for delivery in attacked:
         ev = delivery.event
-        delegatee = ev["agent"]["workload_id"] != initiators.get(ev["workflow_id"])
-        assert _policy_violations(ev, delegatee) == [], ev
+        started = grants.get(ev["workflow_id"])
+        autonomy = started["grant"]["autonomy"] if started else ""
+        initiator = started["agent"]["workload_id"] if started else None
+        depth = 0 if ev["agent"]["workload_id"] == initiator else 1
+        assert _policy_violations(ev, depth, autonomy) == [], ev
+        if autonomy == "high" and ev.get("action", {}).get("tool") == "logs.search":
+            high_autonomy_log_reads_after_hours += 1
+    # The default start is a Saturday: the after-hours rule was exercised and held.
+    assert high_autonomy_log_reads_after_hours > 0
 
 
 def test_benign_tokens_belong_to_one_workload_in_one_workflow(benign: list[FleetEvent]) -> None:
@@ -415,7 +444,8 @@ def test_benign_fleet_has_realistic_structure(benign: list[FleetEvent]) -> None:
     ops = Counter(e["action"]["operation"] for e in events if "action" in e)
     assert ops["read"] > ops["write"] > ops["execute"] > 0
     grants = [e["grant"] for e in events if e["event_type"] == "workflow.started"]
-    assert any(not g["tools"] for g in grants) and any(not g["destinations"] for g in grants)
+    assert any(not g["tools"] for g in grants)
+    assert any(not g["destinations"] for g in grants)
     per_wf = Counter(e["workflow_id"] for e in events)
     assert max(per_wf.values()) > 150  # long batch jobs
     tokens_per_wf: dict[str, set[str]] = defaultdict(set)
@@ -424,7 +454,8 @@ def test_benign_fleet_has_realistic_structure(benign: list[FleetEvent]) -> None:
             tokens_per_wf[e["workflow_id"]].add(e["credential"]["token_id"])
     assert sum(1 for v in tokens_per_wf.values() if len(v) > 1) > 20  # refreshes
     suffixes = Counter(e["occurred_at"][23:] for e in events)
-    assert suffixes["Z"] > 0 and len(suffixes) > 2  # most emitters write "Z", some offsets
+    assert suffixes["Z"] > 0  # most emitters write "Z", some write an offset
+    assert len(suffixes) > 2
 
 
 def test_delegations_sometimes_arrive_after_their_first_use(benign: list[FleetEvent]) -> None:
@@ -480,25 +511,31 @@ def test_no_duplicates_or_disorder_when_disabled() -> None:
     assert len({d.event["event_id"] for d in deliveries}) == len(deliveries)
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_for_long_streams() -> None:
-    def peak(events: int) -> int:
-        config = FleetConfig(seed=9, workflows=10**9, concurrency=32)
-        tracemalloc.start()
-        for _ in itertools.islice(generate(config), events):
+    stream = generate(FleetConfig(seed=9, workflows=10**9, concurrency=32))
+    tracemalloc.start()
+    try:
+        for _ in itertools.islice(stream, 20_000):
             pass
-        _, top = tracemalloc.get_traced_memory()
+        settled, _ = tracemalloc.get_traced_memory()
+        for _ in itertools.islice(stream, 100_000):
+            pass
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
         tracemalloc.stop()
-        return top
-
-    short, long = peak(20_000), peak(200_000)
-    assert long < 2 * short + 2_000_000
+    # Holding on to 100k events would cost ~100 MB; the live window is a few MB.
+    assert current < 1.5 * settled + 2_000_000
+    assert peak < 32_000_000
 
 
 def test_malformed_lines_are_all_rejected_and_never_blank() -> None:
     cases = malformed_cases(4, 3 * len(MALFORMED_CASES))
     assert {name for name, _ in cases} == set(MALFORMED_CASES)
     for name, line in cases:
-        assert line.strip() and b"\n" not in line and b"\r" not in line, name
+        assert line.strip(), name
+        assert b"\n" not in line, name
+        assert b"\r" not in line, name
         with pytest.raises(ContractError):
             check_line(line)
     assert malformed_lines(4, 10) == [line for _, line in cases[:10]]
@@ -509,7 +546,7 @@ def test_config_rejects_what_would_break_the_contract() -> None:
         FleetConfig(disorder=5.0)
     with pytest.raises(ValueError, match="timezone"):
         FleetConfig(start=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="attack_rate"):
         FleetConfig(attack_rate=1.5)
 
 
@@ -524,7 +561,8 @@ def test_start_time_anchors_the_stream() -> None:
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**32), kinds=st.sets(st.sampled_from(list(AttackKind)), min_size=1))
 def test_any_seed_any_attack_mix_is_truthful(seed: int, kinds: set[AttackKind]) -> None:
-    config = FleetConfig(seed=seed, workflows=40, concurrency=6, attack_rate=0.5,
-                         attack_kinds=tuple(sorted(kinds)))
+    config = FleetConfig(
+        seed=seed, workflows=40, concurrency=6, attack_rate=0.5, attack_kinds=tuple(sorted(kinds))
+    )
     deliveries = list(generate(config))
     assert Oracle(d.event for d in deliveries).by_workflow() == ground_truth(config)

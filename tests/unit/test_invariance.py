@@ -154,9 +154,11 @@ def test_state_survives_serialization(events: list[dict[str, Any]], seed: int) -
     )
 
     ordered = within_grace(events, seed)
-    mon = Monitor(Context(DetectionConfig()))
-    mon.sessions = _RoundTrip(dump_session, load_session)
-    mon.tokens = _RoundTrip(dump_token, load_token)
+    mon = Monitor(
+        Context(DetectionConfig()),
+        sessions=_RoundTrip(dump_session, load_session),
+        tokens=_RoundTrip(dump_token, load_token),
+    )
     out = Outbox()
     for raw in ordered:
         out.extend(mon.process(parse(raw)))

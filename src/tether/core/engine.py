@@ -1,13 +1,15 @@
-"""The in-process monitor: sessions, the token index, the watermark and due checks, in memory.
+"""Drivers of the folds: workflow sessions with their watermark and due checks, the token index,
+and the in-process ``Monitor`` that wires the two together.
 
-This is what ``tether replay`` and ``tether demo`` run. The streaming workers run the same folds
-with state in changelog-backed tables; only the driver differs.
+``tether replay`` and ``tether demo`` run ``Monitor``. The streaming workers run
+``WorkflowEngine`` over the session table and ``TokenIndex`` over the token table, with the
+credential uses between them travelling through a topic keyed by ``token_id``.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from datetime import datetime
 
 from tether.core.credentials import CredentialUse, observe
@@ -19,76 +21,81 @@ from tether.models.session import Session, TokenState
 _INF = float("inf")
 
 
-class Monitor:
-    """Folds events into per-workflow sessions and a per-token index; fires due checks.
+class WorkflowEngine:
+    """Folds events into per-workflow sessions and fires checks as event time passes them.
 
-    Time: ``watermark`` is the greatest event time applied. Checks due before it fire before the
-    event that advanced it is applied. ``now`` stamps output records only; pass ``None`` to stamp
-    them with the watermark (deterministic output for replay and backtesting).
+    Time: ``watermark`` is the greatest event time applied (or given to ``advance``). Checks due
+    before it fire before the event that advanced it is applied. ``now`` stamps output records
+    only; ``None`` stamps them with the watermark (deterministic output for replay).
+    Credential uses bound for the token index are appended to ``uses``.
     """
 
-    def __init__(
-        self,
-        ctx: Context,
-        sessions: MutableMapping[str, Session] | None = None,
-        tokens: MutableMapping[str, TokenState] | None = None,
-    ) -> None:
+    def __init__(self, ctx: Context, sessions: MutableMapping[str, Session] | None = None) -> None:
         self.ctx = ctx
         self.sessions: MutableMapping[str, Session] = sessions if sessions is not None else {}
-        self.tokens: MutableMapping[str, TokenState] = tokens if tokens is not None else {}
         self.watermark = -_INF
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
-        self._token_heap: list[tuple[float, str]] = []
 
-    def process(self, event: InputEvent, now: datetime | None = None) -> Outbox:
+    def process(
+        self, event: InputEvent, now: datetime | None, out: Outbox, uses: list[CredentialUse]
+    ) -> None:
         """Apply one valid event (after firing whatever its event time makes due)."""
-        out = Outbox()
         t = event.t
         if t > self.watermark:
-            self._advance(t, now, out)
+            self._advance(t, now, out, uses)
         stamp = now if now is not None else ts(self.watermark)
         wf = event.workflow_id
         before = self.sessions.get(wf)
-        pending = len(before.pending) if before is not None else -1
-        done = before.completed_at if before is not None else None
-        uses: list[CredentialUse] = []
+        if before is None:
+            pending = unsettled = -1
+            done = None
+        else:
+            pending, unsettled, done = len(before.pending), before.unsettled, before.completed_at
         s = fold(before, event, self.ctx, stamp, out, uses)
         self.sessions[wf] = s  # always write back: a table-backed store persists on assignment
-        if before is None or len(s.pending) > pending or s.completed_at != done:
+        if len(s.pending) > pending or s.unsettled > unsettled or s.completed_at != done:
             self._schedule(s)
-        self._route(uses, stamp, out)
-        return out
 
-    def advance(self, watermark: float, now: datetime | None = None) -> Outbox:
+    def advance(
+        self, watermark: float, now: datetime | None, out: Outbox, uses: list[CredentialUse]
+    ) -> None:
         """Move event time forward without an event (the processing-time backstop)."""
-        out = Outbox()
         if watermark > self.watermark:
-            self._advance(watermark, now, out)
-        return out
+            self._advance(watermark, now, out, uses)
 
-    def flush(self, now: datetime | None = None) -> Outbox:
+    def flush(self, now: datetime | None, out: Outbox, uses: list[CredentialUse]) -> None:
         """End of input: decide every pending check as if the grace period had passed."""
-        out = Outbox()
+        if self.watermark == -_INF:
+            return
         horizon = self.watermark + self.ctx.cfg.grace_s + 1e-3
-        stamp = now if now is not None else ts(self.watermark) if self.watermark > -_INF else None
-        if stamp is None:
-            return out
+        stamp = now if now is not None else ts(self.watermark)
         for wf in list(self.sessions):
             s = self.sessions[wf]
-            if s.pending or (s.unknown is not None and not s.unknown_done):
-                uses: list[CredentialUse] = []
+            if s.pending or s.unsettled or (s.unknown is not None and not s.unknown_done):
                 fire_due(s, horizon, self.ctx, stamp, out, uses)
                 self.sessions[wf] = s
-                self._route(uses, stamp, out)
-        return out
+
+    def reschedule_all(self) -> None:
+        """Rebuild the wake-up index from the store (after recovery or a rebalance)."""
+        self._heap = []
+        self._scheduled = {}
+        for s in list(self.sessions.values()):
+            self._schedule(s)
+
+    def forget(self, workflow_ids: set[str]) -> None:
+        """Drop wake-ups for sessions this engine no longer owns (partitions revoked)."""
+        for wf in workflow_ids:
+            self._scheduled.pop(wf, None)
 
     @property
-    def open_sessions(self) -> int:
-        """Sessions currently held in memory."""
-        return len(self.sessions)
+    def next_wake(self) -> float:
+        """The earliest event time at which something is due (``inf`` when nothing is)."""
+        return self._heap[0][0] if self._heap else _INF
 
-    def _advance(self, watermark: float, now: datetime | None, out: Outbox) -> None:
+    def _advance(
+        self, watermark: float, now: datetime | None, out: Outbox, uses: list[CredentialUse]
+    ) -> None:
         self.watermark = watermark
         stamp = now if now is not None else ts(watermark)
         heap = self._heap
@@ -100,15 +107,12 @@ class Monitor:
             s = self.sessions.get(wf)
             if s is None:
                 continue
-            uses: list[CredentialUse] = []
             kept = fire_due(s, watermark, self.ctx, stamp, out, uses)
-            self._route(uses, stamp, out)
             if kept is None:
                 del self.sessions[wf]
             else:
                 self.sessions[wf] = kept
                 self._schedule(kept)
-        self._expire_tokens(watermark)
 
     def _schedule(self, s: Session) -> None:
         wake = wake_at(s, self.ctx.cfg)
@@ -117,18 +121,27 @@ class Monitor:
             self._scheduled[wf] = wake
             heapq.heappush(self._heap, (wake, wf))
 
-    def _route(self, uses: Iterable[CredentialUse], stamp: datetime, out: Outbox) -> None:
-        cfg = self.ctx.cfg
-        for use in uses:
-            before = self.tokens.get(use.token_id)
-            st = observe(before, use, cfg, stamp, out)
-            self.tokens[use.token_id] = st
-            if before is None:
-                heapq.heappush(self._token_heap, (st.expires_at, use.token_id))
 
-    def _expire_tokens(self, watermark: float) -> None:
-        """Forget tokens long expired (uses after expiry raise credential_expired anyway)."""
-        heap = self._token_heap
+class TokenIndex:
+    """Cross-workflow token memory: observes credential uses, forgets long-expired tokens."""
+
+    def __init__(self, ctx: Context, tokens: MutableMapping[str, TokenState] | None = None) -> None:
+        self.ctx = ctx
+        self.tokens: MutableMapping[str, TokenState] = tokens if tokens is not None else {}
+        self._expiry: list[tuple[float, str]] = []
+
+    def observe(self, use: CredentialUse, stamp: datetime, out: Outbox) -> None:
+        """Fold one use into its token's state."""
+        before = self.tokens.get(use.token_id)
+        st = observe(before, use, self.ctx.cfg, stamp, out)
+        self.tokens[use.token_id] = st
+        if before is None:
+            heapq.heappush(self._expiry, (st.expires_at, use.token_id))
+
+    def expire(self, watermark: float) -> None:
+        """Forget tokens expired for longer than the revocation margin (a later use of one
+        raises credential_expired regardless)."""
+        heap = self._expiry
         keep = max(self.ctx.cfg.grace_s, self.ctx.cfg.revocation_margin_s)
         while heap and heap[0][0] + keep < watermark:
             _, token_id = heapq.heappop(heap)
@@ -139,3 +152,72 @@ class Monitor:
                 del self.tokens[token_id]
             else:
                 heapq.heappush(heap, (st.expires_at, token_id))
+
+    def reschedule_all(self) -> None:
+        """Rebuild the expiry index from the store."""
+        self._expiry = [(st.expires_at, k) for k, st in self.tokens.items()]
+        heapq.heapify(self._expiry)
+
+
+class Monitor:
+    """The whole core in one process: workflow engine and token index wired directly."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        sessions: MutableMapping[str, Session] | None = None,
+        tokens: MutableMapping[str, TokenState] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.workflows = WorkflowEngine(ctx, sessions)
+        self.index = TokenIndex(ctx, tokens)
+
+    @property
+    def sessions(self) -> MutableMapping[str, Session]:
+        """The session store."""
+        return self.workflows.sessions
+
+    @property
+    def tokens(self) -> MutableMapping[str, TokenState]:
+        """The token store."""
+        return self.index.tokens
+
+    @property
+    def watermark(self) -> float:
+        """The greatest event time applied."""
+        return self.workflows.watermark
+
+    def process(self, event: InputEvent, now: datetime | None = None) -> Outbox:
+        """Apply one valid event; return what it revealed."""
+        out = Outbox()
+        uses: list[CredentialUse] = []
+        before = self.workflows.watermark
+        self.workflows.process(event, now, out, uses)
+        self._route(uses, now, out)
+        if self.workflows.watermark > before:
+            self.index.expire(self.workflows.watermark)
+        return out
+
+    def advance(self, watermark: float, now: datetime | None = None) -> Outbox:
+        """Move event time forward without an event."""
+        out = Outbox()
+        uses: list[CredentialUse] = []
+        self.workflows.advance(watermark, now, out, uses)
+        self._route(uses, now, out)
+        self.index.expire(self.workflows.watermark)
+        return out
+
+    def flush(self, now: datetime | None = None) -> Outbox:
+        """End of input: decide every pending check."""
+        out = Outbox()
+        uses: list[CredentialUse] = []
+        self.workflows.flush(now, out, uses)
+        self._route(uses, now, out)
+        return out
+
+    def _route(self, uses: list[CredentialUse], now: datetime | None, out: Outbox) -> None:
+        if not uses:
+            return
+        stamp = now if now is not None else ts(self.workflows.watermark)
+        for use in uses:
+            self.index.observe(use, stamp, out)

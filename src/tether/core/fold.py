@@ -24,7 +24,15 @@ from tether.models.events import (
     WorkflowStarted,
 )
 from tether.models.outputs import Decision
-from tether.models.session import ActRef, DelegationRec, Pending, Session, StartInfo, TokenSeen
+from tether.models.session import (
+    ActRef,
+    DelegationRec,
+    Pending,
+    Session,
+    StartInfo,
+    TokenSeen,
+    UseRec,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +204,7 @@ def _evaluate(
         _fire(s, v, cfg, now, out)
     cred = event.credential
     if cred is not None and verdict.identity is not Identity.PENDING:
-        _report_use(s, event, t, verdict, uses)
+        _record_use(s, event, t, verdict)
     if verdict.waiting and not final:
         s.seq += 1
         s.pending.append(Pending(t + cfg.grace_s, s.seq, event))
@@ -204,27 +212,48 @@ def _evaluate(
         out.decisions.append(_decision(event, verdict, outcome, now))
 
 
-def _report_use(
-    s: Session, event: InputEvent, t: float, verdict: Verdict, uses: list[CredentialUse]
-) -> None:
+def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> None:
+    """Remember a credential use. It is reported to the token index once it has settled (a
+    grace period after its event time), so that the earliest use of each (token, workload) in
+    this workflow is known for sure: credential_reuse compares those across workflows."""
     cred = event.credential
     assert cred is not None  # noqa: S101  # checked by the caller
     key = (cred.token_id, event.agent.workload_id)
-    prev = s.uses.get(key)
-    if prev is not None and prev <= (t, event.event_id):
+    inherited = verdict.identity is Identity.INHERITED
+    rec = s.uses.get(key)
+    if rec is None:
+        s.uses[key] = UseRec(t, event.event_id, inherited, cred.expires_t, reported=False)
+        s.unsettled += 1
         return
-    s.uses[key] = (t, event.event_id)
-    uses.append(
-        CredentialUse(
-            token_id=cred.token_id,
-            workload_id=event.agent.workload_id,
+    earlier = (t, event.event_id) < (rec.t, rec.event_id)
+    if earlier:
+        rec.t, rec.event_id = t, event.event_id
+    if rec.inherited and not inherited:
+        rec.inherited = False
+    elif not earlier:
+        return
+    if rec.reported:  # changed after it settled (a late event): report again, the index takes min
+        rec.reported = False
+        s.unsettled += 1
+
+
+def _settle_uses(
+    s: Session, watermark: float, grace: float, uses: list[CredentialUse]
+) -> None:
+    for (token_id, workload), rec in s.uses.items():
+        if rec.reported or rec.t + grace >= watermark:
+            continue
+        rec.reported = True
+        s.unsettled -= 1
+        uses.append(CredentialUse(
+            token_id=token_id,
+            workload_id=workload,
             workflow_id=s.workflow_id,
-            t=t,
-            event_id=event.event_id,
-            inherited=verdict.identity is Identity.INHERITED,
-            expires_at=cred.expires_t,
-        )
-    )
+            t=rec.t,
+            event_id=rec.event_id,
+            inherited=rec.inherited,
+            expires_at=rec.expires_at,
+        ))
 
 
 def _policy_violation(
@@ -288,6 +317,8 @@ def fire_due(
             for p in due:
                 t = p.event.t
                 _evaluate(s, p.event, t, ctx, now, out, uses, final=True)
+    if s.unsettled:
+        _settle_uses(s, watermark, grace, uses)
     first = s.unknown
     if first is not None and not s.unknown_done and first.t + grace < watermark:
         s.unknown_done = True
@@ -329,6 +360,7 @@ def _compact(s: Session) -> None:
     s.compacted = True
     s.seen = {}
     s.uses = {}
+    s.unsettled = 0
     s.tokens = {}
     s.recent.clear()
 
@@ -339,6 +371,8 @@ def wake_at(s: Session, cfg: DetectionConfig) -> float:
     due = min((p.deadline for p in s.pending), default=float("inf"))
     if s.unknown is not None and not s.unknown_done:
         due = min(due, s.unknown.t + grace)
+    if s.unsettled:
+        due = min(due, min(r.t for r in s.uses.values() if not r.reported) + grace)
     done = s.completed_at
     if done is not None:
         if not s.compacted:

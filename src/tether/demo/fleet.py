@@ -12,11 +12,13 @@ from typing import Any
 
 import orjson
 
-from tether.demo.attacks import CODES, AttackKind, Stage, fits, fits_victim, stage
+from tether.demo.attacks import stage
 from tether.demo.catalog import TASKS, Task
 from tether.demo.encoding import IdMint
+from tether.demo.kinds import CODES, AttackKind, fits, fits_victim
 from tether.demo.malformed import malformed_lines
 from tether.demo.script import Roster, Script, Timed
+from tether.demo.staging import Stage
 from tether.demo.workflow import benign
 
 __all__ = [
@@ -153,8 +155,10 @@ def _script(plan: _Plan, roster: Roster, start_ms: int, config: FleetConfig) -> 
         benign(script, plan.task, plan.workflow_id, start_ms)
     else:
         disorder_ms = int(config.disorder * 1000)
-        stage(plan.kind, Stage(script, plan.task, plan.workflow_id, start_ms, disorder_ms,
-                               plan.victim))
+        stage(
+            plan.kind,
+            Stage(script, plan.task, plan.workflow_id, start_ms, disorder_ms, plan.victim),
+        )
     return script.finish()
 
 

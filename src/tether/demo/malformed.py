@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
@@ -16,7 +15,11 @@ from tether.demo.workflow import benign
 Mutator = Callable[[random.Random, Event], bytes]
 
 _CALL, _START, _GRANT, _DONE = (
-    "tool_call.intent", "workflow.started", "delegation.granted", "workflow.completed")
+    "tool_call.intent",
+    "workflow.started",
+    "delegation.granted",
+    "workflow.completed",
+)
 _INVALID_UTF8 = (b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80")
 _MARK = "@@INVALID-UTF8@@"
 
@@ -25,7 +28,7 @@ def _dump(ev: Event) -> bytes:
     return orjson.dumps(ev)
 
 
-def _set(path: str, value: Any) -> Mutator:
+def _set(path: str, value: object) -> Mutator:
     """Set a (dotted) field to `value`."""
     *parents, leaf = path.split(".")
 

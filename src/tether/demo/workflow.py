@@ -14,7 +14,15 @@ REFRESH_MARGIN_MS = 60_000
 _INITIATOR_LIFETIMES_S = (120, 180, 300, 300, 600, 600, 900)
 _DELEGATEE_LIFETIMES_S = (300, 600)
 _OUTCOMES = ("success",) * 18 + ("failure", "cancelled")
+#: Shares of: initiators whose SDK rotates the token early; completions that present a credential
+#: (it is optional there); batch jobs that clean up staging; delegatees whose token carries all
+#: of the delegation's scopes rather than just those their own tools need.
 _ROTATE_SHARE = 0.2
+_HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
+_SATURDAY, _OPENS, _CLOSES = 5, 6, 20
+_COMPLETION_CREDENTIAL_SHARE = 0.85
+_CLEANUP_SHARE = 0.5
+_FULL_DELEGATION_TOKEN_SHARE = 0.3
 
 
 @lru_cache(maxsize=256)
@@ -22,6 +30,12 @@ def permitted(tool: Tool, max_sensitivity: str) -> tuple[str, ...]:
     """The tool's data sensitivities that stay within `max_sensitivity`."""
     ok = tuple(s for s in tool.sensitivities if RANK[s] <= RANK[max_sensitivity])
     return ok or ("public",)
+
+
+def business_hours(ms: int) -> bool:
+    """Monday to Friday, 06:00 to 19:59 UTC (1970-01-01, day 0, was a Thursday)."""
+    weekday = (ms // _DAY_MS + 3) % 7
+    return weekday < _SATURDAY and _OPENS <= (ms // _HOUR_MS) % 24 < _CLOSES
 
 
 @dataclass(slots=True, eq=False)
@@ -55,9 +69,15 @@ class Handoff:
 class Workflow:
     """Emits one workflow's events into a script and remembers enough to inject attacks."""
 
-    def __init__(  # noqa: PLR0913 - a workflow is defined by exactly these facts
-        self, script: Script, task: Task, workflow_id: str, start_ms: int,
-        *, restrict_tools: bool = False, restrict_destinations: bool = False,
+    def __init__(
+        self,
+        script: Script,
+        task: Task,
+        workflow_id: str,
+        start_ms: int,
+        *,
+        restrict_tools: bool = False,
+        restrict_destinations: bool = False,
     ) -> None:
         rng = script.rng
         self.script, self.task, self.workflow_id = script, task, workflow_id
@@ -111,12 +131,24 @@ class Workflow:
         act.update(override)
         return act
 
-    def emit_call(  # noqa: PLR0913 - mirrors the event's fields
-        self, actor: Actor, t: int, cred: Event | None, action: Event,
+    def emit_call(
+        self,
+        actor: Actor,
+        t: int,
+        cred: Event | None,
+        action: Event,
         delegation_id: str | None = None,
     ) -> Event:
-        """Emit a `tool_call.intent` exactly as given: no refresh, no bookkeeping."""
+        """Emit a `tool_call.intent` as given: no refresh, no bookkeeping.
+
+        A high-autonomy workflow touches restricted data only in business hours (the default
+        Cedar pack's `tether.data.restricted-after-hours`); outside them it works on
+        confidential data instead, so no call of the fleet is denied by policy.
+        """
         ev = self._envelope("tool_call.intent", actor, t, cred)
+        high = self.grant["autonomy"] == "high"
+        if high and action["data_sensitivity"] == "restricted" and not business_hours(t):
+            action["data_sensitivity"] = "confidential"
         ev["action"] = action
         if delegation_id is not None:
             ev["delegation_id"] = delegation_id
@@ -131,17 +163,21 @@ class Workflow:
             return held
         scopes = held.scopes if held is not None else []
         issued = t - self.script.rng.randint(0, 1500)
-        actor.token = self.script.token(actor.workload_id, scopes, issued,
-                                        self.script.rng.choice(lifetimes))
+        actor.token = self.script.token(
+            actor.workload_id, scopes, issued, self.script.rng.choice(lifetimes)
+        )
         return actor.token
 
     def rotate(self, actor: Actor, t: int) -> None:
         """Proactively replace `actor`'s token (SDKs rotate early): new jti, same scopes."""
         held = actor.token
         assert held is not None
-        actor.token = self.script.token(actor.workload_id, held.scopes,
-                                        t - self.script.rng.randint(0, 1500),
-                                        self.script.rng.choice(self._lifetimes(actor)))
+        actor.token = self.script.token(
+            actor.workload_id,
+            held.scopes,
+            t - self.script.rng.randint(0, 1500),
+            self.script.rng.choice(self._lifetimes(actor)),
+        )
 
     def _lifetimes(self, actor: Actor) -> tuple[int, ...]:
         return _INITIATOR_LIFETIMES_S if actor is self.initiator else _DELEGATEE_LIFETIMES_S
@@ -150,15 +186,19 @@ class Workflow:
         """Emit `workflow.started`: the initiator's first token and the grant."""
         rng = self.script.rng
         init = self.initiator
-        init.token = self.script.token(init.workload_id, self.grant["scopes"],
-                                       t - rng.randint(200, 5000),
-                                       rng.choice(_INITIATOR_LIFETIMES_S))
+        init.token = self.script.token(
+            init.workload_id,
+            self.grant["scopes"],
+            t - rng.randint(200, 5000),
+            rng.choice(_INITIATOR_LIFETIMES_S),
+        )
         ev = self._envelope("workflow.started", init, t, init.token.cred)
         ev["grant"] = self.grant
         self.uses.append(Use(t, self.script.add(t, ev), init.token))
 
-    def call(self, actor: Actor, t: int, handoff: Handoff | None = None,
-             tool: Tool | None = None) -> Event:
+    def call(
+        self, actor: Actor, t: int, handoff: Handoff | None = None, tool: Tool | None = None
+    ) -> Event:
         """Emit a benign tool call by `actor` with its (refreshed) own token."""
         token = self.refresh(actor, t, self._lifetimes(actor))
         chosen = tool or self.script.rng.choice(actor.tools)
@@ -167,8 +207,12 @@ class Workflow:
         (handoff.uses if handoff else self.uses).append(Use(t, ev, token))
         return ev
 
-    def delegate(  # noqa: PLR0913 - the delegation's facts
-        self, delegator: Actor, delegatee: Actor, scopes: list[str], t: int,
+    def delegate(
+        self,
+        delegator: Actor,
+        delegatee: Actor,
+        scopes: list[str],
+        t: int,
         parent: Handoff | None,
     ) -> Handoff:
         """Emit `delegation.granted`; its `expires_at` is settled by `settle_expiry`."""
@@ -196,7 +240,11 @@ class Workflow:
         """Emit `workflow.completed`, usually presenting the initiator's token."""
         rng = self.script.rng
         init = self.initiator
-        token = self.refresh(init, t, _INITIATOR_LIFETIMES_S) if rng.random() < 0.85 else None
+        token = (
+            self.refresh(init, t, _INITIATOR_LIFETIMES_S)
+            if rng.random() < _COMPLETION_CREDENTIAL_SHARE
+            else None
+        )
         ev = self._envelope("workflow.completed", init, t, token.cred if token else None)
         ev["outcome"] = rng.choice(_OUTCOMES)
         self.completion = Use(t, self.script.add(t, ev), token)
@@ -254,7 +302,7 @@ def play(wf: Workflow, *, calls: int, hops: int) -> None:
         if i == phase_at:
             t = _hand_off(wf, wf.initiator, None, hops, t)
     cleanup = wf.task.cleanup
-    if cleanup is not None and rng.random() < 0.5:
+    if cleanup is not None and rng.random() < _CLEANUP_SHARE:
         t += wf.gap()
         wf.call(wf.initiator, t, tool=cleanup)
     wf.complete(t + wf.gap())
@@ -270,9 +318,10 @@ def _hand_off(wf: Workflow, delegator: Actor, parent: Handoff | None, hops: int,
     t += rng.randint(100, 2000)
     handoff = wf.delegate(delegator, delegatee, wf.task.hop_scopes(hop, hops), t, parent)
     own = sorted({tool.scope for tool in spec.tools})
-    scopes = handoff.delegation["scopes"] if rng.random() < 0.3 else own
-    delegatee.token = wf.script.token(delegatee.workload_id, scopes, t + rng.randint(5, 400),
-                                      rng.choice(_DELEGATEE_LIFETIMES_S))
+    scopes = handoff.delegation["scopes"] if rng.random() < _FULL_DELEGATION_TOKEN_SHARE else own
+    delegatee.token = wf.script.token(
+        delegatee.workload_id, scopes, t + rng.randint(5, 400), rng.choice(_DELEGATEE_LIFETIMES_S)
+    )
     acts = rng.randint(1, 4)
     deeper = rng.randrange(acts) if hop + 1 < hops else -1
     t += rng.randint(20, 1500)
@@ -289,14 +338,26 @@ def _hand_off(wf: Workflow, delegator: Actor, parent: Handoff | None, hops: int,
 _HOP_WEIGHTS = (20, 35, 35, 10)
 
 
-def benign(  # noqa: PLR0913 - the facts that pin a workflow down
-    script: Script, task: Task, workflow_id: str, start_ms: int,
-    *, min_hops: int = 0, restrict_tools: bool = False, restrict_destinations: bool = False,
+def benign(
+    script: Script,
+    task: Task,
+    workflow_id: str,
+    start_ms: int,
+    *,
+    min_hops: int = 0,
+    restrict_tools: bool = False,
+    restrict_destinations: bool = False,
 ) -> Workflow:
     """Build and play one benign workflow of `task` starting at `start_ms`."""
     rng = script.rng
-    wf = Workflow(script, task, workflow_id, start_ms, restrict_tools=restrict_tools,
-                  restrict_destinations=restrict_destinations)
+    wf = Workflow(
+        script,
+        task,
+        workflow_id,
+        start_ms,
+        restrict_tools=restrict_tools,
+        restrict_destinations=restrict_destinations,
+    )
     deepest = min(len(task.chain), MAX_BENIGN_HOPS)
     options = [h for h in range(deepest + 1) if h >= min_hops]
     hops = rng.choices(options, [_HOP_WEIGHTS[h] for h in options])[0]

@@ -106,7 +106,8 @@ class Session:
     delegations_to: dict[str, list[DelegationRec]] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     fired: set[str] = field(default_factory=set)
-    uses: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    uses: dict[tuple[str, str], UseRec] = field(default_factory=dict)
+    unsettled: int = 0  # uses not yet reported to the token index
     tokens: dict[str, TokenSeen] = field(default_factory=dict)
     completion_revoked: set[str] = field(default_factory=set)
     pending: list[Pending] = field(default_factory=list)
@@ -116,6 +117,17 @@ class Session:
     compacted: bool = False
     last_time: float = 0.0
     seq: int = 0
+
+
+@dataclass(slots=True)
+class UseRec:
+    """A workload's earliest use of a token in this workflow, reported once it has settled."""
+
+    t: float
+    event_id: str
+    inherited: bool
+    expires_at: float
+    reported: bool = False
 
 
 @dataclass(slots=True)

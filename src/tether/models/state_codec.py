@@ -17,6 +17,7 @@ from tether.models.session import (
     StartInfo,
     TokenSeen,
     TokenState,
+    UseRec,
 )
 
 STATE_VERSION = 1
@@ -48,7 +49,9 @@ def dump_session(s: Session) -> bytes:
         ],
         "seen": s.seen,
         "f": sorted(s.fired),
-        "u": [[tok, wl, t, eid] for (tok, wl), (t, eid) in s.uses.items()],
+        "u": [[tok, wl, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+              for (tok, wl), u in s.uses.items()],
+        "us": s.unsettled,
         "tk": {tok: [ts.first_use, ts.expires_at, ts.event_id] for tok, ts in s.tokens.items()},
         "cr": sorted(s.completion_revoked),
         "p": [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending],
@@ -79,7 +82,8 @@ def load_session(data: bytes) -> Session:
         s.delegations_to.setdefault(to, []).append(rec)
     s.seen = doc["seen"]
     s.fired = set(doc["f"])
-    s.uses = {(tok, wl): (t, eid) for tok, wl, t, eid in doc["u"]}
+    s.uses = {(tok, wl): UseRec(t, eid, inh, exp, rep) for tok, wl, t, eid, inh, exp, rep in doc["u"]}
+    s.unsettled = doc["us"]
     s.tokens = {tok: TokenSeen(*v) for tok, v in doc["tk"].items()}
     s.completion_revoked = set(doc["cr"])
     s.pending = [

@@ -1,0 +1,260 @@
+"""An idempotent Kafka producer usable from asyncio and threads, with per-record delivery futures."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from tether.adapters.kafka_config import producer_config
+from tether.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+Position = tuple[int, int]
+"""Where the broker stored a record: ``(partition, offset)``."""
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge a record (or it could not even be queued).
+
+    Attributes:
+        topic: the destination topic.
+        key: the record key.
+        code: the librdkafka error code (``KafkaError.*``), or None for a local failure.
+        retriable: librdkafka considers the error transient.
+    """
+
+    def __init__(self, topic: str, key: bytes | None, error: KafkaError | str) -> None:
+        """Describe a failed delivery of the record keyed ``key`` to ``topic``."""
+        if isinstance(error, KafkaError):
+            detail = f"{error.name()}: {error.str()}"
+            self.code: int | None = error.code()
+            self.retriable = error.retriable()
+        else:
+            detail, self.code, self.retriable = error, None, False
+        shown = key.decode("utf-8", "replace")[:80] if key is not None else None
+        super().__init__(f"delivery to {topic} (key {shown!r}) failed: {detail}")
+        self.topic = topic
+        self.key = key
+
+
+class KafkaPublisher:
+    """A confluent-kafka producer whose deliveries resolve futures.
+
+    A background thread polls the producer, so delivery callbacks run promptly without the
+    caller polling; each callback settles the record's future (``asyncio`` futures through
+    ``loop.call_soon_threadsafe``). The worker awaits these futures before committing the input
+    offsets that produced the records.
+
+    Example:
+        >>> pub = KafkaPublisher(Settings(), client_id="tether-worker-1")  # doctest: +SKIP
+        >>> pub.start()  # doctest: +SKIP
+        >>> partition, offset = await pub.publish("tether.revocations", b"token:j1", data)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str = "tether-publisher",
+        overrides: Mapping[str, Any] | None = None,
+        poll_interval_s: float = 0.05,
+        queue_full_timeout_s: float = 5.0,
+    ) -> None:
+        """Configure the producer; nothing connects until :meth:`start`.
+
+        Args:
+            settings: supplies ``kafka_bootstrap``.
+            client_id: names the producer in broker logs.
+            overrides: librdkafka properties over :func:`producer_config`'s defaults, e.g.
+                ``{"message.timeout.ms": 30000}`` to fail deliveries sooner than 5 minutes.
+            poll_interval_s: how long the background thread waits for events per poll.
+            queue_full_timeout_s: how long :meth:`send`/:meth:`publish` wait for room when the
+                local queue is full before failing the record.
+        """
+        config = producer_config(settings, client_id=client_id, overrides=overrides)
+        config["error_cb"] = self._on_error
+        self._config = config
+        self._bootstrap = settings.kafka_bootstrap
+        self._poll_interval_s = poll_interval_s
+        self._queue_full_timeout_s = queue_full_timeout_s
+        self._producer: Producer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.fatal_error: KafkaError | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the producer and the polling thread (idempotent)."""
+        if self._producer is not None:
+            return
+        self._stopping.clear()
+        self._producer = Producer(self._config)
+        self._thread = threading.Thread(target=self._poll_loop, name="tether-publisher", daemon=True)
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run (and :meth:`stop` has not)."""
+        return self._producer is not None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Flush, then stop polling and drop the producer.
+
+        Records still undelivered after ``timeout`` are purged: their futures fail with a
+        :class:`DeliveryError`, so nobody waits forever.
+
+        Returns:
+            The number of records that were purged undelivered.
+        """
+        producer = self._producer
+        if producer is None:
+            return 0
+        remaining = producer.flush(timeout)
+        if remaining:
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            producer.flush(1.0)  # serves the purge's failed delivery reports
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._producer = None
+        self._thread = None
+        return remaining
+
+    def __enter__(self) -> Self:
+        """Start; stop (flushing) when the block exits."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop, flushing what is pending."""
+        self.stop()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Position]:
+        """Queue one record; the returned future resolves when the broker has acknowledged it.
+
+        Must be called from a running event loop. The future resolves to ``(partition, offset)``
+        or fails with :class:`DeliveryError`. Queueing itself does not block, unless librdkafka's
+        local queue is full (then it waits up to ``queue_full_timeout_s``: backpressure).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Position] = loop.create_future()
+
+        def settle(outcome: Position | DeliveryError) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, DeliveryError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        def on_outcome(outcome: Position | DeliveryError) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                _log.debug("delivery report after the event loop closed: %s", outcome)
+
+        self._produce(topic, key, value, on_outcome)
+        return future
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes
+    ) -> concurrent.futures.Future[Position]:
+        """Queue one record from any thread; like :meth:`publish` with a thread-safe future."""
+        future: concurrent.futures.Future[Position] = concurrent.futures.Future()
+
+        def on_outcome(outcome: Position | DeliveryError) -> None:
+            if future.cancelled():
+                return
+            if isinstance(outcome, DeliveryError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self._produce(topic, key, value, on_outcome)
+        return future
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait until every queued record is acknowledged or failed.
+
+        Returns:
+            The number of records still outstanding after ``timeout`` (0 when all settled).
+        """
+        return self._require().flush(timeout)
+
+    async def aflush(self, timeout: float = 30.0) -> int:
+        """:meth:`flush` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def __len__(self) -> int:
+        """Records queued or in flight."""
+        return len(self._producer) if self._producer is not None else 0
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("KafkaPublisher is not started: call start() first")
+        return self._producer
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_outcome: Callable[[Position | DeliveryError], None],
+    ) -> None:
+        producer = self._require()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                on_outcome(DeliveryError(topic, key, err))
+            else:
+                on_outcome((msg.partition() or 0, msg.offset() or 0))
+
+        deadline = time.monotonic() + self._queue_full_timeout_s
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    on_outcome(DeliveryError(topic, key, "local producer queue is full"))
+                    return
+                producer.poll(0.01)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else str(exc)
+                on_outcome(DeliveryError(topic, key, error))
+                return
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        assert producer is not None  # noqa: S101  # set by start() before the thread starts
+        while not self._stopping.is_set():
+            try:
+                producer.poll(self._poll_interval_s)
+            except Exception:  # a user callback must never kill delivery reporting
+                _log.exception("error while serving producer callbacks")
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal_error = error
+            _log.error("fatal Kafka producer error (%s): %s", self._bootstrap, error.str())
+        else:
+            _log.warning("Kafka producer (%s): %s", self._bootstrap, error.str())

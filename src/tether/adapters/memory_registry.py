@@ -1,0 +1,72 @@
+"""The in-memory revocation registry: the fake with Redis's semantics, expiring by an injected clock."""
+
+from __future__ import annotations
+
+import time
+
+from tether.adapters.registry import Clock, RegistryUnavailableError, epoch_ms
+from tether.models.outputs import Revocation, TargetKind
+
+
+class MemoryRegistry:
+    """A :class:`~tether.adapters.registry.RevocationRegistry` kept in a dict.
+
+    Expiry follows Redis to the millisecond: an entry is live while ``now_ms <= not_after_ms``.
+    Set :attr:`available` to False to simulate an outage (``lookup`` then answers None and
+    ``put`` raises), the way the real registry behaves when Redis is down.
+    """
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        """Create an empty registry reading time from ``clock`` (epoch seconds)."""
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[int, Revocation]] = {}
+        self.available = True
+
+    async def put(self, rev: Revocation) -> None:
+        """Record ``rev`` until its ``not_after``; a later ``not_after`` already recorded wins."""
+        self.put_sync(rev)
+
+    def put_sync(self, rev: Revocation) -> None:
+        """Synchronous :meth:`put`."""
+        if not self.available:
+            raise RegistryUnavailableError("memory registry marked unavailable")
+        until = epoch_ms(rev.not_after)
+        key = (rev.target.kind, rev.target.id)
+        if until <= self._now_ms():
+            return
+        current = self._entries.get(key)
+        if current is None or current[0] < until or not self._live(current[0]):
+            self._entries[key] = (until, rev)
+
+    async def lookup(self, kind: TargetKind, id: str) -> bool | None:
+        """True while revoked, False otherwise, None when "unavailable"."""
+        return self.lookup_sync(kind, id)
+
+    def lookup_sync(self, kind: TargetKind, id: str) -> bool | None:
+        """Synchronous :meth:`lookup`."""
+        if not self.available:
+            return None
+        return self.get(kind, id) is not None
+
+    def get(self, kind: TargetKind, id: str) -> Revocation | None:
+        """The live revocation recorded for a target, if any."""
+        entry = self._entries.get((kind, id))
+        if entry is None:
+            return None
+        if not self._live(entry[0]):
+            del self._entries[(kind, id)]
+            return None
+        return entry[1]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def __len__(self) -> int:
+        """Live entries."""
+        return sum(1 for until, _ in self._entries.values() if self._live(until))
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _live(self, until_ms: int) -> bool:
+        return self._now_ms() <= until_ms

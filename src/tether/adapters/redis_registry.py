@@ -1,0 +1,178 @@
+"""The Redis revocation registry: ``tether:revoked:<kind>:<id>`` keys expiring at ``not_after``."""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
+
+from tether.adapters.registry import (
+    DEFAULT_KEY_PREFIX,
+    Clock,
+    RegistryUnavailableError,
+    epoch_ms,
+    key_for,
+)
+from tether.models.codec import encode
+from tether.models.outputs import Revocation, TargetKind
+from tether.settings import Settings
+
+# Store the revocation unless the key already lives at least as long. PEXPIRETIME (Redis 7.0+)
+# answers -2 for a missing key and -1 for a key without expiry, which is never shortened.
+PUT_SCRIPT: Final = """
+local until = tonumber(ARGV[2])
+local current = redis.call('PEXPIRETIME', KEYS[1])
+if current == -1 or current >= until then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 1
+"""
+
+
+class RedisRegistry:
+    """A :class:`~tether.adapters.registry.RevocationRegistry` on Redis 7.
+
+    Each live revocation is one key, ``<key_prefix><kind>:<id>``, whose value is the revocation's
+    JSON and which Redis expires at ``not_after`` (``PXAT``). A small Lua script keeps the later
+    ``not_after`` when a target is revoked twice, so writes are idempotent and order-free.
+
+    Lookups never turn an error into "not revoked": they answer None. After a failed lookup the
+    registry answers None without contacting Redis for ``backoff_s`` (a circuit breaker), so a
+    gateway whose fallback is down is not slowed down by a connect timeout per call.
+
+    Connections are made on first use, separately for the async and the sync API.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        timeout_s: float = 1.0,
+        retries: int = 1,
+        backoff_s: float = 1.0,
+        clock: Clock = time.time,
+    ) -> None:
+        """Configure the registry; nothing connects yet.
+
+        Args:
+            url: ``redis://[:password@]host:port/db`` (or ``rediss://``).
+            key_prefix: prepended to ``<kind>:<id>``; the contract's is ``tether:revoked:``.
+            timeout_s: connect and read timeout of each Redis call.
+            retries: retries after a connection error or timeout, without backoff.
+            backoff_s: after a failed lookup, answer None for this long without asking Redis.
+            clock: epoch seconds, for skipping revocations that have already expired.
+        """
+        self._url = url
+        self._prefix = key_prefix
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._clock = clock
+        self._async: redis.asyncio.Redis | None = None
+        self._sync: redis.Redis | None = None
+        self._down_until = 0.0  # time.monotonic() before which lookups answer None at once
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: float) -> RedisRegistry:
+        """A registry on ``settings.redis_url`` (``TETHER_REDIS_URL``)."""
+        return cls(settings.redis_url.get_secret_value(), **options)  # type: ignore[arg-type]  # options are the float keywords above
+
+    # -- async API (the worker) ------------------------------------------------------------
+
+    async def put(self, rev: Revocation) -> None:
+        """Record ``rev`` until its ``not_after``; a later ``not_after`` already recorded wins.
+
+        Raises:
+            RegistryUnavailableError: Redis could not be written.
+        """
+        args = self._put_args(rev)
+        if args is None:
+            return
+        key, value, until = args
+        try:
+            await self._async_client().eval(PUT_SCRIPT, 1, key, value, until)  # type: ignore[misc]  # redis-py types eval as Awaitable | Any
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
+
+    async def lookup(self, kind: TargetKind, id: str) -> bool | None:
+        """True while revoked, False when not, None when Redis could not be asked."""
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            found = await self._async_client().exists(key_for(kind, id, self._prefix))
+        except redis.RedisError:
+            self._down_until = time.monotonic() + self._backoff_s
+            return None
+        return bool(found)
+
+    async def close(self) -> None:
+        """Close the async connections (and the sync ones, if any)."""
+        if self._async is not None:
+            await self._async.aclose()
+            self._async = None
+        self.close_sync()
+
+    # -- sync API (the watcher's fallback, scripts) ----------------------------------------
+
+    def put_sync(self, rev: Revocation) -> None:
+        """Synchronous :meth:`put`."""
+        args = self._put_args(rev)
+        if args is None:
+            return
+        key, value, until = args
+        try:
+            self._sync_client().eval(PUT_SCRIPT, 1, key, value, until)
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
+
+    def lookup_sync(self, kind: TargetKind, id: str) -> bool | None:
+        """Synchronous :meth:`lookup` (thread-safe: the client pools connections)."""
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            found = self._sync_client().exists(key_for(kind, id, self._prefix))
+        except redis.RedisError:
+            self._down_until = time.monotonic() + self._backoff_s
+            return None
+        return bool(found)
+
+    def close_sync(self) -> None:
+        """Close the sync connections."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _put_args(self, rev: Revocation) -> tuple[str, bytes, int] | None:
+        until = epoch_ms(rev.not_after)
+        if until <= int(self._clock() * 1000):
+            return None  # already over: nothing to enforce
+        return key_for(rev.target.kind, rev.target.id, self._prefix), encode(rev), until
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        if self._async is None:
+            self._async = redis.asyncio.Redis.from_url(
+                self._url,
+                socket_connect_timeout=self._timeout_s,
+                socket_timeout=self._timeout_s,
+                retry=AsyncRetry(ConstantBackoff(0), self._retries),
+            )
+        return self._async
+
+    def _sync_client(self) -> redis.Redis:
+        if self._sync is None:
+            self._sync = redis.Redis.from_url(
+                self._url,
+                socket_connect_timeout=self._timeout_s,
+                socket_timeout=self._timeout_s,
+                retry=Retry(ConstantBackoff(0), self._retries),
+            )
+        return self._sync
