@@ -153,6 +153,44 @@ def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bo
     sys.exit(code)
 
 
+@main.command()
+@click.option("--bootstrap", envvar="TETHER_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.option("--partitions", type=int, help="Partitions of tether's topics [default: 6].")
+@click.option("--shadow", is_flag=True, default=None, help="Report findings, revoke nothing.")
+@click.option("--worker-id", help="Name of this worker in heartbeats [default: host-pid].")
+@click.option("--web-port", type=int, help="Enable faust's web server on this port.")
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(
+    bootstrap: str | None,
+    partitions: int | None,
+    shadow: bool | None,
+    worker_id: str | None,
+    web_port: int | None,
+    loglevel: str,
+) -> None:
+    """Run a streaming worker (faust) over Kafka: the production pipeline.
+
+    Consumes tether.intents, correlates per workflow in changelog-backed tables, and publishes
+    to tether.findings, tether.decisions and tether.revocations (plus heartbeats), keeping
+    the Redis registry in step. Creates tether's topics first if they are missing. Run more
+    workers with the same settings to share the partitions (each needs its own --web-port if
+    the web server is on).
+
+    \b
+    Examples:
+      tether worker
+      TETHER_KAFKA_BOOTSTRAP=kafka:9092 TETHER_REDIS_URL=redis://redis:6379/0 tether worker
+    """
+    from tether.streaming import run_worker  # noqa: PLC0415
+
+    settings = _settings(
+        kafka_bootstrap=bootstrap, partitions=partitions, shadow=shadow, worker_id=worker_id,
+        web_port=web_port,
+    )
+    sys.exit(run_worker(settings, loglevel=loglevel))
+
+
 @main.group()
 def schemas() -> None:
     """JSON Schemas of every record, generated from the models."""
@@ -200,6 +238,20 @@ def _mount_policy_commands() -> None:
 
 
 _mount_policy_commands()
+
+
+def _mount_stream_commands() -> None:
+    try:
+        from tether import cli_stream  # noqa: PLC0415
+    except ImportError:  # TODO(lead): remove once cli_stream lands
+        return
+    for name in ("topics", "emit", "watch"):
+        command = getattr(cli_stream, name, None)
+        if command is not None:
+            main.add_command(command, name)
+
+
+_mount_stream_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

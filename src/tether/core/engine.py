@@ -80,8 +80,11 @@ class WorkflowEngine:
         """Rebuild the wake-up index from the store (after recovery or a rebalance)."""
         self._heap = []
         self._scheduled = {}
+        latest = self.watermark
         for s in list(self.sessions.values()):
             self._schedule(s)
+            latest = max(latest, s.last_time)
+        self.watermark = latest  # recovered state: event time is at least what it has seen
 
     def forget(self, workflow_ids: set[str]) -> None:
         """Drop wake-ups for sessions this engine no longer owns (partitions revoked)."""

@@ -117,6 +117,7 @@ class Session:
     compacted: bool = False
     last_time: float = 0.0
     seq: int = 0
+    partition: int = -1  # the input partition this workflow lives on (streaming only)
 
 
 @dataclass(slots=True)
@@ -156,3 +157,4 @@ class TokenState:
     expires_at: float = 0.0
     pairs: dict[tuple[str, str], PairUse] = field(default_factory=dict)
     fired: set[str] = field(default_factory=set)
+    partition: int = -1  # the credential-uses partition this token lives on (streaming only)

@@ -61,6 +61,7 @@ def dump_session(s: Session) -> bytes:
         "cp": s.compacted,
         "lt": s.last_time,
         "sq": s.seq,
+        "pt": s.partition,
     }
     return orjson.dumps(doc)
 
@@ -96,6 +97,7 @@ def load_session(data: bytes) -> Session:
     s.compacted = doc["cp"]
     s.last_time = doc["lt"]
     s.seq = doc["sq"]
+    s.partition = doc.get("pt", -1)
     return s
 
 
@@ -107,6 +109,7 @@ def dump_token(st: TokenState) -> bytes:
         "x": st.expires_at,
         "p": [[wl, wf, u.t, u.event_id, u.inherited] for (wl, wf), u in st.pairs.items()],
         "f": sorted(st.fired),
+        "pt": st.partition,
     })
 
 
@@ -118,4 +121,5 @@ def load_token(data: bytes) -> TokenState:
     st = TokenState(doc["k"], doc["x"])
     st.pairs = {(wl, wf): PairUse(t, eid, inh) for wl, wf, t, eid, inh in doc["p"]}
     st.fired = set(doc["f"])
+    st.partition = doc.get("pt", -1)
     return st

@@ -1,0 +1,132 @@
+"""The faust application: topics, tables, agents and timers around ``streams.worker.Worker``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import faust
+
+from tether.adapters.kafka_publisher import KafkaPublisher
+from tether.adapters.redis_registry import RedisRegistry
+from tether.bootstrap import context
+from tether.settings import Settings
+from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
+
+from streams import codecs
+from streams.outputs import Publisher
+from streams.registry_sync import RegistrySync
+from streams.tables import TableStore
+from streams.worker import Record, Worker
+
+_log = logging.getLogger("tether.worker")
+
+
+def _record(event: Any) -> Record:
+    msg = event.message
+    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+
+
+def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
+    table = app.Table(name, partitions=partitions)
+    # faust derives serializers from key_type/value_type; state is not a faust Record, so set
+    # tether's codecs before the store or changelog topic (both lazy) are first used.
+    table.key_serializer = codecs.UTF8
+    table.value_serializer = value_codec
+    return table
+
+
+def _started(kafka: KafkaPublisher) -> KafkaPublisher:
+    kafka.start()  # idempotent: the producer connects on first use
+    return kafka
+
+
+def build(settings: Settings) -> tuple[faust.App, Worker]:
+    """Assemble the faust app for ``settings``; nothing connects until the app starts."""
+    codecs.register()
+    worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        web_enabled=settings.web_port is not None,
+        web_port=settings.web_port or 6066,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=0.5,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        worker_redirect_stdouts=False,
+    )
+    n = settings.partitions
+    intents = app.topic(settings.topic(INTENTS), partitions=n, internal=False,
+                        key_serializer="raw", value_serializer="raw")
+    uses = app.topic(settings.topic(CREDENTIAL_USES), partitions=n, internal=False,
+                     key_serializer="raw", value_serializer="raw")
+    revocations = app.topic(settings.topic(REVOCATIONS), partitions=n, internal=False,
+                            key_serializer="raw", value_serializer="raw")
+    sessions_table = _table(app, "sessions", n, codecs.SESSION)
+    tokens_table = _table(app, "tokens", n, codecs.TOKEN)
+
+    kafka = KafkaPublisher(settings, client_id=f"tether-worker-{worker_id}")
+    registry = RedisRegistry.from_settings(settings)
+    worker = Worker(
+        settings,
+        context(settings),
+        TableStore(sessions_table),
+        TableStore(tokens_table),
+        Publisher(lambda topic, key, value: _started(kafka).publish(topic, key, value)),
+        worker_id=worker_id,
+    )
+    sync = RegistrySync(registry)
+    batch_max, within = settings.batch_max, settings.batch_within_s
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]  # faust is untyped
+    async def _assigned(_: Any, assigned: Any = None, **__: Any) -> None:
+        worker.needs_reschedule = True
+
+    @app.on_before_shutdown.connect  # type: ignore[misc]
+    def _shutdown(_: Any, **__: Any) -> None:
+        kafka.stop(timeout=10)
+
+    def ready() -> bool:
+        return not app.rebalancing and app.tables.recovery.completed.is_set()
+
+    @app.agent(intents)  # type: ignore[misc]
+    async def correlate(stream: Any) -> None:
+        async for events in stream.noack_take(batch_max, within=within):
+            await worker.on_intents([_record(e) for e in events])
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(uses)  # type: ignore[misc]
+    async def credential_index(stream: Any) -> None:
+        async for events in stream.noack_take(batch_max, within=within):
+            await worker.on_uses([_record(e) for e in events])
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(revocations)  # type: ignore[misc]
+    async def registry_sync(stream: Any) -> None:
+        async for events in stream.noack_take(batch_max, within=within):
+            await sync.on_records([_record(e) for e in events])
+            for e in events:
+                await stream.ack(e)
+
+    @app.timer(interval=settings.tick_s)  # type: ignore[misc]
+    async def _backstop() -> None:
+        if ready():
+            await worker.tick()
+
+    @app.timer(interval=settings.heartbeat_s)  # type: ignore[misc]
+    async def _heartbeat() -> None:
+        if ready():
+            await worker.heartbeat()
+
+    return app, worker

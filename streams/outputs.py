@@ -1,0 +1,72 @@
+"""Publishing a step's outputs and waiting until Kafka has acknowledged every one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tether.adapters.kafka_publisher import DeliveryError, Position
+
+_log = logging.getLogger("tether.worker")
+
+Publish = Callable[[str, bytes | None, bytes], "asyncio.Future[Position]"]
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records to publish together: (topic, key, value)."""
+
+    records: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+
+    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one record."""
+        self.records.append((topic, key, value))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class Publisher:
+    """Publishes batches with at-least-once delivery: failed records are retried until Kafka
+    acknowledges them (ids derive from causes, so a duplicate is harmless). While it retries,
+    the caller is blocked and no input offset moves: a lost revocation would be a security hole.
+    """
+
+    def __init__(self, publish: Publish, *, max_backoff_s: float = 2.0) -> None:
+        self._publish = publish
+        self._max_backoff = max_backoff_s
+        self.failing_since: float | None = None
+        self.published = 0
+        self.retries = 0
+
+    async def send(self, batch: Batch) -> None:
+        """Publish every record of ``batch``; return once all are acknowledged."""
+        pending = batch.records
+        backoff = 0.05
+        loop = asyncio.get_running_loop()
+        while pending:
+            futures = [self._publish(t, k, v) for t, k, v in pending]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = [rec for rec, res in zip(pending, results, strict=True)
+                      if isinstance(res, BaseException)]
+            self.published += len(pending) - len(failed)
+            if not failed:
+                self.failing_since = None
+                return
+            errors = {str(r) for r in results if isinstance(r, DeliveryError | Exception)}
+            if self.failing_since is None:
+                self.failing_since = loop.time()
+            self.retries += len(failed)
+            _log.error(
+                "%d of %d records not acknowledged (%s); retrying in %.2fs, input is held",
+                len(failed), len(pending), "; ".join(sorted(errors))[:500], backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+            pending = failed
+
+    def stuck_for(self, now: float) -> float:
+        """Seconds the publisher has been failing (0 when healthy)."""
+        return 0.0 if self.failing_since is None else now - self.failing_since

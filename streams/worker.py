@@ -1,0 +1,248 @@
+"""The worker's logic between faust and the core: decode, fold, publish, then persist state.
+
+Ordering is the delivery guarantee: outputs (findings, decisions, revocations, dead letters,
+credential uses) are acknowledged by Kafka before the state changes they reflect are written to
+the changelog, and both before the input records are acknowledged to faust (so before their
+offsets can be committed). A crash anywhere replays input; it never skips an output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from tether.core import Context, Outbox
+from tether.core.credentials import CredentialUse
+from tether.core.engine import TokenIndex, WorkflowEngine
+from tether.models.codec import Rejected, dead_letter, decode_event, encode
+from tether.models.outputs import Heartbeat, Source
+from tether.models.session import Session, TokenState
+from tether.settings import Settings
+from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, REVOCATIONS
+
+from streams.outputs import Batch, Publisher
+from streams.tables import TableStore
+
+_log = logging.getLogger("tether.worker")
+
+
+class Record:
+    """What the worker needs of a consumed record (a faust event or a test double)."""
+
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value = key, value
+
+
+def encode_use(use: CredentialUse) -> bytes:
+    """A credential use on the wire (compact)."""
+    return orjson.dumps([use.token_id, use.workload_id, use.workflow_id, use.t, use.event_id,
+                         use.inherited, use.expires_at])
+
+
+def decode_use(data: bytes) -> CredentialUse:
+    """The inverse of ``encode_use``."""
+    token_id, workload, workflow, t, event_id, inherited, expires = orjson.loads(data)
+    return CredentialUse(token_id, workload, workflow, t, event_id, inherited, expires)
+
+
+class Worker:
+    """One worker's share of the pipeline: the partitions faust assigned to it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ctx: Context,
+        sessions: TableStore[Session],
+        tokens: TableStore[TokenState],
+        publisher: Publisher,
+        *,
+        worker_id: str,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.tokens = tokens
+        self.engine = WorkflowEngine(ctx, sessions)
+        self.index = TokenIndex(ctx, tokens)
+        self.publisher = publisher
+        self.worker_id = worker_id
+        self.lock = asyncio.Lock()  # one step at a time: state is written after its outputs
+        self.topics = {name: settings.topic(name) for name in
+                       (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)}
+        self.needs_reschedule = True
+        self._advanced_at = time.monotonic()  # wall time of the last real watermark advance
+        self._heartbeats = 0
+        self.events = 0
+        self.deadletters = 0
+
+    # -- intents --------------------------------------------------------------------------
+
+    async def on_intents(self, records: Sequence[Record]) -> None:
+        """Apply a batch of input records; returns once their outputs and state are durable."""
+        async with self.lock:
+            self._maybe_reschedule()
+            now = datetime.now(UTC)
+            out = Outbox()
+            uses: list[CredentialUse] = []
+            batch = Batch()
+            skew = self.settings.max_skew_s
+            horizon = now.timestamp() + skew
+            before = self.engine.watermark
+            for rec in records:
+                self._apply(rec, now, horizon, skew, out, uses, batch)
+            if self.engine.watermark > before:
+                self._advanced_at = time.monotonic()
+            self._collect(out, batch)
+            self._collect_uses(uses, batch)
+            await self.publisher.send(batch)
+            self.sessions.flush()
+
+    def _apply(
+        self,
+        rec: Record,
+        now: datetime,
+        horizon: float,
+        skew: float,
+        out: Outbox,
+        uses: list[CredentialUse],
+        batch: Batch,
+    ) -> None:
+        data = rec.value or b""
+        try:
+            decoded = decode_event(data)
+            if not isinstance(decoded, Rejected) and decoded.t > horizon:
+                decoded = Rejected(
+                    "clock_skew",
+                    f"occurred_at {decoded.occurred_at.isoformat()} is more than {skew:.0f}s "
+                    f"ahead of the worker's clock",
+                    decoded.workflow_id,
+                    decoded.event_id,
+                )
+            if isinstance(decoded, Rejected):
+                self._dead(rec, data, decoded, now, batch)
+                return
+            self.sessions.current_partition = rec.partition
+            self.engine.process(decoded, now, out, uses)
+            self.events += 1
+        except Exception as exc:  # never let one record stop the worker or vanish
+            _log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
+            self._dead(rec, data, Rejected("schema_violation", f"internal error: {exc!r}"), now,
+                       batch)
+
+    def _dead(self, rec: Record, data: bytes, why: Rejected, now: datetime, batch: Batch) -> None:
+        self.deadletters += 1
+        source = Source(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+        record = dead_letter(data, why, source, now)
+        batch.add(self.topics[DEADLETTER], rec.key, encode(record))
+
+    def _collect(self, out: Outbox, batch: Batch) -> None:
+        for f in out.findings:
+            batch.add(self.topics[FINDINGS], f.workflow_id.encode(), encode(f))
+        for r in out.revocations:
+            batch.add(self.topics[REVOCATIONS], r.target.key.encode(), encode(r))
+        for d in out.decisions:
+            batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
+
+    def _collect_uses(self, uses: list[CredentialUse], batch: Batch) -> None:
+        for use in uses:
+            batch.add(self.topics[CREDENTIAL_USES], use.token_id.encode(), encode_use(use))
+
+    # -- credential uses (the token index) ------------------------------------------------
+
+    async def on_uses(self, records: Sequence[Record]) -> None:
+        """Fold a batch of credential uses into the token table."""
+        async with self.lock:
+            now = datetime.now(UTC)
+            out = Outbox()
+            latest = float("-inf")
+            for rec in records:
+                try:
+                    use = decode_use(rec.value or b"")
+                except (ValueError, TypeError) as exc:  # written by us; log loudly, keep going
+                    _log.error("bad credential-use record %s@%d: %r", rec.topic, rec.offset, exc)
+                    continue
+                self.tokens.current_partition = rec.partition
+                self.index.observe(use, now, out)
+                latest = max(latest, use.t)
+            if latest > float("-inf"):
+                self.index.expire(latest)
+            batch = Batch()
+            self._collect(out, batch)
+            await self.publisher.send(batch)
+            self.tokens.flush()
+
+    # -- time -----------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Processing-time backstop: on a quiet stream, let event time follow the wall clock
+        from the last event, so waiting checks fire about one grace period after their event."""
+        if self.needs_reschedule:
+            async with self.lock:
+                self._maybe_reschedule()
+        if self.engine.watermark == float("-inf") or self.engine.next_wake == float("inf"):
+            return
+        idle = time.monotonic() - self._advanced_at
+        if idle <= self.settings.tick_s:
+            return
+        target = self.engine.watermark + idle
+        if target <= self.engine.next_wake:
+            return
+        async with self.lock:
+            self._maybe_reschedule()
+            now = datetime.now(UTC)
+            out = Outbox()
+            uses: list[CredentialUse] = []
+            self.engine.advance(target, now, out, uses)
+            self._advanced_at = time.monotonic()
+            batch = Batch()
+            self._collect(out, batch)
+            self._collect_uses(uses, batch)
+            await self.publisher.send(batch)
+            self.sessions.flush()
+
+    async def heartbeat(self) -> None:
+        """Tell gateways the feed is alive (skipped while publishing is failing)."""
+        loop = asyncio.get_running_loop()
+        if self.publisher.stuck_for(loop.time()) > self.settings.heartbeat_s:
+            return
+        self._heartbeats += 1
+        wm = self.engine.watermark
+        hb = Heartbeat(
+            emitted_at=datetime.now(UTC),
+            source=self.worker_id,
+            sequence=self._heartbeats,
+            watermark=datetime.fromtimestamp(wm, UTC) if wm > float("-inf") else None,
+            interval_s=self.settings.heartbeat_s,
+        )
+        batch = Batch()
+        batch.add(self.topics[REVOCATIONS], f"heartbeat:{self.worker_id}".encode(), encode(hb))
+        await self.publisher.send(batch)
+
+    def _maybe_reschedule(self) -> None:
+        if self.needs_reschedule:
+            self.needs_reschedule = False
+            self.engine.reschedule_all()
+            self.index.reschedule_all()
+            _log.info("rescheduled %d sessions and %d tokens", len(self.sessions),
+                      len(self.tokens))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for logs and benchmarks."""
+        return {
+            "events": self.events,
+            "deadletters": self.deadletters,
+            "sessions": len(self.sessions),
+            "tokens": len(self.tokens),
+            "published": self.publisher.published,
+            "retries": self.publisher.retries,
+        }
