@@ -550,6 +550,12 @@ def test_config_rejects_what_would_break_the_contract() -> None:
         FleetConfig(attack_rate=1.5)
 
 
+def test_attack_kinds_may_be_named_by_string() -> None:
+    config = FleetConfig(workflows=30, attack_rate=1.0, attack_kinds=("exfiltration",))
+    assert config.attack_kinds == (AttackKind.EXFILTRATION,)
+    assert set(ground_truth(config).values()) == {frozenset({"destination_not_granted"})}
+
+
 def test_start_time_anchors_the_stream() -> None:
     start = datetime(2030, 5, 1, 9, 30, tzinfo=UTC)
     config = FleetConfig(seed=1, start=start, workflows=20)

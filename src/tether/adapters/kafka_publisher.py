@@ -54,10 +54,12 @@ class KafkaPublisher:
     ``loop.call_soon_threadsafe``). The worker awaits these futures before committing the input
     offsets that produced the records.
 
-    Example:
-        >>> pub = KafkaPublisher(Settings(), client_id="tether-worker-1")  # doctest: +SKIP
-        >>> pub.start()  # doctest: +SKIP
-        >>> partition, offset = await pub.publish("tether.revocations", b"token:j1", data)  # doctest: +SKIP
+    Example::
+
+        publisher = KafkaPublisher(settings, client_id="tether-worker-1")
+        publisher.start()
+        partition, offset = await publisher.publish("tether.revocations", b"token:j1", data)
+        publisher.stop()
     """
 
     def __init__(
@@ -99,7 +101,9 @@ class KafkaPublisher:
             return
         self._stopping.clear()
         self._producer = Producer(self._config)
-        self._thread = threading.Thread(target=self._poll_loop, name="tether-publisher", daemon=True)
+        self._thread = threading.Thread(
+            target=self._poll_loop, name="tether-publisher", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -245,7 +249,8 @@ class KafkaPublisher:
 
     def _poll_loop(self) -> None:
         producer = self._producer
-        assert producer is not None  # noqa: S101  # set by start() before the thread starts
+        if producer is None:  # stop() ran before the thread got going
+            return
         while not self._stopping.is_set():
             try:
                 producer.poll(self._poll_interval_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Final
 
@@ -25,9 +26,9 @@ from tether.settings import Settings
 # Store the revocation unless the key already lives at least as long. PEXPIRETIME (Redis 7.0+)
 # answers -2 for a missing key and -1 for a key without expiry, which is never shortened.
 PUT_SCRIPT: Final = """
-local until = tonumber(ARGV[2])
+local deadline = tonumber(ARGV[2])
 local current = redis.call('PEXPIRETIME', KEYS[1])
-if current == -1 or current >= until then
+if current == -1 or current >= deadline then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
@@ -76,13 +77,18 @@ class RedisRegistry:
         self._backoff_s = backoff_s
         self._clock = clock
         self._async: redis.asyncio.Redis | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop it belongs to
         self._sync: redis.Redis | None = None
         self._down_until = 0.0  # time.monotonic() before which lookups answer None at once
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: float) -> RedisRegistry:
+    def from_settings(
+        cls, settings: Settings, *, key_prefix: str = DEFAULT_KEY_PREFIX, timeout_s: float = 1.0
+    ) -> RedisRegistry:
         """A registry on ``settings.redis_url`` (``TETHER_REDIS_URL``)."""
-        return cls(settings.redis_url.get_secret_value(), **options)  # type: ignore[arg-type]  # options are the float keywords above
+        return cls(
+            settings.redis_url.get_secret_value(), key_prefix=key_prefix, timeout_s=timeout_s
+        )
 
     # -- async API (the worker) ------------------------------------------------------------
 
@@ -97,7 +103,7 @@ class RedisRegistry:
             return
         key, value, until = args
         try:
-            await self._async_client().eval(PUT_SCRIPT, 1, key, value, until)  # type: ignore[misc]  # redis-py types eval as Awaitable | Any
+            await self._async_client().eval(PUT_SCRIPT, 1, key, value, until)
         except redis.RedisError as exc:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
 
@@ -114,9 +120,9 @@ class RedisRegistry:
 
     async def close(self) -> None:
         """Close the async connections (and the sync ones, if any)."""
-        if self._async is not None:
+        if self._async is not None and self._async_loop is asyncio.get_running_loop():
             await self._async.aclose()
-            self._async = None
+        self._async = self._async_loop = None
         self.close_sync()
 
     # -- sync API (the watcher's fallback, scripts) ----------------------------------------
@@ -158,7 +164,11 @@ class RedisRegistry:
         return key_for(rev.target.kind, rev.target.id, self._prefix), encode(rev), until
 
     def _async_client(self) -> redis.asyncio.Redis:
-        if self._async is None:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:
+            # asyncio connections belong to the loop that opened them; a new loop (a restarted
+            # app, a test) gets a new client instead of "Event loop is closed" errors.
+            self._async_loop = loop
             self._async = redis.asyncio.Redis.from_url(
                 self._url,
                 socket_connect_timeout=self._timeout_s,

@@ -29,6 +29,7 @@ class RevocationLookup(Protocol):
         ...
 
 
+@runtime_checkable
 class RevocationRegistry(RevocationLookup, Protocol):
     """A shared record of live revocations, each expiring at its ``not_after``.
 

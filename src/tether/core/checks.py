@@ -260,7 +260,9 @@ def _delegation(
         return  # the delegator raises its own undelegated_actor / delegation_expired
     d = event.delegation
     depth = st.depth + 1
-    if depth > max_chain:
+    if not st.rooted and not final:
+        verdict.waiting = True  # the chain above the delegator may still arrive
+    elif depth > max_chain:
         if st.role is Role.DELEGATEE and not final:
             verdict.waiting = True  # a shorter chain may still arrive
         else:

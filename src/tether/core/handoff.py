@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -26,6 +27,7 @@ class Standing:
     entitlement: frozenset[str] = frozenset()
     depth: int = 0
     via: tuple[str, ...] = ()  # covering delegation ids
+    rooted: bool = True  # the shortest known chain reaches the initiator (depth is not a guess)
 
     @property
     def covered(self) -> bool:
@@ -58,25 +60,38 @@ def standing(session: Session, workload: str, t: float) -> Standing:
         return Standing(Role.UNCOVERED)
     if len(covering) == 1:
         d = covering[0]
-        return Standing(Role.DELEGATEE, d.scopes, delegation_depth(session, d), (d.delegation_id,))
+        depth, rooted = delegation_depth(session, d)
+        return Standing(Role.DELEGATEE, d.scopes, depth, (d.delegation_id,), rooted)
     scopes: set[str] = set()
     for d in covering:
         scopes |= d.scopes
-    depth = min(delegation_depth(session, d) for d in covering)
-    return Standing(
-        Role.DELEGATEE, frozenset(scopes), depth, tuple(sorted(d.delegation_id for d in covering))
-    )
+    depth, rooted = _shortest(delegation_depth(session, d) for d in covering)
+    via = tuple(sorted(d.delegation_id for d in covering))
+    return Standing(Role.DELEGATEE, frozenset(scopes), depth, via, rooted)
 
 
-def delegation_depth(session: Session, d: DelegationRec, _seen: frozenset[str] = frozenset()) -> int:
-    """Hops from the initiator to ``d``'s delegatee along the shortest covering chain.
+def _shortest(chains: Iterable[tuple[int, bool]]) -> tuple[int, bool]:
+    """The shortest chain that reaches the initiator; failing that, the shortest guess."""
+    known = list(chains)
+    rooted = [depth for depth, ok in known if ok]
+    if rooted:
+        return min(rooted), True
+    return min(depth for depth, _ in known), False
 
-    A delegator with no covering delegation of its own counts as a root (it raises its own
-    ``undelegated_actor``); cycles are cut.
+
+def delegation_depth(
+    session: Session, d: DelegationRec, _seen: frozenset[str] = frozenset()
+) -> tuple[int, bool]:
+    """Hops from the initiator to ``d``'s delegatee along the shortest covering chain, and
+    whether that chain reaches the initiator.
+
+    A delegator with no covering delegation (yet) ends the chain as if it were a root: the
+    depth is then a lower bound, and ``rooted`` is False so that callers wait for the upstream
+    delegation that may still arrive. Cycles are cut.
     """
     start = session.started
     if start is not None and d.delegator == start.initiator:
-        return 1
+        return 1, True
     seen = _seen | {d.delegation_id}
     upstream = [
         u
@@ -84,8 +99,9 @@ def delegation_depth(session: Session, d: DelegationRec, _seen: frozenset[str] =
         if u.covers(d.granted_at) and u.delegation_id not in seen
     ]
     if not upstream:
-        return 1
-    return 1 + min(delegation_depth(session, u, seen) for u in upstream)
+        return 1, False
+    depth, rooted = _shortest(delegation_depth(session, u, seen) for u in upstream)
+    return depth + 1, rooted
 
 
 def is_upstream_delegator(session: Session, workload: str, candidate: str, t: float) -> bool:

@@ -76,6 +76,7 @@ class Task:
     unrestricted_tools: float = 0.1
     unrestricted_destinations: float = 0.15
     cleanup: Tool | None = None
+    batch: bool = False
 
     def all_tools(self) -> tuple[Tool, ...]:
         """Every tool any participant of this task may call (the grant's tool list)."""
@@ -296,6 +297,7 @@ TASKS = (
         (800, 6000),
         3,
         cleanup=TRUNCATE_STAGING,
+        batch=True,
     ),
 )
 

@@ -69,6 +69,7 @@ class FleetConfig:
     extra_fields: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "attack_kinds", tuple(AttackKind(k) for k in self.attack_kinds))
         if self.start.utcoffset() is None:
             raise ValueError("start must be timezone-aware")
         if self.workflows < 0 or self.concurrency < 1:

@@ -62,10 +62,10 @@ def fits(kind: AttackKind, task: Task) -> bool:
     if kind is _K.SENSITIVITY_EXCEEDED:
         return task.max_sensitivity != SENSITIVITY[-1]
     if kind is _K.STOLEN_TOKEN_REPLAY:
-        return task.cleanup is None
+        return not task.batch
     return True
 
 
 def fits_victim(task: Task, thief: Task) -> bool:
     """Whether `task` can be the victim whose token the initiator of `thief` replays."""
-    return task.cleanup is None and task.initiator != thief.initiator
+    return not task.batch and task.initiator != thief.initiator

@@ -10,7 +10,7 @@ from tether.demo.catalog import ISSUER, ROLES, Tool
 from tether.demo.encoding import IdMint, stamp_s
 
 Event = dict[str, Any]
-Timed = tuple[int, Event, "str | None"]
+Timed = tuple[int, Event, str | None]
 
 #: (offset minutes, suffix) an emitter writes its timestamps in; most write UTC as "Z".
 _OFFSETS = ((0, "Z"),) * 6 + ((0, "+00:00"), (60, "+01:00"), (-300, "-05:00"), (330, "+05:30"))

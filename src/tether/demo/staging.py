@@ -72,5 +72,6 @@ def renew_after(wf: Workflow, token: Token, t: int) -> None:
 
 
 def privileged(wf: Workflow, held: list[str]) -> str:
+    """A privileged scope that neither `held` nor the workflow's grant contains."""
     avoid = set(held) | set(wf.grant["scopes"])
     return wf.script.rng.choice([s for s in PRIVILEGED_SCOPES if s not in avoid])

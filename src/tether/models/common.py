@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar, overload
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -47,6 +48,33 @@ SEVERITY_RANK: Final[dict[str, int]] = {
 }
 
 
+_T = TypeVar("_T")
+
+
+class derived(Generic[_T]):  # noqa: N801  # reads like the decorator it is
+    """A value computed from a frozen model once, on first access, then read from the instance.
+
+    Like ``functools.cached_property`` without its per-instance lock (Python 3.11 takes one on
+    every first access, which costs more than the value saves on tether's hot path).
+    """
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, cls: type) -> derived[_T]: ...
+    @overload
+    def __get__(self, obj: object, cls: type) -> _T: ...
+    def __get__(self, obj: object | None, cls: type) -> derived[_T] | _T:
+        if obj is None:
+            return self
+        value = self.fn(obj)
+        obj.__dict__[self.name] = value  # a non-data descriptor: the instance wins from now on
+        return value
+
+
 class Contract(BaseModel):
     """Base of every input contract: strict types, frozen, unknown fields ignored.
 
@@ -55,10 +83,13 @@ class Contract(BaseModel):
     emitter cannot push its own events into the dead-letter topic, unexamined, by adding a field.
     """
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="ignore", ignored_types=(derived,)
+    )
 
 
 class Record(BaseModel):
     """Base of every output record tether writes."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
@@ -11,6 +10,7 @@ from tether.models.common import (
     MAX_LIST,
     Autonomy,
     Contract,
+    derived,
     EventId,
     Identity,
     Name,
@@ -45,7 +45,7 @@ class Credential(Contract):
     expires_at: Timestamp
     audience: Identity | Annotated[list[Identity], Field(max_length=MAX_LIST)] | None = None
 
-    @cached_property
+    @derived
     def expires_t(self) -> float:
         """``expires_at`` as POSIX seconds (computed once: the hot path compares it often)."""
         return self.expires_at.timestamp()
@@ -90,7 +90,7 @@ class _Event(Contract):
     workflow_id: WorkflowId
     agent: Agent
 
-    @cached_property
+    @derived
     def t(self) -> float:
         """``occurred_at`` as POSIX seconds (computed once)."""
         return self.occurred_at.timestamp()

@@ -1,0 +1,384 @@
+"""``tether topics|emit|watch``: the Kafka side of the command line (mounted by ``tether.cli``)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import click
+import orjson
+
+if TYPE_CHECKING:
+    from tether.models.outputs import Heartbeat, Revocation, TargetKind
+    from tether.sdk.watcher import Watcher
+    from tether.settings import Settings
+    from tether.topics import TopicSpec
+
+EXIT_REVOKED: Final = 1
+EXIT_UNKNOWN: Final = 3
+_PROGRESS_EVERY_S: Final = 2.0
+_TARGET_KINDS: Final = ("token", "workflow", "workload", "delegation")
+
+_bootstrap_option = click.option(
+    "--bootstrap",
+    metavar="HOST:PORT[,...]",
+    help="Kafka bootstrap servers [env TETHER_KAFKA_BOOTSTRAP; default 127.0.0.1:9092].",
+)
+_prefix_option = click.option(
+    "--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX; default 'tether.']."
+)
+
+
+def _settings(bootstrap: str | None, prefix: str | None, partitions: int | None = None) -> Settings:
+    """Settings from TETHER_* env, with the command-line options that were given on top."""
+    from tether.settings import Settings  # noqa: PLC0415  # keep `tether --help` fast
+
+    given = {"kafka_bootstrap": bootstrap, "topic_prefix": prefix, "partitions": partitions}
+    values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    return Settings(**values)
+
+
+# -- tether topics ---------------------------------------------------------------------------
+
+
+@click.group()
+def topics() -> None:
+    """Kafka topics tether uses (created explicitly, never by broker auto-creation)."""
+
+
+@topics.command("create")
+@_bootstrap_option
+@_prefix_option
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="Partitions per topic [env TETHER_PARTITIONS; default 6].",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the broker to answer.",
+)
+def topics_create(
+    bootstrap: str | None, prefix: str | None, partitions: int | None, wait_s: float
+) -> None:
+    """Create tether's topics with their partition counts and configs; safe to re-run.
+
+    Prints one line per topic: "created" or "exists". An existing topic with a different
+    partition count or cleanup.policy is an error (exit 1) naming the topic: tether's tables
+    are co-partitioned with their input topics, and gateways bootstrap from the compacted
+    revocations topic.
+
+    \b
+    Examples:
+      tether topics create
+      tether topics create --bootstrap kafka:9092 --partitions 12
+      TETHER_TOPIC_PREFIX=staging.tether. tether topics create
+    """
+    from tether.adapters.kafka_admin import (  # noqa: PLC0415  # confluent-kafka loads on use
+        BrokerUnavailableError,
+        TopicError,
+        create_topics,
+        wait_for_broker,
+    )
+    from tether.topics import topic_specs  # noqa: PLC0415
+
+    settings = _settings(bootstrap, prefix, partitions)
+    specs = topic_specs(settings.topic_prefix, settings.partitions)
+    try:
+        wait_for_broker(settings, timeout=wait_s)
+        created = set(create_topics(settings, specs))
+    except (BrokerUnavailableError, TopicError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    width = max(len(spec.name) for spec in specs)
+    for spec in specs:
+        state = "created" if spec.name in created else "exists "
+        click.echo(f"{state}  {spec.name:<{width}}  {_describe(spec)}")
+
+
+def _describe(spec: TopicSpec) -> str:
+    configs = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+    return f"{spec.partitions} partitions, key {spec.key}" + (f", {configs}" if configs else "")
+
+
+# -- tether emit -----------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
+@_bootstrap_option
+@_prefix_option
+@click.option("--topic", help="Destination topic [default: <prefix>intents].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the broker to acknowledge a record before failing.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def emit(
+    file: str,
+    bootstrap: str | None,
+    prefix: str | None,
+    topic: str | None,
+    timeout: float,
+    quiet: bool,
+) -> None:
+    """Produce FILE, a JSON Lines file of input events ('-' for stdin), to tether.intents.
+
+    Each non-blank line becomes one record, byte for byte: lines that are not valid events
+    are produced too, so the worker dead-letters them as it would any producer's. The key is
+    the line's workflow_id when it can be read, else none. The producer is idempotent with
+    acks=all; the command waits until Kafka has acknowledged every record, prints the count,
+    and exits 1 if any record was not delivered.
+
+    \b
+    Examples:
+      tether emit events.jsonl
+      tether demo --no-live ... | tether emit -
+      tether emit --bootstrap kafka:9092 --topic staging.tether.intents events.jsonl
+    """
+    from tether.sdk.emitter import EmitFailedError, Emitter  # noqa: PLC0415
+
+    settings = _settings(bootstrap, prefix)
+    emitter = Emitter(settings, topic, client_id="tether-cli-emit", delivery_timeout_s=timeout)
+    produced = skipped = 0
+    progress = _Progress(enabled=not quiet)
+    try:
+        with _open_input(file) as stream:
+            for raw in stream:
+                line = raw.rstrip(b"\r\n")
+                if not line.strip():
+                    skipped += 1
+                    continue
+                emitter.emit_raw(line, _workflow_key(line))
+                produced += 1
+                progress.tick(produced)
+        delivered = emitter.flush(timeout + 5.0)
+    except EmitFailedError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.echo(f"emitted {produced} records to {emitter.topic}; {exc.failed} failed", err=True)
+        sys.exit(1)
+    finally:
+        emitter.close(0)  # a second flush of nothing; releases the producer
+    blank = f" ({skipped} blank lines skipped)" if skipped else ""
+    click.echo(
+        f"emitted {produced} records to {emitter.topic}{blank}: "
+        f"{delivered} acknowledged by Kafka (acks=all)"
+    )
+
+
+def _workflow_key(line: bytes) -> bytes | None:
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    workflow_id = doc.get("workflow_id") if isinstance(doc, dict) else None
+    if isinstance(workflow_id, str) and 0 < len(workflow_id) <= 256:  # noqa: PLR2004  # the contract's bound
+        return workflow_id.encode()
+    return None
+
+
+@contextmanager
+def _open_input(file: str) -> Iterator[IO[bytes]]:
+    if file == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        stream = open(file, "rb")  # noqa: SIM115  # closed below
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc.strerror}") from exc
+    with stream:
+        yield stream
+
+
+class _Progress:
+    """Occasional "emitted N records" lines on stderr for long inputs."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._next = time.monotonic() + _PROGRESS_EVERY_S
+
+    def tick(self, count: int) -> None:
+        if self._enabled and count % 1000 == 0 and time.monotonic() >= self._next:
+            self._next = time.monotonic() + _PROGRESS_EVERY_S
+            click.echo(f"... {count} records produced", err=True)
+
+
+# -- tether watch ----------------------------------------------------------------------------
+
+
+@click.command()
+@_bootstrap_option
+@_prefix_option
+@click.option("--topic", help="Revocations topic [default: <prefix>revocations].")
+@click.option(
+    "--from-beginning/--tail",
+    default=True,
+    show_default=True,
+    help="Bootstrap from the start of the compacted topic (every live revocation), or print "
+    "only what is issued from now on.",
+)
+@click.option("--heartbeats", is_flag=True, help="Also print heartbeat records.")
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="KIND:ID",
+    help="Bootstrap, answer whether KIND:ID is revoked, and exit (repeatable). KIND is token, "
+    "workflow, workload or delegation.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the bootstrap (with --check).",
+)
+def watch(
+    bootstrap: str | None,
+    prefix: str | None,
+    topic: str | None,
+    from_beginning: bool,
+    heartbeats: bool,
+    checks: tuple[str, ...],
+    timeout: float,
+) -> None:
+    """Follow the revocations topic as a gateway does, printing each record as a JSON line.
+
+    Reads the compacted topic from the beginning (every revocation still in force), then
+    keeps following it until interrupted; a summary goes to stderr. With --check, waits for
+    the bootstrap, answers for each KIND:ID and exits: 0 when none is revoked and the feed is
+    live, 1 when any is revoked, 3 when it cannot tell (the bootstrap did not finish within
+    --timeout, or no heartbeat within TETHER_STALENESS_S: the feed may be dead).
+
+    \b
+    Examples:
+      tether watch                                   # every live revocation, then new ones
+      tether watch --tail --heartbeats               # only what happens from now on
+      tether watch --check token:jti-8c1             # exit 1 if revoked
+      tether watch --check workflow:wf-42 --check workload:spiffe://acme.example/agent/x
+    """
+    from tether.sdk.watcher import Watcher  # noqa: PLC0415
+
+    settings = _settings(bootstrap, prefix)
+    if checks:
+        targets = [_parse_target(check) for check in checks]
+        if not from_beginning:
+            raise click.UsageError("--check needs the whole topic: drop --tail")
+        watcher = Watcher(settings, topic=topic, client_id="tether-cli-watch")
+        sys.exit(_check(watcher, targets, timeout))
+    printer = _Printer(heartbeats=heartbeats)
+    watcher = Watcher(
+        settings,
+        topic=topic,
+        from_beginning=from_beginning,
+        on_record=printer,
+        client_id="tether-cli-watch",
+    )
+    with watcher:
+        _follow(watcher)
+
+
+def _parse_target(text: str) -> tuple[TargetKind, str]:
+    kind, sep, ident = text.partition(":")
+    if not sep or kind not in _TARGET_KINDS or not ident:
+        raise click.BadParameter(
+            f"{text!r}: expected KIND:ID with KIND one of {', '.join(_TARGET_KINDS)}",
+            param_hint="--check",
+        )
+    return kind, ident  # type: ignore[return-value]  # checked against the kinds above
+
+
+def _check(watcher: Watcher, targets: list[tuple[TargetKind, str]], timeout: float) -> int:
+    with watcher:
+        if not watcher.wait_ready(timeout):
+            reason = watcher.last_error or "no answer"
+            click.echo(
+                f"unknown: the revocations feed {watcher.topic} was not read within "
+                f"{timeout:g} s ({reason})",
+                err=True,
+            )
+            return EXIT_UNKNOWN
+    revocations = watcher.revocations
+    fresh = revocations.is_fresh()
+    revoked = False
+    for kind, ident in targets:
+        until = revocations.revoked_until(kind, ident)
+        if until is not None:
+            revoked = True
+            click.echo(f"revoked      {kind}:{ident}  until {_iso(until)}")
+        elif fresh:
+            click.echo(f"not revoked  {kind}:{ident}")
+        else:
+            click.echo(
+                f"unknown      {kind}:{ident}  (not revoked in the topic, but {_stale(watcher)})"
+            )
+    if revoked:
+        return EXIT_REVOKED
+    return 0 if fresh else EXIT_UNKNOWN
+
+
+def _stale(watcher: Watcher) -> str:
+    last = watcher.last_heartbeat
+    if last is None:
+        return "the feed has no heartbeat: is a tether worker running?"
+    return f"the last heartbeat is {time.time() - last:.1f} s old"
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Printer:
+    """Writes each record as one JSON line (from the watcher's thread)."""
+
+    def __init__(self, *, heartbeats: bool) -> None:
+        self._heartbeats = heartbeats
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Revocation | Heartbeat) -> None:
+        from tether.models.codec import encode  # noqa: PLC0415
+        from tether.models.outputs import Heartbeat  # noqa: PLC0415
+
+        if isinstance(record, Heartbeat) and not self._heartbeats:
+            return
+        line = encode(record) + b"\n"
+        with self._lock:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+
+
+def _follow(watcher: Watcher) -> None:
+    started = time.monotonic()
+    announced = warned = False
+    try:
+        while True:
+            time.sleep(0.2)
+            if not announced and watcher.ready.is_set():
+                announced = True
+                click.echo(
+                    f"# following {watcher.topic}: {len(watcher.revocations)} live revocations",
+                    err=True,
+                )
+            elif not announced and not warned and time.monotonic() - started > 5:  # noqa: PLR2004
+                warned = True
+                click.echo(f"# still waiting for {watcher.topic}: {watcher.last_error}", err=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = watcher.stats
+        click.echo(
+            f"# {stats.records} records: {stats.revocations} revocations, "
+            f"{stats.heartbeats} heartbeats, {stats.bad_records} unreadable",
+            err=True,
+        )

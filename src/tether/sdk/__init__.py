@@ -1,0 +1,35 @@
+"""The SDK: an emitter for agents and token services, a revocation watcher for gateways."""
+
+from tether.sdk.emitter import (
+    EmitFailedError,
+    Emitter,
+    InvalidEventError,
+    new_delegation_granted,
+    new_event_id,
+    new_tool_call_intent,
+    new_workflow_completed,
+    new_workflow_started,
+)
+from tether.sdk.revocation_set import (
+    DEFAULT_FAIL_CLOSED_TIERS,
+    RecordVerifier,
+    RevocationSet,
+    WatcherStats,
+)
+from tether.sdk.watcher import Watcher
+
+__all__ = [
+    "DEFAULT_FAIL_CLOSED_TIERS",
+    "EmitFailedError",
+    "Emitter",
+    "InvalidEventError",
+    "RecordVerifier",
+    "RevocationSet",
+    "Watcher",
+    "WatcherStats",
+    "new_delegation_granted",
+    "new_event_id",
+    "new_tool_call_intent",
+    "new_workflow_completed",
+    "new_workflow_started",
+]

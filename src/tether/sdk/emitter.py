@@ -1,0 +1,452 @@
+"""The agent-side emitter: publishes input events to ``tether.intents`` with delivery confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from tether.adapters.kafka_publisher import DeliveryError, KafkaPublisher, Position
+from tether.models.codec import describe_errors, encode
+from tether.models.common import Outcome
+from tether.models.events import (
+    Agent,
+    DelegationGranted,
+    ToolCallIntent,
+    WorkflowCompleted,
+    WorkflowStarted,
+    input_event_adapter,
+)
+from tether.settings import Settings
+from tether.topics import INTENTS
+
+_MAX_FAILURES_KEPT: Final = 100
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_E = TypeVar("_E", bound=BaseModel)
+Event = WorkflowStarted | ToolCallIntent | DelegationGranted | WorkflowCompleted
+Part = BaseModel | Mapping[str, Any]
+"""A nested part of an event: its model, or a mapping of its fields (timestamps may be strings)."""
+
+
+class InvalidEventError(ValueError):
+    """An outgoing event does not satisfy the contract (nothing was sent)."""
+
+
+class EmitFailedError(Exception):
+    """Some emitted records were not acknowledged by the broker.
+
+    Attributes:
+        failures: the delivery errors (the first ones, at most 100).
+        failed: how many records failed.
+        pending: how many were still unacknowledged when the flush timed out.
+    """
+
+    def __init__(self, failures: list[DeliveryError], failed: int, pending: int) -> None:
+        """Summarize ``failed`` failures (``failures`` holds the first few) and ``pending``."""
+        parts = []
+        if failed:
+            parts.append(f"{failed} record(s) not delivered (first: {failures[0]})")
+        if pending:
+            parts.append(f"{pending} record(s) still unacknowledged when the flush timed out")
+        super().__init__("; ".join(parts))
+        self.failures = failures
+        self.failed = failed
+        self.pending = pending
+
+
+def new_event_id() -> str:
+    """A 26-character ULID: 48-bit millisecond timestamp + 80 random bits, Crockford base32.
+
+    Sorts by creation time, which makes streams and logs easy to scan.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def new_workflow_started(
+    *,
+    workflow_id: str,
+    agent: Agent | str,
+    credential: Part,
+    grant: Part,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> WorkflowStarted:
+    """A validated ``workflow.started`` event (``agent`` may be just the workload id)."""
+    fields = {"credential": credential, "grant": grant}
+    return _build(
+        WorkflowStarted, "workflow.started", workflow_id, agent, event_id, occurred_at, fields
+    )
+
+
+def new_tool_call_intent(
+    *,
+    workflow_id: str,
+    agent: Agent | str,
+    credential: Part,
+    action: Part,
+    delegation_id: str | None = None,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> ToolCallIntent:
+    """A validated ``tool_call.intent`` event."""
+    fields = {"credential": credential, "action": action, "delegation_id": delegation_id}
+    return _build(
+        ToolCallIntent, "tool_call.intent", workflow_id, agent, event_id, occurred_at, fields
+    )
+
+
+def new_delegation_granted(
+    *,
+    workflow_id: str,
+    agent: Agent | str,
+    credential: Part,
+    delegation: Part,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> DelegationGranted:
+    """A validated ``delegation.granted`` event (``agent`` is the delegator)."""
+    fields = {"credential": credential, "delegation": delegation}
+    return _build(
+        DelegationGranted, "delegation.granted", workflow_id, agent, event_id, occurred_at, fields
+    )
+
+
+def new_workflow_completed(
+    *,
+    workflow_id: str,
+    agent: Agent | str,
+    outcome: Outcome,
+    credential: Part | None = None,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> WorkflowCompleted:
+    """A validated ``workflow.completed`` event."""
+    fields = {"outcome": outcome, "credential": credential}
+    return _build(
+        WorkflowCompleted, "workflow.completed", workflow_id, agent, event_id, occurred_at, fields
+    )
+
+
+def _build(
+    model: type[_E],
+    event_type: str,
+    workflow_id: str,
+    agent: Agent | str,
+    event_id: str | None,
+    occurred_at: datetime | None,
+    fields: Mapping[str, object],
+) -> _E:
+    raw: dict[str, object] = {
+        "schema_version": 1,
+        "event_type": event_type,
+        "event_id": event_id or new_event_id(),
+        "occurred_at": _iso(occurred_at or datetime.now(UTC)),
+        "workflow_id": workflow_id,
+        "agent": {"workload_id": agent} if isinstance(agent, str) else agent,
+    }
+    raw.update({name: value for name, value in fields.items() if value is not None})
+    try:
+        return model.model_validate_json(_dumps(raw))
+    except ValidationError as exc:
+        raise InvalidEventError(f"invalid {event_type} event: {describe_errors(exc)}") from exc
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise InvalidEventError("occurred_at must carry a UTC offset (a timezone-aware datetime)")
+    return moment.isoformat()
+
+
+def _dumps(obj: object) -> bytes:
+    def default(value: object) -> object:
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json", exclude_none=True)
+        raise TypeError(f"cannot serialize {type(value).__name__}")
+
+    return orjson.dumps(obj, default=default)
+
+
+class Emitter:
+    """Publishes tether input events with an idempotent producer (``acks=all``, key = workflow).
+
+    ``emit`` queues without blocking; confirm delivery with :meth:`flush`, with
+    ``emit(..., wait=True)`` or with ``await aemit(...)``. The helpers (:meth:`tool_call_intent`
+    and friends) build a validated event, stamp ``event_id`` and ``occurred_at`` unless given,
+    emit it and return it. The producer starts on first use or with :meth:`start`.
+
+    Example::
+
+        with Emitter(settings) as emitter:
+            emitter.workflow_started(workflow_id="wf-42", agent=me, credential=cred, grant=grant)
+            emitter.tool_call_intent(workflow_id="wf-42", agent=me, credential=cred, action=act)
+        # leaving the block flushed: both were acknowledged, or EmitFailedError was raised
+    """
+
+    def __init__(
+        self,
+        settings: Settings | str | None = None,
+        topic: str | None = None,
+        *,
+        client_id: str = "tether-emitter",
+        delivery_timeout_s: float | None = None,
+    ) -> None:
+        """Configure the emitter; nothing connects until the first emit or :meth:`start`.
+
+        Args:
+            settings: the settings, or just the Kafka bootstrap servers (``host:port,...``);
+                default ``Settings()`` (``TETHER_*`` environment).
+            topic: where to publish (default: ``<prefix>intents``).
+            client_id: names the producer in broker logs.
+            delivery_timeout_s: give up on a record after this long (librdkafka
+                ``message.timeout.ms``; default 300 s).
+        """
+        if settings is None:
+            settings = Settings()
+        elif isinstance(settings, str):
+            settings = Settings(kafka_bootstrap=settings)
+        self.topic = topic or settings.topic(INTENTS)
+        overrides: dict[str, Any] = {}
+        if delivery_timeout_s is not None:
+            overrides["message.timeout.ms"] = max(1, int(delivery_timeout_s * 1000))
+        self._publisher = KafkaPublisher(settings, client_id=client_id, overrides=overrides)
+        self._lock = threading.Lock()
+        self._failures: list[DeliveryError] = []
+        self._failed = 0
+        self.delivered = 0
+        """Records acknowledged by the broker so far."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Create the producer (idempotent)."""
+        self._publisher.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush (raising :class:`EmitFailedError` on failures), then release the producer."""
+        if not self._publisher.started:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._publisher.stop(0)
+
+    def __enter__(self) -> Self:
+        """Start; flush and close when the block exits."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close, flushing; a failure to deliver raises unless the block already raised."""
+        if exc is None:
+            self.close()
+        else:
+            self._publisher.stop(5.0)
+
+    # -- emitting --------------------------------------------------------------------------
+
+    def emit(
+        self, event: Event | Mapping[str, Any], *, wait: bool = False, timeout: float = 30.0
+    ) -> Position | None:
+        """Validate and queue one event, keyed by its ``workflow_id``.
+
+        Args:
+            event: a typed event, or a mapping in the contract's JSON shape (validated first).
+            wait: block until the broker acknowledges it.
+            timeout: how long ``wait`` blocks.
+
+        Returns:
+            ``(partition, offset)`` with ``wait``, else None (confirm later with :meth:`flush`).
+
+        Raises:
+            InvalidEventError: the event breaks the contract; nothing was sent.
+            DeliveryError: with ``wait``, the broker did not acknowledge it.
+            TimeoutError: with ``wait``, no acknowledgement within ``timeout``.
+        """
+        typed = self._validate(event)
+        return self.emit_raw(encode(typed), typed.workflow_id.encode(), wait=wait, timeout=timeout)
+
+    async def aemit(self, event: Event | Mapping[str, Any]) -> Position:
+        """:meth:`emit` and await the broker's acknowledgement; returns ``(partition, offset)``."""
+        typed = self._validate(event)
+        return await self.aemit_raw(encode(typed), typed.workflow_id.encode())
+
+    def emit_raw(
+        self, value: bytes, key: bytes | None = None, *, wait: bool = False, timeout: float = 30.0
+    ) -> Position | None:
+        """Queue bytes exactly as given (no validation: invalid records reach the dead letters).
+
+        Returns:
+            ``(partition, offset)`` with ``wait``, else None.
+        """
+        future = self._send(value, key, report_failure=not wait)
+        if not wait:
+            return None
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            raise TimeoutError(f"no acknowledgement from Kafka within {timeout:g} s") from exc
+
+    async def aemit_raw(self, value: bytes, key: bytes | None = None) -> Position:
+        """:meth:`emit_raw` and await the broker's acknowledgement."""
+        return await asyncio.wrap_future(self._send(value, key, report_failure=False))
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every queued record's acknowledgement.
+
+        Returns:
+            The number of records acknowledged since the emitter started.
+
+        Raises:
+            EmitFailedError: records emitted without ``wait`` failed since the last flush, or
+                some were still unacknowledged after ``timeout``.
+        """
+        pending = self._publisher.flush(timeout) if self._publisher.started else 0
+        with self._lock:
+            failures, failed = self._failures, self._failed
+            self._failures, self._failed = [], 0
+        if failed or pending:
+            raise EmitFailedError(failures, failed, pending)
+        return self.delivered
+
+    async def aflush(self, timeout: float = 30.0) -> int:
+        """:meth:`flush` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    # -- helpers: build, emit, return the event --------------------------------------------
+
+    def workflow_started(
+        self,
+        *,
+        workflow_id: str,
+        agent: Agent | str,
+        credential: Part,
+        grant: Part,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+        wait: bool = False,
+    ) -> WorkflowStarted:
+        """Build (:func:`new_workflow_started`), emit and return a ``workflow.started`` event."""
+        event = new_workflow_started(
+            workflow_id=workflow_id,
+            agent=agent,
+            credential=credential,
+            grant=grant,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+        self.emit(event, wait=wait)
+        return event
+
+    def tool_call_intent(  # one keyword per contract field
+        self,
+        *,
+        workflow_id: str,
+        agent: Agent | str,
+        credential: Part,
+        action: Part,
+        delegation_id: str | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+        wait: bool = False,
+    ) -> ToolCallIntent:
+        """Build (:func:`new_tool_call_intent`), emit and return a ``tool_call.intent`` event."""
+        event = new_tool_call_intent(
+            workflow_id=workflow_id,
+            agent=agent,
+            credential=credential,
+            action=action,
+            delegation_id=delegation_id,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+        self.emit(event, wait=wait)
+        return event
+
+    def delegation_granted(
+        self,
+        *,
+        workflow_id: str,
+        agent: Agent | str,
+        credential: Part,
+        delegation: Part,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+        wait: bool = False,
+    ) -> DelegationGranted:
+        """Build (:func:`new_delegation_granted`), emit and return a ``delegation.granted``."""
+        event = new_delegation_granted(
+            workflow_id=workflow_id,
+            agent=agent,
+            credential=credential,
+            delegation=delegation,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+        self.emit(event, wait=wait)
+        return event
+
+    def workflow_completed(
+        self,
+        *,
+        workflow_id: str,
+        agent: Agent | str,
+        outcome: Outcome,
+        credential: Part | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+        wait: bool = False,
+    ) -> WorkflowCompleted:
+        """Build (:func:`new_workflow_completed`), emit and return a ``workflow.completed``."""
+        event = new_workflow_completed(
+            workflow_id=workflow_id,
+            agent=agent,
+            outcome=outcome,
+            credential=credential,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+        self.emit(event, wait=wait)
+        return event
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _validate(self, event: Event | Mapping[str, Any]) -> Event:
+        if isinstance(event, BaseModel):
+            return event
+        try:
+            return input_event_adapter.validate_json(_dumps(event))
+        except ValidationError as exc:
+            raise InvalidEventError(f"invalid event: {describe_errors(exc)}") from exc
+
+    def _send(
+        self, value: bytes, key: bytes | None, *, report_failure: bool
+    ) -> concurrent.futures.Future[Position]:
+        self._publisher.start()
+        future = self._publisher.send(self.topic, key, value)
+        future.add_done_callback(lambda done: self._settled(done, report_failure))
+        return future
+
+    def _settled(self, future: concurrent.futures.Future[Position], report_failure: bool) -> None:
+        error = future.exception()
+        with self._lock:
+            if error is None:
+                self.delivered += 1
+            elif report_failure and isinstance(error, DeliveryError):
+                self._failed += 1
+                if len(self._failures) < _MAX_FAILURES_KEPT:
+                    self._failures.append(error)

@@ -1,0 +1,261 @@
+"""The gateway-side watcher: follows the compacted revocations topic into a local revocation set."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from types import TracebackType
+from typing import Final, Self
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from tether.adapters.kafka_config import consumer_config
+from tether.adapters.registry import Clock, RevocationLookup
+from tether.models.outputs import Heartbeat, Revocation
+from tether.sdk.revocation_set import (
+    DEFAULT_FAIL_CLOSED_TIERS,
+    RecordVerifier,
+    RevocationSet,
+    WatcherStats,
+)
+from tether.settings import Settings
+from tether.topics import REVOCATIONS
+
+_log = logging.getLogger(__name__)
+
+_BATCH: Final = 500
+_POLL_S: Final = 0.05
+_HOUSEKEEPING_S: Final = 0.5
+_METADATA_TIMEOUT_S: Final = 5.0
+_RETRY_S: Final = 1.0
+
+OnRecord = Callable[[Revocation | Heartbeat], None]
+
+
+class Watcher:
+    """Keeps a local copy of every live revocation and answers ``is_revoked`` in microseconds.
+
+    A background thread assigns itself every partition of the revocations topic (no consumer
+    group, no commits), reads it from the beginning up to the high-water marks it found at
+    start (then :attr:`ready` is set), and keeps tailing it. The topic is compacted, so this
+    bootstrap yields every revocation still in force. Heartbeat records on the same topic tell
+    a dead feed from a quiet one; see :class:`~tether.sdk.revocation_set.RevocationSet` for how
+    staleness, fail-closed tiers and the registry fallback decide answers in doubt.
+
+    Example::
+
+        with Watcher(Settings(), fail_closed_tiers={"high", "default"}) as watcher:
+            watcher.wait_ready(30)
+            if watcher.is_revoked(token_id=jti, workflow_id=wf, workload_id=spiffe_id):
+                deny()
+    """
+
+    def __init__(  # noqa: PLR0913  # keyword-only options, each with a sensible default
+        self,
+        settings: Settings | None = None,
+        *,
+        topic: str | None = None,
+        staleness_s: float | None = None,
+        fail_closed_tiers: Collection[str] = DEFAULT_FAIL_CLOSED_TIERS,
+        registry: RevocationLookup | None = None,
+        from_beginning: bool = True,
+        on_record: OnRecord | None = None,
+        verifier: RecordVerifier | None = None,
+        clock: Clock = time.time,
+        client_id: str = "tether-watcher",
+    ) -> None:
+        """Configure the watcher; nothing connects until :meth:`start`.
+
+        Args:
+            settings: Kafka bootstrap, topic prefix and ``staleness_s`` (default: ``Settings()``).
+            topic: the revocations topic (default: ``<prefix>revocations``).
+            staleness_s: heartbeat age beyond which answers are in doubt (default: from
+                settings); ``math.inf`` disables the check.
+            fail_closed_tiers: tiers denied when in doubt; other tiers are allowed and counted.
+            registry: shared fallback (e.g. :class:`~tether.adapters.redis_registry.RedisRegistry`)
+                asked only while the feed is stale.
+            from_beginning: bootstrap from the start of the topic. False tails from the end and
+                is ready at once, knowing only revocations issued from now on.
+            on_record: called on the watcher's thread with each record applied.
+            verifier: checks each record before it is applied.
+            clock: epoch seconds; tests inject a fake.
+            client_id: names the consumer in broker logs.
+        """
+        settings = settings or Settings()
+        self.topic = topic or settings.topic(REVOCATIONS)
+        self.revocations = RevocationSet(
+            staleness_s=settings.staleness_s if staleness_s is None else staleness_s,
+            fail_closed_tiers=fail_closed_tiers,
+            registry=registry,
+            clock=clock,
+            verifier=verifier,
+        )
+        self.is_revoked = self.revocations.is_revoked
+        """``is_revoked(token_id=, workflow_id=, workload_id=, delegation_id=, *, tier=)``.
+
+        The revocation set's method itself (no wrapper call on the hot path); see
+        :meth:`RevocationSet.is_revoked <tether.sdk.revocation_set.RevocationSet.is_revoked>`.
+        """
+        self.stats: WatcherStats = self.revocations.stats
+        self.ready = threading.Event()
+        self.last_error: str | None = None
+        self._config = consumer_config(
+            settings,
+            group_id=None,
+            client_id=client_id,
+            overrides={"enable.partition.eof": True, "error_cb": self._on_error},
+        )
+        self._from_beginning = from_beginning
+        self._on_record = on_record
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._high: dict[int, int] = {}
+        self._pending: set[int] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the background thread (idempotent); returns self."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="tether-watcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following the topic and close the consumer (the local set stays readable)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until bootstrap completes; False if ``timeout`` passed first."""
+        return self.ready.wait(timeout)
+
+    def __enter__(self) -> Self:
+        """Start; stop when the block exits."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop."""
+        self.stop()
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        """When the feed was last known alive (epoch seconds), or None."""
+        return self.revocations.last_heartbeat
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer = Consumer(self._config)
+        try:
+            partitions = self._assign(consumer)
+            last_housekeeping = time.monotonic()
+            while partitions and not self._stop.is_set():
+                try:
+                    for msg in consumer.consume(_BATCH, _POLL_S):
+                        self._handle(msg)
+                    if time.monotonic() - last_housekeeping >= _HOUSEKEEPING_S:
+                        last_housekeeping = time.monotonic()
+                        self.revocations.prune()
+                        self.stats.lag = self._lag(consumer, partitions)
+                except Exception as exc:  # the feed must outlive any single bad moment
+                    self.stats.errors += 1
+                    self.last_error = str(exc)
+                    _log.exception("revocation watcher error; continuing")
+                    self._stop.wait(_RETRY_S)
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> list[TopicPartition]:
+        """Wait for the topic, note its high-water marks, assign all of its partitions."""
+        while not self._stop.is_set():
+            try:
+                metadata = consumer.list_topics(self.topic, timeout=_METADATA_TIMEOUT_S)
+                topic = metadata.topics.get(self.topic)
+                if topic is None or topic.error is not None or not topic.partitions:
+                    detail = topic.error if topic is not None else "missing"
+                    raise LookupError(f"topic {self.topic} is not available: {detail}")
+                ids = sorted(topic.partitions)
+                if self._from_beginning:
+                    marks = {
+                        p: consumer.get_watermark_offsets(
+                            TopicPartition(self.topic, p), timeout=_METADATA_TIMEOUT_S
+                        )
+                        for p in ids
+                    }
+                    self._high = {p: high for p, (_low, high) in marks.items()}
+                    self._pending = {p for p, (low, high) in marks.items() if high > low}
+                start = OFFSET_BEGINNING if self._from_beginning else OFFSET_END
+                partitions = [TopicPartition(self.topic, p, start) for p in ids]
+                consumer.assign(partitions)
+            except (KafkaException, LookupError) as exc:
+                self.last_error = str(exc)
+                _log.warning("revocation watcher waiting for %s: %s", self.topic, exc)
+                self._stop.wait(_RETRY_S)
+                continue
+            if not self._pending:
+                self._mark_ready()
+            return partitions
+        return []
+
+    def _handle(self, msg: Message) -> None:
+        error = msg.error()
+        partition = msg.partition()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self._caught_up(partition)
+            else:
+                self.stats.errors += 1
+                self.last_error = error.str()
+            return
+        record = self.revocations.apply(msg.key(), msg.value(), msg.headers())
+        if self._pending and partition in self._pending:
+            offset = msg.offset()
+            if offset is not None and offset + 1 >= self._high.get(partition, 0):
+                self._caught_up(partition)
+        if record is not None and self._on_record is not None:
+            try:
+                self._on_record(record)
+            except Exception:  # a caller's callback must not stop the feed
+                _log.exception("on_record callback failed")
+
+    def _caught_up(self, partition: int | None) -> None:
+        self._pending.discard(partition if partition is not None else -1)
+        if not self._pending and not self.ready.is_set():
+            self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        self.revocations.prune()
+        self.revocations.mark_ready()
+        self.ready.set()
+
+    def _lag(self, consumer: Consumer, partitions: list[TopicPartition]) -> int | None:
+        total = 0
+        for position in consumer.position(partitions):
+            low, high = consumer.get_watermark_offsets(position, cached=True)
+            if high < 0:
+                return None
+            total += max(0, high - (position.offset if position.offset >= 0 else low))
+        return total
+
+    def _on_error(self, error: KafkaError) -> None:
+        self.last_error = error.str()
+        _log.warning("revocation watcher (Kafka): %s", error.str())
