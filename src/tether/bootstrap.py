@@ -23,8 +23,10 @@ def context(settings: Settings, cfg: DetectionConfig | None = None) -> Context:
     return Context(cfg=cfg or settings.detection(), policy=call_policy(settings))
 
 
-def monitor(settings: Settings, *, policy_dir: Path | None = None) -> Monitor:
-    """An in-memory monitor configured from settings."""
+def monitor(
+    settings: Settings, *, policy_dir: Path | None = None, decisions: bool = True
+) -> Monitor:
+    """An in-memory monitor configured from settings (``decisions``: emit Decision records)."""
     if policy_dir is not None:
         settings = settings.model_copy(update={"policy_dir": policy_dir})
-    return Monitor(context(settings))
+    return Monitor(context(settings, settings.detection(emit_decisions=decisions)))

@@ -100,7 +100,7 @@ def replay(
         policy=False if no_policy else None,
     )
     try:
-        mon = monitor(settings, policy_dir=policy_dir)
+        mon = monitor(settings, policy_dir=policy_dir, decisions=decisions)
     except Exception as exc:  # a policy error must name its file and stop before reading input
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer

@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 EXIT_REVOKED: Final = 1
 EXIT_UNKNOWN: Final = 3
 _PROGRESS_EVERY_S: Final = 2.0
+_SLOW_BOOTSTRAP_S: Final = 5.0
 _TARGET_KINDS: Final = ("token", "workflow", "workload", "delegation")
 
 _bootstrap_option = click.option(
@@ -144,7 +145,7 @@ def emit(
     \b
     Examples:
       tether emit events.jsonl
-      tether demo --no-live ... | tether emit -
+      zcat events.jsonl.gz | tether emit -
       tether emit --bootstrap kafka:9092 --topic staging.tether.intents events.jsonl
     """
     from tether.sdk.emitter import EmitFailedError, Emitter  # noqa: PLC0415
@@ -166,10 +167,15 @@ def emit(
         delivered = emitter.flush(timeout + 5.0)
     except EmitFailedError as exc:
         click.echo(f"error: {exc}", err=True)
-        click.echo(f"emitted {produced} records to {emitter.topic}; {exc.failed} failed", err=True)
+        unconfirmed = exc.failed + exc.pending
+        click.echo(
+            f"emitted {produced} records to {emitter.topic}; {unconfirmed} not acknowledged",
+            err=True,
+        )
         sys.exit(1)
     finally:
-        emitter.close(0)  # a second flush of nothing; releases the producer
+        with suppress(EmitFailedError):  # already reported above; this only releases the producer
+            emitter.close(0)
     blank = f" ({skipped} blank lines skipped)" if skipped else ""
     click.echo(
         f"emitted {produced} records to {emitter.topic}{blank}: "
@@ -359,18 +365,18 @@ class _Printer:
 
 
 def _follow(watcher: Watcher) -> None:
+    """Block until Ctrl-C, telling stderr when the bootstrap is done (or slow)."""
     started = time.monotonic()
     announced = warned = False
     try:
         while True:
-            time.sleep(0.2)
-            if not announced and watcher.ready.is_set():
+            if announced:
+                time.sleep(0.5)
+            elif watcher.ready.wait(0.1):
                 announced = True
-                click.echo(
-                    f"# following {watcher.topic}: {len(watcher.revocations)} live revocations",
-                    err=True,
-                )
-            elif not announced and not warned and time.monotonic() - started > 5:  # noqa: PLR2004
+                live = len(watcher.revocations)
+                click.echo(f"# following {watcher.topic}: {live} live revocations", err=True)
+            elif not warned and time.monotonic() - started > _SLOW_BOOTSTRAP_S:
                 warned = True
                 click.echo(f"# still waiting for {watcher.topic}: {watcher.last_error}", err=True)
     except KeyboardInterrupt:

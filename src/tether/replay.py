@@ -64,13 +64,14 @@ class Replayer:
         self.wall = clock == "wall"
         self.stats = ReplayStats()
         self._started = datetime.now(UTC)
+        self._out = Outbox()
 
     def feed(self, line: bytes) -> None:
         """One input line (with or without its newline)."""
         stats = self.stats
         stats.lines += 1
         data = line.rstrip(b"\r\n")
-        if not data.strip():
+        if not data or data.isspace():
             stats.blank += 1
             return
         decoded = decode_event(data)
@@ -78,7 +79,13 @@ class Replayer:
             self._dead(data, decoded)
             return
         stats.events += 1
-        self._emit(self.monitor.process(decoded, self._now()))
+        out = self._out
+        self.monitor.process_into(decoded, datetime.now(UTC) if self.wall else None, out)
+        if out.findings or out.revocations or out.decisions:
+            self._emit(out)
+            out.findings.clear()
+            out.revocations.clear()
+            out.decisions.clear()
 
     def finish(self) -> ReplayStats:
         """End of input: decide pending grace checks and return the statistics."""

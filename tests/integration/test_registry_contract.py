@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from revocation_builders import revocation
+from sdk_helpers import revocation
 from tether.adapters.memory_registry import MemoryRegistry
 from tether.adapters.redis_registry import RedisRegistry
 from tether.adapters.registry import RegistryUnavailableError, RevocationRegistry

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from revocation_builders import T0, FakeClock, revocation
+from sdk_helpers import T0, FakeClock, revocation
 from tether.adapters.memory_registry import MemoryRegistry
 from tether.adapters.registry import RegistryUnavailableError, RevocationRegistry
 

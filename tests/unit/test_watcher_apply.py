@@ -9,7 +9,7 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from revocation_builders import T0, FakeClock, heartbeat, revocation
+from sdk_helpers import T0, FakeClock, heartbeat, revocation
 from tether.models.codec import encode
 from tether.models.outputs import Revocation
 from tether.sdk.revocation_set import RevocationSet

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from revocation_builders import T0, FakeClock, heartbeat, revocation
+from sdk_helpers import T0, FakeClock, heartbeat, revocation
 from tether.adapters.memory_registry import MemoryRegistry
 from tether.sdk.revocation_set import RevocationSet
 

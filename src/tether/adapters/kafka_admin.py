@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
     AdminClient,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
 )
@@ -75,7 +76,7 @@ def create_topics(
         settings: supplies ``kafka_bootstrap``; and, when ``specs`` is None, ``topic_prefix`` and
             ``partitions`` for :func:`tether.topics.topic_specs`.
         specs: the topics to ensure.
-        timeout: seconds for each admin request.
+        timeout: seconds for the whole operation, including waiting for new topics' leaders.
 
     Returns:
         The names of the topics this call created (the others already existed and match).
@@ -87,14 +88,16 @@ def create_topics(
     if specs is None:
         specs = topic_specs(settings.topic_prefix, settings.partitions)
     admin = AdminClient(admin_config(settings))
+    deadline = time.monotonic() + timeout
     try:
         existing = admin.list_topics(timeout=timeout).topics
+        missing = [spec for spec in specs if spec.name not in existing]
+        created = _create(admin, missing, timeout) if missing else []
+        partitions = _await_leaders(admin, [spec.name for spec in specs], deadline)
+        problems = _partition_mismatches(specs, partitions)
+        problems += _config_mismatches(admin, specs, deadline)
     except KafkaException as exc:
-        raise TopicError(f"cannot list topics at {settings.kafka_bootstrap}: {exc}") from exc
-    missing = [spec for spec in specs if spec.name not in existing]
-    created = _create(admin, missing, timeout) if missing else []
-    present = [spec for spec in specs if spec.name not in created]
-    problems = _mismatches(admin, present, timeout)
+        raise TopicError(f"Kafka at {settings.kafka_bootstrap}: {_reason(exc)}") from exc
     if problems:
         raise TopicError("; ".join(problems))
     return created
@@ -130,34 +133,80 @@ def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> l
     return created
 
 
-def _mismatches(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> list[str]:
-    if not specs:
-        return []
-    topics = admin.list_topics(timeout=timeout).topics
-    problems = []
-    for spec in specs:
-        actual = len(topics[spec.name].partitions) if spec.name in topics else 0
-        if actual != spec.partitions:
-            problems.append(
-                f"topic {spec.name} exists with {actual} partitions, but tether expects "
-                f"{spec.partitions} (set TETHER_PARTITIONS={actual} or --partitions {actual}, "
-                f"or recreate the topic)"
-            )
-    resources = {
-        spec.name: ConfigResource(ConfigResource.Type.TOPIC, spec.name)
+def _await_leaders(admin: AdminClient, names: Sequence[str], deadline: float) -> dict[str, int]:
+    """Wait until every topic is in the metadata with a leader per partition.
+
+    A topic that was just created is not usable at once (fetching its offsets or configs answers
+    "not leader" or "unknown topic" for a moment); waiting here spares every caller that race.
+
+    Returns:
+        Each topic's partition count.
+    """
+    while True:
+        topics = admin.list_topics(timeout=max(0.5, deadline - time.monotonic())).topics
+        counts: dict[str, int] = {}
+        for name in names:
+            meta = topics.get(name)
+            if (
+                meta is not None
+                and meta.error is None
+                and meta.partitions
+                and all(p.leader >= 0 for p in meta.partitions.values())
+            ):
+                counts[name] = len(meta.partitions)
+        if len(counts) == len(names):
+            return counts
+        if time.monotonic() >= deadline:
+            waiting = ", ".join(sorted(set(names) - set(counts)))
+            raise TopicError(f"topics have no partition leaders yet: {waiting}")
+        time.sleep(0.1)
+
+
+def _partition_mismatches(specs: Sequence[TopicSpec], counts: dict[str, int]) -> list[str]:
+    return [
+        f"topic {spec.name} exists with {counts[spec.name]} partitions, but tether expects "
+        f"{spec.partitions} (set TETHER_PARTITIONS={counts[spec.name]} or "
+        f"--partitions {counts[spec.name]}, or recreate the topic)"
         for spec in specs
-        if any(key in spec.config for key in CHECKED_CONFIGS)
-    }
-    if not resources:
-        return problems
-    described = admin.describe_configs(list(resources.values()), request_timeout=timeout)
-    for spec in specs:
-        if spec.name not in resources:
-            continue
-        configs = described[resources[spec.name]].result(timeout=timeout + 5)
+        if counts[spec.name] != spec.partitions
+    ]
+
+
+def _config_mismatches(
+    admin: AdminClient, specs: Sequence[TopicSpec], deadline: float
+) -> list[str]:
+    checked = [spec for spec in specs if any(key in spec.config for key in CHECKED_CONFIGS)]
+    problems = []
+    for spec in checked:
+        configs = _describe(admin, spec.name, deadline)
         for key in CHECKED_CONFIGS:
             want = spec.config.get(key)
             have = configs[key].value if key in configs else None
             if want is not None and have != want:
                 problems.append(f"topic {spec.name} has {key}={have}, but tether expects {want}")
     return problems
+
+
+def _describe(admin: AdminClient, name: str, deadline: float) -> dict[str, ConfigEntry]:
+    """A topic's configs, retrying while the broker does not know the topic yet."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    while True:
+        remaining = max(0.5, deadline - time.monotonic())
+        future = admin.describe_configs([resource], request_timeout=remaining)[resource]
+        try:
+            configs: dict[str, ConfigEntry] = future.result(timeout=remaining + 5)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = (
+                isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            )
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+        else:
+            return configs
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)

@@ -64,7 +64,7 @@ def producer_config(
 def consumer_config(
     settings: Settings,
     *,
-    group_id: str | None,
+    group_id: str,
     client_id: str,
     overrides: Mapping[str, Any] | None = None,
 ) -> KafkaConfig:
@@ -72,8 +72,9 @@ def consumer_config(
 
     Args:
         settings: supplies ``kafka_bootstrap``.
-        group_id: the consumer group; None for a consumer that only ``assign()``s partitions and
-            never commits (the revocation watcher), which then joins no group.
+        group_id: the consumer group. confluent-kafka requires one even for a consumer that
+            only ``assign()``s partitions and never commits (the revocation watcher); such a
+            consumer never joins the group.
         client_id: names the client in broker logs and metrics.
         overrides: librdkafka properties that win over the defaults.
 
@@ -82,11 +83,10 @@ def consumer_config(
     """
     config: KafkaConfig = {
         "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group_id,
         "client.id": client_id,
         **CONSUMER_DEFAULTS,
     }
-    if group_id is not None:
-        config["group.id"] = group_id
     if overrides:
         config.update(overrides)
     return config
@@ -98,4 +98,5 @@ def admin_config(settings: Settings, *, client_id: str = "tether-admin") -> Kafk
         "bootstrap.servers": settings.kafka_bootstrap,
         "client.id": client_id,
         "log.connection.close": False,
+        "log_level": 4,  # warnings and worse: not the chatter of a short-lived admin handle
     }

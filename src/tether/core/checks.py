@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
 
 from tether.core import codes as C
@@ -28,14 +27,16 @@ class Identity(Enum):
     PENDING = "pending"  # not yet decidable: a delegation may still arrive
 
 
-@dataclass(slots=True)
 class Verdict:
     """What the checks concluded about one event."""
 
-    violations: list[Violation] = field(default_factory=list)
-    waiting: bool = False
-    identity: Identity = Identity.OWN
-    standing: Standing | None = None
+    __slots__ = ("identity", "standing", "violations", "waiting")
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+        self.waiting = False
+        self.identity = Identity.OWN
+        self.standing: Standing | None = None
 
 
 def check_event(

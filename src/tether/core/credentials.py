@@ -10,11 +10,10 @@ arrival order and each fires once per (token, workload, workflow).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from tether.core import codes as C
 from tether.core.config import DetectionConfig
-from tether.core.violations import Outbox, Violation, emit
+from tether.core.violations import Outbox, Stamp, Violation, emit
 from tether.models.session import PairUse, TokenState
 
 MAX_PAIRS = 256  # per token; beyond this a sprayed token is already flagged many times over
@@ -37,7 +36,7 @@ def observe(
     state: TokenState | None,
     use: CredentialUse,
     cfg: DetectionConfig,
-    now: datetime,
+    now: Stamp,
     out: Outbox,
 ) -> TokenState:
     """Fold one use into the token's state; emit what it newly reveals."""
@@ -58,7 +57,7 @@ def observe(
     return st
 
 
-def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: datetime, out: Outbox) -> None:
+def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out: Outbox) -> None:
     live = [(k, u) for k, u in st.pairs.items() if not u.inherited]
     if len(live) < 2:
         return

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from tether.core.credentials import CredentialUse, observe
 from tether.core.fold import Context, fire_due, fold, wake_at
-from tether.core.violations import Outbox, ts
+from tether.core.violations import Outbox, Stamp
 from tether.models.events import InputEvent
 from tether.models.session import Session, TokenState
 
@@ -44,7 +44,7 @@ class WorkflowEngine:
         t = event.t
         if t > self.watermark:
             self._advance(t, now, out, uses)
-        stamp = now if now is not None else ts(self.watermark)
+        stamp: Stamp = now if now is not None else self.watermark
         wf = event.workflow_id
         before = self.sessions.get(wf)
         if before is None:
@@ -69,7 +69,7 @@ class WorkflowEngine:
         if self.watermark == -_INF:
             return
         horizon = self.watermark + self.ctx.cfg.grace_s + 1e-3
-        stamp = now if now is not None else ts(self.watermark)
+        stamp: Stamp = now if now is not None else self.watermark
         for wf in list(self.sessions):
             s = self.sessions[wf]
             if s.pending or s.unsettled or (s.unknown is not None and not s.unknown_done):
@@ -100,7 +100,7 @@ class WorkflowEngine:
         self, watermark: float, now: datetime | None, out: Outbox, uses: list[CredentialUse]
     ) -> None:
         self.watermark = watermark
-        stamp = now if now is not None else ts(watermark)
+        stamp: Stamp = now if now is not None else watermark
         heap = self._heap
         while heap and heap[0][0] < watermark:
             due, wf = heapq.heappop(heap)
@@ -133,7 +133,7 @@ class TokenIndex:
         self.tokens: MutableMapping[str, TokenState] = tokens if tokens is not None else {}
         self._expiry: list[tuple[float, str]] = []
 
-    def observe(self, use: CredentialUse, stamp: datetime, out: Outbox) -> None:
+    def observe(self, use: CredentialUse, stamp: Stamp, out: Outbox) -> None:
         """Fold one use into its token's state."""
         before = self.tokens.get(use.token_id)
         st = observe(before, use, self.ctx.cfg, stamp, out)
@@ -174,6 +174,7 @@ class Monitor:
         self.ctx = ctx
         self.workflows = WorkflowEngine(ctx, sessions)
         self.index = TokenIndex(ctx, tokens)
+        self._uses: list[CredentialUse] = []
 
     @property
     def sessions(self) -> MutableMapping[str, Session]:
@@ -193,13 +194,20 @@ class Monitor:
     def process(self, event: InputEvent, now: datetime | None = None) -> Outbox:
         """Apply one valid event; return what it revealed."""
         out = Outbox()
-        uses: list[CredentialUse] = []
+        self.process_into(event, now, out)
+        return out
+
+    def process_into(self, event: InputEvent, now: datetime | None, out: Outbox) -> None:
+        """Apply one valid event, appending what it revealed to ``out`` (the allocation-free
+        path for replay)."""
+        uses = self._uses
         before = self.workflows.watermark
         self.workflows.process(event, now, out, uses)
-        self._route(uses, now, out)
+        if uses:
+            self._route(uses, now, out)
+            uses.clear()
         if self.workflows.watermark > before:
             self.index.expire(self.workflows.watermark)
-        return out
 
     def advance(self, watermark: float, now: datetime | None = None) -> Outbox:
         """Move event time forward without an event."""
@@ -221,6 +229,6 @@ class Monitor:
     def _route(self, uses: list[CredentialUse], now: datetime | None, out: Outbox) -> None:
         if not uses:
             return
-        stamp = now if now is not None else ts(self.workflows.watermark)
+        stamp: Stamp = now if now is not None else self.workflows.watermark
         for use in uses:
             self.index.observe(use, stamp, out)

@@ -15,7 +15,14 @@ from tether.core.checks import Identity, Verdict, after_completion, check_event
 from tether.core.config import DetectionConfig
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
-from tether.core.violations import Outbox, Violation, completion_revocation, emit
+from tether.core.violations import (
+    Outbox,
+    Stamp,
+    Violation,
+    as_datetime,
+    completion_revocation,
+    emit,
+)
 from tether.models.events import (
     DelegationGranted,
     InputEvent,
@@ -47,7 +54,7 @@ def fold(
     session: Session | None,
     event: InputEvent,
     ctx: Context,
-    now: datetime,
+    now: Stamp,
     out: Outbox,
     uses: list[CredentialUse],
 ) -> Session:
@@ -103,7 +110,7 @@ def _track_token(
     t: float,
     event_id: str,
     cfg: DetectionConfig,
-    now: datetime,
+    now: Stamp,
     out: Outbox,
 ) -> None:
     seen = s.tokens.get(token_id)
@@ -123,7 +130,7 @@ def _revoke_on_completion(
     done: float,
     evidence: str,
     cfg: DetectionConfig,
-    now: datetime,
+    now: Stamp,
     out: Outbox,
 ) -> None:
     if not cfg.revoke_on_completion or cfg.shadow or token_id in s.completion_revoked:
@@ -135,7 +142,7 @@ def _revoke_on_completion(
 
 
 def _complete(
-    s: Session, event: WorkflowCompleted, t: float, cfg: DetectionConfig, now: datetime, out: Outbox
+    s: Session, event: WorkflowCompleted, t: float, cfg: DetectionConfig, now: Stamp, out: Outbox
 ) -> None:
     if s.completed_at is not None and s.completed_at <= t:
         return
@@ -150,7 +157,7 @@ def _complete(
 
 
 def _late_after_completion(
-    s: Session, act: ActRef, done: float, cfg: DetectionConfig, now: datetime, out: Outbox
+    s: Session, act: ActRef, done: float, cfg: DetectionConfig, now: Stamp, out: Outbox
 ) -> None:
     start = s.started
     v = Violation(
@@ -168,7 +175,7 @@ def _late_after_completion(
     _fire(s, v, cfg, now, out)
 
 
-def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: datetime, out: Outbox) -> None:
+def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: Stamp, out: Outbox) -> None:
     if not cfg.enabled(v.code):
         return
     fid = v.finding_id
@@ -183,7 +190,7 @@ def _evaluate(
     event: InputEvent,
     t: float,
     ctx: Context,
-    now: datetime,
+    now: Stamp,
     out: Outbox,
     uses: list[CredentialUse],
     *,
@@ -281,7 +288,7 @@ def _policy_violation(
 
 
 def _decision(
-    event: ToolCallIntent, verdict: Verdict, outcome: PolicyOutcome | None, now: datetime
+    event: ToolCallIntent, verdict: Verdict, outcome: PolicyOutcome | None, now: Stamp
 ) -> Decision:
     codes = sorted({v.code for v in verdict.violations})
     return Decision(
@@ -293,7 +300,7 @@ def _decision(
         findings=codes,
         policy_ids=list(outcome.policy_ids) if outcome is not None else [],
         policy_revision=outcome.revision if outcome is not None else None,
-        evaluated_at=now,
+        evaluated_at=as_datetime(now),
     )
 
 
@@ -301,7 +308,7 @@ def fire_due(
     s: Session,
     watermark: float,
     ctx: Context,
-    now: datetime,
+    now: Stamp,
     out: Outbox,
     uses: list[CredentialUse],
 ) -> Session | None:

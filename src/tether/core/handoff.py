@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from tether.models.session import DelegationRec, Session
 
@@ -19,23 +19,20 @@ class Role(Enum):
     UNCOVERED = "uncovered"  # no delegation known at all
 
 
-@dataclass(frozen=True, slots=True)
-class Standing:
-    """An actor's role, entitlement and chain depth at one instant."""
+class Standing(NamedTuple):
+    """An actor's role, entitlement and chain depth at one instant (a tuple: built per event)."""
 
     role: Role
+    covered: bool  # the actor holds authority in the workflow at that instant
     entitlement: frozenset[str] = frozenset()
     depth: int = 0
     via: tuple[str, ...] = ()  # covering delegation ids
     rooted: bool = True  # the shortest known chain reaches the initiator (depth is not a guess)
 
-    @property
-    def covered(self) -> bool:
-        """Whether the actor holds authority in the workflow at that instant."""
-        return self.role in (Role.INITIATOR, Role.DELEGATEE)
 
-
-_NO_START = Standing(Role.UNKNOWN)
+_NO_START = Standing(Role.UNKNOWN, False)
+_UNCOVERED = Standing(Role.UNCOVERED, False)
+_EXPIRED = Standing(Role.EXPIRED, False)
 
 
 def standing(session: Session, workload: str, t: float) -> Standing:
@@ -49,25 +46,25 @@ def standing(session: Session, workload: str, t: float) -> Standing:
     if start is None or start.started_at > t:
         return _NO_START  # acts dated before the workflow's start are not part of it
     if workload == start.initiator:
-        return Standing(Role.INITIATOR, start.scopes, 0)
+        return Standing(Role.INITIATOR, True, start.scopes, 0)
     incoming = session.delegations_to.get(workload)
     if not incoming:
-        return Standing(Role.UNCOVERED)
-    covering = [d for d in incoming if d.covers(t)]
+        return _UNCOVERED
+    covering = [d for d in incoming if d.granted_at <= t <= d.expires_at]
     if not covering:
         if any(d.granted_at <= t for d in incoming):
-            return Standing(Role.EXPIRED)
-        return Standing(Role.UNCOVERED)
+            return _EXPIRED
+        return _UNCOVERED
     if len(covering) == 1:
         d = covering[0]
         depth, rooted = delegation_depth(session, d)
-        return Standing(Role.DELEGATEE, d.scopes, depth, (d.delegation_id,), rooted)
+        return Standing(Role.DELEGATEE, True, d.scopes, depth, (d.delegation_id,), rooted)
     scopes: set[str] = set()
     for d in covering:
         scopes |= d.scopes
     depth, rooted = _shortest(delegation_depth(session, d) for d in covering)
     via = tuple(sorted(d.delegation_id for d in covering))
-    return Standing(Role.DELEGATEE, frozenset(scopes), depth, via, rooted)
+    return Standing(Role.DELEGATEE, True, frozenset(scopes), depth, via, rooted)
 
 
 def _shortest(chains: Iterable[tuple[int, bool]]) -> tuple[int, bool]:

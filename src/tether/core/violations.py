@@ -60,8 +60,18 @@ def ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-def emit(v: Violation, cfg: DetectionConfig, now: datetime, out: Outbox) -> None:
+Stamp = datetime | float
+"""When a record is stamped: a datetime, or POSIX seconds converted only if a record is made."""
+
+
+def as_datetime(now: Stamp) -> datetime:
+    """The stamp as an aware datetime."""
+    return now if isinstance(now, datetime) else ts(now)
+
+
+def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
     """Materialise a violation as a Finding plus the revocations its graded response calls for."""
+    now = as_datetime(stamp)
     rule = cfg.rule(v.code)
     severity = v.severity or rule.severity
     finding_id = v.finding_id
@@ -134,9 +144,10 @@ def completion_revocation(
     completed_at: float,
     evidence: str,
     cfg: DetectionConfig,
-    now: datetime,
+    stamp: Stamp,
 ) -> Revocation:
     """``workflow.completed`` revokes a credential used in the workflow (reason task_completed)."""
+    now = as_datetime(stamp)
     return Revocation(
         revocation_id=derive_id("r-", TASK_COMPLETED, workflow_id, token_id),
         target=Target(kind="token", id=token_id),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tether.models.common import SENSITIVITY_LEVEL
 from tether.models.events import DelegationGranted, Grant, InputEvent
@@ -26,6 +27,7 @@ class StartInfo:
     destinations: frozenset[str]
     max_level: int
     not_after: float
+    policy_facts: tuple[str, str, str, int]  # (task_type, purpose, autonomy, max level)
 
     @classmethod
     def of(cls, initiator: str, started_at: float, event_id: str, grant: Grant) -> StartInfo:
@@ -40,6 +42,8 @@ class StartInfo:
             destinations=frozenset(grant.destinations),
             max_level=SENSITIVITY_LEVEL[grant.max_sensitivity],
             not_after=grant.not_after.timestamp(),
+            policy_facts=(grant.task_type, grant.purpose, grant.autonomy,
+                          SENSITIVITY_LEVEL[grant.max_sensitivity]),
         )
 
 
@@ -83,8 +87,7 @@ class Pending:
     event: InputEvent
 
 
-@dataclass(slots=True)
-class ActRef:
+class ActRef(NamedTuple):
     """A recent credentialed act, kept for a grace period to judge late completions."""
 
     t: float

@@ -17,6 +17,7 @@ from tether.policy.result import PolicyResult
 
 _FRONT_CACHE_MAX: Final = 65536
 _SEVERITIES: Final = frozenset(SEVERITY_RANK)
+_NO_GRANT: Final = ("", "", "", UNKNOWN_MAX_SENSITIVITY)
 
 
 class CedarCallPolicy:
@@ -42,28 +43,25 @@ class CedarCallPolicy:
         action = event.action
         start = session.started
         t = event.t
-        day = int(t // 86400)
-        resource = action.resource
-        scheme = resource.split(":", 1)[0].lower() if ":" in resource else ""
         if start is not None:
-            grant = start.grant
-            task, purpose, autonomy = grant.task_type, grant.purpose, grant.autonomy
-            max_level = start.max_level
-            granted = not start.destinations or action.destination in start.destinations
+            facts = start.policy_facts
+            dests = start.destinations
+            granted = not dests or action.destination in dests
         else:
-            task = purpose = autonomy = ""
-            max_level = UNKNOWN_MAX_SENSITIVITY
+            facts = _NO_GRANT
             granted = False
-        hour, weekday = int(t // 3600) % 24, (day + 3) % 7
+        hour = int(t // 3600)
         initiator = standing.role is Role.INITIATOR
         key = (
-            event.agent.workload_id, action.operation, action.tool, task, purpose, autonomy,
-            action.data_sensitivity, max_level, action.destination, granted, scheme, hour,
-            weekday, standing.depth, initiator,
+            event.agent.workload_id, action.operation, action.tool, facts, action.data_sensitivity,
+            action.destination, granted, action.resource.split(":", 1)[0] if ":" in action.resource
+            else "", hour, standing.depth, initiator,
         )
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        task, purpose, autonomy, max_level = facts
+        scheme = str(key[7]).lower()
         req = PolicyRequest(
             workload_id=event.agent.workload_id,
             operation=action.operation,
@@ -77,8 +75,8 @@ class CedarCallPolicy:
             destination=action.destination,
             destination_granted=granted,
             resource_scheme=scheme,
-            hour_utc=hour,
-            weekday=weekday,
+            hour_utc=hour % 24,
+            weekday=(hour // 24 + 3) % 7,  # 1970-01-01 was a Thursday
             delegation_depth=standing.depth,
             is_initiator=initiator,
             delegated=standing.depth > 0,

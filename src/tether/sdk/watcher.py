@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import Final, Self
@@ -111,7 +112,9 @@ class Watcher:
         self.last_error: str | None = None
         self._config = consumer_config(
             settings,
-            group_id=None,
+            # Required by confluent-kafka, never joined: the watcher assigns partitions itself
+            # and commits nothing. Unique, so no two watchers ever share group state.
+            group_id=f"{client_id}-{uuid.uuid4().hex[:12]}",
             client_id=client_id,
             overrides={"enable.partition.eof": True, "error_cb": self._on_error},
         )
@@ -170,8 +173,13 @@ class Watcher:
             last_housekeeping = time.monotonic()
             while partitions and not self._stop.is_set():
                 try:
-                    for msg in consumer.consume(_BATCH, _POLL_S):
-                        self._handle(msg)
+                    # poll() returns as soon as one record arrives (consume() would wait for a
+                    # full batch or the timeout); whatever else is already there is drained.
+                    first = consumer.poll(_POLL_S)
+                    if first is not None:
+                        self._handle(first)
+                        for msg in consumer.consume(_BATCH, 0):
+                            self._handle(msg)
                     if time.monotonic() - last_housekeeping >= _HOUSEKEEPING_S:
                         last_housekeeping = time.monotonic()
                         self.revocations.prune()

@@ -1,8 +1,12 @@
-"""Builders for revocation-feed tests: a fake clock, revocations and heartbeats."""
+"""Helpers for the SDK and adapter tests: a fake clock, feed records, reading a topic back."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from tether.models.outputs import Heartbeat, Revocation, Target, TargetKind
 
@@ -46,3 +50,28 @@ def revocation(
 def heartbeat(at: datetime = T0, source: str = "w1") -> Heartbeat:
     """A heartbeat emitted at ``at``."""
     return Heartbeat(emitted_at=at, source=source)
+
+
+def read_back(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Message]:
+    """Read ``count`` records of ``topic`` from the beginning (all partitions, no group commits)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-back-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(messages) < count and time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.2):
+                if msg.error() is not None:
+                    raise RuntimeError(str(msg.error()))
+                messages.append(msg)
+        return messages
+    finally:
+        consumer.close()
