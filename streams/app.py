@@ -9,17 +9,16 @@ from typing import Any
 
 import faust
 
-from tether.adapters.kafka_publisher import KafkaPublisher
-from tether.adapters.redis_registry import RedisRegistry
-from tether.bootstrap import context
-from tether.settings import Settings
-from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
-
 from streams import codecs
 from streams.outputs import Publisher
 from streams.registry_sync import RegistrySync
 from streams.tables import TableStore
 from streams.worker import Record, Worker
+from tether.adapters.kafka_publisher import KafkaPublisher
+from tether.adapters.redis_registry import RedisRegistry
+from tether.bootstrap import context
+from tether.settings import Settings
+from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
 
 _log = logging.getLogger("tether.worker")
 
@@ -30,7 +29,7 @@ def _record(event: Any) -> Record:
 
 
 def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
-    table = app.Table(name, partitions=partitions)
+    table: Any = app.Table(name, partitions=partitions)
     # faust derives serializers from key_type/value_type; state is not a faust Record, so set
     # tether's codecs before the store or changelog topic (both lazy) are first used.
     table.key_serializer = codecs.UTF8
@@ -65,12 +64,27 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
         worker_redirect_stdouts=False,
     )
     n = settings.partitions
-    intents = app.topic(settings.topic(INTENTS), partitions=n, internal=False,
-                        key_serializer="raw", value_serializer="raw")
-    uses = app.topic(settings.topic(CREDENTIAL_USES), partitions=n, internal=False,
-                     key_serializer="raw", value_serializer="raw")
-    revocations = app.topic(settings.topic(REVOCATIONS), partitions=n, internal=False,
-                            key_serializer="raw", value_serializer="raw")
+    intents = app.topic(
+        settings.topic(INTENTS),
+        partitions=n,
+        internal=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    uses = app.topic(
+        settings.topic(CREDENTIAL_USES),
+        partitions=n,
+        internal=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    revocations = app.topic(
+        settings.topic(REVOCATIONS),
+        partitions=n,
+        internal=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     sessions_table = _table(app, "sessions", n, codecs.SESSION)
     tokens_table = _table(app, "tokens", n, codecs.TOKEN)
 
@@ -87,44 +101,46 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
     sync = RegistrySync(registry)
     batch_max, within = settings.batch_max, settings.batch_within_s
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]  # faust is untyped
-    async def _assigned(_: Any, assigned: Any = None, **__: Any) -> None:
+    async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         worker.needs_reschedule = True
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
-    def _shutdown(_: Any, **__: Any) -> None:
+    def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         kafka.stop(timeout=10)
 
-    def ready() -> bool:
-        return not app.rebalancing and app.tables.recovery.completed.is_set()
+    app.on_partitions_assigned.connect(_assigned)
+    app.on_before_shutdown.connect(_shutdown)
+    tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
 
-    @app.agent(intents)  # type: ignore[misc]
+    def ready() -> bool:
+        return not app.rebalancing and bool(tables.recovery.completed.is_set())
+
+    @app.agent(intents)
     async def correlate(stream: Any) -> None:
         async for events in stream.noack_take(batch_max, within=within):
             await worker.on_intents([_record(e) for e in events])
             for e in events:
                 await stream.ack(e)
 
-    @app.agent(uses)  # type: ignore[misc]
+    @app.agent(uses)
     async def credential_index(stream: Any) -> None:
         async for events in stream.noack_take(batch_max, within=within):
             await worker.on_uses([_record(e) for e in events])
             for e in events:
                 await stream.ack(e)
 
-    @app.agent(revocations)  # type: ignore[misc]
+    @app.agent(revocations)
     async def registry_sync(stream: Any) -> None:
         async for events in stream.noack_take(batch_max, within=within):
             await sync.on_records([_record(e) for e in events])
             for e in events:
                 await stream.ack(e)
 
-    @app.timer(interval=settings.tick_s)  # type: ignore[misc]
+    @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:
         if ready():
             await worker.tick()
 
-    @app.timer(interval=settings.heartbeat_s)  # type: ignore[misc]
+    @app.timer(interval=settings.heartbeat_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _heartbeat() -> None:
         if ready():
             await worker.heartbeat()

@@ -49,8 +49,11 @@ class Publisher:
         while pending:
             futures = [self._publish(t, k, v) for t, k, v in pending]
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [rec for rec, res in zip(pending, results, strict=True)
-                      if isinstance(res, BaseException)]
+            failed = [
+                rec
+                for rec, res in zip(pending, results, strict=True)
+                if isinstance(res, BaseException)
+            ]
             self.published += len(pending) - len(failed)
             if not failed:
                 self.failing_since = None
@@ -61,7 +64,10 @@ class Publisher:
             self.retries += len(failed)
             _log.error(
                 "%d of %d records not acknowledged (%s); retrying in %.2fs, input is held",
-                len(failed), len(pending), "; ".join(sorted(errors))[:500], backoff,
+                len(failed),
+                len(pending),
+                "; ".join(sorted(errors))[:500],
+                backoff,
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 import orjson
 from pydantic import ValidationError
 
+from streams.worker import Record
 from tether.adapters.registry import RegistryUnavailableError, RevocationRegistry
 from tether.models.outputs import Revocation
-
-from streams.worker import Record
 
 _log = logging.getLogger("tether.registry")
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from streams.outputs import Batch, Publisher
+from streams.tables import TableStore
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
@@ -25,9 +27,6 @@ from tether.models.outputs import Heartbeat, Source
 from tether.models.session import Session, TokenState
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, REVOCATIONS
-
-from streams.outputs import Batch, Publisher
-from streams.tables import TableStore
 
 _log = logging.getLogger("tether.worker")
 
@@ -46,8 +45,17 @@ class Record:
 
 def encode_use(use: CredentialUse) -> bytes:
     """A credential use on the wire (compact)."""
-    return orjson.dumps([use.token_id, use.workload_id, use.workflow_id, use.t, use.event_id,
-                         use.inherited, use.expires_at])
+    return orjson.dumps(
+        [
+            use.token_id,
+            use.workload_id,
+            use.workflow_id,
+            use.t,
+            use.event_id,
+            use.inherited,
+            use.expires_at,
+        ]
+    )
 
 
 def decode_use(data: bytes) -> CredentialUse:
@@ -77,8 +85,10 @@ class Worker:
         self.publisher = publisher
         self.worker_id = worker_id
         self.lock = asyncio.Lock()  # one step at a time: state is written after its outputs
-        self.topics = {name: settings.topic(name) for name in
-                       (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)}
+        self.topics = {
+            name: settings.topic(name)
+            for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
+        }
         self.needs_reschedule = True
         self._advanced_at = time.monotonic()  # wall time of the last real watermark advance
         self._heartbeats = 0
@@ -136,8 +146,9 @@ class Worker:
             self.events += 1
         except Exception as exc:  # never let one record stop the worker or vanish
             _log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
-            self._dead(rec, data, Rejected("schema_violation", f"internal error: {exc!r}"), now,
-                       batch)
+            self._dead(
+                rec, data, Rejected("schema_violation", f"internal error: {exc!r}"), now, batch
+            )
 
     def _dead(self, rec: Record, data: bytes, why: Rejected, now: datetime, batch: Batch) -> None:
         self.deadletters += 1
@@ -233,8 +244,7 @@ class Worker:
             self.needs_reschedule = False
             self.engine.reschedule_all()
             self.index.reschedule_all()
-            _log.info("rescheduled %d sessions and %d tokens", len(self.sessions),
-                      len(self.tokens))
+            _log.info("rescheduled %d sessions and %d tokens", len(self.sessions), len(self.tokens))
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and benchmarks."""

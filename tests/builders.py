@@ -150,7 +150,12 @@ def delegate(
 
 
 def completed(
-    wf: str, agent: str, token: str | None = None, *, t: float = 10, eid: str | None = None,
+    wf: str,
+    agent: str,
+    token: str | None = None,
+    *,
+    t: float = 10,
+    eid: str | None = None,
     scopes: list[str] | None = None,
 ) -> dict[str, Any]:
     """A workflow.completed event."""

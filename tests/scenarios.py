@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from builders import ORG, parse
-
 from tether.core import Context, DetectionConfig, Monitor, Outbox
 from tether.core.ports import CallPolicy
 
@@ -51,8 +50,10 @@ def run(
     policy: CallPolicy | None = None,
 ) -> Result:
     """Feed ``events`` in list order (arrival order), then flush."""
-    ctx = Context(cfg or DetectionConfig()) if policy is None else Context(
-        cfg or DetectionConfig(), policy
+    ctx = (
+        Context(cfg or DetectionConfig())
+        if policy is None
+        else Context(cfg or DetectionConfig(), policy)
     )
     mon = Monitor(ctx)
     out = Outbox()

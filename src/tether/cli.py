@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from tether import __version__
 
+if TYPE_CHECKING:
+    from tether.settings import Settings
 
-def _settings(**overrides: Any) -> Any:
+
+def _settings(**overrides: object) -> Settings:
     from tether.settings import Settings  # noqa: PLC0415  # keep `tether --help` fast
 
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    return Settings.model_validate(clean)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -117,7 +120,7 @@ def _open_input(file: str) -> IO[bytes]:
     if file == "-":
         return sys.stdin.buffer
     try:
-        return open(file, "rb")  # noqa: SIM115  # closed by the caller's with-block
+        return open(file, "rb")  # closed by the caller's with-block
     except OSError as exc:
         raise click.ClickException(f"cannot read {file}: {exc.strerror}") from exc
 
@@ -159,8 +162,12 @@ def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bo
 @click.option("--shadow", is_flag=True, default=None, help="Report findings, revoke nothing.")
 @click.option("--worker-id", help="Name of this worker in heartbeats [default: host-pid].")
 @click.option("--web-port", type=int, help="Enable faust's web server on this port.")
-@click.option("--loglevel", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--loglevel",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def worker(
     bootstrap: str | None,
     partitions: int | None,
@@ -185,10 +192,13 @@ def worker(
     from tether.streaming import run_worker  # noqa: PLC0415
 
     settings = _settings(
-        kafka_bootstrap=bootstrap, partitions=partitions, shadow=shadow, worker_id=worker_id,
+        kafka_bootstrap=bootstrap,
+        partitions=partitions,
+        shadow=shadow,
+        worker_id=worker_id,
         web_port=web_port,
     )
-    sys.exit(run_worker(settings, loglevel=loglevel))
+    run_worker(settings, loglevel=loglevel)
 
 
 @main.group()
@@ -198,8 +208,11 @@ def schemas() -> None:
 
 @schemas.command("export")
 @click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-    default=Path("schemas"), show_default=True,
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    show_default=True,
 )
 def schemas_export(directory: Path) -> None:
     """Write the JSON Schema files into DIR."""
@@ -211,8 +224,11 @@ def schemas_export(directory: Path) -> None:
 
 @schemas.command("check")
 @click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-    default=Path("schemas"), show_default=True,
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    show_default=True,
 )
 def schemas_check(directory: Path) -> None:
     """Fail (exit 1) when the committed schemas differ from the models."""

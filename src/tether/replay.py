@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from tether.core import Monitor, Outbox
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
-from tether.models.outputs import Source
+from tether.models.outputs import Revocation, Source
 
 Write = Callable[[bytes], object]
 
@@ -92,7 +92,9 @@ class Replayer:
         self._emit(self.monitor.flush(self._now()))
         return self.stats
 
-    def run(self, lines: Iterable[bytes], tick: Callable[[int], object] | None = None) -> ReplayStats:
+    def run(
+        self, lines: Iterable[bytes], tick: Callable[[int], object] | None = None
+    ) -> ReplayStats:
         """Feed every line, then finish. ``tick(nbytes)`` is called per line for progress."""
         began = time.perf_counter()
         for line in lines:
@@ -122,7 +124,7 @@ class Replayer:
         if not len(out):
             return
         stats = self.stats
-        by_finding: dict[str | None, list[BaseModel]] = {}
+        by_finding: dict[str | None, list[Revocation]] = {}
         for r in out.revocations:
             by_finding.setdefault(r.finding_id, []).append(r)
         stats.revocations += len(out.revocations)

@@ -43,12 +43,15 @@ def generate() -> dict[str, bytes]:
         "input-event": TypeAdapter(InputEvent).json_schema(mode="validation"),
     }
     for name, model in _MODELS.items():
-        mode = "validation" if "." in name else "serialization"
-        docs[name] = model.model_json_schema(mode=mode)
+        is_input = "." in name  # event types are inputs; the rest are records tether writes
+        docs[name] = model.model_json_schema(mode="validation" if is_input else "serialization")
     out = {}
-    for name, doc in docs.items():
-        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-               "$id": f"{_BASE}{name}.schema.json", **doc}
+    for name, body in docs.items():
+        doc = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{_BASE}{name}.schema.json",
+            **body,
+        }
         out[f"{name}.schema.json"] = (
             orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
@@ -74,7 +77,5 @@ def stale(directory: Path) -> list[str]:
         for name, data in expected.items()
         if not (directory / name).is_file() or (directory / name).read_bytes() != data
     ]
-    problems += sorted(
-        p.name for p in directory.glob("*.schema.json") if p.name not in expected
-    )
+    problems += sorted(p.name for p in directory.glob("*.schema.json") if p.name not in expected)
     return problems

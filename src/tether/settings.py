@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     topic_prefix: str = "tether."
     partitions: int = Field(6, ge=1)
-    max_skew_s: float = Field(300.0, ge=0, description="events dated further ahead are dead letters")
+    max_skew_s: float = Field(
+        300.0, ge=0, description="events dated further ahead are dead letters"
+    )
     heartbeat_s: float = Field(1.0, gt=0)
     staleness_s: float = Field(5.0, gt=0, description="watcher fails closed beyond this")
     app_id: str = Field("tether-monitor", description="faust app id = consumer group")

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from tether.settings import Settings
 
 
-def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
+def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     """Create missing topics, then run the faust worker until it is stopped (SIGTERM/SIGINT)."""
     import faust  # noqa: PLC0415  # heavy; only the worker needs it
 
     from streams.app import build  # noqa: PLC0415
     from tether.adapters.kafka_admin import create_topics, wait_for_broker  # noqa: PLC0415
 
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     wait_for_broker(settings, timeout=60)
     create_topics(settings)
     app, _ = build(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
-    return 0

@@ -31,18 +31,32 @@ def topic_specs(prefix: str = "tether.", partitions: int = 6) -> list[TopicSpec]
     with ``intents`` and the token table with ``credential-uses``.
     """
     return [
-        TopicSpec(f"{prefix}{INTENTS}", "workflow_id", partitions,
-                  {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)}),
+        TopicSpec(
+            f"{prefix}{INTENTS}",
+            "workflow_id",
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)},
+        ),
         TopicSpec(f"{prefix}{FINDINGS}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
         TopicSpec(f"{prefix}{DECISIONS}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
-        TopicSpec(f"{prefix}{REVOCATIONS}", "<target.kind>:<target.id>", partitions, {
-            "cleanup.policy": "compact",
-            "min.insync.replicas": "1",
-            "segment.ms": str(3600 * 1000),
-            "min.cleanable.dirty.ratio": "0.1",
-        }),
-        TopicSpec(f"{prefix}{DEADLETTER}", "original key", partitions,
-                  {"cleanup.policy": "delete"}),
-        TopicSpec(f"{prefix}{CREDENTIAL_USES}", "token_id", partitions,
-                  {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)}),
+        TopicSpec(
+            f"{prefix}{REVOCATIONS}",
+            "<target.kind>:<target.id>",
+            partitions,
+            {
+                "cleanup.policy": "compact",
+                "min.insync.replicas": "1",
+                "segment.ms": str(3600 * 1000),
+                "min.cleanable.dirty.ratio": "0.1",
+            },
+        ),
+        TopicSpec(
+            f"{prefix}{DEADLETTER}", "original key", partitions, {"cleanup.policy": "delete"}
+        ),
+        TopicSpec(
+            f"{prefix}{CREDENTIAL_USES}",
+            "token_id",
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)},
+        ),
     ]

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
-from builders import call, completed, started
 
+from builders import call, completed, started
 from tether.models import ToolCallIntent, WorkflowCompleted
 from tether.models.codec import Rejected, decode_event
 
@@ -60,24 +60,25 @@ REJECTIONS: list[tuple[str, bytes, str]] = [
     ("schema_version true", enc(with_(CALL, "schema_version", True)), "unsupported_schema_version"),
     ("schema_version 1.0", enc(with_(CALL, "schema_version", 1.0)), "unsupported_schema_version"),
     ("event_type unknown", enc(with_(CALL, "event_type", "tool_call.done")), "unknown_event_type"),
-    ("naive timestamp", enc(with_(CALL, "occurred_at", "2026-11-28T14:00:00")),
-     "schema_violation"),
+    ("naive timestamp", enc(with_(CALL, "occurred_at", "2026-11-28T14:00:00")), "schema_violation"),
     ("numeric timestamp", enc(with_(CALL, "occurred_at", 1764338400)), "schema_violation"),
     ("date only", enc(with_(CALL, "occurred_at", "2026-11-28")), "schema_violation"),
     ("missing credential", enc(with_(CALL, "credential", ...)), "schema_violation"),
     ("empty workload", enc(with_(CALL, "agent.workload_id", "")), "schema_violation"),
     ("empty tool", enc(with_(CALL, "action.tool", "")), "schema_violation"),
     ("bad operation", enc(with_(CALL, "action.operation", "sudo")), "schema_violation"),
-    ("bad sensitivity", enc(with_(CALL, "action.data_sensitivity", "secret")),
-     "schema_violation"),
+    ("bad sensitivity", enc(with_(CALL, "action.data_sensitivity", "secret")), "schema_violation"),
     ("scopes not a list", enc(with_(CALL, "credential.scopes", "crm:read")), "schema_violation"),
     ("scope not a string", enc(with_(CALL, "credential.scopes", [1])), "schema_violation"),
     ("event_id too long", enc(with_(CALL, "event_id", "e" * 129)), "schema_violation"),
     ("workflow_id too long", enc(with_(CALL, "workflow_id", "w" * 257)), "schema_violation"),
     ("too many scopes", enc(with_(CALL, "credential.scopes", ["s"] * 257)), "schema_violation"),
     ("oversized record", enc(with_(CALL, "action.resource", "r" * 70000)), "oversized"),
-    ("missing grant", enc(with_(started("wf-1", "planner", "t"), "grant", ...)),
-     "schema_violation"),
+    (
+        "missing grant",
+        enc(with_(started("wf-1", "planner", "t"), "grant", ...)),
+        "schema_violation",
+    ),
     ("deeply nested", b'{"a":' * 2000 + b"1" + b"}" * 2000, "invalid_json"),
 ]
 

@@ -32,14 +32,18 @@ def detect(cfg: FleetConfig) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize(("seed", "disorder"), [(7, 2.0), (3, 4.9), (5, 4.9), (11, 0.0)])
 def test_fleet_findings_equal_ground_truth(seed: int, disorder: float) -> None:
-    cfg = FleetConfig(seed=seed, workflows=600, attack_rate=0.3, disorder=disorder,
-                      duplicate_rate=0.02)
+    cfg = FleetConfig(
+        seed=seed, workflows=600, attack_rate=0.3, disorder=disorder, duplicate_rate=0.02
+    )
     truth = ground_truth(cfg)
     found = detect(cfg)
     benign_noise = {wf: codes for wf, codes in found.items() if not truth.get(wf)}
     assert benign_noise == {}, "benign workflows must raise nothing"
-    wrong = {wf: (sorted(codes), sorted(found.get(wf, ()))) for wf, codes in truth.items()
-             if codes and found.get(wf, set()) != codes}
+    wrong = {
+        wf: (sorted(codes), sorted(found.get(wf, ())))
+        for wf, codes in truth.items()
+        if codes and found.get(wf, set()) != codes
+    }
     assert wrong == {}, "attacks found with exactly the codes the table names"
     assert sum(1 for codes in truth.values() if codes) > 100
 

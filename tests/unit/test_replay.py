@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from builders import call, completed, delegate, started
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from builders import call, completed, delegate, started
 from tether.cli import main
 from tether.core import Context, DetectionConfig, Monitor
 from tether.replay import Replayer
@@ -58,11 +58,18 @@ def test_pending_checks_decided_at_end_of_input() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.binary(max_size=300),
-    st.sampled_from([jsonl([e]) for e in SCENARIO]),
-    st.builds(lambda e, cut: jsonl([e])[:cut], st.sampled_from(SCENARIO), st.integers(0, 400)),
-), max_size=20))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.sampled_from([jsonl([e]) for e in SCENARIO]),
+            st.builds(
+                lambda e, cut: jsonl([e])[:cut], st.sampled_from(SCENARIO), st.integers(0, 400)
+            ),
+        ),
+        max_size=20,
+    )
+)
 def test_no_input_crashes_replay(chunks: list[bytes]) -> None:
     data = b"\n".join(chunks)
     records = replay_bytes(data)

@@ -16,5 +16,11 @@ def test_committed_schemas_are_current() -> None:
 
 def test_every_record_has_a_schema() -> None:
     names = set(generate())
-    assert {"input-event.schema.json", "finding.schema.json", "revocation.schema.json",
-            "decision.schema.json", "deadletter.schema.json", "heartbeat.schema.json"} <= names
+    assert {
+        "input-event.schema.json",
+        "finding.schema.json",
+        "revocation.schema.json",
+        "decision.schema.json",
+        "deadletter.schema.json",
+        "heartbeat.schema.json",
+    } <= names

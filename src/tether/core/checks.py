@@ -39,9 +39,7 @@ class Verdict:
         self.standing: Standing | None = None
 
 
-def check_event(
-    session: Session, event: InputEvent, *, final: bool, max_chain: int = 3
-) -> Verdict:
+def check_event(session: Session, event: InputEvent, *, final: bool, max_chain: int = 3) -> Verdict:
     """Run every check DESIGN.md applies to ``event``, except per-call policy.
 
     With ``final=False`` a check whose outcome a late event could still change waits
@@ -112,9 +110,14 @@ def _credential_expired(
 ) -> None:
     if t > cred.expires_t:
         verdict.violations.append(
-            _v(session, event, C.CREDENTIAL_EXPIRED, (event.agent.workload_id, cred.token_id),
-               f"token {cred.token_id} presented {t - cred.expires_t:.0f}s after it "
-               f"expired", t)
+            _v(
+                session,
+                event,
+                C.CREDENTIAL_EXPIRED,
+                (event.agent.workload_id, cred.token_id),
+                f"token {cred.token_id} presented {t - cred.expires_t:.0f}s after it expired",
+                t,
+            )
         )
 
 
@@ -134,9 +137,15 @@ def _identity(
     if is_upstream_delegator(session, actor, subject, t):
         verdict.identity = Identity.INHERITED
         verdict.violations.append(
-            _v(session, event, C.INHERITED_CREDENTIAL, (actor, cred.token_id),
-               f"{actor} presented token {cred.token_id} issued to its delegator {subject} "
-               f"instead of its own", t)
+            _v(
+                session,
+                event,
+                C.INHERITED_CREDENTIAL,
+                (actor, cred.token_id),
+                f"{actor} presented token {cred.token_id} issued to its delegator {subject} "
+                f"instead of its own",
+                t,
+            )
         )
         return
     if not final:
@@ -145,9 +154,15 @@ def _identity(
         return
     verdict.identity = Identity.FOREIGN
     verdict.violations.append(
-        _v(session, event, C.IDENTITY_MISMATCH, (actor, cred.token_id),
-           f"{actor} presented token {cred.token_id} issued to {subject}, which is not its "
-           f"delegator", t)
+        _v(
+            session,
+            event,
+            C.IDENTITY_MISMATCH,
+            (actor, cred.token_id),
+            f"{actor} presented token {cred.token_id} issued to {subject}, which is not its "
+            f"delegator",
+            t,
+        )
     )
 
 
@@ -162,14 +177,26 @@ def _coverage(
     actor = event.agent.workload_id
     if st.role is Role.EXPIRED:
         verdict.violations.append(
-            _v(session, event, C.DELEGATION_EXPIRED, (actor, _tok(event)),
-               f"{actor} acted after every delegation it held in this workflow had expired", t)
+            _v(
+                session,
+                event,
+                C.DELEGATION_EXPIRED,
+                (actor, _tok(event)),
+                f"{actor} acted after every delegation it held in this workflow had expired",
+                t,
+            )
         )
     else:
         verdict.violations.append(
-            _v(session, event, C.UNDELEGATED_ACTOR, (actor, _tok(event)),
-               f"{actor} acted in the workflow without being its initiator or the target of a "
-               f"live delegation (broken handoff)", t)
+            _v(
+                session,
+                event,
+                C.UNDELEGATED_ACTOR,
+                (actor, _tok(event)),
+                f"{actor} acted in the workflow without being its initiator or the target of a "
+                f"live delegation (broken handoff)",
+                t,
+            )
         )
 
 
@@ -192,9 +219,15 @@ def _scope_escalation(
         return
     extra = sorted(set(cred.scopes) - st.entitlement)
     verdict.violations.append(
-        _v(session, event, C.SCOPE_ESCALATION, (event.agent.workload_id, cred.token_id),
-           f"token {cred.token_id} carries {', '.join(extra)} beyond the "
-           f"{st.role.value}'s entitlement", t)
+        _v(
+            session,
+            event,
+            C.SCOPE_ESCALATION,
+            (event.agent.workload_id, cred.token_id),
+            f"token {cred.token_id} carries {', '.join(extra)} beyond the "
+            f"{st.role.value}'s entitlement",
+            t,
+        )
     )
 
 
@@ -205,21 +238,36 @@ def _grant(session: Session, event: ToolCallIntent, t: float, verdict: Verdict) 
     actor = event.agent.workload_id
     if start.tools and action.tool not in start.tools:
         verdict.violations.append(
-            _v(session, event, C.TOOL_NOT_GRANTED, (actor, _tok(event), action.tool),
-               f"tool {action.tool} is not in the grant", t)
+            _v(
+                session,
+                event,
+                C.TOOL_NOT_GRANTED,
+                (actor, _tok(event), action.tool),
+                f"tool {action.tool} is not in the grant",
+                t,
+            )
         )
     if SENSITIVITY_LEVEL[action.data_sensitivity] > start.max_level:
         verdict.violations.append(
-            _v(session, event, C.SENSITIVITY_EXCEEDED,
-               (actor, _tok(event), action.data_sensitivity),
-               f"{action.data_sensitivity} data exceeds the grant's "
-               f"{start.grant.max_sensitivity}", t)
+            _v(
+                session,
+                event,
+                C.SENSITIVITY_EXCEEDED,
+                (actor, _tok(event), action.data_sensitivity),
+                f"{action.data_sensitivity} data exceeds the grant's {start.grant.max_sensitivity}",
+                t,
+            )
         )
     if start.destinations and action.destination not in start.destinations:
         verdict.violations.append(
-            _v(session, event, C.DESTINATION_NOT_GRANTED,
-               (actor, _tok(event), action.destination),
-               f"destination {action.destination or '(none)'} is not in the grant", t)
+            _v(
+                session,
+                event,
+                C.DESTINATION_NOT_GRANTED,
+                (actor, _tok(event), action.destination),
+                f"destination {action.destination or '(none)'} is not in the grant",
+                t,
+            )
         )
 
 
@@ -228,8 +276,14 @@ def _task_window(session: Session, event: InputEvent, t: float, verdict: Verdict
     assert start is not None  # noqa: S101  # callers only reach here with a known start
     if t > start.not_after:
         verdict.violations.append(
-            _v(session, event, C.TASK_WINDOW_EXCEEDED, (event.agent.workload_id,),
-               f"activity {t - start.not_after:.0f}s after the grant's not_after", t)
+            _v(
+                session,
+                event,
+                C.TASK_WINDOW_EXCEEDED,
+                (event.agent.workload_id,),
+                f"activity {t - start.not_after:.0f}s after the grant's not_after",
+                t,
+            )
         )
 
 
@@ -241,8 +295,14 @@ def _after_completion(session: Session, event: InputEvent, t: float, verdict: Ve
 
 def after_completion(session: Session, event: InputEvent, t: float, done: float) -> Violation:
     """The activity_after_completion violation for a call at ``t`` after completion at ``done``."""
-    v = _v(session, event, C.ACTIVITY_AFTER_COMPLETION, (event.agent.workload_id, _tok(event)),
-           f"tool call {t - done:.3f}s after the workflow completed", t)
+    v = _v(
+        session,
+        event,
+        C.ACTIVITY_AFTER_COMPLETION,
+        (event.agent.workload_id, _tok(event)),
+        f"tool call {t - done:.3f}s after the workflow completed",
+        t,
+    )
     if session.completed_event is not None:
         v.evidence = (event.event_id, session.completed_event)
     return v
@@ -267,9 +327,14 @@ def _delegation(
         if st.role is Role.DELEGATEE and not final:
             verdict.waiting = True  # a shorter chain may still arrive
         else:
-            v = _v(session, event, C.DELEGATION_DEPTH_EXCEEDED, (d.delegation_id,),
-                   f"delegation {d.delegation_id} makes a chain of {depth} hops "
-                   f"(maximum {max_chain})", t)
+            v = _v(
+                session,
+                event,
+                C.DELEGATION_DEPTH_EXCEEDED,
+                (d.delegation_id,),
+                f"delegation {d.delegation_id} makes a chain of {depth} hops (maximum {max_chain})",
+                t,
+            )
             v.delegation_id = d.delegation_id
             v.delegation_expires = d.expires_at.timestamp()
             verdict.violations.append(v)
@@ -278,9 +343,15 @@ def _delegation(
             verdict.waiting = True
         else:
             extra = sorted(set(d.scopes) - st.entitlement)
-            v = _v(session, event, C.DELEGATION_AMPLIFICATION, (d.delegation_id,),
-                   f"delegation {d.delegation_id} to {d.to_workload_id} hands on "
-                   f"{', '.join(extra)}, which the delegator does not hold", t)
+            v = _v(
+                session,
+                event,
+                C.DELEGATION_AMPLIFICATION,
+                (d.delegation_id,),
+                f"delegation {d.delegation_id} to {d.to_workload_id} hands on "
+                f"{', '.join(extra)}, which the delegator does not hold",
+                t,
+            )
             v.delegation_id = d.delegation_id
             v.delegation_expires = d.expires_at.timestamp()
             verdict.violations.append(v)

@@ -18,7 +18,9 @@ class DetectionConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    grace_s: float = Field(5.0, ge=0, description="event-time wait for events that may still arrive")
+    grace_s: float = Field(
+        5.0, ge=0, description="event-time wait for events that may still arrive"
+    )
     max_chain_length: int = Field(3, ge=1, description="delegation hops allowed from the initiator")
     shadow: bool = Field(False, description="report findings but issue no revocations")
     disabled: frozenset[str] = Field(frozenset(), description="finding codes that never fire")
@@ -35,7 +37,9 @@ class DetectionConfig(BaseModel):
         86400.0, gt=0, description="workflow revocation lifetime when the grant is unknown"
     )
     completed_retention_s: float = Field(
-        900.0, ge=0, description="event time a completed workflow's summary is kept after compaction"
+        900.0,
+        ge=0,
+        description="event time a completed workflow's summary is kept after compaction",
     )
     idle_timeout_s: float = Field(
         86400.0, gt=0, description="event time after which an idle, unfinished session is dropped"
@@ -48,7 +52,7 @@ class DetectionConfig(BaseModel):
     @field_validator("disabled", "severity", "response")
     @classmethod
     def _known_codes(cls, value: object) -> object:
-        codes = value if isinstance(value, frozenset) else set(value)  # type: ignore[arg-type]
+        codes = value if isinstance(value, frozenset | set | dict) else ()
         unknown = sorted(str(c) for c in codes if c not in RULES)
         if unknown:
             raise ValueError(f"unknown finding code(s): {', '.join(unknown)}")

@@ -45,7 +45,9 @@ def observe(
     pair = (use.workload_id, use.workflow_id)
     prev = st.pairs.get(pair)
     if prev is not None:
-        if (prev.t, prev.event_id) <= (use.t, use.event_id) and (prev.inherited or not use.inherited):
+        if (prev.t, prev.event_id) <= (use.t, use.event_id) and (
+            prev.inherited or not use.inherited
+        ):
             return st
         use_t, use_id = min((prev.t, prev.event_id), (use.t, use.event_id))
         st.pairs[pair] = PairUse(use_t, use_id, prev.inherited and use.inherited)
@@ -59,7 +61,7 @@ def observe(
 
 def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out: Outbox) -> None:
     live = [(k, u) for k, u in st.pairs.items() if not u.inherited]
-    if len(live) < 2:
+    if len(live) < 2:  # noqa: PLR2004  # reuse needs two uses
         return
     for (workload, workflow), u in live:
         key = (u.t, u.event_id)

@@ -7,11 +7,10 @@ returned for the caller to route (in streaming, through a repartition by ``token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 
 from tether.core import codes as C
-from tether.core.checks import Identity, Verdict, after_completion, check_event
+from tether.core.checks import Identity, Verdict, check_event
 from tether.core.config import DetectionConfig
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
@@ -41,13 +40,15 @@ from tether.models.session import (
     UseRec,
 )
 
+_SEEN_PRUNE_AT = 4096  # event ids remembered per workflow before old ones are pruned
+
 
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the fold needs besides state and event: tuning and the per-call policy."""
 
     cfg: DetectionConfig
-    policy: CallPolicy = AllowAll()
+    policy: CallPolicy = field(default_factory=AllowAll)
 
 
 def fold(
@@ -64,8 +65,7 @@ def fold(
         return s
     t = event.t
     s.seen[event.event_id] = t
-    if t > s.last_time:
-        s.last_time = t
+    s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
     cred = event.credential
     if isinstance(event, WorkflowStarted):
@@ -78,11 +78,10 @@ def fold(
             s.delegations[d.delegation_id] = rec
             s.delegations_to.setdefault(rec.delegatee, []).append(rec)
     if cred is not None:
-        _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now,
-                     out)
+        _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now, out)
     if isinstance(event, ToolCallIntent):
-        act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id,
-                     cred.expires_t)
+        cred = event.credential
+        act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id, cred.expires_t)
         _remember(s, act, cfg.grace_s)
         if (s.started is None or s.started.started_at > t) and (
             s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
@@ -244,23 +243,23 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
         s.unsettled += 1
 
 
-def _settle_uses(
-    s: Session, watermark: float, grace: float, uses: list[CredentialUse]
-) -> None:
+def _settle_uses(s: Session, watermark: float, grace: float, uses: list[CredentialUse]) -> None:
     for (token_id, workload), rec in s.uses.items():
         if rec.reported or rec.t + grace >= watermark:
             continue
         rec.reported = True
         s.unsettled -= 1
-        uses.append(CredentialUse(
-            token_id=token_id,
-            workload_id=workload,
-            workflow_id=s.workflow_id,
-            t=rec.t,
-            event_id=rec.event_id,
-            inherited=rec.inherited,
-            expires_at=rec.expires_at,
-        ))
+        uses.append(
+            CredentialUse(
+                token_id=token_id,
+                workload_id=workload,
+                workflow_id=s.workflow_id,
+                t=rec.t,
+                event_id=rec.event_id,
+                inherited=rec.inherited,
+                expires_at=rec.expires_at,
+            )
+        )
 
 
 def _policy_violation(
@@ -272,8 +271,14 @@ def _policy_violation(
     ids = ", ".join(outcome.policy_ids) or "(none)"
     return Violation(
         code=C.POLICY_DENIED,
-        key=(s.workflow_id, event.agent.workload_id, cred.token_id, action.tool, action.operation,
-             *outcome.policy_ids),
+        key=(
+            s.workflow_id,
+            event.agent.workload_id,
+            cred.token_id,
+            action.tool,
+            action.operation,
+            *outcome.policy_ids,
+        ),
         workflow_id=s.workflow_id,
         workload_id=event.agent.workload_id,
         event_time=t,
@@ -330,17 +335,23 @@ def fire_due(
     if first is not None and not s.unknown_done and first.t + grace < watermark:
         s.unknown_done = True
         if s.started is None or s.started.started_at > first.t:
-            _fire(s, Violation(
-                code=C.UNKNOWN_WORKFLOW,
-                key=(s.workflow_id,),
-                workflow_id=s.workflow_id,
-                workload_id=first.workload_id,
-                event_time=first.t,
-                evidence=(first.event_id,),
-                summary="tool calls in a workflow that was never started",
-                token_id=first.token_id,
-                token_expires=first.token_expires,
-            ), cfg, now, out)
+            _fire(
+                s,
+                Violation(
+                    code=C.UNKNOWN_WORKFLOW,
+                    key=(s.workflow_id,),
+                    workflow_id=s.workflow_id,
+                    workload_id=first.workload_id,
+                    event_time=first.t,
+                    evidence=(first.event_id,),
+                    summary="tool calls in a workflow that was never started",
+                    token_id=first.token_id,
+                    token_expires=first.token_expires,
+                ),
+                cfg,
+                now,
+                out,
+            )
     recent = s.recent
     while recent and recent[0].t + grace < watermark:
         recent.popleft()
@@ -356,7 +367,7 @@ def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | 
             _compact(s)
     elif watermark > s.last_time + cfg.idle_timeout_s:
         return None
-    if len(s.seen) > 4096:
+    if len(s.seen) > _SEEN_PRUNE_AT:
         horizon = watermark - cfg.dedup_window_s
         s.seen = {k: v for k, v in s.seen.items() if v >= horizon}
     return s

@@ -35,7 +35,7 @@ _UNCOVERED = Standing(Role.UNCOVERED, False)
 _EXPIRED = Standing(Role.EXPIRED, False)
 
 
-def standing(session: Session, workload: str, t: float) -> Standing:
+def standing(session: Session, workload: str, t: float) -> Standing:  # noqa: PLR0911  # one exit per role
     """The actor's standing at event time ``t`` from what the session knows now.
 
     Entitlement is the grant's scopes for the initiator and the union of the covering

@@ -9,7 +9,7 @@ from tether.core.codes import TASK_COMPLETED
 from tether.core.config import DetectionConfig
 from tether.core.ids import derive_id
 from tether.models.common import SEVERITY_RANK, Severity
-from tether.models.outputs import Decision, Finding, Response, Revocation, Target
+from tether.models.outputs import Decision, Finding, Response, Revocation, Target, TargetKind
 
 
 @dataclass(slots=True)
@@ -114,7 +114,7 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         )
 
 
-_TargetSpec = tuple[str, str, float]
+_TargetSpec = tuple[TargetKind, str, float]
 
 
 def _target(action: Response, v: Violation, cfg: DetectionConfig) -> _TargetSpec | None:  # noqa: PLR0911  # one return per response kind reads best
@@ -163,4 +163,3 @@ def completion_revocation(
 def worst(severities: list[Severity]) -> Severity:
     """The highest of the given severities."""
     return max(severities, key=SEVERITY_RANK.__getitem__)
-

@@ -51,7 +51,7 @@ SEVERITY_RANK: Final[dict[str, int]] = {
 _T = TypeVar("_T")
 
 
-class derived(Generic[_T]):  # noqa: N801  # reads like the decorator it is
+class derived(Generic[_T]):  # reads like the decorator it is
     """A value computed from a frozen model once, on first access, then read from the instance.
 
     Like ``functools.cached_property`` without its per-instance lock (Python 3.11 takes one on
@@ -83,13 +83,10 @@ class Contract(BaseModel):
     emitter cannot push its own events into the dead-letter topic, unexamined, by adding a field.
     """
 
-    model_config = ConfigDict(
-        strict=True, frozen=True, extra="ignore", ignored_types=(derived,)
-    )
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", ignored_types=(derived,))
 
 
 class Record(BaseModel):
     """Base of every output record tether writes."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
-

@@ -10,7 +10,6 @@ from tether.models.common import (
     MAX_LIST,
     Autonomy,
     Contract,
-    derived,
     EventId,
     Identity,
     Name,
@@ -24,6 +23,7 @@ from tether.models.common import (
     Timestamp,
     TokenId,
     WorkflowId,
+    derived,
 )
 
 

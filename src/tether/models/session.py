@@ -42,8 +42,12 @@ class StartInfo:
             destinations=frozenset(grant.destinations),
             max_level=SENSITIVITY_LEVEL[grant.max_sensitivity],
             not_after=grant.not_after.timestamp(),
-            policy_facts=(grant.task_type, grant.purpose, grant.autonomy,
-                          SENSITIVITY_LEVEL[grant.max_sensitivity]),
+            policy_facts=(
+                grant.task_type,
+                grant.purpose,
+                grant.autonomy,
+                SENSITIVITY_LEVEL[grant.max_sensitivity],
+            ),
         )
 
 

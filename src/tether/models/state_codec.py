@@ -37,20 +37,29 @@ def dump_session(s: Session) -> bytes:
     doc = {
         "v": STATE_VERSION,
         "w": s.workflow_id,
-        "s": None if start is None else [
-            start.initiator, start.started_at, start.event_id, start.grant.model_dump_json()
-        ],
+        "s": None
+        if start is None
+        else [start.initiator, start.started_at, start.event_id, start.grant.model_dump_json()],
         "c": s.completed_at,
         "ce": s.completed_event,
         "d": [
-            [d.delegation_id, d.delegator, d.delegatee, sorted(d.scopes), d.granted_at,
-             d.expires_at, d.event_id]
+            [
+                d.delegation_id,
+                d.delegator,
+                d.delegatee,
+                sorted(d.scopes),
+                d.granted_at,
+                d.expires_at,
+                d.event_id,
+            ]
             for d in s.delegations.values()
         ],
         "seen": s.seen,
         "f": sorted(s.fired),
-        "u": [[tok, wl, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
-              for (tok, wl), u in s.uses.items()],
+        "u": [
+            [tok, wl, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+            for (tok, wl), u in s.uses.items()
+        ],
         "us": s.unsettled,
         "tk": {tok: [ts.first_use, ts.expires_at, ts.event_id] for tok, ts in s.tokens.items()},
         "cr": sorted(s.completion_revoked),
@@ -83,7 +92,9 @@ def load_session(data: bytes) -> Session:
         s.delegations_to.setdefault(to, []).append(rec)
     s.seen = doc["seen"]
     s.fired = set(doc["f"])
-    s.uses = {(tok, wl): UseRec(t, eid, inh, exp, rep) for tok, wl, t, eid, inh, exp, rep in doc["u"]}
+    s.uses = {
+        (tok, wl): UseRec(t, eid, inh, exp, rep) for tok, wl, t, eid, inh, exp, rep in doc["u"]
+    }
     s.unsettled = doc["us"]
     s.tokens = {tok: TokenSeen(*v) for tok, v in doc["tk"].items()}
     s.completion_revoked = set(doc["cr"])
@@ -103,14 +114,16 @@ def load_session(data: bytes) -> Session:
 
 def dump_token(st: TokenState) -> bytes:
     """Serialize a token's cross-workflow state."""
-    return orjson.dumps({
-        "v": STATE_VERSION,
-        "k": st.token_id,
-        "x": st.expires_at,
-        "p": [[wl, wf, u.t, u.event_id, u.inherited] for (wl, wf), u in st.pairs.items()],
-        "f": sorted(st.fired),
-        "pt": st.partition,
-    })
+    return orjson.dumps(
+        {
+            "v": STATE_VERSION,
+            "k": st.token_id,
+            "x": st.expires_at,
+            "p": [[wl, wf, u.t, u.event_id, u.inherited] for (wl, wf), u in st.pairs.items()],
+            "f": sorted(st.fired),
+            "pt": st.partition,
+        }
+    )
 
 
 def load_token(data: bytes) -> TokenState:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from tether.policy.evaluate import PolicyEvaluator
 from tether.policy.loader import PolicyError, PolicyPack, load_default_pack, load_policy_dir
 from tether.policy.request import PolicyRequest
-from tether.policy.result import ALLOW, PolicyResult
+from tether.policy.result import PolicyResult
 
 __all__ = [
     "PolicyError",
@@ -21,4 +21,3 @@ __all__ = [
     "load_default_pack",
     "load_policy_dir",
 ]
-

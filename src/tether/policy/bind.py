@@ -53,9 +53,17 @@ class CedarCallPolicy:
         hour = int(t // 3600)
         initiator = standing.role is Role.INITIATOR
         key = (
-            event.agent.workload_id, action.operation, action.tool, facts, action.data_sensitivity,
-            action.destination, granted, action.resource.split(":", 1)[0] if ":" in action.resource
-            else "", hour, standing.depth, initiator,
+            event.agent.workload_id,
+            action.operation,
+            action.tool,
+            facts,
+            action.data_sensitivity,
+            action.destination,
+            granted,
+            action.resource.split(":", 1)[0] if ":" in action.resource else "",
+            hour,
+            standing.depth,
+            initiator,
         )
         hit = self._cache.get(key)
         if hit is not None:
