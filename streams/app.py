@@ -17,6 +17,7 @@ from streams.worker import Record, Worker
 from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
+from tether.models.state_codec import dump_session, dump_token
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
 
@@ -30,10 +31,12 @@ def _record(event: Any) -> Record:
 
 def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
     table: Any = app.Table(name, partitions=partitions)
-    # faust derives serializers from key_type/value_type; state is not a faust Record, so set
-    # tether's codecs before the store or changelog topic (both lazy) are first used.
+    # faust derives serializers from key_type/value_type, and state is not a faust Record: set
+    # tether's codecs on the table and on its changelog topic (already made when the table was
+    # registered), so that writes and recovery both use them.
     table.key_serializer = codecs.UTF8
     table.value_serializer = value_codec
+    table.changelog_topic = table._new_changelog_topic()
     return table
 
 
@@ -59,11 +62,16 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
         web_port=settings.web_port or 6066,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
+        # A dead worker's partitions move once the broker gives up on it: keep that short.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 4),
+        broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
         producer_acks=-1,
         stream_wait_empty=False,
         worker_redirect_stdouts=False,
     )
     n = settings.partitions
+    intents_name = settings.topic(INTENTS)
     intents = app.topic(
         settings.topic(INTENTS),
         partitions=n,
@@ -93,16 +101,17 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
     worker = Worker(
         settings,
         context(settings),
-        TableStore(sessions_table),
-        TableStore(tokens_table),
-        Publisher(lambda topic, key, value: _started(kafka).publish(topic, key, value)),
+        TableStore(sessions_table, dump_session),
+        TableStore(tokens_table, dump_token),
+        Publisher(lambda topic, key, value, part: _started(kafka).publish(topic, key, value, part)),
         worker_id=worker_id,
     )
     sync = RegistrySync(registry)
     batch_max, within = settings.batch_max, settings.batch_within_s
 
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        worker.needs_reschedule = True
+        assigned = kwargs.get("assigned", args[0] if args else set())
+        worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         kafka.stop(timeout=10)

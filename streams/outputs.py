@@ -11,18 +11,21 @@ from tether.adapters.kafka_publisher import DeliveryError, Position
 
 _log = logging.getLogger("tether.worker")
 
-Publish = Callable[[str, bytes | None, bytes], "asyncio.Future[Position]"]
+Publish = Callable[[str, bytes | None, bytes | None, int | None], "asyncio.Future[Position]"]
+Entry = tuple[str, bytes | None, bytes | None, int | None]
 
 
 @dataclass(slots=True)
 class Batch:
-    """Records to publish together: (topic, key, value)."""
+    """Records to publish together: (topic, key, value, partition or None for the key's)."""
 
-    records: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    records: list[Entry] = field(default_factory=list)
 
-    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def add(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
         """Queue one record."""
-        self.records.append((topic, key, value))
+        self.records.append((topic, key, value, partition))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -47,7 +50,7 @@ class Publisher:
         backoff = 0.05
         loop = asyncio.get_running_loop()
         while pending:
-            futures = [self._publish(t, k, v) for t, k, v in pending]
+            futures = [self._publish(t, k, v, p) for t, k, v, p in pending]
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = [
                 rec

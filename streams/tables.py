@@ -1,16 +1,18 @@
 """A ``MutableMapping`` over a faust table that defers changelog writes until outputs are safe.
 
 The core mutates state in place and assigns it back; this store records which keys changed.
-``flush`` then writes each changed key to the table's changelog, to the partition the key lives
-on (remembered from the input record that created it, and kept inside the state itself so it
-survives recovery). The worker calls ``flush`` only after Kafka has acknowledged every output
+``changes`` then gives a snapshot of each changed key for the table's changelog, for the
+partition the key lives on (remembered from the input record that created it, and kept inside the state itself so it
+survives recovery). The worker publishes them only after Kafka has acknowledged every output
 the changes caused: a crash in between replays the input instead of losing a revocation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
+
+from streams.outputs import Batch
 
 
 class HasPartition(Protocol):
@@ -25,8 +27,9 @@ V = TypeVar("V", bound=HasPartition)
 class TableStore(MutableMapping[str, V], Generic[V]):
     """The session or token table as the core sees it."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, dump: Callable[[V], bytes]) -> None:
         self.table = table
+        self._dump = dump
         self.current_partition = -1  # the partition of the input record being applied
         self._dirty: dict[str, int] = {}
 
@@ -60,27 +63,30 @@ class TableStore(MutableMapping[str, V], Generic[V]):
 
     @property
     def dirty(self) -> int:
-        """Keys changed since the last flush."""
+        """Keys changed since the last ``changes``."""
         return len(self._dirty)
 
-    def flush(self) -> int:
-        """Write every changed key to the changelog (a tombstone for a deleted one)."""
+    def changes(self) -> Batch:
+        """The changelog records for every key changed since the last call (a tombstone for a
+        deleted key), each pinned to its partition and serialized now. Faust's own changelog
+        writes are buffered and its flush before an offset commit is best-effort, so the
+        worker publishes these itself and waits for Kafka before acknowledging input."""
         data = self._data
         key_partition = getattr(data, "_key_partition", None)
-        table = self.table
-        n = 0
+        topic = self.table.changelog_topic.get_topic_name()
+        batch = Batch()
         for key, partition in self._dirty.items():
             if partition < 0:
                 continue
             value = data.get(key)
+            raw_key = key.encode()
             if value is None:
-                table.send_changelog(partition, key, None, value_serializer="raw")
+                batch.add(topic, raw_key, None, partition)  # a tombstone: faust deletes the key
                 if key_partition is not None:
                     key_partition.pop(key, None)
             else:
-                table.send_changelog(partition, key, value)
+                batch.add(topic, raw_key, self._dump(value), partition)
                 if key_partition is not None:
                     key_partition[key] = partition
-            n += 1
         self._dirty.clear()
-        return n
+        return batch

@@ -1,9 +1,9 @@
 """The worker's logic between faust and the core: decode, fold, publish, then persist state.
 
 Ordering is the delivery guarantee: outputs (findings, decisions, revocations, dead letters,
-credential uses) are acknowledged by Kafka before the state changes they reflect are written to
-the changelog, and both before the input records are acknowledged to faust (so before their
-offsets can be committed). A crash anywhere replays input; it never skips an output.
+credential uses) are acknowledged by Kafka before the state changes they reflect are published to
+the table's changelog, and that is acknowledged before the input records are acknowledged to
+faust (so before their offsets can be committed). A crash anywhere replays input; it never skips an output.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import orjson
 
 from streams.outputs import Batch, Publisher
 from streams.tables import TableStore
+from streams.watermarks import PartitionWatermarks
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
@@ -90,7 +91,10 @@ class Worker:
             for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
         }
         self.needs_reschedule = True
-        self._advanced_at = time.monotonic()  # wall time of the last real watermark advance
+        self.assigned: set[int] = set()
+        self.watermarks = PartitionWatermarks(idle_s=max(1.0, settings.grace_s))
+        self._advanced_at = time.monotonic()  # wall time of the last watermark advance
+        self._record_at = time.monotonic()  # wall time of the last input record
         self._heartbeats = 0
         self.events = 0
         self.deadletters = 0
@@ -108,14 +112,16 @@ class Worker:
             skew = self.settings.max_skew_s
             horizon = now.timestamp() + skew
             before = self.engine.watermark
+            self._record_at = time.monotonic()
             for rec in records:
                 self._apply(rec, now, horizon, skew, out, uses, batch)
+            self.engine.advance(self.watermarks.current(), now, out, uses)
             if self.engine.watermark > before:
                 self._advanced_at = time.monotonic()
             self._collect(out, batch)
             self._collect_uses(uses, batch)
             await self.publisher.send(batch)
-            self.sessions.flush()
+            await self.publisher.send(self.sessions.changes())
 
     def _apply(
         self,
@@ -142,7 +148,8 @@ class Worker:
                 self._dead(rec, data, decoded, now, batch)
                 return
             self.sessions.current_partition = rec.partition
-            self.engine.process(decoded, now, out, uses)
+            self.engine.process(decoded, now, out, uses, advance=False)
+            self.watermarks.observe(rec.partition, decoded.t)
             self.events += 1
         except Exception as exc:  # never let one record stop the worker or vanish
             _log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
@@ -190,36 +197,37 @@ class Worker:
             batch = Batch()
             self._collect(out, batch)
             await self.publisher.send(batch)
-            self.tokens.flush()
+            await self.publisher.send(self.tokens.changes())
 
     # -- time -----------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Processing-time backstop: on a quiet stream, let event time follow the wall clock
-        from the last event, so waiting checks fire about one grace period after their event."""
-        if self.needs_reschedule:
-            async with self.lock:
-                self._maybe_reschedule()
-        if self.engine.watermark == float("-inf") or self.engine.next_wake == float("inf"):
-            return
-        idle = time.monotonic() - self._advanced_at
-        if idle <= self.settings.tick_s:
-            return
-        target = self.engine.watermark + idle
-        if target <= self.engine.next_wake:
-            return
+        """Move event time on without input: partitions that went quiet stop holding the
+        watermark back, and on a quiet stream event time follows the wall clock from the last
+        event (the processing-time backstop), so waiting checks fire about one grace period
+        after their event."""
         async with self.lock:
             self._maybe_reschedule()
+            engine = self.engine
+            target = self.watermarks.current()
+            clock = time.monotonic()
+            quiet = clock - self._record_at > self.settings.tick_s
+            if quiet and engine.watermark > float("-inf"):
+                target = max(target, engine.watermark + (clock - self._advanced_at))
+            if target <= engine.watermark:
+                return
             now = datetime.now(UTC)
             out = Outbox()
             uses: list[CredentialUse] = []
-            self.engine.advance(target, now, out, uses)
+            engine.advance(target, now, out, uses)
             self._advanced_at = time.monotonic()
+            if not len(out) and not uses:
+                return
             batch = Batch()
             self._collect(out, batch)
             self._collect_uses(uses, batch)
             await self.publisher.send(batch)
-            self.sessions.flush()
+            await self.publisher.send(self.sessions.changes())
 
     async def heartbeat(self) -> None:
         """Tell gateways the feed is alive (skipped while publishing is failing)."""
@@ -239,12 +247,28 @@ class Worker:
         batch.add(self.topics[REVOCATIONS], f"heartbeat:{self.worker_id}".encode(), encode(hb))
         await self.publisher.send(batch)
 
+    def assign(self, partitions: set[int]) -> None:
+        """Faust assigned these intents partitions to this worker (state recovers next)."""
+        self.assigned = partitions
+        self.needs_reschedule = True
+
     def _maybe_reschedule(self) -> None:
-        if self.needs_reschedule:
-            self.needs_reschedule = False
-            self.engine.reschedule_all()
-            self.index.reschedule_all()
-            _log.info("rescheduled %d sessions and %d tokens", len(self.sessions), len(self.tokens))
+        if not self.needs_reschedule:
+            return
+        self.needs_reschedule = False
+        self.engine.reschedule_all()
+        self.index.reschedule_all()
+        # Event time restarts from what the recovered sessions of each partition had seen, so
+        # no partition's checks fire before that partition has caught up.
+        seeds: dict[int, float] = {}
+        for s in self.sessions.values():
+            if s.last_time > seeds.get(s.partition, float("-inf")):
+                seeds[s.partition] = s.last_time
+        self.watermarks.assign(self.assigned, seeds)
+        self.engine.watermark = min(
+            (seeds.get(p, float("-inf")) for p in self.assigned), default=float("-inf")
+        )
+        _log.info("rescheduled %d sessions and %d tokens", len(self.sessions), len(self.tokens))
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and benchmarks."""

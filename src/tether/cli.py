@@ -126,15 +126,27 @@ def _open_input(file: str) -> IO[bytes]:
 
 
 @main.command()
-@click.option("--workflows", type=int, default=400, show_default=True, help="Workflows to run.")
+@click.option(
+    "--workflows",
+    type=click.IntRange(min=0),
+    default=400,
+    show_default=True,
+    help="Workflows to run.",
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed.")
-@click.option("--attack-rate", type=float, default=0.08, show_default=True)
+@click.option(
+    "--attack-rate",
+    type=click.FloatRange(0, 1),
+    default=0.08,
+    show_default=True,
+    help="Fraction of workflows carrying one injected attack.",
+)
 @click.option(
     "--rate",
-    type=float,
-    default=4000.0,
+    type=click.FloatRange(min=0),
+    default=400.0,
     show_default=True,
-    help="Events per second to replay at (0: as fast as possible).",
+    help="Average events per second to replay at (0: as fast as possible); the default takes ~30 s.",
 )
 @click.option("--no-live", is_flag=True, help="Print findings as lines instead of a live view.")
 def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bool) -> None:
@@ -147,6 +159,9 @@ def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bo
     escalation mid-workflow, a sub-agent acting with no handoff, exfiltration to an ungranted
     destination, activity after completion, and more. Ends with a summary: events, findings by
     code, revocations, detection latency, and whether every injected attack was caught.
+
+    Exit status: 0 when every injected attack was caught and no benign workflow raised a
+    finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived).
     """
     from tether.demo.run import run_demo  # noqa: PLC0415
 

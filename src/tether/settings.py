@@ -34,12 +34,19 @@ class Settings(BaseSettings):
     )
     heartbeat_s: float = Field(1.0, gt=0)
     staleness_s: float = Field(5.0, gt=0, description="watcher fails closed beyond this")
+    fail_closed_tiers: frozenset[str] = Field(
+        frozenset({"high", "default"}),
+        description="watcher risk tiers that deny when the feed is stale (others allow, counted)",
+    )
     app_id: str = Field("tether-monitor", description="faust app id = consumer group")
     worker_id: str | None = Field(None, description="default: host-pid")
     web_port: int | None = Field(None, description="faust web server port; unset disables it")
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
     batch_within_s: float = Field(0.002, gt=0, description="max wait to fill a batch")
     tick_s: float = Field(0.2, gt=0, description="processing-time backstop interval")
+    session_timeout_s: float = Field(
+        6.0, ge=2, description="how fast a dead worker's partitions move to the others"
+    )
 
     def detection(self, **overrides: object) -> DetectionConfig:
         """The core's configuration from these settings (plus explicit overrides)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-# token_id values are credential ids (jti), not secrets
 import asyncio
+import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +13,8 @@ from tether.adapters.kafka_admin import create_topics
 from tether.adapters.kafka_publisher import DeliveryError
 from tether.models.codec import decode_event
 from tether.models.events import ToolCallIntent, WorkflowStarted
-from tether.sdk.emitter import EmitFailedError, Emitter, InvalidEventError
+from tether.sdk.emitter import EmitFailedError, Emitter
+from tether.sdk.events import InvalidEventError, new_event_id, new_workflow_completed
 from tether.settings import Settings
 
 AGENT = "spiffe://acme.example/agent/summarizer"
@@ -154,3 +156,28 @@ def test_a_delivery_failure_is_reported(kafka_bootstrap, fresh_topic_prefix):
         emitter.flush(10)
     assert failed.value.failed == 1
     emitter.close(0)
+
+
+def test_event_ids_are_unique_and_sort_by_creation_time():
+    ids = [new_event_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 26 for i in ids)
+    time.sleep(0.002)
+    assert new_event_id() > max(ids)
+
+
+def test_occurred_at_must_carry_an_offset():
+    with pytest.raises(InvalidEventError, match="offset"):
+        new_workflow_completed(
+            workflow_id="wf",
+            agent=AGENT,
+            outcome="success",
+            occurred_at=datetime(2026, 1, 1),  # noqa: DTZ001  # naive on purpose
+        )
+    event = new_workflow_completed(
+        workflow_id="wf",
+        agent=AGENT,
+        outcome="success",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert event.occurred_at == datetime(2026, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# ruff: noqa: S106  # token_id values are credential ids (jti), not secrets
+# token_id values are credential ids (jti), not secrets
 import time
 from datetime import UTC, datetime
 

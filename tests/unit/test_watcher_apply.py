@@ -1,6 +1,6 @@
 """The watcher's record-apply path: revocations, heartbeats, bad records, expiry."""
 
-# ruff: noqa: S106  # token_id is a credential's jti (an identifier), not a secret
+# token_id is a credential's jti (an identifier), not a secret
 
 from __future__ import annotations
 

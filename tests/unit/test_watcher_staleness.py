@@ -1,6 +1,6 @@
 """When the feed is in doubt (bootstrapping, stale): fail closed per tier, count fail-open, fallback."""
 
-# ruff: noqa: S106  # token_id is a credential's jti (an identifier), not a secret
+# token_id is a credential's jti (an identifier), not a secret
 
 from __future__ import annotations
 
@@ -169,3 +169,15 @@ def test_fail_open_counting_is_exact_across_threads(clock):
     for t in threads:
         t.join()
     assert rset.stats.fail_open == 16000
+
+
+def test_a_watcher_that_never_started_fails_closed_without_any_io():
+    from tether.sdk.watcher import Watcher
+    from tether.settings import Settings
+
+    watcher = Watcher(Settings(kafka_bootstrap="127.0.0.1:1"), fail_closed_tiers={"high"})
+    assert watcher.is_revoked(token_id="t", tier="high") is True
+    assert watcher.is_revoked(token_id="t", tier="low") is False
+    assert watcher.stats.fail_open == 1
+    assert not watcher.ready.is_set()
+    assert watcher.topic == "tether.revocations"

@@ -150,8 +150,13 @@ class KafkaPublisher:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Position]:
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[Position]:
         """Queue one record; the returned future resolves when the broker has acknowledged it.
+
+        ``partition`` pins the record to a partition (as a table's changelog needs); by default
+        the key decides.
 
         Must be called from a running event loop. The future resolves to ``(partition, offset)``
         or fails with :class:`DeliveryError`. Queueing itself does not block, unless librdkafka's
@@ -174,7 +179,7 @@ class KafkaPublisher:
             except RuntimeError:  # the loop has closed: nobody is waiting any more
                 _log.debug("delivery report after the event loop closed: %s", outcome)
 
-        self._produce(topic, key, value, on_outcome)
+        self._produce(topic, key, value, on_outcome, partition)
         return future
 
     def send(
@@ -221,10 +226,12 @@ class KafkaPublisher:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         on_outcome: Callable[[Position | DeliveryError], None],
+        partition: int | None = None,
     ) -> None:
         producer = self._require()
+        pinned = -1 if partition is None else partition  # -1: librdkafka's partitioner decides
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
@@ -235,7 +242,9 @@ class KafkaPublisher:
         deadline = time.monotonic() + self._queue_full_timeout_s
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(
+                    topic, value=value, key=key, partition=pinned, on_delivery=on_delivery
+                )
                 return
             except BufferError:
                 if time.monotonic() >= deadline:

@@ -103,7 +103,8 @@ class RedisRegistry:
             return
         key, value, until = args
         try:
-            await self._async_client().eval(PUT_SCRIPT, 1, key, value, until)
+            client = self._async_client()
+            await client.register_script(PUT_SCRIPT)(keys=[key], args=[value, until])
         except redis.RedisError as exc:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
 
@@ -134,7 +135,8 @@ class RedisRegistry:
             return
         key, value, until = args
         try:
-            self._sync_client().eval(PUT_SCRIPT, 1, key, value, until)
+            client = self._sync_client()
+            client.register_script(PUT_SCRIPT)(keys=[key], args=[value, until])
         except redis.RedisError as exc:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
 

@@ -38,11 +38,21 @@ class WorkflowEngine:
         self._scheduled: dict[str, float] = {}
 
     def process(
-        self, event: InputEvent, now: datetime | None, out: Outbox, uses: list[CredentialUse]
+        self,
+        event: InputEvent,
+        now: datetime | None,
+        out: Outbox,
+        uses: list[CredentialUse],
+        *,
+        advance: bool = True,
     ) -> None:
-        """Apply one valid event (after firing whatever its event time makes due)."""
+        """Apply one valid event (after firing whatever its event time makes due).
+
+        With ``advance=False`` the event does not move the watermark: a driver that merges
+        several partitions moves it itself (``advance``) to the slowest active partition.
+        """
         t = event.t
-        if t > self.watermark:
+        if advance and t > self.watermark:
             self._advance(t, now, out, uses)
         stamp: Stamp = now if now is not None else self.watermark
         wf = event.workflow_id
@@ -80,11 +90,8 @@ class WorkflowEngine:
         """Rebuild the wake-up index from the store (after recovery or a rebalance)."""
         self._heap = []
         self._scheduled = {}
-        latest = self.watermark
         for s in list(self.sessions.values()):
             self._schedule(s)
-            latest = max(latest, s.last_time)
-        self.watermark = latest  # recovered state: event time is at least what it has seen
 
     def forget(self, workflow_ids: set[str]) -> None:
         """Drop wake-ups for sessions this engine no longer owns (partitions revoked)."""

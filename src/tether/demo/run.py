@@ -6,7 +6,7 @@ import random
 import signal
 import sys
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,17 +20,16 @@ from rich.live import Live
 from tether.bootstrap import monitor
 from tether.core import Monitor, Outbox
 from tether.core.violations import ts
+from tether.demo.board import Board, revocation_line
 from tether.demo.fleet import FleetConfig, FleetEvent, generate, ground_truth
 from tether.demo.malformed import malformed_lines
 from tether.demo.scorecard import Report, score, summary_lines
-from tether.demo.view import Board, render, revocation_line
+from tether.demo.view import FPS, Frames
 from tether.models.codec import Rejected, decode_event
 from tether.settings import Settings
 
-_FPS = 6
 _MALFORMED_EVERY = 2500  # one malformed line per this many deliveries (at least three in all)
 _MIN_MALFORMED = 3
-_RATE_WINDOW_S = 2.0
 _INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 #: One arrival: simulated delivery time (epoch ms), the record's bytes, and the fleet delivery
@@ -45,17 +44,18 @@ class Survey:
     deliveries: int
     first_ms: int
     last_ms: int
-    last_index: dict[str, int]
+    ends: dict[str, int]  # workflow id -> arrival of its last delivery
 
     @classmethod
     def of(cls, config: FleetConfig) -> Survey:
         """Walk the (deterministic, cheap) generator once without keeping the events."""
-        first = last = n = 0
+        first = last = int(config.start.timestamp() * 1000)
+        n = 0
         ends: dict[str, int] = {}
-        for n, fe in enumerate(generate(config), 1):  # noqa: B007  # n is the count
-            first = first or fe.arrival
-            last = fe.arrival
-            ends[fe.event["workflow_id"]] = n - 1
+        for fe in generate(config):
+            first = fe.arrival if n == 0 else first
+            last = ends[fe.event["workflow_id"]] = fe.arrival
+            n += 1
         return cls(n, first, last, ends)
 
 
@@ -81,7 +81,7 @@ class Demo:
 
     board: Board
     plain: IO[str] | None
-    grace_s: float
+    settings: Settings
     monitor: Monitor = field(init=False)
     handed: dict[str, float] = field(default_factory=dict)
     found: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -90,17 +90,15 @@ class Demo:
     targets: Counter[str] = field(default_factory=Counter)
     dead_reasons: Counter[str] = field(default_factory=Counter)
     workflows: set[str] = field(default_factory=set)
-    delivered: int = 0
+    running: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.monitor = monitor(Settings())
+        self.monitor = monitor(self.settings)
 
     def feed(self, arrival_ms: int, data: bytes, fe: FleetEvent | None) -> None:
         """Decode one record and hand it to the monitor at its arrival on the fleet clock."""
         clock = ts(arrival_ms / 1000)
         self.board.clock = clock
-        if fe is not None:
-            self.delivered += 1
         decoded = decode_event(data)
         if isinstance(decoded, Rejected):
             self.dead_reasons[decoded.reason] += 1
@@ -110,6 +108,10 @@ class Demo:
         self.board.events += 1
         self.board.duplicates += fe is not None and fe.duplicate
         self.workflows.add(decoded.workflow_id)
+        if decoded.event_type == "workflow.started":
+            self.running.add(decoded.workflow_id)
+        elif decoded.event_type == "workflow.completed":
+            self.running.discard(decoded.workflow_id)
         self.handed.setdefault(decoded.event_id, time.perf_counter())
         self.absorb(self.monitor.process(decoded, clock), decoded.event_id)
 
@@ -117,7 +119,7 @@ class Demo:
         """End of input: decide every check still waiting for late events."""
         clock = self.board.clock.timestamp() if self.board.clock else time.time()
         wm = self.monitor.watermark
-        stamp = ts(max(clock, wm + self.grace_s if wm > float("-inf") else clock))
+        stamp = ts(max(clock, wm + self.settings.grace_s if wm > float("-inf") else clock))
         self.absorb(self.monitor.flush(stamp), None)
 
     def absorb(self, out: Outbox, current: str | None) -> None:
@@ -172,9 +174,13 @@ class _StopOnInterrupt:
 
 
 def _pace(
-    items: Iterator[Item], demo: Demo, start_ms: int, speedup: float | None,
-    frame: Callable[[], None], stop: _StopOnInterrupt,
-) -> bool:  # fmt: skip
+    items: Iterator[Item],
+    demo: Demo,
+    start_ms: int,
+    speedup: float | None,
+    frame: Callable[[], None],
+    stop: _StopOnInterrupt,
+) -> bool:
     """Hand each record over when its (scaled) arrival time comes; True if interrupted."""
     began = time.perf_counter()
     try:
@@ -183,7 +189,7 @@ def _pace(
                 due = began + (arrival - start_ms) / 1000 / speedup
                 while (wait := due - time.perf_counter()) > 1e-3 and not stop.requested:
                     frame()
-                    time.sleep(min(wait, 1 / _FPS))
+                    time.sleep(min(wait, 1 / FPS))
             if stop.requested:
                 return True
             demo.feed(arrival, data, fe)
@@ -193,10 +199,30 @@ def _pace(
     return stop.requested
 
 
+def _decided(
+    survey: Survey, config: FleetConfig, board: Board, settings: Settings
+) -> Callable[[str], bool]:
+    """After an interrupt, the attacked workflows whose checks have all had time to fire.
+
+    An interrupt is not the end of input, so nothing is flushed: a workflow counts once its last
+    event arrived more than the delivery disorder plus twice the grace period before the stop.
+    """
+    if board.clock is None:
+        return lambda _wf: False
+    margin_ms = (config.disorder + 2 * settings.grace_s) * 1000
+    cutoff = board.clock.timestamp() * 1000 - margin_ms
+    return lambda wf: survey.ends.get(wf, cutoff + 1) <= cutoff
+
+
 def run_demo(
-    *, workflows: int, seed: int, attack_rate: float, rate: float, live: bool,
+    *,
+    workflows: int,
+    seed: int,
+    attack_rate: float,
+    rate: float,
+    live: bool,
     out: IO[str] | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Run the synthetic fleet through the monitor, paced in real time, and score the result.
 
     Args:
@@ -223,36 +249,50 @@ def run_demo(
     board = Board(title, survey.deliveries, speedup)
     settings = Settings()
     use_live = live and out.isatty()
-    demo = Demo(board, None if use_live else out, settings.grace_s)
+    demo = Demo(board, None if use_live else out, settings)
     items = _items(config, survey)
     if not use_live:
         pace = f"at ~{rate:,.0f} events/s (x{speedup:,.0f})" if speedup else "as fast as possible"
-        print(f"{title}: {survey.deliveries:,} deliveries, {span_s / 60:.0f} min of fleet time, "
-              f"replayed {pace}", file=out, flush=True)  # fmt: skip
+        print(
+            f"{title}: {survey.deliveries:,} deliveries, {span_s / 60:.0f} min of fleet time, "
+            f"replayed {pace}",
+            file=out,
+            flush=True,
+        )
     began = time.perf_counter()
     with _StopOnInterrupt() as stop:
         if use_live:
             console = Console(file=out, highlight=False)
             with Live(console=console, auto_refresh=False, transient=False) as screen:
-                frame = _Frames(board, demo, screen, console, began)
+                frame = Frames(board, screen, console, demo.running, demo.monitor.sessions)
                 interrupted = _pace(items, demo, survey.first_ms, speedup, frame, stop)
-                demo.flush()
+                if not interrupted:
+                    demo.flush()
                 frame(force=True)
         else:
             interrupted = _pace(items, demo, survey.first_ms, speedup, lambda: None, stop)
-            demo.flush()
+            if not interrupted:
+                demo.flush()
     wall_s = time.perf_counter() - began
-    delivered = demo.delivered
-    done = (lambda wf: survey.last_index.get(wf, -1) < delivered) if interrupted else None
-    card = score(ground_truth(config), demo.found, done)
+    decided = _decided(survey, config, board, settings) if interrupted else None
+    card = score(ground_truth(config), demo.found, decided)
     report = Report(
-        wall_s=wall_s, fleet_s=span_s, speedup=speedup, events=board.events,
-        duplicates=board.duplicates, dead_reasons=demo.dead_reasons,
-        workflows=len(demo.workflows), findings=board.findings, targets=demo.targets,
-        completions=board.completions, event_latency=demo.event_latency,
-        processing=demo.processing, grace_s=settings.grace_s, card=card,
+        wall_s=wall_s,
+        fleet_s=span_s,
+        speedup=speedup,
+        events=board.events,
+        duplicates=board.duplicates,
+        dead_reasons=demo.dead_reasons,
+        workflows=len(demo.workflows),
+        findings=board.findings,
+        targets=demo.targets,
+        completions=board.completions,
+        event_latency=demo.event_latency,
+        processing=demo.processing,
+        grace_s=settings.grace_s,
+        card=card,
         interrupted=interrupted,
-    )  # fmt: skip
+    )
     lines = summary_lines(report)
     if use_live:
         for text, style in lines:
@@ -262,28 +302,3 @@ def run_demo(
     if interrupted:
         return _INTERRUPTED
     return 0 if card.passed else 1
-
-
-class _Frames:
-    """Redraws the live view at most ``_FPS`` times a second (the loop calls it freely)."""
-
-    def __init__(self, board: Board, demo: Demo, live: Live, console: Console, began: float) -> None:
-        self.board, self.demo, self.live, self.console = board, demo, live, console
-        self.began = began
-        self.next = 0.0
-        self.window: deque[tuple[float, int]] = deque()
-
-    def __call__(self, *, force: bool = False) -> None:
-        now = time.perf_counter()
-        if now < self.next and not force:
-            return
-        self.next = now + 1 / _FPS
-        b = self.board
-        b.elapsed = now - self.began
-        b.active = len(self.demo.monitor.sessions)
-        self.window.append((now, b.events))
-        while len(self.window) > 2 and now - self.window[0][0] > _RATE_WINDOW_S:  # noqa: PLR2004
-            self.window.popleft()
-        t0, n0 = self.window[0]
-        b.rate = (b.events - n0) / (now - t0) if now > t0 else 0.0
-        self.live.update(render(b, self.console.size.height), refresh=True)

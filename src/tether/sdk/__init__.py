@@ -1,8 +1,7 @@
 """The SDK: an emitter for agents and token services, a revocation watcher for gateways."""
 
-from tether.sdk.emitter import (
-    EmitFailedError,
-    Emitter,
+from tether.sdk.emitter import EmitFailedError, Emitter
+from tether.sdk.events import (
     InvalidEventError,
     new_delegation_granted,
     new_event_id,

@@ -167,7 +167,12 @@ class Watcher:
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        consumer = Consumer(self._config)
+        try:
+            consumer = Consumer(self._config)
+        except (KafkaException, ValueError, TypeError) as exc:  # a configuration error
+            self.last_error = f"cannot create the Kafka consumer: {exc}"
+            _log.error("revocation watcher: %s", self.last_error)
+            return  # never ready: fail-closed tiers keep denying
         try:
             partitions = self._assign(consumer)
             last_housekeeping = time.monotonic()
