@@ -9,7 +9,8 @@ from typing import Any
 
 import faust
 
-from streams import codecs
+from streams import codecs, faust_fixes
+from streams.gaps import GapGuard
 from streams.outputs import Publisher
 from streams.registry_sync import RegistrySync
 from streams.tables import TableStore
@@ -22,6 +23,22 @@ from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
 
 _log = logging.getLogger("tether.worker")
+
+
+class _Positioned:
+    """A faust event with its position, for the gap guard."""
+
+    __slots__ = ("event", "offset", "partition")
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.partition: int = event.message.partition
+        self.offset: int = event.message.offset
+
+
+def consumer_of(app: faust.App) -> Any:
+    """The app's consumer (faust's typing does not expose ``seek``)."""
+    return app.consumer
 
 
 def _record(event: Any) -> Record:
@@ -48,6 +65,7 @@ def _started(kafka: KafkaPublisher) -> KafkaPublisher:
 def build(settings: Settings) -> tuple[faust.App, Worker]:
     """Assemble the faust app for ``settings``; nothing connects until the app starts."""
     codecs.register()
+    faust_fixes.apply()
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     app = faust.App(
         settings.app_id,
@@ -72,6 +90,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
     )
     n = settings.partitions
     intents_name = settings.topic(INTENTS)
+    uses_name = settings.topic(CREDENTIAL_USES)
+    revocations_name = settings.topic(REVOCATIONS)
     intents = app.topic(
         settings.topic(INTENTS),
         partitions=n,
@@ -96,6 +116,11 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
     sessions_table = _table(app, "sessions", n, codecs.SESSION)
     tokens_table = _table(app, "tokens", n, codecs.TOKEN)
 
+    tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
+
+    def ready() -> bool:
+        return not app.rebalancing and bool(tables.recovery.completed.is_set())
+
     kafka = KafkaPublisher(settings, client_id=f"tether-worker-{worker_id}")
     registry = RedisRegistry.from_settings(settings)
     worker = Worker(
@@ -105,11 +130,14 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
         TableStore(tokens_table, dump_token),
         Publisher(lambda topic, key, value, part: _started(kafka).publish(topic, key, value, part)),
         worker_id=worker_id,
+        ready=ready,
     )
     sync = RegistrySync(registry)
     batch_max, within = settings.batch_max, settings.batch_within_s
 
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        for guard in (intents_guard, uses_guard, revocations_guard):
+            guard.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
         worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
 
@@ -118,31 +146,48 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:
 
     app.on_partitions_assigned.connect(_assigned)
     app.on_before_shutdown.connect(_shutdown)
-    tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
 
-    def ready() -> bool:
-        return not app.rebalancing and bool(tables.recovery.completed.is_set())
+    async def admitted(guard: GapGuard, topic: str, events: list[Any]) -> list[Any]:
+        """Every event, in order; holes in a partition's offsets are logged (see gaps.py)."""
+        for partition, offset in guard.observe(events).items():
+            _log.warning(
+                "hole in %s[%d] before offset %d (records not delivered by faust)",
+                topic,
+                partition,
+                offset,
+            )
+        return events
+
+    intents_guard, uses_guard, revocations_guard = GapGuard(), GapGuard(), GapGuard()
 
     @app.agent(intents)
     async def correlate(stream: Any) -> None:
-        async for events in stream.noack_take(batch_max, within=within):
-            await worker.on_intents([_record(e) for e in events])
+        async for batch in stream.noack_take(batch_max, within=within):
+            events = await admitted(intents_guard, intents_name, [_Positioned(e) for e in batch])
+            records = [_record(e.event) for e in events]
+            await worker.on_intents(records)
             for e in events:
-                await stream.ack(e)
+                await stream.ack(e.event)
+            if settings.trace:
+                _log.info("TRACE acked %s", sorted((r.partition, r.offset) for r in records))
 
     @app.agent(uses)
     async def credential_index(stream: Any) -> None:
-        async for events in stream.noack_take(batch_max, within=within):
-            await worker.on_uses([_record(e) for e in events])
+        async for batch in stream.noack_take(batch_max, within=within):
+            events = await admitted(uses_guard, uses_name, [_Positioned(e) for e in batch])
+            await worker.on_uses([_record(e.event) for e in events])
             for e in events:
-                await stream.ack(e)
+                await stream.ack(e.event)
 
     @app.agent(revocations)
     async def registry_sync(stream: Any) -> None:
-        async for events in stream.noack_take(batch_max, within=within):
-            await sync.on_records([_record(e) for e in events])
+        async for batch in stream.noack_take(batch_max, within=within):
+            events = await admitted(
+                revocations_guard, revocations_name, [_Positioned(e) for e in batch]
+            )
+            await sync.on_records([_record(e.event) for e in events])
             for e in events:
-                await stream.ack(e)
+                await stream.ack(e.event)
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +77,7 @@ class Worker:
         publisher: Publisher,
         *,
         worker_id: str,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -85,6 +86,7 @@ class Worker:
         self.index = TokenIndex(ctx, tokens)
         self.publisher = publisher
         self.worker_id = worker_id
+        self.ready = ready
         self.lock = asyncio.Lock()  # one step at a time: state is written after its outputs
         self.topics = {
             name: settings.topic(name)
@@ -101,8 +103,15 @@ class Worker:
 
     # -- intents --------------------------------------------------------------------------
 
+    async def wait_ready(self) -> None:
+        """Hold input until the tables have recovered: a record applied to a session that
+        recovery later overwrites would be forgotten."""
+        while not self.ready():
+            await asyncio.sleep(0.02)
+
     async def on_intents(self, records: Sequence[Record]) -> None:
         """Apply a batch of input records; returns once their outputs and state are durable."""
+        await self.wait_ready()
         async with self.lock:
             self._maybe_reschedule()
             now = datetime.now(UTC)
@@ -179,6 +188,7 @@ class Worker:
 
     async def on_uses(self, records: Sequence[Record]) -> None:
         """Fold a batch of credential uses into the token table."""
+        await self.wait_ready()
         async with self.lock:
             now = datetime.now(UTC)
             out = Outbox()
