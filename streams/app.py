@@ -62,7 +62,7 @@ def _started(kafka: KafkaPublisher) -> KafkaPublisher:
     return kafka
 
 
-def build(settings: Settings) -> tuple[faust.App, Worker]:
+def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # one place wires the app
     """Assemble the faust app for ``settings``; nothing connects until the app starts."""
     codecs.register()
     faust_fixes.apply()

@@ -56,15 +56,9 @@ class WorkflowEngine:
             self._advance(t, now, out, uses)
         stamp: Stamp = now if now is not None else self.watermark
         wf = event.workflow_id
-        before = self.sessions.get(wf)
-        if before is None:
-            pending = unsettled = -1
-            done = None
-        else:
-            pending, unsettled, done = len(before.pending), before.unsettled, before.completed_at
-        s = fold(before, event, self.ctx, stamp, out, uses)
+        s = fold(self.sessions.get(wf), event, self.ctx, stamp, out, uses)
         self.sessions[wf] = s  # always write back: a table-backed store persists on assignment
-        if len(s.pending) > pending or s.unsettled > unsettled or s.completed_at != done:
+        if s.rewake:
             self._schedule(s)
 
     def advance(
@@ -125,6 +119,7 @@ class WorkflowEngine:
                 self._schedule(kept)
 
     def _schedule(self, s: Session) -> None:
+        s.rewake = False
         wake = wake_at(s, self.ctx.cfg)
         wf = s.workflow_id
         if wake < self._scheduled.get(wf, _INF):

@@ -68,10 +68,10 @@ def fold(
     s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
     cred = event.credential
-    if isinstance(event, WorkflowStarted):
+    if type(event) is WorkflowStarted:
         if s.started is None:
             s.started = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
-    elif isinstance(event, DelegationGranted):
+    elif type(event) is DelegationGranted:
         d = event.delegation
         if d.delegation_id not in s.delegations:
             rec = DelegationRec.of(event)
@@ -79,7 +79,7 @@ def fold(
             s.delegations_to.setdefault(rec.delegatee, []).append(rec)
     if cred is not None:
         _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now, out)
-    if isinstance(event, ToolCallIntent):
+    if type(event) is ToolCallIntent:
         cred = event.credential
         act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id, cred.expires_t)
         _remember(s, act, cfg.grace_s)
@@ -87,7 +87,7 @@ def fold(
             s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
         ):
             s.unknown = act  # the earliest call not preceded by the workflow's start
-    elif isinstance(event, WorkflowCompleted):
+    elif type(event) is WorkflowCompleted:
         _complete(s, event, t, cfg, now, out)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
     return s
@@ -146,6 +146,7 @@ def _complete(
     if s.completed_at is not None and s.completed_at <= t:
         return
     s.completed_at = t
+    s.rewake = True
     s.completed_event = event.event_id
     for act in s.recent:
         if act.t > t:
@@ -198,11 +199,7 @@ def _evaluate(
     cfg = ctx.cfg
     verdict = check_event(s, event, final=final, max_chain=cfg.max_chain_length)
     outcome = None
-    if (
-        isinstance(event, ToolCallIntent)
-        and verdict.standing is not None
-        and verdict.standing.covered
-    ):
+    if type(event) is ToolCallIntent and verdict.standing is not None and verdict.standing.covered:
         outcome = ctx.policy.check(s, event, verdict.standing)
         if not outcome.allowed:
             verdict.violations.append(_policy_violation(s, event, t, outcome))
@@ -214,7 +211,8 @@ def _evaluate(
     if verdict.waiting and not final:
         s.seq += 1
         s.pending.append(Pending(t + cfg.grace_s, s.seq, event))
-    elif isinstance(event, ToolCallIntent) and cfg.emit_decisions:
+        s.rewake = True
+    elif type(event) is ToolCallIntent and cfg.emit_decisions:
         out.decisions.append(_decision(event, verdict, outcome, now))
 
 
@@ -230,6 +228,7 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
     if rec is None:
         s.uses[key] = UseRec(t, event.event_id, inherited, cred.expires_t, reported=False)
         s.unsettled += 1
+        s.rewake = True
         return
     earlier = (t, event.event_id) < (rec.t, rec.event_id)
     if earlier:
@@ -241,6 +240,7 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
     if rec.reported:  # changed after it settled (a late event): report again, the index takes min
         rec.reported = False
         s.unsettled += 1
+        s.rewake = True
 
 
 def _settle_uses(s: Session, watermark: float, grace: float, uses: list[CredentialUse]) -> None:

@@ -46,7 +46,10 @@ def standing(session: Session, workload: str, t: float) -> Standing:  # noqa: PL
     if start is None or start.started_at > t:
         return _NO_START  # acts dated before the workflow's start are not part of it
     if workload == start.initiator:
-        return Standing(Role.INITIATOR, True, start.scopes, 0)
+        cached = start.standing
+        if cached is None:
+            start.standing = cached = Standing(Role.INITIATOR, True, start.scopes, 0)
+        return cached  # type: ignore[return-value]  # only ever a Standing
     incoming = session.delegations_to.get(workload)
     if not incoming:
         return _UNCOVERED

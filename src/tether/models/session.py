@@ -28,6 +28,7 @@ class StartInfo:
     max_level: int
     not_after: float
     policy_facts: tuple[str, str, str, int]  # (task_type, purpose, autonomy, max level)
+    standing: object = None  # the initiator's standing, cached by the core (not serialized)
 
     @classmethod
     def of(cls, initiator: str, started_at: float, event_id: str, grant: Grant) -> StartInfo:
@@ -125,6 +126,7 @@ class Session:
     last_time: float = 0.0
     seq: int = 0
     partition: int = -1  # the input partition this workflow lives on (streaming only)
+    rewake: bool = True  # a deadline was added since the driver last scheduled this session
 
 
 @dataclass(slots=True)
