@@ -10,12 +10,12 @@ from tether.settings import Settings
 
 
 def call_policy(settings: Settings) -> CallPolicy:
-    """Cedar per-call policy from ``settings.policy_dir`` (or the packaged pack), or allow-all."""
+    """Cedar per-call policy from ``settings.policy_dir`` (or a built-in pack), or allow-all."""
     if not settings.policy:
         return AllowAll()
     from tether.policy.bind import CedarCallPolicy  # noqa: PLC0415  # cedarpy loads only when used
 
-    return CedarCallPolicy.from_dir(settings.policy_dir)
+    return CedarCallPolicy.from_dir(settings.policy_dir, settings.policy_pack)
 
 
 def context(settings: Settings, cfg: DetectionConfig | None = None) -> Context:

@@ -51,6 +51,11 @@ def main() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Directory of Cedar policies [default: the packaged pack].",
 )
+@click.option(
+    "--policy-pack",
+    type=click.Choice(["default", "strict"]),
+    help="Built-in Cedar pack when no --policy-dir [default: default].",
+)
 @click.option("--no-policy", is_flag=True, help="Skip per-call Cedar policy.")
 @click.option(
     "--clock",
@@ -67,6 +72,7 @@ def replay(
     grace_s: float | None,
     max_chain_length: int | None,
     policy_dir: Path | None,
+    policy_pack: str | None,
     no_policy: bool,
     clock: str,
     quiet: bool,
@@ -101,6 +107,7 @@ def replay(
         grace_s=grace_s,
         max_chain_length=max_chain_length,
         policy=False if no_policy else None,
+        policy_pack=policy_pack,
     )
     try:
         mon = monitor(settings, policy_dir=policy_dir, decisions=decisions)

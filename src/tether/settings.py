@@ -22,7 +22,10 @@ class Settings(BaseSettings):
     credential_shared_across_workflows: bool = Field(
         True, description="disable for SPIRE-style cached SVIDs shared by design"
     )
-    policy_dir: Path | None = Field(None, description="Cedar policies; default: the packaged pack")
+    policy_dir: Path | None = Field(None, description="Cedar policies; default: a built-in pack")
+    policy_pack: str = Field(
+        "default", description="built-in pack when no policy_dir: default | strict"
+    )
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
     # streaming
     kafka_bootstrap: str = "127.0.0.1:9092"

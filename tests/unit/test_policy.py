@@ -20,14 +20,14 @@ from tether.policy import (
     load_default_pack,
     load_policy_dir,
 )
-from tether.policy.loader import build_pack
+from tether.policy.loader import build_pack, load_builtin_pack
 from tether.policy.schema import cedar_request, default_schema_source
 
 PERMIT_ALL = "tether.base.permit-all"
 TUESDAY_10 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 SATURDAY_23 = datetime(2026, 12, 5, 23, 30, tzinfo=UTC)
 
-PACK = load_default_pack()
+PACK = load_builtin_pack("strict")  # every guardrail, so each forbid can be tested
 EVALUATOR = PolicyEvaluator(PACK)
 
 
@@ -66,7 +66,16 @@ def write_pack(directory: Path, files: dict[str, str]) -> Path:
 # ---------------------------------------------------------------------------- the default pack
 
 
-def test_default_pack_loads_with_annotated_policies() -> None:
+def test_default_pack_forbids_only_moving_secrets() -> None:
+    assert set(load_default_pack().policy_ids) == {PERMIT_ALL, "tether.data.secret-transfer"}
+
+
+def test_unknown_builtin_pack_is_a_clear_error() -> None:
+    with pytest.raises(PolicyError, match="unknown policy pack"):
+        load_builtin_pack("nope")
+
+
+def test_strict_pack_loads_with_annotated_policies() -> None:
     assert set(PACK.policy_ids) == {
         PERMIT_ALL,
         "tether.admin.high-autonomy",
@@ -81,8 +90,8 @@ def test_default_pack_loads_with_annotated_policies() -> None:
     assert len(PACK.revision) == 12
 
 
-def test_default_pack_directory_validates_like_the_packaged_pack() -> None:
-    directory = Path(__file__).parents[2] / "src/tether/policy/default"
+def test_strict_pack_directory_validates_like_the_packaged_pack() -> None:
+    directory = Path(__file__).parents[2] / "src/tether/policy/strict"
     assert load_policy_dir(directory).revision == PACK.revision
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from tether.policy.cli import policy, validate
 
-DEFAULT_DIR = Path(__file__).parents[2] / "src/tether/policy/default"
+DEFAULT_DIR = Path(__file__).parents[2] / "src/tether/policy/strict"
 
 
 def test_a_valid_directory_prints_a_summary_and_exits_0() -> None:

@@ -11,7 +11,7 @@ from tether.models.common import SENSITIVITY_LEVEL, SEVERITY_RANK, Severity
 from tether.models.events import ToolCallIntent
 from tether.models.session import Session
 from tether.policy.evaluate import PolicyEvaluator
-from tether.policy.loader import PolicyPack, load_default_pack, load_policy_dir
+from tether.policy.loader import PolicyPack, load_builtin_pack, load_policy_dir
 from tether.policy.request import UNKNOWN_MAX_SENSITIVITY, PolicyRequest
 from tether.policy.result import PolicyResult
 
@@ -33,10 +33,10 @@ class CedarCallPolicy:
         self._cache: dict[tuple[object, ...], PolicyOutcome] = {}
 
     @classmethod
-    def from_dir(cls, directory: Path | None) -> CedarCallPolicy:
-        """Load and validate a policy directory (``None``: the packaged default pack)."""
-        pack = load_default_pack() if directory is None else load_policy_dir(directory)
-        return cls(pack)
+    def from_dir(cls, directory: Path | None, pack: str = "default") -> CedarCallPolicy:
+        """Load and validate a policy directory, or (``directory=None``) a built-in pack."""
+        loaded = load_builtin_pack(pack) if directory is None else load_policy_dir(directory)
+        return cls(loaded)
 
     def check(self, session: Session, event: ToolCallIntent, standing: Standing) -> PolicyOutcome:
         """Evaluate one call."""

@@ -7,9 +7,10 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import cedarpy
 
@@ -104,6 +105,25 @@ def load_policy_dir(path: str | os.PathLike[str]) -> PolicyPack:
     if not directory.is_dir():
         raise PolicyError([f"{directory}: not a directory"])
     return _load(directory)
+
+
+BUILTIN_PACKS: Final = ("default", "strict")
+"""Packs shipped with tether: ``default`` forbids only what no task should do (moving secret
+material out); ``strict`` adds org-wide guardrails to tune (admin, after-hours restricted data,
+deep deletes, sensitive transfers)."""
+
+
+def load_builtin_pack(name: str) -> PolicyPack:
+    """Load a pack shipped with tether by name (one of ``BUILTIN_PACKS``).
+
+    Raises:
+        PolicyError: The name is unknown.
+    """
+    if name not in BUILTIN_PACKS:
+        raise PolicyError(
+            [f"unknown policy pack {name!r}; choose one of {', '.join(BUILTIN_PACKS)}"]
+        )
+    return _load(files("tether.policy") / name)
 
 
 def load_default_pack() -> PolicyPack:
