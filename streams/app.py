@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from streams import codecs, faust_fixes
 from streams.gaps import GapGuard
@@ -148,15 +149,17 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     app.on_before_shutdown.connect(_shutdown)
 
     async def admitted(guard: GapGuard, topic: str, events: list[Any]) -> list[Any]:
-        """Every event, in order; holes in a partition's offsets are logged (see gaps.py)."""
-        for partition, offset in guard.observe(events).items():
+        """The events to apply now; a hole in a partition is read again (see gaps.py)."""
+        kept, rereads = guard.admit(events)
+        for partition, offset in rereads.items():
             _log.warning(
-                "hole in %s[%d] before offset %d (records not delivered by faust)",
+                "records missing in %s[%d] from offset %d: reading them again",
                 topic,
                 partition,
                 offset,
             )
-        return events
+            faust_fixes.request_reread(TP(topic, partition), offset)
+        return kept
 
     intents_guard, uses_guard, revocations_guard = GapGuard(), GapGuard(), GapGuard()
 

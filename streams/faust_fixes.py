@@ -8,9 +8,11 @@ the offset commit moves past a record nobody processed. Records of partitions pa
 recovery leave the same kind of "gap". For tether that is a lost revocation.
 
 The patched loop records a record as read only once it was actually delivered, stops at a
-suspension (the rebalance seeks back to the committed offsets), skips the per-record
-``wait_first`` while the flow is not suspended (it costs more than the work it guards), and a
-seek forgets the gaps recorded for the partitions it moves.
+suspension (the rebalance seeks back to the committed offsets), and, at a hole in a partition's
+offsets, seeks back once to read the missing records again before accepting it as a real gap
+(a transaction marker occupies an offset too). ``getmany`` no longer skips records of assigned
+partitions that are momentarily paused. A seek forgets the gaps recorded for the partitions it
+moves.
 """
 
 from __future__ import annotations
@@ -21,9 +23,43 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 
 _applied = False
+_reread: dict[Any, int] = {}
 
 
-async def _drain_messages(self: Any, fetcher: Any) -> None:
+def request_reread(tp: Any, offset: int) -> None:
+    """Ask the consumer loop to read ``tp`` again from ``offset`` (between two fetches, where a
+    seek cannot race one). Used when records went missing after the loop delivered them."""
+    current = _reread.get(tp)
+    _reread[tp] = offset if current is None else min(current, offset)
+
+
+async def _getmany(self: Any, timeout: float) -> Any:
+    """``Consumer.getmany`` without skipping records of partitions that are assigned but
+    momentarily not "active" (paused for recovery or back-pressure): skipping them moved the
+    fetch position past records nobody would read. The worker holds input until recovery is
+    complete, so delivering them is safe; records of partitions no longer assigned are still
+    dropped (their new owner reads them)."""
+    records, _active = await self._wait_next_records(timeout)
+    generation_id = self.app.consumer_generation_id
+    if records is None or self.should_stop:
+        return
+    assigned = self.assignment()
+    to_message = self._to_message
+    if not self.flow_active:
+        try:
+            await self.perform_seek()  # faust's own rule: back to the committed offsets
+        except Exception as exc:  # faust logs and carries on here too
+            self.log.warning("exception performing seek when flow not active %r", exc)
+        return
+    for tp, record in self.scheduler.iterate(records):
+        if not self.flow_active or self.app.consumer_generation_id != generation_id:
+            break  # a rebalance started: it seeks back to the committed offsets
+        if tp in assigned:
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, to_message(tp, record)
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PLR0915  # faust's loop, kept whole
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
@@ -33,20 +69,34 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
     acks_enabled_for = self.app.topics.acks_enabled_for
     suspend = self.suspend_flow
     flag = faust_consumer.CONSUMER_FETCHING
+    retried: dict[Any, int] = {}
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             self.diag.set_flag(flag)
+            while _reread:
+                tp, offset = _reread.popitem()
+                self.log.warning("re-reading %r from offset %d: records went missing", tp, offset)
+                await self.seek(tp, offset)
             ait = getmany(timeout=1.0)
             await asyncio.sleep(0)  # getmany can loop without yielding to the event loop
             if self.should_stop:
                 continue
+            reread: tuple[Any, int] | None = None
             async for tp, message in ait:
                 offset = message.offset
                 r_offset = read_offset[tp]
                 if r_offset is not None and offset < r_offset:
                     continue  # already delivered (a seek went back): faust's own rule
-                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                    await self._add_gap(tp, r_offset + 1, offset)
+                if r_offset and offset - r_offset > 1:
+                    expected = r_offset + 1
+                    if retried.get(tp) != expected:
+                        # Records between were fetched but never delivered: read them again
+                        # (from here, between fetches, where a seek cannot race one).
+                        retried[tp] = expected
+                        reread = (tp, expected)
+                        break
+                    if acks_enabled_for(message.topic):  # still missing: a real log gap
+                        await self._add_gap(tp, expected, offset)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -63,6 +113,10 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
                     break  # suspended while the stream buffer was full: not delivered
                 delivery.result()
                 read_offset[tp] = offset
+            if reread is not None:
+                self.log.warning("re-reading %r from offset %d: records were skipped", *reread)
+                await self.seek(*reread)
+                read_offset[reread[0]] = reread[1] - 1
             self.diag.unset_flag(flag)
     except Exception as exc:
         self.log.exception("Drain messages raised: %r", exc)
@@ -79,6 +133,7 @@ def apply() -> None:
     _applied = True
     base = faust_consumer.Consumer
     base._drain_messages = _drain_messages  # type: ignore[method-assign]
+    base.getmany = _getmany  # type: ignore[method-assign]
 
     original_seek = base.seek
     original_perform_seek = base.perform_seek
