@@ -156,7 +156,22 @@ def _open_input(file: str) -> IO[bytes]:
     help="Average events per second to replay at (0: as fast as possible); the default takes ~30 s.",
 )
 @click.option("--no-live", is_flag=True, help="Print findings as lines instead of a live view.")
-def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bool) -> None:
+@click.option(
+    "--kafka",
+    is_flag=True,
+    help="Run the fleet through the real pipeline: emit to Kafka, a worker, follow findings "
+    "(needs `make services`; TETHER_KAFKA_BOOTSTRAP).",
+)
+@click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
+def demo(  # click passes every option
+    workflows: int,
+    seed: int,
+    attack_rate: float,
+    rate: float,
+    no_live: bool,
+    kafka: bool,
+    no_worker: bool,
+) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
 
     Nothing else needs to be running: the fleet (planners, researchers, summarizers, coders,
@@ -170,6 +185,19 @@ def demo(workflows: int, seed: int, attack_rate: float, rate: float, no_live: bo
     Exit status: 0 when every injected attack was caught and no benign workflow raised a
     finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived).
     """
+    if kafka:
+        from tether.demo.kafka import run_kafka_demo  # noqa: PLC0415
+
+        sys.exit(
+            run_kafka_demo(
+                _settings(),
+                workflows=workflows,
+                seed=seed,
+                attack_rate=attack_rate,
+                rate=rate,
+                start_worker=not no_worker,
+            )
+        )
     from tether.demo.run import run_demo  # noqa: PLC0415
 
     code = run_demo(

@@ -54,12 +54,6 @@ def test_pipeline_equals_replay(pipe: Pipeline) -> None:
     assert sum(1 for f in expected["findings"]) > 30
 
 
-@pytest.mark.xfail(
-    reason="faust-streaming sometimes does not deliver fetched records to the agent after a "
-    "restart with a backlog (streams/faust_fixes.py, streams/gaps.py): the commit now stops at "
-    "the hole, so nothing is lost for good, but the records wait for the next rebalance",
-    strict=False,
-)
 def test_worker_killed_mid_stream_resumes_with_sessions(pipe: Pipeline) -> None:
     lines = corpus(150, seed=5)
     half = len(lines) // 2
