@@ -15,6 +15,13 @@ def _create_topic(admin: AdminClient, name: str, partitions: int, **config: str)
         operation_timeout=30,
     )
     futures[name].result(timeout=30)
+    # Creation returns before every broker's metadata lists the partitions: wait for them.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
+        if topic is not None and len(topic.partitions) == partitions:
+            return
+        time.sleep(0.1)
 
 
 def _delete_topic(admin: AdminClient, name: str) -> None:

@@ -511,3 +511,19 @@ def test_cached_and_uncached_decisions_agree(
         occurred_at=TUESDAY_10.replace(hour=hour),
     )
     assert EVALUATOR.evaluate(req) == PolicyEvaluator(PACK, cache_size=0).evaluate(req)
+
+
+@pytest.mark.parametrize("pack_name", ["default", "strict"])
+def test_settled_operations_match_cedar(pack_name: str) -> None:
+    """Operations the pack decides without looking at the request give Cedar's own answer."""
+    pack = load_builtin_pack(pack_name)
+    evaluator = PolicyEvaluator(pack, cache_size=0)
+    if pack_name == "strict":  # its after-hours rule reads every action's context
+        assert pack.settled_ops == {}
+        return
+    for op, ids in pack.settled_ops.items():
+        for kwargs in ({}, DELEGATEE, DEEP_DELEGATEE, {"autonomy": "high"}):
+            result = evaluator.evaluate(call(**{**kwargs, "operation": op}))
+            assert result.allowed
+            assert set(result.policy_ids) == set(ids)
+    assert set(pack.settled_ops) == {"read", "write", "delete", "execute", "admin"}

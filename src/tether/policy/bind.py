@@ -31,6 +31,11 @@ class CedarCallPolicy:
         self.evaluator = PolicyEvaluator(pack)
         self.revision = pack.revision
         self._cache: dict[tuple[object, ...], PolicyOutcome] = {}
+        # Operations no forbid can touch and only unconditional permits allow: decided once.
+        self._settled = {
+            op: PolicyOutcome(allowed=True, policy_ids=ids, revision=pack.revision)
+            for op, ids in pack.settled_ops.items()
+        }
 
     @classmethod
     def from_dir(cls, directory: Path | None, pack: str = "default") -> CedarCallPolicy:
@@ -41,6 +46,9 @@ class CedarCallPolicy:
     def check(self, session: Session, event: ToolCallIntent, standing: Standing) -> PolicyOutcome:
         """Evaluate one call."""
         action = event.action
+        settled = self._settled.get(action.operation)
+        if settled is not None:
+            return settled
         start = session.started
         t = event.t
         if start is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -65,6 +65,9 @@ class PolicyPack:
         severities: Each forbid policy's `@severity` (`DEFAULT_SEVERITY` when unannotated).
         origins: Each policy's `FILE` or `FILE: line N`, for messages.
         revision: A short sha256 of the sources, to record with each decision.
+        settled_ops: Operations whose decision cannot depend on the request: no forbid can
+            apply to them and every permit that can is unconditional. Maps each to the
+            permits that allow it, so callers can skip evaluation (and its cache) for them.
     """
 
     policy_set: cedarpy.PolicySet
@@ -74,6 +77,7 @@ class PolicyPack:
     severities: Mapping[str, str]
     origins: Mapping[str, str]
     revision: str
+    settled_ops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +194,41 @@ def build_pack(policies: Sequence[tuple[str, str]], schema: tuple[str, str]) -> 
         ),
         origins=MappingProxyType({p.id: p.where for p in found}),
         revision=digest.hexdigest()[:12],
+        settled_ops=MappingProxyType(_settled_ops(found)),
     )
+
+
+def _applies_to(est: dict[str, Any], op: str) -> bool:
+    """Whether a policy's action scope can match action ``op`` (conservatively: yes if unsure)."""
+    action = est.get("action", {})
+    kind = action.get("op")
+    if kind == "All":
+        return True
+    if kind == "==":
+        return bool(action.get("entity", {}).get("id") == op)
+    if kind == "in" and "entities" in action:
+        return any(e.get("id") == op for e in action["entities"])
+    return True
+
+
+def _unconditional(est: dict[str, Any]) -> bool:
+    return (
+        not est.get("conditions")
+        and est.get("principal", {}).get("op") == "All"
+        and est.get("resource", {}).get("op") == "All"
+    )
+
+
+def _settled_ops(found: Sequence[_Policy]) -> dict[str, tuple[str, ...]]:
+    settled: dict[str, tuple[str, ...]] = {}
+    for op in sorted(OPERATIONS):
+        relevant = [p for p in found if _applies_to(p.est, op)]
+        if any(p.effect == "forbid" for p in relevant):
+            continue
+        permits = [p for p in relevant if p.effect == "permit"]
+        if permits and all(_unconditional(p.est) for p in permits):
+            settled[op] = tuple(sorted(p.id for p in permits))
+    return settled
 
 
 def _load(directory: Traversable) -> PolicyPack:
