@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -24,6 +25,7 @@ from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
 
 _log = logging.getLogger("tether.worker")
+Handler = Callable[[list[Record]], Awaitable[None]]
 
 
 class _Positioned:
@@ -69,7 +71,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     faust_fixes.apply()
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     app = faust.App(
-        settings.app_id,
+        settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         key_serializer="raw",
@@ -91,6 +93,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     )
     n = settings.partitions
     intents_name = settings.topic(INTENTS)
+    guards: list[GapGuard] = []  # one per agent, reset when partitions move
     uses_name = settings.topic(CREDENTIAL_USES)
     revocations_name = settings.topic(REVOCATIONS)
     intents = app.topic(
@@ -137,7 +140,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     batch_max, within = settings.batch_max, settings.batch_within_s
 
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        for guard in (intents_guard, uses_guard, revocations_guard):
+        for guard in guards:
             guard.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
         worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
@@ -148,49 +151,40 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     app.on_partitions_assigned.connect(_assigned)
     app.on_before_shutdown.connect(_shutdown)
 
-    async def admitted(guard: GapGuard, topic: str, events: list[Any]) -> list[Any]:
-        """The events to apply now; a hole in a partition is read again (see gaps.py)."""
-        kept, rereads = guard.admit(events)
-        for partition, offset in rereads.items():
-            _log.warning(
-                "records missing in %s[%d] from offset %d: reading them again",
-                topic,
-                partition,
-                offset,
-            )
-            faust_fixes.request_reread(TP(topic, partition), offset)
-        return kept
-
-    intents_guard, uses_guard, revocations_guard = GapGuard(), GapGuard(), GapGuard()
-
-    @app.agent(intents)
-    async def correlate(stream: Any) -> None:
+    async def consume(stream: Any, topic: str, handle: Handler) -> None:
+        """The agents' loop: batches without auto-ack; ``handle`` returns once its outputs are
+        durable, and only then are the records acknowledged. A hole in a partition's offsets
+        holds the records behind it back and has them read again (see gaps.py)."""
+        guard = GapGuard()
+        guards.append(guard)
         async for batch in stream.noack_take(batch_max, within=within):
-            events = await admitted(intents_guard, intents_name, [_Positioned(e) for e in batch])
+            events, rereads = guard.admit([_Positioned(e) for e in batch])
+            for partition, offset in rereads.items():
+                _log.warning(
+                    "records missing in %s[%d] from offset %d: reading them again",
+                    topic,
+                    partition,
+                    offset,
+                )
+                faust_fixes.request_reread(TP(topic, partition), offset)
             records = [_record(e.event) for e in events]
-            await worker.on_intents(records)
+            await handle(records)
             for e in events:
                 await stream.ack(e.event)
             if settings.trace:
                 _log.info("TRACE acked %s", sorted((r.partition, r.offset) for r in records))
 
+    @app.agent(intents)
+    async def correlate(stream: Any) -> None:
+        await consume(stream, intents_name, worker.on_intents)
+
     @app.agent(uses)
     async def credential_index(stream: Any) -> None:
-        async for batch in stream.noack_take(batch_max, within=within):
-            events = await admitted(uses_guard, uses_name, [_Positioned(e) for e in batch])
-            await worker.on_uses([_record(e.event) for e in events])
-            for e in events:
-                await stream.ack(e.event)
+        await consume(stream, uses_name, worker.on_uses)
 
     @app.agent(revocations)
     async def registry_sync(stream: Any) -> None:
-        async for batch in stream.noack_take(batch_max, within=within):
-            events = await admitted(
-                revocations_guard, revocations_name, [_Positioned(e) for e in batch]
-            )
-            await sync.on_records([_record(e.event) for e in events])
-            for e in events:
-                await stream.ack(e.event)
+        await consume(stream, revocations_name, sync.on_records)
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

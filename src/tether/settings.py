@@ -41,7 +41,9 @@ class Settings(BaseSettings):
         frozenset({"high", "default"}),
         description="watcher risk tiers that deny when the feed is stale (others allow, counted)",
     )
-    app_id: str = Field("tether-monitor", description="faust app id = consumer group")
+    app_id: str | None = Field(
+        None, description="faust app id = consumer group; default: <topic_prefix>monitor"
+    )
     worker_id: str | None = Field(None, description="default: host-pid")
     web_port: int | None = Field(None, description="faust web server port; unset disables it")
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
@@ -65,6 +67,11 @@ class Settings(BaseSettings):
         }
         values.update(overrides)
         return DetectionConfig.model_validate(values)
+
+    @property
+    def group_id(self) -> str:
+        """The workers' consumer group: pipelines with different topic prefixes never share one."""
+        return self.app_id or f"{self.topic_prefix}monitor"
 
     def topic(self, name: str) -> str:
         """A topic name with the configured prefix (``intents`` -> ``tether.intents``)."""

@@ -60,14 +60,17 @@ def _start_worker(settings: Settings, out: IO[str]) -> subprocess.Popen[bytes]:
             "TETHER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "TETHER_TOPIC_PREFIX": settings.topic_prefix,
             "TETHER_PARTITIONS": str(settings.partitions),
+            "TETHER_APP_ID": settings.group_id,
+            "TETHER_REDIS_URL": settings.redis_url.get_secret_value(),
             "TETHER_WORKER_ID": worker_id,
         }
     )
+    log = open(os.devnull, "ab")  # noqa: SIM115  # handed to the child process
     proc = subprocess.Popen(  # our own CLI with fixed arguments
         [sys.executable, "-m", "tether.cli", "worker"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     print(f"started worker {worker_id} (pid {proc.pid}); waiting for its first heartbeat", file=out)
     consumer = _consumer(settings, [settings.topic(REVOCATIONS)], from_end=False)
