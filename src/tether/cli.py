@@ -307,14 +307,10 @@ _mount_policy_commands()
 
 
 def _mount_stream_commands() -> None:
-    try:
-        from tether import cli_stream  # noqa: PLC0415
-    except ImportError:  # TODO(lead): remove once cli_stream lands
-        return
+    from tether import cli_stream  # noqa: PLC0415  # its commands join the group defined above
+
     for name in ("topics", "emit", "watch"):
-        command = getattr(cli_stream, name, None)
-        if command is not None:
-            main.add_command(command, name)
+        main.add_command(getattr(cli_stream, name), name)
 
 
 _mount_stream_commands()
