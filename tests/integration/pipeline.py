@@ -158,6 +158,29 @@ class Pipeline:
         return out
 
 
+def collect_expected(
+    pipe: Pipeline,
+    expected: dict[str, list[dict[str, Any]]],
+    *,
+    timeout: float = 120.0,
+    extra_s: float = 3.0,
+) -> dict[str, list[dict[str, Any]]]:
+    """Read the outputs until every expected finding and revocation has arrived (or the timeout),
+    then ``extra_s`` more for anything unexpected. Robust on a loaded machine, where a quiet
+    period says little about whether the worker is done."""
+    want = identity(expected)
+    deadline = time.monotonic() + timeout
+    got = pipe.collect(quiet_s=2.0, timeout=timeout)
+    while time.monotonic() < deadline:
+        have = identity(got)
+        if want["findings"] <= have["findings"] and want["revocations"] <= have["revocations"]:
+            break
+        time.sleep(1.0)
+        got = pipe.collect(quiet_s=2.0, timeout=max(1.0, deadline - time.monotonic()))
+    time.sleep(extra_s)
+    return pipe.collect(quiet_s=2.0, timeout=60.0)
+
+
 def _key(line: bytes) -> bytes | None:
     try:
         doc = orjson.loads(line)
