@@ -96,27 +96,14 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     guards: list[GapGuard] = []  # one per agent, reset when partitions move
     uses_name = settings.topic(CREDENTIAL_USES)
     revocations_name = settings.topic(REVOCATIONS)
-    intents = app.topic(
-        settings.topic(INTENTS),
-        partitions=n,
-        internal=False,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    uses = app.topic(
-        settings.topic(CREDENTIAL_USES),
-        partitions=n,
-        internal=False,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    revocations = app.topic(
-        settings.topic(REVOCATIONS),
-        partitions=n,
-        internal=False,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+
+    def source(name: str) -> Any:
+        """A topic tether created itself, read as bytes (the codec decodes and validates)."""
+        return app.topic(
+            name, partitions=n, internal=False, key_serializer="raw", value_serializer="raw"
+        )
+
+    intents, uses, revocations = (source(intents_name), source(uses_name), source(revocations_name))
     sessions_table = _table(app, "sessions", n, codecs.SESSION)
     tokens_table = _table(app, "tokens", n, codecs.TOKEN)
 
