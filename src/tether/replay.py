@@ -19,6 +19,7 @@ from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.outputs import Revocation, Source
 
 Write = Callable[[bytes], object]
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(slots=True)
@@ -71,6 +72,8 @@ class Replayer:
         stats = self.stats
         stats.lines += 1
         data = line.rstrip(b"\r\n")
+        if stats.lines == 1:
+            data = data.removeprefix(_BOM)
         if not data or data.isspace():
             stats.blank += 1
             return
@@ -118,6 +121,8 @@ class Replayer:
             for line in lines:
                 n += 1
                 data = line.rstrip(b"\r\n")
+                if n == 1:
+                    data = data.removeprefix(_BOM)  # a file saved with a UTF-8 byte-order mark
                 if not data or data.isspace():
                     blank += 1
                     continue

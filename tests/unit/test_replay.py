@@ -98,3 +98,10 @@ def test_cli_replay_missing_file_is_a_clear_error() -> None:
     result = CliRunner().invoke(main, ["replay", "/nonexistent/events.jsonl"])
     assert result.exit_code != 0
     assert "cannot read" in result.output or "does not exist" in result.output
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_tolerated() -> None:
+    data = b"\xef\xbb\xbf" + jsonl(SCENARIO).replace(b"\n", b"\r\n")
+    records = replay_bytes(data)
+    assert not [r for r in records if r["kind"] == "deadletter"]
+    assert [r["code"] for r in records if r["kind"] == "finding"] == ["undelegated_actor"]
