@@ -251,19 +251,23 @@ def worker(
     run_worker(settings, loglevel=loglevel)
 
 
+_SCHEMA_DIR = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    show_default=True,
+    help="Where the schema files live.",
+)
+
+
 @main.group()
 def schemas() -> None:
     """JSON Schemas of every record, generated from the models."""
 
 
 @schemas.command("export")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("schemas"),
-    show_default=True,
-)
+@_SCHEMA_DIR
 def schemas_export(directory: Path) -> None:
     """Write the JSON Schema files into DIR."""
     from tether.schemas import export  # noqa: PLC0415
@@ -273,13 +277,7 @@ def schemas_export(directory: Path) -> None:
 
 
 @schemas.command("check")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("schemas"),
-    show_default=True,
-)
+@_SCHEMA_DIR
 def schemas_check(directory: Path) -> None:
     """Fail (exit 1) when the committed schemas differ from the models."""
     from tether.schemas import REGENERATE, stale  # noqa: PLC0415
