@@ -13,6 +13,7 @@ from faust.types import TP
 
 from streams import codecs, faust_fixes
 from streams.gaps import GapGuard
+from streams.intake import Intake
 from streams.outputs import Publisher
 from streams.registry_sync import RegistrySync
 from streams.tables import TableStore
@@ -119,14 +120,39 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         context(settings),
         TableStore(sessions_table, dump_session),
         TableStore(tokens_table, dump_token),
-        Publisher(lambda topic, key, value, part: _started(kafka).publish(topic, key, value, part)),
+        Publisher(lambda records: _started(kafka).publish_many(records)),
         worker_id=worker_id,
         ready=ready,
     )
     sync = RegistrySync(registry)
     batch_max, within = settings.batch_max, settings.batch_within_s
 
+    # tether's input topics skip faust's agents: the consumer loop hands their records to the
+    # worker in batches (see intake.py). faust still subscribes to them, assigns them, commits
+    # their offsets and recovers the tables co-partitioned with them.
+    def ack(message: Any) -> object:
+        return app.consumer.ack(message)  # the consumer exists only once the app starts
+
+    intake = Intake(
+        {intents_name: worker.on_intents, uses_name: worker.on_uses},
+        ready=ready,
+        ack=ack,
+        generation=lambda: app.consumer_generation_id,
+        batch_max=batch_max,
+    )
+    faust_fixes.attach_intake(app, intake)
+    for topic in (intents, uses):
+        app.topics.add(topic)
+
+    async def _revoked(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A batch being processed finishes (outputs, state, acknowledgements) before the
+        # partitions move; what is only buffered is read again after the rebalance.
+        if not await intake.wait_idle(settings.session_timeout_s / 2):
+            _log.warning("a batch was still being processed when partitions were revoked")
+        intake.reset()
+
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        intake.reset()
         for guard in guards:
             guard.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
@@ -135,6 +161,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         kafka.stop(timeout=10)
 
+    app.on_partitions_revoked.connect(_revoked)
     app.on_partitions_assigned.connect(_assigned)
     app.on_before_shutdown.connect(_shutdown)
 
@@ -160,14 +187,6 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
                 await stream.ack(e.event)
             if settings.trace:
                 _log.info("TRACE acked %s", sorted((r.partition, r.offset) for r in records))
-
-    @app.agent(intents)
-    async def correlate(stream: Any) -> None:
-        await consume(stream, intents_name, worker.on_intents)
-
-    @app.agent(uses)
-    async def credential_index(stream: Any) -> None:
-        await consume(stream, uses_name, worker.on_uses)
 
     @app.agent(revocations)
     async def registry_sync(stream: Any) -> None:

@@ -70,6 +70,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
     suspend = self.suspend_flow
     flag = faust_consumer.CONSUMER_FETCHING
     retried: dict[Any, int] = {}
+    intake = getattr(self.app, "tether_intake", None)  # streams.intake.Intake, when attached
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             self.diag.set_flag(flag)
@@ -77,7 +78,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                 tp, offset = _reread.popitem()
                 self.log.warning("re-reading %r from offset %d: records went missing", tp, offset)
                 await self.seek(tp, offset)
-            ait = getmany(timeout=1.0)
+            # Poll briefly while a batch waits for the tables to recover.
+            ait = getmany(timeout=0.05 if intake is not None and intake.pending else 1.0)
             await asyncio.sleep(0)  # getmany can loop without yielding to the event loop
             if self.should_stop:
                 continue
@@ -102,6 +104,12 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                     await self.commit()
                 if suspend.is_set():
                     break  # not delivered, not read: the rebalance seeks back to committed
+                if intake is not None and intake.handles(message.topic):
+                    intake.add(message)  # acknowledged once handled; dropped at a rebalance
+                    read_offset[tp] = offset
+                    if intake.full:
+                        await intake.flush()
+                    continue
                 delivery = asyncio.ensure_future(callback(message))
                 if not delivery.done():
                     await asyncio.wait(
@@ -113,6 +121,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                     break  # suspended while the stream buffer was full: not delivered
                 delivery.result()
                 read_offset[tp] = offset
+            if intake is not None:
+                await intake.flush()
             if reread is not None:
                 self.log.warning("re-reading %r from offset %d: records were skipped", *reread)
                 await self.seek(*reread)
@@ -123,6 +133,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
         raise
     finally:
         self.diag.unset_flag(flag)
+
+
+def attach_intake(app: Any, intake: Any) -> None:
+    """Route the records of ``intake``'s topics from the consumer loop to ``intake``."""
+    app.tether_intake = intake
 
 
 def apply() -> None:

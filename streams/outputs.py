@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from tether.adapters.kafka_publisher import DeliveryError, Position
+from tether.adapters.kafka_publisher import DeliveryError, Entry
 
 _log = logging.getLogger("tether.worker")
 
-Publish = Callable[[str, bytes | None, bytes | None, int | None], "asyncio.Future[Position]"]
-Entry = tuple[str, bytes | None, bytes | None, int | None]
+PublishMany = Callable[[list[Entry]], Awaitable[list[tuple[Entry, DeliveryError]]]]
+"""Publishes records and returns, once the broker has answered for all, those that failed."""
 
 
 @dataclass(slots=True)
@@ -37,8 +37,8 @@ class Publisher:
     the caller is blocked and no input offset moves: a lost revocation would be a security hole.
     """
 
-    def __init__(self, publish: Publish, *, max_backoff_s: float = 2.0) -> None:
-        self._publish = publish
+    def __init__(self, publish_many: PublishMany, *, max_backoff_s: float = 2.0) -> None:
+        self._publish_many = publish_many
         self._max_backoff = max_backoff_s
         self.failing_since: float | None = None
         self.published = 0
@@ -50,31 +50,28 @@ class Publisher:
         backoff = 0.05
         loop = asyncio.get_running_loop()
         while pending:
-            futures = [self._publish(t, k, v, p) for t, k, v, p in pending]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [
-                rec
-                for rec, res in zip(pending, results, strict=True)
-                if isinstance(res, BaseException)
-            ]
-            self.published += len(pending) - len(failed)
-            if not failed:
+            try:
+                failures = await self._publish_many(pending)
+            except Exception as exc:  # could not even queue them: same as failing them all
+                failures = [(rec, DeliveryError(rec[0], rec[1], repr(exc))) for rec in pending]
+            self.published += len(pending) - len(failures)
+            if not failures:
                 self.failing_since = None
                 return
-            errors = {str(r) for r in results if isinstance(r, DeliveryError | Exception)}
             if self.failing_since is None:
                 self.failing_since = loop.time()
-            self.retries += len(failed)
+            self.retries += len(failures)
+            errors = sorted({str(err) for _, err in failures})
             _log.error(
                 "%d of %d records not acknowledged (%s); retrying in %.2fs, input is held",
-                len(failed),
+                len(failures),
                 len(pending),
-                "; ".join(sorted(errors))[:500],
+                "; ".join(errors)[:500],
                 backoff,
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
-            pending = failed
+            pending = [rec for rec, _ in failures]
 
     def stuck_for(self, now: float) -> float:
         """Seconds the publisher has been failing (0 when healthy)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from streams.intake import InputRecord
 from streams.outputs import Batch, Publisher
 from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
@@ -103,15 +104,10 @@ class Worker:
 
     # -- intents --------------------------------------------------------------------------
 
-    async def wait_ready(self) -> None:
-        """Hold input until the tables have recovered: a record applied to a session that
-        recovery later overwrites would be forgotten."""
-        while not self.ready():
-            await asyncio.sleep(0.02)
-
-    async def on_intents(self, records: Sequence[Record]) -> None:
-        """Apply a batch of input records; returns once their outputs and state are durable."""
-        await self.wait_ready()
+    async def on_intents(self, records: Sequence[InputRecord]) -> None:
+        """Apply a batch of input records; returns once their outputs and state are durable.
+        The caller hands records over only once the tables have recovered: a record applied to
+        a session that recovery later overwrites would be forgotten."""
         async with self.lock:
             self._maybe_reschedule()
             now = datetime.now(UTC)
@@ -134,7 +130,7 @@ class Worker:
 
     def _apply(
         self,
-        rec: Record,
+        rec: InputRecord,
         now: datetime,
         horizon: float,
         skew: float,
@@ -166,7 +162,9 @@ class Worker:
                 rec, data, Rejected("schema_violation", f"internal error: {exc!r}"), now, batch
             )
 
-    def _dead(self, rec: Record, data: bytes, why: Rejected, now: datetime, batch: Batch) -> None:
+    def _dead(
+        self, rec: InputRecord, data: bytes, why: Rejected, now: datetime, batch: Batch
+    ) -> None:
         self.deadletters += 1
         source = Source(topic=rec.topic, partition=rec.partition, offset=rec.offset)
         record = dead_letter(data, why, source, now)
@@ -186,9 +184,8 @@ class Worker:
 
     # -- credential uses (the token index) ------------------------------------------------
 
-    async def on_uses(self, records: Sequence[Record]) -> None:
-        """Fold a batch of credential uses into the token table."""
-        await self.wait_ready()
+    async def on_uses(self, records: Sequence[InputRecord]) -> None:
+        """Fold a batch of credential uses into the token table (tables recovered, as above)."""
         async with self.lock:
             now = datetime.now(UTC)
             out = Outbox()

@@ -7,7 +7,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,6 +20,8 @@ _log = logging.getLogger(__name__)
 
 Position = tuple[int, int]
 """Where the broker stored a record: ``(partition, offset)``."""
+Entry = tuple[str, bytes | None, bytes | None, int | None]
+"""A record to publish: ``(topic, key, value, partition or None for the key's)``."""
 
 
 class DeliveryError(Exception):
@@ -180,6 +182,51 @@ class KafkaPublisher:
                 _log.debug("delivery report after the event loop closed: %s", outcome)
 
         self._produce(topic, key, value, on_outcome, partition)
+        return future
+
+    def publish_many(
+        self, records: Sequence[Entry]
+    ) -> asyncio.Future[list[tuple[Entry, DeliveryError]]]:
+        """Queue ``(topic, key, value, partition)`` records; one future settles once the broker
+        has answered for every one of them, with the records that failed and why (empty when
+        all were acknowledged).
+
+        One future and one hand-off to the event loop per batch, instead of per record: the
+        worker's output path publishes a decision and a credential use for nearly every input.
+        Must be called from a running event loop.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[tuple[Entry, DeliveryError]]] = loop.create_future()
+        failures: list[tuple[Entry, DeliveryError]] = []
+        remaining = [len(records)]
+        lock = threading.Lock()  # delivery reports run on the polling thread
+
+        def settle() -> None:
+            if not future.done():
+                future.set_result(failures)
+
+        if not records:
+            settle()
+            return future
+
+        def outcome_for(entry: Entry) -> Callable[[Position | DeliveryError], None]:
+            def on_outcome(outcome: Position | DeliveryError) -> None:
+                with lock:
+                    if isinstance(outcome, DeliveryError):
+                        failures.append((entry, outcome))
+                    remaining[0] -= 1
+                    last = remaining[0] == 0
+                if last:
+                    try:
+                        loop.call_soon_threadsafe(settle)
+                    except RuntimeError:  # the loop has closed: nobody is waiting any more
+                        _log.debug("delivery report after the event loop closed")
+
+            return on_outcome
+
+        for entry in records:
+            topic, key, value, partition = entry
+            self._produce(topic, key, value, outcome_for(entry), partition)
         return future
 
     def send(

@@ -1,0 +1,141 @@
+"""Batches of input records straight from faust's consumer loop to the worker.
+
+faust hands every fetched record to an agent through its conductor, a per-agent queue, an Event
+and a Stream: about 250 µs a record on this class of machine, which capped a worker at a few
+thousand events a second, and the hand-offs are also where records went missing around a
+rebalance. For tether's own input topics the patched consumer loop (``faust_fixes``) gives the
+records to this class instead: it buffers what one fetch returned, hands the batch to the
+topic's handler once the tables have recovered, and acknowledges the records to faust's offset
+tracking only after the handler returned (the handler returns once its outputs and state are
+durable in Kafka). faust still owns group membership, partition assignment, table recovery and
+offset commits; changelog records still take faust's path.
+
+A rebalance drops whatever is buffered but unprocessed: faust seeks every partition back to its
+committed offset, so those records are read again. A revocation waits for a batch that is
+already being processed (``wait_idle``), so its acknowledgements and changelog writes land
+before the partitions move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+_log = logging.getLogger("tether.worker")
+
+
+class InputRecord(Protocol):
+    """What a handler reads of a record (faust's message has these attributes)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+Handler = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+class Intake:
+    """Buffers, hands over and acknowledges the records of the topics it has handlers for."""
+
+    def __init__(
+        self,
+        handlers: dict[str, Handler],
+        *,
+        ready: Callable[[], bool],
+        ack: Callable[[Any], object],
+        generation: Callable[[], int],
+        batch_max: int = 1000,
+        retry_s: float = 0.5,
+    ) -> None:
+        self.handlers = handlers
+        self.ready = ready
+        self.ack = ack
+        self.generation = generation
+        self.batch_max = batch_max
+        self.retry_s = retry_s
+        self._pending: list[Any] = []
+        self._pending_generation = -1
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._retry_at = 0.0
+        self.delivered = 0
+        self.batches = 0
+        self.dropped = 0
+
+    def handles(self, topic: str) -> bool:
+        """Whether records of ``topic`` come here (instead of faust's agents)."""
+        return topic in self.handlers
+
+    def add(self, message: Any) -> None:
+        """Buffer one fetched record (not yet processed, not yet acknowledged)."""
+        if not self._pending:
+            self._pending_generation = self.generation()
+        self._pending.append(message)
+
+    @property
+    def pending(self) -> int:
+        """Records buffered and not yet handed over."""
+        return len(self._pending)
+
+    @property
+    def full(self) -> bool:
+        """Enough is buffered for one batch."""
+        return len(self._pending) >= self.batch_max
+
+    def reset(self) -> None:
+        """Forget buffered records (a rebalance: faust reads them again from the committed
+        offsets)."""
+        if self._pending:
+            _log.info("rebalance: %d buffered records will be read again", len(self._pending))
+            self.dropped += len(self._pending)
+        self._pending = []
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no batch is being processed; False if that took longer than ``timeout``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Hand the buffered records over, in order, and acknowledge them once handled.
+
+        Does nothing while the tables are recovering or a rebalance is on (the records stay
+        buffered), and drops records of an earlier consumer generation (they are read again).
+        A handler that raises leaves the batch buffered, to be retried after ``retry_s``.
+        """
+        if not self._pending:
+            return
+        if self._pending_generation != self.generation():
+            self.reset()
+            return
+        if not self.ready() or time.monotonic() < self._retry_at:
+            return
+        batch = self._pending
+        self._idle.clear()
+        try:
+            groups: dict[str, list[Any]] = {}
+            for message in batch:
+                groups.setdefault(message.topic, []).append(message)
+            for topic, records in groups.items():
+                await self.handlers[topic](records)
+        except Exception:  # keep the batch: nothing of it is acknowledged, it is retried
+            _log.exception("handling a batch of %d records failed; retrying", len(batch))
+            self._retry_at = time.monotonic() + self.retry_s
+            return
+        finally:
+            self._idle.set()
+        if self._pending is batch:  # not reset by a rebalance meanwhile
+            self._pending = []
+        ack = self.ack
+        for message in batch:
+            ack(message)
+        self.delivered += len(batch)
+        self.batches += 1
