@@ -134,7 +134,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         return app.consumer.ack(message)  # the consumer exists only once the app starts
 
     intake = Intake(
-        {intents_name: worker.on_intents, uses_name: worker.on_uses},
+        {intents_name: worker.submit_intents, uses_name: worker.submit_uses},
         ready=ready,
         ack=ack,
         generation=lambda: app.consumer_generation_id,

@@ -38,6 +38,8 @@ class InputRecord(Protocol):
 
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
+"""Applies a batch when called and returns an awaitable that completes once the batch's outputs
+and state are durable (``Worker.submit_intents``): the next batch can be applied meanwhile."""
 
 
 class Intake:
@@ -51,6 +53,7 @@ class Intake:
         ack: Callable[[Any], object],
         generation: Callable[[], int],
         batch_max: int = 1000,
+        max_inflight: int = 2,
         retry_s: float = 0.5,
     ) -> None:
         self.handlers = handlers
@@ -58,11 +61,11 @@ class Intake:
         self.ack = ack
         self.generation = generation
         self.batch_max = batch_max
+        self.max_inflight = max_inflight
         self.retry_s = retry_s
         self._pending: list[Any] = []
         self._pending_generation = -1
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._inflight: list[asyncio.Future[Any]] = []
         self._retry_at = 0.0
         self.delivered = 0
         self.batches = 0
@@ -97,19 +100,23 @@ class Intake:
         self._pending = []
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no batch is being processed; False if that took longer than ``timeout``."""
+        """Wait until every batch handed over is durable and acknowledged; False if that took
+        longer than ``timeout``."""
+        if not self._inflight:
+            return True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(asyncio.gather(*self._inflight), timeout)
         except TimeoutError:
             return False
         return True
 
     async def flush(self) -> None:
-        """Hand the buffered records over, in order, and acknowledge them once handled.
+        """Hand the buffered records over, in order; they are acknowledged once durable.
 
         Does nothing while the tables are recovering or a rebalance is on (the records stay
         buffered), and drops records of an earlier consumer generation (they are read again).
-        A handler that raises leaves the batch buffered, to be retried after ``retry_s``.
+        A handler that raises leaves the batch buffered, to be retried after ``retry_s``. Up
+        to ``max_inflight`` batches may be on their way to durability at once.
         """
         if not self._pending:
             return
@@ -119,21 +126,29 @@ class Intake:
         if not self.ready() or time.monotonic() < self._retry_at:
             return
         batch = self._pending
-        self._idle.clear()
+        groups: dict[str, list[Any]] = {}
+        for message in batch:
+            groups.setdefault(message.topic, []).append(message)
         try:
-            groups: dict[str, list[Any]] = {}
-            for message in batch:
-                groups.setdefault(message.topic, []).append(message)
-            for topic, records in groups.items():
-                await self.handlers[topic](records)
+            steps = [self.handlers[topic](records) for topic, records in groups.items()]
         except Exception:  # keep the batch: nothing of it is acknowledged, it is retried
             _log.exception("handling a batch of %d records failed; retrying", len(batch))
             self._retry_at = time.monotonic() + self.retry_s
             return
-        finally:
-            self._idle.set()
-        if self._pending is batch:  # not reset by a rebalance meanwhile
-            self._pending = []
+        self._pending = []
+        durable = asyncio.gather(*steps)
+        durable.add_done_callback(lambda done: self._settled(done, batch))
+        self._inflight.append(durable)
+        while len(self._inflight) > self.max_inflight:
+            await asyncio.wait([self._inflight[0]])
+
+    def _settled(self, done: asyncio.Future[Any], batch: list[Any]) -> None:
+        self._inflight.remove(done)
+        if done.cancelled() or done.exception() is not None:
+            # Only a shutdown cancels a step (publishing retries until Kafka acknowledges):
+            # the records stay unacknowledged and are read again by the next owner.
+            _log.warning("a batch of %d records was not made durable", len(batch))
+            return
         ack = self.ack
         for message in batch:
             ack(message)

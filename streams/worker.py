@@ -88,7 +88,7 @@ class Worker:
         self.publisher = publisher
         self.worker_id = worker_id
         self.ready = ready
-        self.lock = asyncio.Lock()  # one step at a time: state is written after its outputs
+        self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
         self.topics = {
             name: settings.topic(name)
             for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
@@ -105,28 +105,56 @@ class Worker:
     # -- intents --------------------------------------------------------------------------
 
     async def on_intents(self, records: Sequence[InputRecord]) -> None:
-        """Apply a batch of input records; returns once their outputs and state are durable.
+        """Apply a batch of input records; returns once their outputs and state are durable."""
+        await self.submit_intents(records)
+
+    def submit_intents(self, records: Sequence[InputRecord]) -> asyncio.Future[None]:
+        """Apply a batch of input records now; the future resolves once their outputs and then
+        the state they left are durable in Kafka (see ``_commit``).
+
         The caller hands records over only once the tables have recovered: a record applied to
         a session that recovery later overwrites would be forgotten."""
-        async with self.lock:
-            self._maybe_reschedule()
-            now = datetime.now(UTC)
-            out = Outbox()
-            uses: list[CredentialUse] = []
-            batch = Batch()
-            skew = self.settings.max_skew_s
-            horizon = now.timestamp() + skew
-            before = self.engine.watermark
-            self._record_at = time.monotonic()
-            for rec in records:
-                self._apply(rec, now, horizon, skew, out, uses, batch)
-            self.engine.advance(self.watermarks.current(), now, out, uses)
-            if self.engine.watermark > before:
-                self._advanced_at = time.monotonic()
-            self._collect(out, batch)
-            self._collect_uses(uses, batch)
-            await self.publisher.send(batch)
-            await self.publisher.send(self.sessions.changes())
+        self._maybe_reschedule()
+        now = datetime.now(UTC)
+        out = Outbox()
+        uses: list[CredentialUse] = []
+        batch = Batch()
+        skew = self.settings.max_skew_s
+        horizon = now.timestamp() + skew
+        before = self.engine.watermark
+        self._record_at = time.monotonic()
+        for rec in records:
+            self._apply(rec, now, horizon, skew, out, uses, batch)
+        self.engine.advance(self.watermarks.current(), now, out, uses)
+        if self.engine.watermark > before:
+            self._advanced_at = time.monotonic()
+        self._collect(out, batch)
+        self._collect_uses(uses, batch)
+        return self._commit(batch, self.sessions.changes())
+
+    def _commit(self, outputs: Batch, state: Batch) -> asyncio.Future[None]:
+        """Publish ``outputs``, then ``state`` (the changelog snapshot taken right after the
+        step that produced them), after every earlier step's: steps overlap (the next batch is
+        applied while this one's records are in flight) but become durable in order, and a
+        step's state never reaches the changelog before its outputs are acknowledged. A crash
+        in between replays the input against the earlier state instead of losing an output."""
+        previous = self._tail
+
+        async def commit() -> None:
+            if previous is not None:
+                await previous
+            await self.publisher.send(outputs)
+            await self.publisher.send(state)
+
+        task = asyncio.ensure_future(commit())
+        self._tail = task
+        return task
+
+    async def drain(self) -> None:
+        """Wait until every step applied so far is durable."""
+        tail = self._tail
+        if tail is not None:
+            await tail
 
     def _apply(
         self,
@@ -185,26 +213,29 @@ class Worker:
     # -- credential uses (the token index) ------------------------------------------------
 
     async def on_uses(self, records: Sequence[InputRecord]) -> None:
-        """Fold a batch of credential uses into the token table (tables recovered, as above)."""
-        async with self.lock:
-            now = datetime.now(UTC)
-            out = Outbox()
-            latest = float("-inf")
-            for rec in records:
-                try:
-                    use = decode_use(rec.value or b"")
-                except (ValueError, TypeError) as exc:  # written by us; log loudly, keep going
-                    _log.error("bad credential-use record %s@%d: %r", rec.topic, rec.offset, exc)
-                    continue
-                self.tokens.current_partition = rec.partition
-                self.index.observe(use, now, out)
-                latest = max(latest, use.t)
-            if latest > float("-inf"):
-                self.index.expire(latest)
-            batch = Batch()
-            self._collect(out, batch)
-            await self.publisher.send(batch)
-            await self.publisher.send(self.tokens.changes())
+        """Fold a batch of credential uses into the token table; returns once durable."""
+        await self.submit_uses(records)
+
+    def submit_uses(self, records: Sequence[InputRecord]) -> asyncio.Future[None]:
+        """Fold a batch of credential uses into the token table (tables recovered, as above);
+        the future resolves once the outputs and then the token state are durable."""
+        now = datetime.now(UTC)
+        out = Outbox()
+        latest = float("-inf")
+        for rec in records:
+            try:
+                use = decode_use(rec.value or b"")
+            except (ValueError, TypeError) as exc:  # written by us; log loudly, keep going
+                _log.error("bad credential-use record %s@%d: %r", rec.topic, rec.offset, exc)
+                continue
+            self.tokens.current_partition = rec.partition
+            self.index.observe(use, now, out)
+            latest = max(latest, use.t)
+        if latest > float("-inf"):
+            self.index.expire(latest)
+        batch = Batch()
+        self._collect(out, batch)
+        return self._commit(batch, self.tokens.changes())
 
     # -- time -----------------------------------------------------------------------------
 
@@ -213,28 +244,26 @@ class Worker:
         watermark back, and on a quiet stream event time follows the wall clock from the last
         event (the processing-time backstop), so waiting checks fire about one grace period
         after their event."""
-        async with self.lock:
-            self._maybe_reschedule()
-            engine = self.engine
-            target = self.watermarks.current()
-            clock = time.monotonic()
-            quiet = clock - self._record_at > self.settings.tick_s
-            if quiet and engine.watermark > float("-inf"):
-                target = max(target, engine.watermark + (clock - self._advanced_at))
-            if target <= engine.watermark:
-                return
-            now = datetime.now(UTC)
-            out = Outbox()
-            uses: list[CredentialUse] = []
-            engine.advance(target, now, out, uses)
-            self._advanced_at = time.monotonic()
-            if not len(out) and not uses:
-                return
-            batch = Batch()
-            self._collect(out, batch)
-            self._collect_uses(uses, batch)
-            await self.publisher.send(batch)
-            await self.publisher.send(self.sessions.changes())
+        self._maybe_reschedule()
+        engine = self.engine
+        target = self.watermarks.current()
+        clock = time.monotonic()
+        quiet = clock - self._record_at > self.settings.tick_s
+        if quiet and engine.watermark > float("-inf"):
+            target = max(target, engine.watermark + (clock - self._advanced_at))
+        if target <= engine.watermark:
+            return
+        now = datetime.now(UTC)
+        out = Outbox()
+        uses: list[CredentialUse] = []
+        engine.advance(target, now, out, uses)
+        self._advanced_at = time.monotonic()
+        if not len(out) and not uses:
+            return
+        batch = Batch()
+        self._collect(out, batch)
+        self._collect_uses(uses, batch)
+        await self._commit(batch, self.sessions.changes())
 
     async def heartbeat(self) -> None:
         """Tell gateways the feed is alive (skipped while publishing is failing)."""
