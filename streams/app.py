@@ -15,13 +15,14 @@ from streams import codecs, faust_fixes
 from streams.gaps import GapGuard
 from streams.intake import Intake
 from streams.outputs import Publisher
+from streams.recovery import FastRecovery
 from streams.registry_sync import RegistrySync
 from streams.tables import TableStore
 from streams.worker import Record, Worker
 from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
-from tether.models.state_codec import dump_session, dump_token
+from tether.models.state_codec import dump_session, dump_token, load_session, load_token
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
 
@@ -88,6 +89,10 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 4),
         broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
+        # A worker with a stable id (TETHER_WORKER_ID, e.g. a StatefulSet pod name) is a static
+        # group member: restarted after a crash it takes its partitions straight back instead
+        # of waiting for the broker to expire the dead member. Ids must be unique per worker.
+        consumer_group_instance_id=settings.worker_id,
         producer_acks=-1,
         stream_wait_empty=False,
         worker_redirect_stdouts=False,
@@ -141,6 +146,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         batch_max=batch_max,
     )
     faust_fixes.attach_intake(app, intake)
+    recovery = FastRecovery(tables, {"sessions": load_session, "tokens": load_token})
+    faust_fixes.attach_recovery(app, recovery)
     for topic in (intents, uses):
         app.topics.add(topic)
 
@@ -150,6 +157,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         if not await intake.wait_idle(settings.session_timeout_s / 2):
             _log.warning("a batch was still being processed when partitions were revoked")
         intake.reset()
+        recovery.reset()  # the next assignment recovers from the changelogs' start
 
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         intake.reset()

@@ -71,6 +71,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
     flag = faust_consumer.CONSUMER_FETCHING
     retried: dict[Any, int] = {}
     intake = getattr(self.app, "tether_intake", None)  # streams.intake.Intake, when attached
+    fast = getattr(self.app, "tether_recovery", None)  # streams.recovery.FastRecovery
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             self.diag.set_flag(flag)
@@ -84,12 +85,18 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
             if self.should_stop:
                 continue
             reread: tuple[Any, int] | None = None
+            absorbed: Any = None
             async for tp, message in ait:
                 offset = message.offset
                 r_offset = read_offset[tp]
                 if r_offset is not None and offset < r_offset:
                     continue  # already delivered (a seek went back): faust's own rule
-                if r_offset and offset - r_offset > 1:
+                if fast is not None and fast.absorb(tp, message):
+                    read_offset[tp] = offset  # a changelog record of a table being recovered
+                    absorbed = message
+                    continue
+                # A hole in an input topic's offsets (compacted changelogs have real ones).
+                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
                     expected = r_offset + 1
                     if retried.get(tp) != expected:
                         # Records between were fetched but never delivered: read them again
@@ -97,8 +104,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                         retried[tp] = expected
                         reread = (tp, expected)
                         break
-                    if acks_enabled_for(message.topic):  # still missing: a real log gap
-                        await self._add_gap(tp, expected, offset)
+                    await self._add_gap(tp, expected, offset)  # still missing: a real gap
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -121,6 +127,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                     break  # suspended while the stream buffer was full: not delivered
                 delivery.result()
                 read_offset[tp] = offset
+            if absorbed is not None and fast is not None and fast.complete():
+                fast.install()
+                await callback(absorbed)  # faust's recovery loop sees it is complete
             if intake is not None:
                 await intake.flush()
             if reread is not None:
@@ -138,6 +147,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
 def attach_intake(app: Any, intake: Any) -> None:
     """Route the records of ``intake``'s topics from the consumer loop to ``intake``."""
     app.tether_intake = intake
+
+
+def attach_recovery(app: Any, recovery: Any) -> None:
+    """Give the changelog records of an active table recovery to ``recovery``."""
+    app.tether_recovery = recovery
 
 
 def apply() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,7 +45,12 @@ class Settings(BaseSettings):
     app_id: str | None = Field(
         None, description="faust app id = consumer group; default: <topic_prefix>monitor"
     )
-    worker_id: str | None = Field(None, description="default: host-pid")
+    worker_id: str | None = Field(
+        None,
+        description="stable, unique name of this worker: also its static consumer-group "
+        "membership, so a restarted worker takes its partitions straight back (default: "
+        "host-pid, dynamic membership)",
+    )
     web_port: int | None = Field(None, description="faust web server port; unset disables it")
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
     batch_within_s: float = Field(0.002, gt=0, description="max wait to fill a batch")
@@ -53,6 +59,29 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, ge=2, description="how fast a dead worker's partitions move to the others"
     )
+    # signed revocations (README "Signed revocations")
+    issuer: str = Field(
+        "urn:tether:monitor", min_length=1, description="iss of the SETs signed and accepted"
+    )
+    signing_key: Path | None = Field(
+        None, description="private JWK the worker signs with; unset: a dev key under <home>/keys"
+    )
+    signing_alg: Literal["RS256", "ES256"] | None = Field(
+        None, description="required alg of the signing key; unset: the key's (dev keys: RS256)"
+    )
+    jwks: str | None = Field(
+        None, description="JWKS path or http(s) URL watchers verify with; unset: <home>/keys"
+    )
+    jwks_refetch_s: float = Field(
+        10.0, gt=0, description="at most one JWKS reread per this many seconds (unknown kid)"
+    )
+    jwks_max_age_s: float = Field(
+        3600.0, gt=0, description="reread the JWKS this often (a removed key stops verifying)"
+    )
+    token_issuer: str | None = Field(
+        None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"
+    )
+    home: Path = Field(Path(".tether"), description="tether's local state: development keys")
 
     def detection(self, **overrides: object) -> DetectionConfig:
         """The core's configuration from these settings (plus explicit overrides)."""
