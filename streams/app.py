@@ -23,6 +23,7 @@ from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
 from tether.models.state_codec import dump_session, dump_token, load_session, load_token
+from tether.security import signer_from_settings, verifier_from_settings
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
 
@@ -126,10 +127,11 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         TableStore(sessions_table, dump_session),
         TableStore(tokens_table, dump_token),
         Publisher(lambda records: _started(kafka).publish_many(records)),
+        signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
         ready=ready,
     )
-    sync = RegistrySync(registry)
+    sync = RegistrySync(registry, verifier_from_settings(settings))
     batch_max, within = settings.batch_max, settings.batch_within_s
 
     # tether's input topics skip faust's agents: the consumer loop hands their records to the

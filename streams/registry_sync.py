@@ -1,7 +1,8 @@
 """Keeps the Redis registry in step with the revocations topic (after Kafka acknowledged them).
 
-The registry is a materialised view of the compacted topic: this consumer writes each revocation
-to Redis and acknowledges the record only then. While Redis is down it retries and holds its
+The registry is a materialised view of the compacted topic: this consumer verifies each signed
+revocation (a record anyone could write to the topic must not reach the gateways' shared
+registry unverified), writes it to Redis and acknowledges the record only then. While Redis is down it retries and holds its
 offsets, so after an outage the registry catches up from where it stopped.
 """
 
@@ -11,12 +12,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import orjson
-from pydantic import ValidationError
-
-from streams.worker import Record
+from streams.intake import InputRecord
 from tether.adapters.registry import RegistryUnavailableError, RevocationRegistry
 from tether.models.outputs import Revocation
+from tether.security import SetRejected, SetVerifier
 
 _log = logging.getLogger("tether.registry")
 
@@ -24,31 +23,33 @@ _log = logging.getLogger("tether.registry")
 class RegistrySync:
     """Writes revocation records to the registry, retrying until it accepts them."""
 
-    def __init__(self, registry: RevocationRegistry, *, max_backoff_s: float = 2.0) -> None:
+    def __init__(
+        self, registry: RevocationRegistry, verifier: SetVerifier, *, max_backoff_s: float = 2.0
+    ) -> None:
         self.registry = registry
+        self.verifier = verifier
         self.max_backoff_s = max_backoff_s
         self.written = 0
         self.skipped = 0
 
-    async def on_records(self, records: Sequence[Record]) -> None:
+    async def on_records(self, records: Sequence[InputRecord]) -> None:
         """Write every revocation in ``records`` (heartbeats and foreign records are skipped)."""
         for rec in records:
             rev = self._parse(rec)
             if rev is not None:
                 await self._put(rev)
 
-    def _parse(self, rec: Record) -> Revocation | None:
+    def _parse(self, rec: InputRecord) -> Revocation | None:
         if not rec.value:
-            return None  # a compaction tombstone
+            return None  # a compaction tombstone: revocations leave only by their not_after
         try:
-            doc = orjson.loads(rec.value)
-            if not isinstance(doc, dict) or doc.get("kind") != "revocation":
-                return None
-            return Revocation.model_validate(doc)
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            self.skipped += 1
-            _log.warning("unreadable record on %s@%d: %s", rec.topic, rec.offset, exc)
+            record = self.verifier.verify(rec.value)
+        except SetRejected as exc:
+            if exc.reason != "replayed":  # a duplicate from at-least-once delivery: written
+                self.skipped += 1
+                _log.warning("rejected record on %s@%d: %s", rec.topic, rec.offset, exc)
             return None
+        return record if isinstance(record, Revocation) else None
 
     async def _put(self, rev: Revocation) -> None:
         backoff = 0.05

@@ -27,6 +27,7 @@ from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.outputs import Heartbeat, Source
 from tether.models.session import Session, TokenState
+from tether.security import SetSigner
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, REVOCATIONS
 
@@ -76,6 +77,7 @@ class Worker:
         sessions: TableStore[Session],
         tokens: TableStore[TokenState],
         publisher: Publisher,
+        signer: SetSigner,
         *,
         worker_id: str,
         ready: Callable[[], bool] = lambda: True,
@@ -86,6 +88,7 @@ class Worker:
         self.engine = WorkflowEngine(ctx, sessions)
         self.index = TokenIndex(ctx, tokens)
         self.publisher = publisher
+        self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self.worker_id = worker_id
         self.ready = ready
         self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
@@ -202,7 +205,7 @@ class Worker:
         for f in out.findings:
             batch.add(self.topics[FINDINGS], f.workflow_id.encode(), encode(f))
         for r in out.revocations:
-            batch.add(self.topics[REVOCATIONS], r.target.key.encode(), encode(r))
+            batch.add(self.topics[REVOCATIONS], r.target.key.encode(), self.signer.revocation(r))
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 
@@ -280,7 +283,8 @@ class Worker:
             interval_s=self.settings.heartbeat_s,
         )
         batch = Batch()
-        batch.add(self.topics[REVOCATIONS], f"heartbeat:{self.worker_id}".encode(), encode(hb))
+        key = f"heartbeat:{self.worker_id}".encode()
+        batch.add(self.topics[REVOCATIONS], key, self.signer.heartbeat(hb))
         await self.publisher.send(batch)
 
     def assign(self, partitions: set[int]) -> None:

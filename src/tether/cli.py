@@ -314,5 +314,14 @@ def _mount_stream_commands() -> None:
 _mount_stream_commands()
 
 
+def _mount_keys_commands() -> None:
+    from tether.cli_keys import keys  # noqa: PLC0415  # signing keys for revocations
+
+    main.add_command(keys, "keys")
+
+
+_mount_keys_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

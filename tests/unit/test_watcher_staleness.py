@@ -13,6 +13,7 @@ import pytest
 from sdk_helpers import T0, FakeClock, heartbeat, revocation
 from tether.adapters.memory_registry import MemoryRegistry
 from tether.sdk.revocation_set import RevocationSet
+from tether.security import SetVerifier, StaticKeys
 
 
 @pytest.fixture
@@ -23,6 +24,8 @@ def clock():
 def make(clock, **kwargs) -> RevocationSet:
     kwargs.setdefault("staleness_s", 5.0)
     kwargs.setdefault("fail_closed_tiers", {"high", "default"})
+    # These tests drive freshness directly (records verified elsewhere); no record is applied.
+    kwargs.setdefault("verifier", SetVerifier(StaticKeys([]), issuer="urn:tether:monitor"))
     return RevocationSet(clock=clock, **kwargs)
 
 
@@ -171,11 +174,13 @@ def test_fail_open_counting_is_exact_across_threads(clock):
     assert rset.stats.fail_open == 16000
 
 
-def test_a_watcher_that_never_started_fails_closed_without_any_io():
+def test_a_watcher_that_never_started_fails_closed_without_any_io(tmp_path):
     from tether.sdk.watcher import Watcher
     from tether.settings import Settings
 
-    watcher = Watcher(Settings(kafka_bootstrap="127.0.0.1:1"), fail_closed_tiers={"high"})
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", home=tmp_path / "home")
+    watcher = Watcher(settings, fail_closed_tiers={"high"})
+    assert not (tmp_path / "home").exists()  # the JWKS is read on the first record, not here
     assert watcher.is_revoked(token_id="t", tier="high") is True
     assert watcher.is_revoked(token_id="t", tier="low") is False
     assert watcher.stats.fail_open == 1

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -19,6 +19,7 @@ from tether.demo.board import workload_name
 from tether.demo.fleet import FleetConfig, generate, ground_truth
 from tether.demo.scorecard import score
 from tether.sdk.emitter import Emitter
+from tether.security import peek
 from tether.settings import Settings
 from tether.topics import FINDINGS, REVOCATIONS
 
@@ -92,6 +93,14 @@ def _start_worker(settings: Settings, out: IO[str]) -> subprocess.Popen[bytes]:
     raise RuntimeError("the worker sent no heartbeat within 90 s")
 
 
+def _read(topic: str, value: bytes, revocations_topic: str) -> dict[str, Any]:
+    """An output record as a dict: revocations are signed SETs (shown, not enforced, here)."""
+    if topic == revocations_topic:
+        return peek(value).model_dump(mode="json")
+    doc: dict[str, Any] = orjson.loads(value)
+    return doc
+
+
 def _consumer(settings: Settings, topics: list[str], *, from_end: bool) -> Consumer:
     c = Consumer(
         {
@@ -125,6 +134,7 @@ def _run(
         settings, [settings.topic(FINDINGS), settings.topic(REVOCATIONS)], from_end=True
     )
     found: dict[str, set[str]] = defaultdict(set)
+    revocations_topic = settings.topic(REVOCATIONS)  # signed SETs
     revocations = 0
     sent = 0
     began = time.monotonic()
@@ -136,7 +146,7 @@ def _run(
         while msg is not None:
             value = msg.value()
             if not msg.error() and value:
-                doc = orjson.loads(value)
+                doc = _read(msg.topic() or "", value, revocations_topic)
                 got += 1
                 if doc.get("kind") == "finding":
                     found[doc["workflow_id"]].add(doc["code"])

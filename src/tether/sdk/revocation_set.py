@@ -1,49 +1,41 @@
-"""The gateway's local revocation set: applies feed records, answers ``is_revoked`` in ~1 µs."""
+"""The gateway's local revocation set: applies verified feed records, answers ``is_revoked`` in ~1 µs."""
 
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Final, Protocol
-
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
 from tether.adapters.registry import Clock, RevocationLookup
 from tether.models.outputs import Heartbeat, Revocation, TargetKind
+from tether.security.sets import SetRejected
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_FAIL_CLOSED_TIERS: Final = frozenset({"default", "high"})
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = ("token", "workflow", "workload", "delegation")
-HEARTBEAT_KEY_PREFIX: Final = b"heartbeat:"
+HOLD_MAX: Final = 10_000
+"""Records held at most while their signing key is unknown (the oldest give way)."""
+HOLD_S: Final = 600.0
+"""How long a record signed by an unknown key waits for the JWKS to learn that key."""
+_LOG_EVERY_S: Final = 10.0
 
 Headers = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 """Kafka record headers as confluent-kafka returns them."""
 
 
 class RecordVerifier(Protocol):
-    """Decides whether a feed record is authentic (e.g. checks a signature header)."""
+    """Checks that a feed record is authentic and reads it (:class:`~tether.security.SetVerifier`)."""
 
-    def __call__(self, key: bytes | None, value: bytes, headers: Headers) -> bool:
-        """True to apply the record; False to count it as unverified and skip it."""
+    def verify(self, data: bytes) -> Revocation | Heartbeat:
+        """The record inside ``data``; raises :class:`~tether.security.SetRejected` if not authentic."""
         ...
-
-
-def _record_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "heartbeat" if value.get("kind") == "heartbeat" else "revocation"
-    return str(getattr(value, "kind", "revocation"))
-
-
-# A revocation record may omit "kind" (DESIGN.md lists it only for heartbeats).
-_feed_record: TypeAdapter[Revocation | Heartbeat] = TypeAdapter(
-    Annotated[
-        Annotated[Revocation, Tag("revocation")] | Annotated[Heartbeat, Tag("heartbeat")],
-        Discriminator(_record_kind),
-    ]
-)
 
 
 @dataclass
@@ -51,12 +43,16 @@ class WatcherStats:
     """Counters of a revocation set and the feed that fills it (read them any time).
 
     Attributes:
-        records: feed records seen (including bad ones and tombstones).
-        revocations: valid revocation records (including those expired on arrival).
+        records: feed records seen (including rejected ones and tombstones).
+        revocations: verified revocation records applied (including those expired on arrival).
         expired_on_arrival: revocation records whose ``not_after`` had already passed.
-        heartbeats: heartbeat records applied.
-        bad_records: records that are neither a valid revocation nor a valid heartbeat.
-        unverified: records the verifier rejected.
+        heartbeats: verified heartbeat records applied.
+        rejected: records not applied, by :data:`~tether.security.sets.RejectReason`
+            (``unsigned``, ``bad_signature``, ``alg_not_allowed``, ``unknown_kid``,
+            ``wrong_issuer``, ``wrong_typ``, ``malformed``, ``replayed``). ``replayed`` counts
+            duplicates of a record already applied (normal under at-least-once delivery);
+            ``unknown_kid`` counts records given up after waiting ``HOLD_S`` for their key.
+        held: records waiting now for their signing key to appear in the JWKS.
         tombstones: records with no value (ignored: a revocation ends only at ``not_after``).
         fail_open: ``is_revoked`` answers of "not revoked" given only because the tier fails open.
         fail_closed: ``is_revoked`` answers of "revoked" given only because the feed was stale.
@@ -69,8 +65,8 @@ class WatcherStats:
     revocations: int = 0
     expired_on_arrival: int = 0
     heartbeats: int = 0
-    bad_records: int = 0
-    unverified: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    held: int = 0
     tombstones: int = 0
     fail_open: int = 0
     fail_closed: int = 0
@@ -78,9 +74,45 @@ class WatcherStats:
     errors: int = 0
     lag: int | None = None
 
+    @property
+    def bad_records(self) -> int:
+        """Records rejected as not authentic or unreadable (every reason but ``replayed``)."""
+        return sum(n for reason, n in self.rejected.items() if reason != "replayed")
+
+
+class _RejectionLog:
+    """Logs rejected records, at most once per reason every ``_LOG_EVERY_S``, with a count."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, exc: SetRejected) -> None:
+        now = time.monotonic()
+        last = self._last.get(exc.reason)
+        if last is not None and now - last < _LOG_EVERY_S:
+            self._suppressed[exc.reason] = self._suppressed.get(exc.reason, 0) + 1
+            return
+        self._last[exc.reason] = now
+        more = self._suppressed.pop(exc.reason, 0)
+        # A duplicate is routine under at-least-once delivery; anything else may be an attack.
+        level = logging.DEBUG if exc.reason == "replayed" else logging.WARNING
+        _log.log(
+            level,
+            "revocation feed: rejected a record (%s)%s",
+            exc,
+            f"; {more} more {exc.reason} since the last report" if more else "",
+        )
+
 
 class RevocationSet:
     """Live revocations by target, plus the feed's freshness, with a lock-free read path.
+
+    Feed records are applied only once the verifier has accepted them (signed SETs, see
+    :mod:`tether.security`); verification happens here, on ingest, never on lookup. A
+    tombstone never lifts a revocation: a revocation leaves only at its signed ``not_after``.
+    A record signed by a key the JWKS does not know yet is held (up to ``HOLD_S``) and retried
+    by :meth:`retry_held`, so a key rotation loses nothing while the JWKS refetch is rate-limited.
 
     One writer (the watcher's thread) applies records; any number of threads call
     :meth:`is_revoked`, which reads the clock once and does at most four ``dict.get`` calls
@@ -97,7 +129,7 @@ class RevocationSet:
         fail_closed_tiers: Collection[str] = DEFAULT_FAIL_CLOSED_TIERS,
         registry: RevocationLookup | None = None,
         clock: Clock = time.time,
-        verifier: RecordVerifier | None = None,
+        verifier: RecordVerifier,
     ) -> None:
         """Create an empty, not-yet-ready set.
 
@@ -107,7 +139,8 @@ class RevocationSet:
             fail_closed_tiers: risk tiers that deny when in doubt.
             registry: shared fallback asked only when the feed is stale (e.g. Redis).
             clock: epoch seconds; tests inject a fake.
-            verifier: checks each record before it is applied (signatures).
+            verifier: authenticates and reads each record of :meth:`apply` (e.g.
+                :func:`tether.security.verifier_from_settings`).
         """
         self._staleness_s = staleness_s
         self._fail_closed = frozenset(fail_closed_tiers)
@@ -122,6 +155,8 @@ class RevocationSet:
         self._expiry: list[tuple[float, str, str]] = []  # min-heap; stale entries skipped
         self._stale_after = -math.inf  # "not revoked" is trusted while now <= this
         self._ready = False
+        self._held: deque[tuple[float, bytes]] = deque()
+        self._log_rejection = _RejectionLog()
         self._count_lock = threading.Lock()
         self.last_heartbeat: float | None = None
         self.last_heartbeat_source: str | None = None
@@ -195,32 +230,61 @@ class RevocationSet:
     # -- write path (one thread) -----------------------------------------------------------
 
     def apply(
-        self, key: bytes | None, value: bytes | None, headers: Headers = None
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = None,
     ) -> Revocation | Heartbeat | None:
-        """Apply one record of the revocations topic; never raises on bad input.
+        """Verify and apply one record of the revocations topic; never raises on bad input.
+
+        ``key`` and ``headers`` are not signed, so they decide nothing: the SET names its target.
 
         Returns:
-            The record applied, or None when it was skipped (and counted) as a tombstone,
-            unverified, or bad.
+            The record applied, or None when it was a tombstone (ignored), rejected by the
+            verifier (counted in ``stats.rejected`` and logged, rate-limited), or held because
+            its signing key is not known yet.
         """
         self.stats.records += 1
         if value is None:
             self.stats.tombstones += 1
             return None
-        if self._verifier is not None and not self._verifier(key, value, headers):
-            self.stats.unverified += 1
+        try:
+            record = self._verifier.verify(value)
+        except SetRejected as exc:
+            if exc.reason == "unknown_kid":
+                self._hold(value)
+            else:
+                self._reject(exc)
             return None
-        record = self._parse(key, value)
-        if record is None:
-            self.stats.bad_records += 1
-        elif isinstance(record, Heartbeat):
-            self.heartbeat(record)
-        else:
-            self.add(record)
+        self._apply_verified(record)
         return record
 
+    def retry_held(self) -> list[Revocation | Heartbeat]:
+        """Verify the held records again (their key may be known now); return those applied.
+
+        A record still unknown after ``HOLD_S`` is given up and counted as ``unknown_kid``.
+        """
+        if not self._held:
+            return []
+        now = self._clock()
+        pending, self._held = self._held, deque()
+        applied: list[Revocation | Heartbeat] = []
+        for since, value in pending:
+            try:
+                record = self._verifier.verify(value)
+            except SetRejected as exc:
+                if exc.reason == "unknown_kid" and now - since < HOLD_S:
+                    self._held.append((since, value))
+                else:
+                    self._reject(exc)
+                continue
+            self._apply_verified(record)
+            applied.append(record)
+        self.stats.held = len(self._held)
+        return applied
+
     def add(self, rev: Revocation) -> bool:
-        """Hold ``rev`` until its ``not_after``; False when that has already passed."""
+        """Hold ``rev`` (already verified) until its ``not_after``; False when that has passed."""
         self.stats.revocations += 1
         return self.revoke(rev.target.kind, rev.target.id, rev.not_after.timestamp())
 
@@ -237,7 +301,7 @@ class RevocationSet:
         return True
 
     def heartbeat(self, hb: Heartbeat) -> None:
-        """Note a heartbeat: the feed was alive at ``min(emitted_at, now)``.
+        """Note a heartbeat (already verified): the feed was alive at ``min(emitted_at, now)``.
 
         Taking the earlier of the two means an old heartbeat read during bootstrap, or one from
         a producer whose clock runs behind, never makes the feed look fresher than it is.
@@ -269,16 +333,24 @@ class RevocationSet:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _parse(self, key: bytes | None, value: bytes) -> Revocation | Heartbeat | None:
-        try:
-            if key is None or not key.startswith(HEARTBEAT_KEY_PREFIX):
-                return Revocation.model_validate_json(value)  # the common case, parsed directly
-        except ValidationError:
-            pass
-        try:
-            return _feed_record.validate_json(value)
-        except ValidationError:
-            return None
+    def _apply_verified(self, record: Revocation | Heartbeat) -> None:
+        if isinstance(record, Heartbeat):
+            self.heartbeat(record)
+        else:
+            self.add(record)
+
+    def _hold(self, value: bytes) -> None:
+        if len(self._held) >= HOLD_MAX:
+            self._held.popleft()
+            self._reject(SetRejected("unknown_kid", f"more than {HOLD_MAX} records held"))
+        self._held.append((self._clock(), value))
+        self.stats.held = len(self._held)
+        self._log_rejection(SetRejected("unknown_kid", "held until the JWKS knows its key"))
+
+    def _reject(self, exc: SetRejected) -> None:
+        rejected = self.stats.rejected
+        rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+        self._log_rejection(exc)
 
     def _refresh(self) -> None:
         if not self._ready:

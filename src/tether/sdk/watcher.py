@@ -29,6 +29,7 @@ from tether.sdk.revocation_set import (
     RevocationSet,
     WatcherStats,
 )
+from tether.security.keys import verifier_from_settings
 from tether.settings import Settings
 from tether.topics import REVOCATIONS
 
@@ -52,6 +53,11 @@ class Watcher:
     bootstrap yields every revocation still in force. Heartbeat records on the same topic tell
     a dead feed from a quiet one; see :class:`~tether.sdk.revocation_set.RevocationSet` for how
     staleness, fail-closed tiers and the registry fallback decide answers in doubt.
+
+    Every record is a signed SET (README "Signed revocations"), verified on ingest against the
+    JWKS of ``TETHER_JWKS`` and the issuer ``TETHER_ISSUER``: a record that does not verify is
+    counted in ``stats.rejected`` by reason, logged (rate-limited) and never applied; only
+    verified heartbeats keep the feed fresh; a tombstone never lifts a revocation.
 
     Example::
 
@@ -88,7 +94,9 @@ class Watcher:
             from_beginning: bootstrap from the start of the topic. False tails from the end and
                 is ready at once, knowing only revocations issued from now on.
             on_record: called on the watcher's thread with each record applied.
-            verifier: checks each record before it is applied.
+            verifier: authenticates each record (default: a
+                :class:`~tether.security.SetVerifier` from the settings' ``jwks`` and
+                ``issuer``; it reads the JWKS on the first record, not here).
             clock: epoch seconds; tests inject a fake.
             client_id: names the consumer in broker logs.
         """
@@ -99,7 +107,7 @@ class Watcher:
             fail_closed_tiers=fail_closed_tiers,
             registry=registry,
             clock=clock,
-            verifier=verifier,
+            verifier=verifier or verifier_from_settings(settings, clock=clock),
         )
         self.is_revoked = self.revocations.is_revoked
         """``is_revoked(token_id=, workflow_id=, workload_id=, delegation_id=, *, tier=)``.
@@ -187,6 +195,7 @@ class Watcher:
                             self._handle(msg)
                     if time.monotonic() - last_housekeeping >= _HOUSEKEEPING_S:
                         last_housekeeping = time.monotonic()
+                        self._retry_held()
                         self.revocations.prune()
                         self.stats.lag = self._lag(consumer, partitions)
                 except Exception as exc:  # the feed must outlive any single bad moment
@@ -244,11 +253,20 @@ class Watcher:
             offset = msg.offset()
             if offset is not None and offset + 1 >= self._high.get(partition, 0):
                 self._caught_up(partition)
-        if record is not None and self._on_record is not None:
+        if record is not None:
+            self._notify(record)
+
+    def _notify(self, record: Revocation | Heartbeat) -> None:
+        if self._on_record is not None:
             try:
                 self._on_record(record)
             except Exception:  # a caller's callback must not stop the feed
                 _log.exception("on_record callback failed")
+
+    def _retry_held(self) -> None:
+        """Records whose signing key was unknown: verify them again (the JWKS may know it now)."""
+        for record in self.revocations.retry_held():
+            self._notify(record)
 
     def _caught_up(self, partition: int | None) -> None:
         self._pending.discard(partition if partition is not None else -1)
@@ -256,6 +274,7 @@ class Watcher:
             self._mark_ready()
 
     def _mark_ready(self) -> None:
+        self._retry_held()
         self.revocations.prune()
         self.revocations.mark_ready()
         self.ready.set()
