@@ -54,12 +54,6 @@ def test_pipeline_equals_replay(pipe: Pipeline) -> None:
     assert sum(1 for f in expected["findings"]) > 30
 
 
-@pytest.mark.xfail(
-    reason="faust-streaming 0.15 held back records after a SIGKILL restart with a backlog; "
-    "streams/faust_fixes.py and streams/gaps.py close the cases found (32 of 33 runs clean "
-    "since, the failure unexplained). The commit never passes held-back records",
-    strict=False,
-)
 def test_worker_killed_mid_stream_resumes_with_sessions(pipe: Pipeline) -> None:
     lines = corpus(150, seed=5)
     half = len(lines) // 2
