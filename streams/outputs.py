@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tether.adapters.kafka_publisher import DeliveryError, Entry
+from tether.models.outputs import Revocation
 
 _log = logging.getLogger("tether.worker")
 
@@ -20,6 +21,7 @@ class Batch:
     """Records to publish together: (topic, key, value, partition or None for the key's)."""
 
     records: list[Entry] = field(default_factory=list)
+    unsigned: list[Revocation] = field(default_factory=list)  # signed before publishing
 
     def add(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
@@ -27,8 +29,12 @@ class Batch:
         """Queue one record."""
         self.records.append((topic, key, value, partition))
 
+    def revoke(self, rev: Revocation) -> None:
+        """Queue a revocation; it is signed (off the event loop) before it is published."""
+        self.unsigned.append(rev)
+
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) + len(self.unsigned)
 
 
 class Publisher:

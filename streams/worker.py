@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +22,12 @@ from streams.intake import InputRecord
 from streams.outputs import Batch, Publisher
 from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
+from tether.adapters.kafka_publisher import Entry
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
-from tether.models.outputs import Heartbeat, Source
+from tether.models.outputs import Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
 from tether.security import SetSigner
 from tether.settings import Settings
@@ -89,6 +91,7 @@ class Worker:
         self.index = TokenIndex(ctx, tokens)
         self.publisher = publisher
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
+        self._signing = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
         self.worker_id = worker_id
         self.ready = ready
         self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
@@ -142,8 +145,15 @@ class Worker:
         step's state never reaches the changelog before its outputs are acknowledged. A crash
         in between replays the input against the earlier state instead of losing an output."""
         previous = self._tail
+        signed = None
+        if outputs.unsigned:  # RSA signing releases the GIL: it runs beside the next batch
+            unsigned, outputs.unsigned = outputs.unsigned, []
+            loop = asyncio.get_running_loop()
+            signed = loop.run_in_executor(self._signing, self._sign, unsigned)
 
         async def commit() -> None:
+            if signed is not None:
+                outputs.records.extend(await signed)
             if previous is not None:
                 await previous
             await self.publisher.send(outputs)
@@ -152,6 +162,10 @@ class Worker:
         task = asyncio.ensure_future(commit())
         self._tail = task
         return task
+
+    def _sign(self, revocations: list[Revocation]) -> list[Entry]:
+        topic, sign = self.topics[REVOCATIONS], self.signer.revocation
+        return [(topic, r.target.key.encode(), sign(r), None) for r in revocations]
 
     async def drain(self) -> None:
         """Wait until every step applied so far is durable."""
@@ -204,8 +218,7 @@ class Worker:
     def _collect(self, out: Outbox, batch: Batch) -> None:
         for f in out.findings:
             batch.add(self.topics[FINDINGS], f.workflow_id.encode(), encode(f))
-        for r in out.revocations:
-            batch.add(self.topics[REVOCATIONS], r.target.key.encode(), self.signer.revocation(r))
+        batch.unsigned.extend(out.revocations)
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 
