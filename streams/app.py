@@ -5,51 +5,31 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from streams import codecs, faust_fixes
-from streams.gaps import GapGuard
 from streams.intake import Intake
 from streams.outputs import Publisher
 from streams.recovery import FastRecovery
 from streams.registry_sync import RegistrySync
 from streams.tables import TableStore
-from streams.worker import Record, Worker
+from streams.worker import Worker
 from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
 from tether.models.state_codec import dump_session, dump_token, load_session, load_token
 from tether.security import signer_from_settings, verifier_from_settings
 from tether.settings import Settings
-from tether.topics import CREDENTIAL_USES, INTENTS, REVOCATIONS
+from tether.topics import CREDENTIAL_USES, INTENTS
 
 _log = logging.getLogger("tether.worker")
-Handler = Callable[[list[Record]], Awaitable[None]]
-
-
-class _Positioned:
-    """A faust event with its position, for the gap guard."""
-
-    __slots__ = ("event", "offset", "partition")
-
-    def __init__(self, event: Any) -> None:
-        self.event = event
-        self.partition: int = event.message.partition
-        self.offset: int = event.message.offset
 
 
 def consumer_of(app: faust.App) -> Any:
     """The app's consumer (faust's typing does not expose ``seek``)."""
     return app.consumer
-
-
-def _record(event: Any) -> Record:
-    msg = event.message
-    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
 
 
 def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
@@ -68,7 +48,7 @@ def _started(kafka: KafkaPublisher) -> KafkaPublisher:
     return kafka
 
 
-def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # one place wires the app
+def build(settings: Settings) -> tuple[faust.App, Worker]:  # one place wires the app
     """Assemble the faust app for ``settings``; nothing connects until the app starts."""
     codecs.register()
     faust_fixes.apply()
@@ -100,9 +80,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     )
     n = settings.partitions
     intents_name = settings.topic(INTENTS)
-    guards: list[GapGuard] = []  # one per agent, reset when partitions move
     uses_name = settings.topic(CREDENTIAL_USES)
-    revocations_name = settings.topic(REVOCATIONS)
 
     def source(name: str) -> Any:
         """A topic tether created itself, read as bytes (the codec decodes and validates)."""
@@ -110,7 +88,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
             name, partitions=n, internal=False, key_serializer="raw", value_serializer="raw"
         )
 
-    intents, uses, revocations = (source(intents_name), source(uses_name), source(revocations_name))
+    intents, uses = source(intents_name), source(uses_name)
     sessions_table = _table(app, "sessions", n, codecs.SESSION)
     tokens_table = _table(app, "tokens", n, codecs.TOKEN)
 
@@ -131,8 +109,13 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         worker_id=worker_id,
         ready=ready,
     )
-    sync = RegistrySync(registry, verifier_from_settings(settings))
-    batch_max, within = settings.batch_max, settings.batch_within_s
+    sync = RegistrySync(
+        settings,
+        registry,
+        verifier_from_settings(settings),
+        client_id=f"tether-registry-{worker_id}",
+    )
+    batch_max = settings.batch_max
 
     # tether's input topics skip faust's agents: the consumer loop hands their records to the
     # worker in batches (see intake.py). faust still subscribes to them, assigns them, commits
@@ -163,44 +146,20 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
 
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         intake.reset()
-        for guard in guards:
-            guard.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
         worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        sync.stop()
         kafka.stop(timeout=10)
 
     app.on_partitions_revoked.connect(_revoked)
     app.on_partitions_assigned.connect(_assigned)
     app.on_before_shutdown.connect(_shutdown)
 
-    async def consume(stream: Any, topic: str, handle: Handler) -> None:
-        """The agents' loop: batches without auto-ack; ``handle`` returns once its outputs are
-        durable, and only then are the records acknowledged. A hole in a partition's offsets
-        holds the records behind it back and has them read again (see gaps.py)."""
-        guard = GapGuard()
-        guards.append(guard)
-        async for batch in stream.noack_take(batch_max, within=within):
-            events, rereads = guard.admit([_Positioned(e) for e in batch])
-            for partition, offset in rereads.items():
-                _log.warning(
-                    "records missing in %s[%d] from offset %d: reading them again",
-                    topic,
-                    partition,
-                    offset,
-                )
-                faust_fixes.request_reread(TP(topic, partition), offset)
-            records = [_record(e.event) for e in events]
-            await handle(records)
-            for e in events:
-                await stream.ack(e.event)
-            if settings.trace:
-                _log.info("TRACE acked %s", sorted((r.partition, r.offset) for r in records))
-
-    @app.agent(revocations)
-    async def registry_sync(stream: Any) -> None:
-        await consume(stream, revocations_name, sync.on_records)
+    @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
+    async def _start_registry_sync() -> None:
+        sync.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

@@ -23,16 +23,6 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 
 _applied = False
-_reread: dict[Any, int] = {}
-
-
-def request_reread(tp: Any, offset: int) -> None:
-    """Ask the consumer loop to read ``tp`` again from ``offset`` (between two fetches, where a
-    seek cannot race one). Used when records went missing after the loop delivered them."""
-    current = _reread.get(tp)
-    _reread[tp] = offset if current is None else min(current, offset)
-
-
 async def _getmany(self: Any, timeout: float) -> Any:
     """``Consumer.getmany`` without skipping records of partitions that are assigned but
     momentarily not "active" (paused for recovery or back-pressure): skipping them moved the
@@ -75,10 +65,6 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             self.diag.set_flag(flag)
-            while _reread:
-                tp, offset = _reread.popitem()
-                self.log.warning("re-reading %r from offset %d: records went missing", tp, offset)
-                await self.seek(tp, offset)
             # Poll briefly while a batch waits for the tables to recover.
             ait = getmany(timeout=0.05 if intake is not None and intake.pending else 1.0)
             await asyncio.sleep(0)  # getmany can loop without yielding to the event loop

@@ -1,64 +1,133 @@
 """Keeps the Redis registry in step with the revocations topic (after Kafka acknowledged them).
 
-The registry is a materialised view of the compacted topic: this consumer verifies each signed
-revocation (a record anyone could write to the topic must not reach the gateways' shared
-registry unverified), writes it to Redis and acknowledges the record only then. While Redis is down it retries and holds its
-offsets, so after an outage the registry catches up from where it stopped.
+The registry is a materialised view of the compacted topic. A consumer of its own (a
+confluent-kafka consumer in a thread, group ``<app id>.registry``) verifies each signed
+revocation (anything written to the topic must not reach the gateways' shared registry
+unverified), writes the batch to Redis and commits its offsets only then. While Redis is down
+it retries and holds its offsets, so after an outage the registry catches up from where it
+stopped; detection never waits for Redis, because this consumer is not on the worker's input
+path. Every worker runs one, in the same group, so the topic's partitions are shared out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 
-from streams.intake import InputRecord
-from tether.adapters.registry import RegistryUnavailableError, RevocationRegistry
+from confluent_kafka import Consumer, KafkaError, Message
+
+from tether.adapters.kafka_config import consumer_config
+from tether.adapters.redis_registry import RedisRegistry
+from tether.adapters.registry import RegistryUnavailableError
 from tether.models.outputs import Revocation
 from tether.security import SetRejected, SetVerifier
+from tether.settings import Settings
+from tether.topics import REVOCATIONS
 
 _log = logging.getLogger("tether.registry")
 
 
 class RegistrySync:
-    """Writes revocation records to the registry, retrying until it accepts them."""
+    """Follows the revocations topic and writes every verified revocation to the registry."""
 
     def __init__(
-        self, registry: RevocationRegistry, verifier: SetVerifier, *, max_backoff_s: float = 2.0
+        self,
+        settings: Settings,
+        registry: RedisRegistry,
+        verifier: SetVerifier,
+        *,
+        client_id: str = "tether-registry",
+        batch_max: int = 500,
+        max_backoff_s: float = 2.0,
     ) -> None:
+        self.topic = settings.topic(REVOCATIONS)
         self.registry = registry
         self.verifier = verifier
+        self.batch_max = batch_max
         self.max_backoff_s = max_backoff_s
+        self._config = consumer_config(
+            settings,
+            group_id=f"{settings.group_id}.registry",
+            client_id=client_id,
+            overrides={"session.timeout.ms": int(settings.session_timeout_s * 1000)},
+        )
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self.written = 0
         self.skipped = 0
 
-    async def on_records(self, records: Sequence[InputRecord]) -> None:
-        """Write every revocation in ``records`` (heartbeats and foreign records are skipped)."""
-        for rec in records:
-            rev = self._parse(rec)
-            if rev is not None:
-                await self._put(rev)
+    def start(self) -> None:
+        """Start following the topic (idempotent)."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="tether-registry", daemon=True)
+        self._thread.start()
 
-    def _parse(self, rec: InputRecord) -> Revocation | None:
-        if not rec.value:
-            return None  # a compaction tombstone: revocations leave only by their not_after
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the batch in hand (its offsets are committed only if it was written)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        consumer = Consumer(self._config)
+        consumer.subscribe([self.topic])
         try:
-            record = self.verifier.verify(rec.value)
-        except SetRejected as exc:
-            if exc.reason != "replayed":  # a duplicate from at-least-once delivery: written
-                self.skipped += 1
-                _log.warning("rejected record on %s@%d: %s", rec.topic, rec.offset, exc)
-            return None
-        return record if isinstance(record, Revocation) else None
+            while not self._stopping.is_set():
+                messages = consumer.consume(self.batch_max, 0.5)
+                revocations = self.parse(messages)
+                if not self._write(revocations):
+                    return  # stopping with the batch unwritten: its offsets stay uncommitted
+                if messages:
+                    try:
+                        consumer.commit(asynchronous=False)
+                    except Exception as exc:  # e.g. a rebalance: the new owner rereads them
+                        _log.warning("registry offsets not committed (%s)", exc)
+        except Exception:
+            _log.exception("the registry sync stopped")
+        finally:
+            consumer.close()
 
-    async def _put(self, rev: Revocation) -> None:
-        backoff = 0.05
-        while True:
+    def parse(self, messages: Sequence[Message]) -> list[Revocation]:
+        """The verified revocations among ``messages`` (heartbeats, tombstones, duplicates and
+        rejected records are skipped; a tombstone never lifts a revocation)."""
+        out: list[Revocation] = []
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _log.warning("revocations feed: %s", error.str())
+                continue
+            value = msg.value()
+            if not value:
+                continue
             try:
-                await self.registry.put(rev)
-                self.written += 1
-                return
+                record = self.verifier.verify(value)
+            except SetRejected as exc:
+                if exc.reason != "replayed":  # a duplicate from at-least-once delivery
+                    self.skipped += 1
+                    _log.warning("rejected record on %s@%s: %s", msg.topic(), msg.offset(), exc)
+                continue
+            if isinstance(record, Revocation):
+                out.append(record)
+        return out
+
+    def _write(self, revocations: list[Revocation]) -> bool:
+        """Write every revocation, retrying while Redis is unavailable; False if stopped first."""
+        backoff = 0.05
+        i = 0
+        while i < len(revocations):
+            try:
+                self.registry.put_sync(revocations[i])
             except (RegistryUnavailableError, ConnectionError, OSError) as exc:
                 _log.error("registry unavailable (%s); retrying in %.2fs", exc, backoff)
-                await asyncio.sleep(backoff)
+                if self._stopping.wait(backoff):
+                    return False
                 backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            self.written += 1
+            i += 1
+        return True

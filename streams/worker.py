@@ -140,10 +140,11 @@ class Worker:
 
     def _commit(self, outputs: Batch, state: Batch) -> asyncio.Future[None]:
         """Publish ``outputs``, then ``state`` (the changelog snapshot taken right after the
-        step that produced them), after every earlier step's: steps overlap (the next batch is
-        applied while this one's records are in flight) but become durable in order, and a
-        step's state never reaches the changelog before its outputs are acknowledged. A crash
-        in between replays the input against the earlier state instead of losing an output."""
+        step that produced them) once those outputs and every earlier step are durable: steps
+        overlap (the next batch is applied while this one's records are in flight) but become
+        durable in order, and a step's state never reaches the changelog before its outputs are
+        acknowledged. A crash in between replays the input against the earlier state instead
+        of losing an output."""
         previous = self._tail
         signed = None
         if outputs.unsigned:  # RSA signing releases the GIL: it runs beside the next batch
@@ -154,9 +155,12 @@ class Worker:
         async def commit() -> None:
             if signed is not None:
                 outputs.records.extend(await signed)
+            # Outputs go out at once (their order does not matter, and a revocation should not
+            # wait for earlier steps); the state waits for this step's outputs and for every
+            # earlier step, so the changelog and the acknowledgements stay in step order.
+            await self.publisher.send(outputs)
             if previous is not None:
                 await previous
-            await self.publisher.send(outputs)
             await self.publisher.send(state)
 
         task = asyncio.ensure_future(commit())

@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     )
     web_port: int | None = Field(None, description="faust web server port; unset disables it")
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
-    batch_within_s: float = Field(0.002, gt=0, description="max wait to fill a batch")
     tick_s: float = Field(0.2, gt=0, description="processing-time backstop interval")
     trace: bool = Field(False, description="log every acknowledged input position (debugging)")
     session_timeout_s: float = Field(
