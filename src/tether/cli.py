@@ -208,9 +208,15 @@ def demo(  # click passes every option
 
 @main.command()
 @click.option("--bootstrap", envvar="TETHER_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.option("--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX; default 'tether.'].")
 @click.option("--partitions", type=int, help="Partitions of tether's topics [default: 6].")
 @click.option("--shadow", is_flag=True, default=None, help="Report findings, revoke nothing.")
-@click.option("--worker-id", help="Name of this worker in heartbeats [default: host-pid].")
+@click.option(
+    "--worker-id",
+    help="Stable, unique name of this worker [env TETHER_WORKER_ID]: names it in heartbeats and "
+    "makes it a static group member, so after a crash it takes its partitions straight back "
+    "[default: host-pid].",
+)
 @click.option("--web-port", type=int, help="Enable faust's web server on this port.")
 @click.option(
     "--loglevel",
@@ -220,6 +226,7 @@ def demo(  # click passes every option
 )
 def worker(
     bootstrap: str | None,
+    prefix: str | None,
     partitions: int | None,
     shadow: bool | None,
     worker_id: str | None,
@@ -238,11 +245,13 @@ def worker(
     Examples:
       tether worker
       TETHER_KAFKA_BOOTSTRAP=kafka:9092 TETHER_REDIS_URL=redis://redis:6379/0 tether worker
+      tether worker --worker-id worker-1 --prefix staging.tether.
     """
     from tether.streaming import run_worker  # noqa: PLC0415
 
     settings = _settings(
         kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
         partitions=partitions,
         shadow=shadow,
         worker_id=worker_id,
