@@ -23,6 +23,8 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 
 _applied = False
+
+
 async def _getmany(self: Any, timeout: float) -> Any:
     """``Consumer.getmany`` without skipping records of partitions that are assigned but
     momentarily not "active" (paused for recovery or back-pressure): skipping them moved the

@@ -17,6 +17,8 @@ from tether.models.events import (
 )
 from tether.models.session import Session
 
+_SENSITIVITY = {level: name for name, level in SENSITIVITY_LEVEL.items()}
+
 
 class Identity(Enum):
     """How the presented credential relates to the acting workload."""
@@ -276,7 +278,7 @@ def _grant(session: Session, event: ToolCallIntent, t: float, verdict: Verdict) 
                 event,
                 C.SENSITIVITY_EXCEEDED,
                 (actor, _tok(event), action.data_sensitivity),
-                f"{action.data_sensitivity} data exceeds the grant's {start.grant.max_sensitivity}",
+                f"{action.data_sensitivity} data exceeds the grant's {_SENSITIVITY[start.max_level]}",
                 t,
             )
         )

@@ -19,6 +19,7 @@ from tether.models.events import InputEvent
 from tether.models.session import Session, TokenState
 
 _INF = float("inf")
+_HEAP_SLACK = 1024  # superseded wake-ups tolerated beyond the live ones (see _compact_heap)
 
 
 class WorkflowEngine:
@@ -122,9 +123,19 @@ class WorkflowEngine:
         s.rewake = False
         wake = wake_at(s, self.ctx.cfg)
         wf = s.workflow_id
-        if wake < self._scheduled.get(wf, _INF):
-            self._scheduled[wf] = wake
+        scheduled = self._scheduled
+        if wake < scheduled.get(wf, _INF):
+            scheduled[wf] = wake
             heapq.heappush(self._heap, (wake, wf))
+            if len(self._heap) > 2 * len(scheduled) + _HEAP_SLACK:
+                self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        """Drop superseded wake-ups. An earlier wake-up leaves the later one in the heap until
+        its time (an idle timeout: a day of event time), so without this the heap would grow
+        with every reschedule; rebuilding once it is twice the live size is amortized O(1)."""
+        self._heap = [(wake, wf) for wf, wake in self._scheduled.items()]
+        heapq.heapify(self._heap)
 
 
 class TokenIndex:

@@ -7,6 +7,8 @@ returned for the caller to route (in streaming, through a repartition by ``token
 
 from __future__ import annotations
 
+import sys
+from collections import deque
 from dataclasses import dataclass, field
 
 from tether.core import codes as C
@@ -41,6 +43,9 @@ from tether.models.session import (
 )
 
 _SEEN_PRUNE_AT = 4096  # event ids remembered per workflow before old ones are pruned
+_SEEN_SLACK = 1.125  # see _expire_seen
+_RECENT_LIST_MAX = 32  # see _remember
+_INF = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,22 +66,21 @@ def fold(
 ) -> Session:
     """Apply one event to its workflow's session. Duplicate ``event_id``s are ignored."""
     s = session if session is not None else Session(event.workflow_id)
-    if event.event_id in s.seen:
+    seen = s.seen
+    if event.event_id in seen:
         return s
     t = event.t
-    s.seen[event.event_id] = t
+    seen[event.event_id] = t
     s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
+    if len(seen) > _SEEN_PRUNE_AT:
+        _expire_seen(s, cfg.dedup_window_s)
     cred = event.credential
     if type(event) is WorkflowStarted:
         if s.started is None:
             s.started = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
     elif type(event) is DelegationGranted:
-        d = event.delegation
-        if d.delegation_id not in s.delegations:
-            rec = DelegationRec.of(event)
-            s.delegations[d.delegation_id] = rec
-            s.delegations_to.setdefault(rec.delegatee, []).append(rec)
+        _add_delegation(s, event)
     if cred is not None:
         _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now, out)
     if type(event) is ToolCallIntent:
@@ -93,13 +97,50 @@ def fold(
     return s
 
 
+def _add_delegation(s: Session, event: DelegationGranted) -> None:
+    did = event.delegation.delegation_id
+    if s.delegations is None or s.delegations_to is None:
+        s.delegations, s.delegations_to = {}, {}
+    elif did in s.delegations:
+        return
+    rec = DelegationRec.of(event)
+    s.delegations[did] = rec
+    s.delegations_to.setdefault(rec.delegatee, []).append(rec)
+
+
+def _expire_seen(s: Session, window: float) -> None:
+    """Bound a busy workflow's event ids by time even when nothing wakes its session.
+
+    Prunes once the first id remembered is older than ``window`` by an eighth more, so that at
+    least an eighth of a window of event time passes between two scans (amortized O(1) per
+    event); ids are remembered for at least ``window`` of event time either way.
+    """
+    seen = s.seen
+    if next(iter(seen.values())) < s.last_time - window * _SEEN_SLACK:
+        _prune_seen(s, s.last_time - window)
+
+
+def _prune_seen(s: Session, horizon: float) -> None:
+    """Forget event ids dated before ``horizon`` (the dedup window's start)."""
+    s.seen = {k: v for k, v in s.seen.items() if v >= horizon}
+
+
 def _remember(s: Session, act: ActRef, grace: float) -> None:
-    """Keep recent calls for one grace period, to judge a completion that arrives late."""
+    """Keep recent calls for one grace period, to judge a completion that arrives late.
+
+    A short list (most workflows make a few calls per grace period); a deque once it grows,
+    so that a burst of calls into one workflow trims in O(1) per call.
+    """
     recent = s.recent
+    if recent is None:
+        s.recent = [act]
+        return
     horizon = s.last_time - grace  # the watermark is at least last_time
     while recent and recent[0].t < horizon:
-        recent.popleft()
+        del recent[0]
     recent.append(act)
+    if len(recent) > _RECENT_LIST_MAX and type(recent) is list:
+        s.recent = deque(recent)
 
 
 def _track_token(
@@ -132,9 +173,14 @@ def _revoke_on_completion(
     now: Stamp,
     out: Outbox,
 ) -> None:
-    if not cfg.revoke_on_completion or cfg.shadow or token_id in s.completion_revoked:
+    if not cfg.revoke_on_completion or cfg.shadow:
         return
-    s.completion_revoked.add(token_id)
+    revoked = s.completion_revoked
+    if revoked is None:
+        s.completion_revoked = revoked = set()
+    elif token_id in revoked:
+        return
+    revoked.add(token_id)
     out.revocations.append(
         completion_revocation(s.workflow_id, token_id, expires, done, evidence, cfg, now)
     )
@@ -148,7 +194,7 @@ def _complete(
     s.completed_at = t
     s.rewake = True
     s.completed_event = event.event_id
-    for act in s.recent:
+    for act in s.recent or ():
         if act.t > t:
             _late_after_completion(s, act, t, cfg, now, out)
     for token_id, seen in s.tokens.items():
@@ -179,9 +225,12 @@ def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: Stamp, out: Outbo
     if not cfg.enabled(v.code):
         return
     fid = v.finding_id
-    if fid in s.fired:
+    fired = s.fired
+    if fired is None:
+        s.fired = fired = set()
+    elif fid in fired:
         return
-    s.fired.add(fid)
+    fired.add(fid)
     emit(v, cfg, now, out)
 
 
@@ -210,7 +259,11 @@ def _evaluate(
         _record_use(s, event, t, verdict)
     if verdict.waiting and not final:
         s.seq += 1
-        s.pending.append(Pending(t + cfg.grace_s, s.seq, event))
+        wait = Pending(t + cfg.grace_s, s.seq, event)
+        if s.pending is None:
+            s.pending = [wait]
+        else:
+            s.pending.append(wait)
         s.rewake = True
     elif type(event) is ToolCallIntent and cfg.emit_decisions:
         out.decisions.append(_decision(event, verdict, outcome, now))
@@ -226,6 +279,7 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
     inherited = verdict.identity is Identity.INHERITED
     rec = s.uses.get(key)
     if rec is None:
+        key = (key[0], sys.intern(key[1]))  # workload ids repeat across the fleet
         s.uses[key] = UseRec(t, event.event_id, inherited, cred.expires_t, reported=False)
         s.unsettled += 1
         s.rewake = True
@@ -324,7 +378,7 @@ def fire_due(
     if s.pending:
         due = [p for p in s.pending if p.deadline < watermark]
         if due:
-            s.pending = [p for p in s.pending if p.deadline >= watermark]
+            s.pending = [p for p in s.pending if p.deadline >= watermark] or None
             due.sort(key=lambda p: (p.deadline, p.seq))
             for p in due:
                 t = p.event.t
@@ -353,8 +407,11 @@ def fire_due(
                 out,
             )
     recent = s.recent
-    while recent and recent[0].t + grace < watermark:
-        recent.popleft()
+    if recent is not None:
+        while recent and recent[0].t + grace < watermark:
+            del recent[0]
+        if not recent:
+            s.recent = None
     return _lifecycle(s, watermark, cfg)
 
 
@@ -368,8 +425,7 @@ def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | 
     elif watermark > s.last_time + cfg.idle_timeout_s:
         return None
     if len(s.seen) > _SEEN_PRUNE_AT:
-        horizon = watermark - cfg.dedup_window_s
-        s.seen = {k: v for k, v in s.seen.items() if v >= horizon}
+        _prune_seen(s, watermark - cfg.dedup_window_s)
     return s
 
 
@@ -380,13 +436,13 @@ def _compact(s: Session) -> None:
     s.uses = {}
     s.unsettled = 0
     s.tokens = {}
-    s.recent.clear()
+    s.recent = None
 
 
 def wake_at(s: Session, cfg: DetectionConfig) -> float:
     """The event time after which ``fire_due`` has something to do for this session."""
     grace = cfg.grace_s
-    due = min((p.deadline for p in s.pending), default=float("inf"))
+    due = min(p.deadline for p in s.pending) if s.pending else _INF
     if s.unknown is not None and not s.unknown_done:
         due = min(due, s.unknown.t + grace)
     if s.unsettled:

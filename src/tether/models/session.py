@@ -2,53 +2,117 @@
 
 Plain slotted dataclasses (not pydantic) because the fold mutates them on every event. Times are
 POSIX seconds (float) so that comparisons on the hot path are cheap.
+
+Memory: a monitor holds one session per active workflow, so state keeps only what the checks and
+the state codec read. Values that repeat across a fleet (workload ids, scope/tool/destination
+sets, a grant's policy facts) enter state through ``shared`` and ``sys.intern``, so that sessions
+share one copy; containers that most sessions never fill start as ``None``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from tether.models.common import SENSITIVITY_LEVEL
 from tether.models.events import DelegationGranted, Grant, InputEvent
 
+_H = TypeVar("_H", bound=Hashable)
+
+SHARED_MAX: Final = 2048  # distinct values the canonicalizing cache holds before it starts over
+SHARED_MAX_ITEMS: Final = 16  # larger sets are not shared (rare, and they would pin memory)
+_shared: dict[object, object] = {}
+
+
+def shared(value: _H) -> _H:
+    """One canonical instance of an immutable value that repeats across sessions.
+
+    A plain dict bounded by ``SHARED_MAX``: when it is full it starts over, so a flood of
+    distinct values (all attacker-chosen, say) costs at most that many entries, and values that
+    keep repeating are shared again from then on. Sessions holding an earlier instance keep it.
+    """
+    hit = _shared.get(value)
+    if hit is not None:
+        return hit  # type: ignore[return-value]  # keyed by the value itself: same type
+    if len(_shared) >= SHARED_MAX:
+        _shared.clear()
+    _shared[value] = value
+    return value
+
+
+def shared_set(items: Collection[str]) -> frozenset[str]:
+    """``items`` as a frozenset, shared with every equal set that came before (small sets)."""
+    value = frozenset(items)
+    return shared(value) if len(value) <= SHARED_MAX_ITEMS else value
+
+
+PolicyFacts = tuple[str, str, str, int]  # (task_type, purpose, autonomy, max sensitivity level)
+
 
 @dataclass(slots=True)
 class StartInfo:
-    """The workflow's initiator and baseline grant, precomputed for fast checks."""
+    """The workflow's initiator and what the checks need of its baseline grant.
+
+    Only the grant's derived facts are kept, not the validated ``Grant`` (a pydantic model with
+    its lists, strings and datetimes costs more than the rest of a session).
+    """
 
     initiator: str
     started_at: float
     event_id: str
-    grant: Grant
     scopes: frozenset[str]
-    tools: frozenset[str]
-    destinations: frozenset[str]
-    max_level: int
+    tools: frozenset[str]  # empty: any tool
+    destinations: frozenset[str]  # empty: any destination
+    max_level: int  # the grant's max_sensitivity as SENSITIVITY_LEVEL
     not_after: float
-    policy_facts: tuple[str, str, str, int]  # (task_type, purpose, autonomy, max level)
-    standing: object = None  # the initiator's standing, cached by the core (not serialized)
+    policy_facts: PolicyFacts  # what per-call policy reads of the grant
+    # the initiator's standing, cached by the core (not serialized, not part of equality)
+    standing: object = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, initiator: str, started_at: float, event_id: str, grant: Grant) -> StartInfo:
-        """Precompute the grant's sets and levels."""
+        """From the ``workflow.started`` event's agent, time, id and grant."""
+        level = SENSITIVITY_LEVEL[grant.max_sensitivity]
+        return cls.build(
+            initiator,
+            started_at,
+            event_id,
+            scopes=grant.scopes,
+            tools=grant.tools,
+            destinations=grant.destinations,
+            max_level=level,
+            not_after=grant.not_after.timestamp(),
+            policy_facts=(grant.task_type, grant.purpose, grant.autonomy, level),
+        )
+
+    @classmethod
+    def build(  # noqa: PLR0913  # one keyword per fact, as the state codec stores them
+        cls,
+        initiator: str,
+        started_at: float,
+        event_id: str,
+        *,
+        scopes: Collection[str],
+        tools: Collection[str],
+        destinations: Collection[str],
+        max_level: int,
+        not_after: float,
+        policy_facts: PolicyFacts,
+    ) -> StartInfo:
+        """From the facts themselves, sharing the values that repeat across a fleet."""
         return cls(
-            initiator=initiator,
+            initiator=sys.intern(initiator),
             started_at=started_at,
             event_id=event_id,
-            grant=grant,
-            scopes=frozenset(grant.scopes),
-            tools=frozenset(grant.tools),
-            destinations=frozenset(grant.destinations),
-            max_level=SENSITIVITY_LEVEL[grant.max_sensitivity],
-            not_after=grant.not_after.timestamp(),
-            policy_facts=(
-                grant.task_type,
-                grant.purpose,
-                grant.autonomy,
-                SENSITIVITY_LEVEL[grant.max_sensitivity],
-            ),
+            scopes=shared_set(scopes),
+            tools=shared_set(tools),
+            destinations=shared_set(destinations),
+            max_level=max_level,
+            not_after=not_after,
+            policy_facts=shared(policy_facts),
         )
 
 
@@ -70,10 +134,10 @@ class DelegationRec:
         d = event.delegation
         return cls(
             delegation_id=d.delegation_id,
-            delegator=event.agent.workload_id,
-            delegatee=d.to_workload_id,
-            scopes=frozenset(d.scopes),
-            granted_at=event.occurred_at.timestamp(),
+            delegator=sys.intern(event.agent.workload_id),
+            delegatee=sys.intern(d.to_workload_id),
+            scopes=shared_set(d.scopes),
+            granted_at=event.t,
             expires_at=d.expires_at.timestamp(),
             event_id=event.event_id,
         )
@@ -104,22 +168,26 @@ class ActRef(NamedTuple):
 
 @dataclass(slots=True)
 class Session:
-    """One workflow's correlated state."""
+    """One workflow's correlated state.
+
+    The containers most workflows never fill (delegations, findings fired, completion
+    revocations, pending checks, recent calls) are ``None`` until first written.
+    """
 
     workflow_id: str
     started: StartInfo | None = None
     completed_at: float | None = None
     completed_event: str | None = None
-    delegations: dict[str, DelegationRec] = field(default_factory=dict)
-    delegations_to: dict[str, list[DelegationRec]] = field(default_factory=dict)
-    seen: dict[str, float] = field(default_factory=dict)
-    fired: set[str] = field(default_factory=set)
+    delegations: dict[str, DelegationRec] | None = None
+    delegations_to: dict[str, list[DelegationRec]] | None = None  # by delegatee
+    seen: dict[str, float] = field(default_factory=dict)  # event id -> event time
+    fired: set[str] | None = None  # finding ids
     uses: dict[tuple[str, str], UseRec] = field(default_factory=dict)
     unsettled: int = 0  # uses not yet reported to the token index
     tokens: dict[str, TokenSeen] = field(default_factory=dict)
-    completion_revoked: set[str] = field(default_factory=set)
-    pending: list[Pending] = field(default_factory=list)
-    recent: deque[ActRef] = field(default_factory=deque)  # roughly time-ordered
+    completion_revoked: set[str] | None = None  # token ids
+    pending: list[Pending] | None = None
+    recent: list[ActRef] | deque[ActRef] | None = None  # roughly time-ordered; None once drained
     unknown: ActRef | None = None  # earliest call dated before any known start
     unknown_done: bool = False
     compacted: bool = False

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any
+from sys import intern
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,31 +18,111 @@ from tether.models.session import (
     TokenSeen,
     TokenState,
     UseRec,
+    shared_set,
 )
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # sessions; 2: the start's grant facts inline, empty fields left out
+_READABLE = frozenset({1, STATE_VERSION})  # version 1 sessions still load
+TOKEN_STATE_VERSION = 1
+
+_T = TypeVar("_T")
+
+
+class _Once:
+    """Hands back the first equal value it was given: repeats within one record share an object
+    (a record repeats event ids, token ids and times that the live session held once)."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[object, object] = {}
+
+    def __call__(self, value: _T) -> _T:
+        return self._known.setdefault(value, value)  # type: ignore[return-value]  # keyed by itself
 
 
 def _act(a: ActRef | None) -> list[Any] | None:
     return None if a is None else [a.t, a.event_id, a.workload_id, a.token_id, a.token_expires]
 
 
-def _unact(v: list[Any] | None) -> ActRef | None:
-    return None if v is None else ActRef(*v)
+def _unact(v: list[Any], one: _Once) -> ActRef:
+    t, event_id, workload_id, token_id, token_expires = v
+    return ActRef(one(t), one(event_id), intern(workload_id), one(token_id), one(token_expires))
+
+
+def _start(start: StartInfo | None) -> list[Any] | None:
+    if start is None:
+        return None
+    task_type, purpose, autonomy, _ = start.policy_facts
+    return [
+        start.initiator,
+        start.started_at,
+        start.event_id,
+        start.not_after,
+        start.max_level,
+        task_type,
+        purpose,
+        autonomy,
+        sorted(start.scopes),
+        sorted(start.tools),
+        sorted(start.destinations),
+    ]
+
+
+def _unstart(v: list[Any] | None, version: int, one: _Once) -> StartInfo | None:
+    if v is None:
+        return None
+    if version == 1:  # [initiator, started_at, event_id, the grant as JSON]
+        initiator, started_at, event_id, grant = v
+        return StartInfo.of(
+            initiator, one(started_at), one(event_id), Grant.model_validate_json(grant)
+        )
+    (
+        initiator,
+        started_at,
+        event_id,
+        not_after,
+        max_level,
+        task_type,
+        purpose,
+        autonomy,
+        scopes,
+        tools,
+        destinations,
+    ) = v
+    return StartInfo.build(
+        initiator,
+        one(started_at),
+        one(event_id),
+        scopes=scopes,
+        tools=tools,
+        destinations=destinations,
+        max_level=max_level,
+        not_after=not_after,
+        policy_facts=(task_type, purpose, autonomy, max_level),
+    )
 
 
 def dump_session(s: Session) -> bytes:
-    """Serialize a session."""
-    start = s.started
-    doc = {
+    """Serialize a session. Fields at their initial value are left out (smaller records)."""
+    doc: dict[str, Any] = {
         "v": STATE_VERSION,
         "w": s.workflow_id,
-        "s": None
-        if start is None
-        else [start.initiator, start.started_at, start.event_id, start.grant.model_dump_json()],
-        "c": s.completed_at,
-        "ce": s.completed_event,
-        "d": [
+        "s": _start(s.started),
+        "seen": s.seen,
+        "u": [
+            [tok, wl, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+            for (tok, wl), u in s.uses.items()
+        ],
+        "tk": {tok: [ts.first_use, ts.expires_at, ts.event_id] for tok, ts in s.tokens.items()},
+        "lt": s.last_time,
+        "pt": s.partition,
+    }
+    if s.completed_at is not None:
+        doc["c"] = s.completed_at
+        doc["ce"] = s.completed_event
+    if s.delegations:
+        doc["d"] = [
             [
                 d.delegation_id,
                 d.delegator,
@@ -53,61 +133,76 @@ def dump_session(s: Session) -> bytes:
                 d.event_id,
             ]
             for d in s.delegations.values()
-        ],
-        "seen": s.seen,
-        "f": sorted(s.fired),
-        "u": [
-            [tok, wl, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
-            for (tok, wl), u in s.uses.items()
-        ],
-        "us": s.unsettled,
-        "tk": {tok: [ts.first_use, ts.expires_at, ts.event_id] for tok, ts in s.tokens.items()},
-        "cr": sorted(s.completion_revoked),
-        "p": [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending],
-        "r": [_act(a) for a in s.recent],
-        "un": _act(s.unknown),
-        "ud": s.unknown_done,
-        "cp": s.compacted,
-        "lt": s.last_time,
-        "sq": s.seq,
-        "pt": s.partition,
-    }
+        ]
+    if s.fired:
+        doc["f"] = sorted(s.fired)
+    if s.unsettled:
+        doc["us"] = s.unsettled
+    if s.completion_revoked:
+        doc["cr"] = sorted(s.completion_revoked)
+    if s.pending:
+        doc["p"] = [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending]
+    if s.recent:
+        doc["r"] = [_act(a) for a in s.recent]
+    if s.unknown is not None:
+        doc["un"] = _act(s.unknown)
+    if s.unknown_done:
+        doc["ud"] = True
+    if s.compacted:
+        doc["cp"] = True
+    if s.seq:
+        doc["sq"] = s.seq
     return orjson.dumps(doc)
 
 
 def load_session(data: bytes) -> Session:
-    """Deserialize a session written by ``dump_session``."""
+    """Deserialize a session written by ``dump_session`` (this version or version 1).
+
+    Values the live session shared are shared again (``_Once``, ``intern``, ``shared_set``), so
+    that a recovered session costs about what the live one did.
+    """
     doc = orjson.loads(data)
-    if doc.get("v") != STATE_VERSION:
-        raise ValueError(f"unsupported session state version {doc.get('v')!r}")
+    version = doc.get("v")
+    if version not in _READABLE:
+        raise ValueError(f"unsupported session state version {version!r}")
+    one = _Once()
     s = Session(doc["w"])
-    if doc["s"] is not None:
-        initiator, started_at, event_id, grant = doc["s"]
-        s.started = StartInfo.of(initiator, started_at, event_id, Grant.model_validate_json(grant))
-    s.completed_at = doc["c"]
-    s.completed_event = doc["ce"]
-    for did, frm, to, scopes, granted, expires, eid in doc["d"]:
-        rec = DelegationRec(did, frm, to, frozenset(scopes), granted, expires, eid)
-        s.delegations[did] = rec
-        s.delegations_to.setdefault(to, []).append(rec)
-    s.seen = doc["seen"]
-    s.fired = set(doc["f"])
-    s.uses = {
-        (tok, wl): UseRec(t, eid, inh, exp, rep) for tok, wl, t, eid, inh, exp, rep in doc["u"]
+    s.seen = {one(k): one(t) for k, t in doc["seen"].items()}
+    s.started = _unstart(doc["s"], version, one)
+    s.completed_at = doc.get("c")
+    s.completed_event = one(doc.get("ce"))
+    if doc.get("d"):
+        s.delegations, s.delegations_to = {}, {}
+        for did, frm, to, scopes, granted, expires, eid in doc["d"]:
+            rec = DelegationRec(
+                did, intern(frm), intern(to), shared_set(scopes), one(granted), expires, one(eid)
+            )
+            s.delegations[did] = rec
+            s.delegations_to.setdefault(rec.delegatee, []).append(rec)
+    s.fired = set(doc["f"]) if doc.get("f") else None
+    s.tokens = {
+        one(tok): TokenSeen(one(first), one(exp), one(eid))
+        for tok, (first, exp, eid) in doc["tk"].items()
     }
-    s.unsettled = doc["us"]
-    s.tokens = {tok: TokenSeen(*v) for tok, v in doc["tk"].items()}
-    s.completion_revoked = set(doc["cr"])
-    s.pending = [
-        Pending(deadline, seq, input_event_adapter.validate_json(ev))
-        for deadline, seq, ev in doc["p"]
-    ]
-    s.recent = deque(ActRef(*a) for a in doc["r"])
-    s.unknown = _unact(doc["un"])
-    s.unknown_done = doc["ud"]
-    s.compacted = doc["cp"]
+    s.uses = {
+        (one(tok), intern(wl)): UseRec(one(t), one(eid), inh, one(exp), rep)
+        for tok, wl, t, eid, inh, exp, rep in doc["u"]
+    }
+    s.unsettled = doc.get("us", 0)
+    s.completion_revoked = {one(tok) for tok in doc["cr"]} if doc.get("cr") else None
+    if doc.get("p"):
+        s.pending = [
+            Pending(deadline, seq, input_event_adapter.validate_json(ev))
+            for deadline, seq, ev in doc["p"]
+        ]
+    if doc.get("r"):
+        s.recent = [_unact(a, one) for a in doc["r"]]
+    if doc.get("un") is not None:
+        s.unknown = _unact(doc["un"], one)
+    s.unknown_done = doc.get("ud", False)
+    s.compacted = doc.get("cp", False)
     s.last_time = doc["lt"]
-    s.seq = doc["sq"]
+    s.seq = doc.get("sq", 0)
     s.partition = doc.get("pt", -1)
     return s
 
@@ -116,7 +211,7 @@ def dump_token(st: TokenState) -> bytes:
     """Serialize a token's cross-workflow state."""
     return orjson.dumps(
         {
-            "v": STATE_VERSION,
+            "v": TOKEN_STATE_VERSION,
             "k": st.token_id,
             "x": st.expires_at,
             "p": [[wl, wf, u.t, u.event_id, u.inherited] for (wl, wf), u in st.pairs.items()],
@@ -129,7 +224,7 @@ def dump_token(st: TokenState) -> bytes:
 def load_token(data: bytes) -> TokenState:
     """Deserialize a token state written by ``dump_token``."""
     doc = orjson.loads(data)
-    if doc.get("v") != STATE_VERSION:
+    if doc.get("v") != TOKEN_STATE_VERSION:
         raise ValueError(f"unsupported token state version {doc.get('v')!r}")
     st = TokenState(doc["k"], doc["x"])
     st.pairs = {(wl, wf): PairUse(t, eid, inh) for wl, wf, t, eid, inh in doc["p"]}
