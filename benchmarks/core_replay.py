@@ -26,6 +26,7 @@ from tether.replay import Replayer
 from tether.settings import Settings
 
 TARGET_EVENTS_PER_S = 50_000
+DEFAULT_CORPUS = Path(__file__).resolve().parent / "out" / "fleet-1m.jsonl"
 
 
 def rss_mb() -> float:
@@ -56,33 +57,36 @@ class Sink:
         self.bytes += len(data)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--corpus", type=Path, default=Path("benchmarks/out/fleet-1m.jsonl"))
-    ap.add_argument("--samples", type=int, default=10, help="memory samples along the run")
-    args = ap.parse_args()
+def ensure_corpus(corpus: Path, events: int, seed: int) -> None:
+    """Write the corpus unless ``corpus`` already holds at least ``events`` lines."""
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    if corpus.exists():
+        with corpus.open("rb") as f:
+            if sum(1 for _ in f) >= events:
+                return
+    t = time.perf_counter()
+    write_corpus(corpus, events, seed)
+    print(
+        f"wrote {events:,} events to {corpus} in {time.perf_counter() - t:.1f}s",
+        file=sys.stderr,
+    )
 
-    args.corpus.parent.mkdir(parents=True, exist_ok=True)
-    lines_needed = args.events
-    if not args.corpus.exists() or sum(1 for _ in args.corpus.open("rb")) < lines_needed:
-        t = time.perf_counter()
-        write_corpus(args.corpus, args.events, args.seed)
-        print(
-            f"wrote {args.events:,} events to {args.corpus} in {time.perf_counter() - t:.1f}s",
-            file=sys.stderr,
-        )
 
+def run(
+    events: int = 1_000_000, seed: int = 7, corpus: Path = DEFAULT_CORPUS, samples: int = 10
+) -> dict:
+    """Replay ``events`` lines of the corpus (written first if needed); return the figures."""
+    ensure_corpus(corpus, events, seed)
     mon = monitor(Settings(), decisions=False)  # default Cedar pack on
     sink = Sink()
-    rep = Replayer(mon, sink.write, source=str(args.corpus))
-    step = max(1, args.events // args.samples)
+    rep = Replayer(mon, sink.write, source=str(corpus))
+    step = max(1, events // samples)
     profile: list[dict[str, float]] = []
     gc.collect()
     began = time.perf_counter()
+    cpu_began = time.process_time()
     fed = 0
-    with args.corpus.open("rb") as f:
+    with corpus.open("rb") as f:
         batch: list[bytes] = []
         for line in f:
             batch.append(line)
@@ -99,19 +103,22 @@ def main() -> int:
                         "elapsed_s": round(time.perf_counter() - began, 2),
                     }
                 )
-            if fed + len(batch) >= args.events:
+            if fed + len(batch) >= events:
                 break
         if batch:
             rep._run_fast(batch)
             fed += len(batch)
     stats = rep.finish()
     elapsed = time.perf_counter() - began
-    result = {
+    cpu = time.process_time() - cpu_began
+    return {
         "benchmark": "P1 core replay",
         "events": stats.events,
         "dead_letters": stats.deadletters,
         "elapsed_s": round(elapsed, 2),
         "events_per_s": round(stats.events / elapsed),
+        "cpu_s": round(cpu, 2),
+        "events_per_cpu_s": round(stats.events / cpu) if cpu > 0 else None,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "findings": sum(stats.findings.values()),
         "revocations": stats.revocations,
@@ -120,9 +127,12 @@ def main() -> int:
         "python": sys.version.split()[0],
         "memory_profile": profile,
     }
-    print(json.dumps(result))
+
+
+def print_profile(result: dict) -> None:
+    """The human summary, on stderr."""
     print(
-        f"\nP1 core replay: {result['events']:,} events in {elapsed:.1f}s = "
+        f"\nP1 core replay: {result['events']:,} events in {result['elapsed_s']:.1f}s = "
         f"{result['events_per_s']:,} events/s (target >= {TARGET_EVENTS_PER_S:,})",
         file=sys.stderr,
     )
@@ -130,12 +140,24 @@ def main() -> int:
         f"{'events':>10} {'rss MiB':>8} {'sessions':>9} {'tokens':>8} {'elapsed s':>9}",
         file=sys.stderr,
     )
-    for row in profile:
+    for row in result["memory_profile"]:
         print(
             f"{row['events']:>10,} {row['rss_mb']:>8} {row['sessions']:>9,} "
             f"{row['tokens']:>8,} {row['elapsed_s']:>9}",
             file=sys.stderr,
         )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--samples", type=int, default=10, help="memory samples along the run")
+    args = ap.parse_args()
+    result = run(args.events, args.seed, args.corpus, args.samples)
+    print(json.dumps(result))
+    print_profile(result)
     return 0
 
 

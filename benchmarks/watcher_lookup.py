@@ -35,7 +35,7 @@ def fill(watcher: Watcher, live: int) -> list[str]:
     return tokens
 
 
-def per_call(label: str, calls: int, run) -> float:
+def per_call(label: str, calls: int, run, echo=print) -> float:
     """Time `run()` (which makes `calls` lookups) after a warm-up; print and return µs/call."""
     run()
     gc.disable()
@@ -44,26 +44,22 @@ def per_call(label: str, calls: int, run) -> float:
     elapsed = time.perf_counter() - start
     gc.enable()
     micros = elapsed / calls * 1e6
-    print(f"{label:52s} {micros:6.3f} µs/call")
+    echo(f"{label:52s} {micros:6.3f} µs/call")
     return micros
 
 
-def main() -> None:
-    """Print µs/call for hits and misses, token-only and with all three identities."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--live", type=int, default=1_000_000)
-    parser.add_argument("--calls", type=int, default=1_000_000)
-    args = parser.parse_args()
+def run(live: int = 1_000_000, calls: int = 1_000_000, echo=print) -> dict:
+    """Fill a watcher with `live` revocations, time the lookups; return µs/call per case."""
     watcher = Watcher(Settings(), staleness_s=3600)  # never started: no broker needed
     t0 = time.perf_counter()
-    tokens = fill(watcher, args.live)
-    print(
+    tokens = fill(watcher, live)
+    echo(
         f"filled {len(watcher.revocations):,} live revocations in {time.perf_counter() - t0:.1f} s"
     )
     # 100,000 distinct ids per case, spread over the whole set (not a cache-warm handful)
     hits = random.sample(tokens, min(100_000, len(tokens)))
     misses = [f"unknown-{i:08d}" for i in range(len(hits))]
-    rounds = max(1, args.calls // len(hits))
+    rounds = max(1, calls // len(hits))
     is_revoked = watcher.is_revoked
     if not all(is_revoked(token_id=t) for t in hits) or any(is_revoked(token_id=t) for t in misses):
         raise SystemExit("lookup answered wrongly")
@@ -88,12 +84,30 @@ def main() -> None:
             for t in misses:
                 _noop(token_id=t)
 
-    calls = rounds * len(hits)
-    print(f"{args.live:,} live revocations, {calls:,} calls per case")
-    per_call("empty loop + no-op call (Python call overhead)", calls, baseline)
-    per_call("is_revoked(token_id=…) hit", calls, token_hit)
-    per_call("is_revoked(token_id=…) miss", calls, token_miss)
-    per_call("is_revoked(token_id=, workflow_id=, workload_id=) miss", calls, three_ids_miss)
+    made = rounds * len(hits)
+    echo(f"{live:,} live revocations, {made:,} calls per case")
+    return {
+        "benchmark": "P4 Watcher.is_revoked",
+        "live_revocations": len(watcher.revocations),
+        "calls_per_case": made,
+        "python_call_overhead_us": per_call(
+            "empty loop + no-op call (Python call overhead)", made, baseline, echo
+        ),
+        "token_hit_us": per_call("is_revoked(token_id=…) hit", made, token_hit, echo),
+        "token_miss_us": per_call("is_revoked(token_id=…) miss", made, token_miss, echo),
+        "three_ids_miss_us": per_call(
+            "is_revoked(token_id=, workflow_id=, workload_id=) miss", made, three_ids_miss, echo
+        ),
+    }
+
+
+def main() -> None:
+    """Print µs/call for hits and misses, token-only and with all three identities."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--live", type=int, default=1_000_000)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    args = parser.parse_args()
+    run(args.live, args.calls)
 
 
 def _noop(token_id: str | None = None) -> bool:
