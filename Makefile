@@ -4,9 +4,11 @@
 #   make demo        zero-setup demo (only Python 3.11 needed: no Java, Kafka or Redis)
 #   make test        all tests, incl. integration against real Kafka + Redis (started for you)
 #   make unit        unit tests only, no services
+#   make soak        long fault-injection runs (tests/fault -m soak; sizes: TETHER_SOAK_*), ~1 h
 #   make check       ruff check + ruff format --check + mypy, then `make test`
 #   make services    start Apache Kafka (KRaft) + Redis on loopback; services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
+#   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
 #   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
 
 PY ?= python3
@@ -27,7 +29,8 @@ SERVICES_ENV := TETHER_KAFKA_BOOTSTRAP=$${TETHER_KAFKA_BOOTSTRAP:-127.0.0.1:$(TE
 MYPY_TARGETS = $(foreach d,src streams,$(if $(shell find $(d) -name '*.py' 2>/dev/null | head -n 1),$(d)))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test unit integration check lint typecheck fmt services services-down \
+.PHONY: soak
+.PHONY: help venv demo test unit integration check lint typecheck fmt services services-down bench \
         services-status services-clean schemas clean
 
 help:
@@ -53,6 +56,11 @@ unit: venv
 
 integration: venv services
 	$(SERVICES_ENV) $(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# The fast fault-injection variants run in `make test`; their long versions only here. Figures
+# are printed at the end and written to tests/fault/out/ (docs/RELIABILITY.md).
+soak: venv services
+	$(SERVICES_ENV) $(BIN)/pytest -m soak tests/fault $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -83,6 +91,11 @@ services-clean:
 
 schemas: venv
 	$(BIN)/tether schemas export
+
+# Starts its own workers on fresh topics; results in benchmarks/out/ (see README "Benchmarks").
+ARGS ?=
+bench: venv services
+	$(SERVICES_ENV) $(BIN)/python benchmarks/harness.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
