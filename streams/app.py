@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from streams import codecs, faust_fixes
 from streams.intake import Intake
@@ -48,7 +49,7 @@ def _started(kafka: KafkaPublisher) -> KafkaPublisher:
     return kafka
 
 
-def build(settings: Settings) -> tuple[faust.App, Worker]:  # one place wires the app
+def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # one place wires the app
     """Assemble the faust app for ``settings``; nothing connects until the app starts."""
     codecs.register()
     faust_fixes.apply()
@@ -97,6 +98,17 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # one place wires th
     def ready() -> bool:
         return not app.rebalancing and bool(tables.recovery.completed.is_set())
 
+    def behind(partition: int) -> bool:
+        """Whether an intents partition is known to have records not yet read (its event time
+        must keep holding the watermark back however long it has been silent)."""
+        consumer: Any = app.consumer
+        tp = TP(intents_name, partition)
+        high = consumer.highwater(tp)
+        if high is None:
+            return False
+        read = consumer._read_offset.get(tp)
+        return bool((-1 if read is None else read) + 1 < high)
+
     kafka = KafkaPublisher(settings, client_id=f"tether-worker-{worker_id}")
     registry = RedisRegistry.from_settings(settings)
     worker = Worker(
@@ -108,6 +120,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # one place wires th
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
         ready=ready,
+        behind=behind,
     )
     sync = RegistrySync(
         settings,

@@ -44,7 +44,7 @@ class Publisher:
     """
 
     def __init__(self, publish_many: PublishMany, *, max_backoff_s: float = 2.0) -> None:
-        self._publish_many = publish_many
+        self.publish_many = publish_many
         self._max_backoff = max_backoff_s
         self.failing_since: float | None = None
         self.published = 0
@@ -57,7 +57,7 @@ class Publisher:
         loop = asyncio.get_running_loop()
         while pending:
             try:
-                failures = await self._publish_many(pending)
+                failures = await self.publish_many(pending)
             except Exception as exc:  # could not even queue them: same as failing them all
                 failures = [(rec, DeliveryError(rec[0], rec[1], repr(exc))) for rec in pending]
             self.published += len(pending) - len(failures)

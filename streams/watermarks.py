@@ -3,8 +3,9 @@
 Each partition's own watermark is the greatest event time read from it. The worker's watermark
 is the least of those among its assigned partitions, so a fast partition cannot carry event time
 past a check whose late event is still queued on a slow one. A partition that has delivered
-nothing for ``idle_s`` of wall time stops holding the others back; a newly assigned partition
-holds them back for ``idle_s`` even before its first record (it may be catching up).
+nothing for ``idle_s`` of wall time stops holding the others back, unless it is known to have
+unread records (``behind``: after a restart one partition may be read long after the others);
+a newly assigned partition holds them back for ``idle_s`` even before its first record.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ _NEG_INF = float("-inf")
 class PartitionWatermarks:
     """Per-partition event time, merged into one watermark."""
 
-    def __init__(self, idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        idle_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        behind: Callable[[int], bool] = lambda _partition: False,
+    ) -> None:
         self.idle_s = idle_s
         self._clock = clock
+        self._behind = behind
         self._latest: dict[int, float] = {}
         self._seen_at: dict[int, float] = {}
 
@@ -48,7 +55,10 @@ class PartitionWatermarks:
         if not self._latest:
             return _NEG_INF
         now = self._clock()
-        active = [t for p, t in self._latest.items() if now - self._seen_at[p] <= self.idle_s]
+        behind = self._behind
+        active = [
+            t for p, t in self._latest.items() if now - self._seen_at[p] <= self.idle_s or behind(p)
+        ]
         if active:
             return min(active)
         known = [t for t in self._latest.values() if t > _NEG_INF]

@@ -72,7 +72,7 @@ def decode_use(data: bytes) -> CredentialUse:
 class Worker:
     """One worker's share of the pipeline: the partitions faust assigned to it."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # the worker's collaborators, each injected
         self,
         settings: Settings,
         ctx: Context,
@@ -83,13 +83,15 @@ class Worker:
         *,
         worker_id: str,
         ready: Callable[[], bool] = lambda: True,
+        behind: Callable[[int], bool] = lambda _partition: False,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.tokens = tokens
         self.engine = WorkflowEngine(ctx, sessions)
-        self.index = TokenIndex(ctx, tokens)
+        self.index = TokenIndex(ctx, tokens, hold_s=settings.token_hold_s)
         self.publisher = publisher
+        self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self._signing = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
         self.worker_id = worker_id
@@ -101,7 +103,7 @@ class Worker:
         }
         self.needs_reschedule = True
         self.assigned: set[int] = set()
-        self.watermarks = PartitionWatermarks(idle_s=max(1.0, settings.grace_s))
+        self.watermarks = PartitionWatermarks(idle_s=max(1.0, settings.grace_s), behind=behind)
         self._advanced_at = time.monotonic()  # wall time of the last watermark advance
         self._record_at = time.monotonic()  # wall time of the last input record
         self._heartbeats = 0
@@ -252,7 +254,7 @@ class Worker:
             self.index.observe(use, now, out)
             latest = max(latest, use.t)
         if latest > float("-inf"):
-            self.index.expire(latest)
+            self.index.expire(latest, now)
         batch = Batch()
         self._collect(out, batch)
         return self._commit(batch, self.tokens.changes())
@@ -302,7 +304,8 @@ class Worker:
         batch = Batch()
         key = f"heartbeat:{self.worker_id}".encode()
         batch.add(self.topics[REVOCATIONS], key, self.signer.heartbeat(hb))
-        await self.publisher.send(batch)
+        await self.heartbeats.send(batch)  # its own failure clock: a heartbeat that gets through
+        # must not make a pipeline whose outputs are failing look healthy
 
     def assign(self, partitions: set[int]) -> None:
         """Faust assigned these intents partitions to this worker (state recovers next)."""

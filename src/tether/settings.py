@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
     tick_s: float = Field(0.2, gt=0, description="processing-time backstop interval")
     trace: bool = Field(False, description="log every acknowledged input position (debugging)")
+    token_hold_s: float = Field(
+        300.0,
+        ge=0,
+        description="keep an expired token this long (wall time) after its last use, for uses "
+        "that arrive late from a lagging partition or worker",
+    )
     session_timeout_s: float = Field(
         6.0, ge=2, description="how fast a dead worker's partitions move to the others"
     )

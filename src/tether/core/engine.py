@@ -138,29 +138,52 @@ class WorkflowEngine:
         heapq.heapify(self._heap)
 
 
+def _seconds(stamp: Stamp) -> float:
+    return stamp.timestamp() if isinstance(stamp, datetime) else float(stamp)
+
+
 class TokenIndex:
     """Cross-workflow token memory: observes credential uses, forgets long-expired tokens."""
 
-    def __init__(self, ctx: Context, tokens: MutableMapping[str, TokenState] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        tokens: MutableMapping[str, TokenState] | None = None,
+        *,
+        hold_s: float = 0.0,
+    ) -> None:
         self.ctx = ctx
         self.tokens: MutableMapping[str, TokenState] = tokens if tokens is not None else {}
         self._expiry: list[tuple[float, str]] = []
+        # Processing time (seconds) each token was last used at, when ``hold_s`` > 0: the
+        # streaming worker keeps a token that long after its last use even once event time has
+        # passed its expiry, because uses from a lagging partition or worker arrive late.
+        self.hold_s = hold_s
+        self._used_at: dict[str, float] = {}
 
     def observe(self, use: CredentialUse, stamp: Stamp, out: Outbox) -> None:
         """Fold one use into its token's state."""
         before = self.tokens.get(use.token_id)
         st = observe(before, use, self.ctx.cfg, stamp, out)
         self.tokens[use.token_id] = st
+        if self.hold_s > 0:
+            self._used_at[use.token_id] = _seconds(stamp)
         if before is None:
             heapq.heappush(self._expiry, (st.expires_at, use.token_id))
 
-    def expire(self, watermark: float) -> None:
+    def expire(self, watermark: float, now: Stamp | None = None) -> None:
         """Forget tokens expired for longer than the revocation margin (a later use of one
-        raises credential_expired regardless)."""
+        raises credential_expired regardless); with ``hold_s``, only tokens also unused for
+        ``hold_s`` of processing time before ``now``."""
         heap = self._expiry
         keep = max(self.ctx.cfg.grace_s, self.ctx.cfg.revocation_margin_s)
+        held = self.hold_s > 0 and now is not None
+        now_s = _seconds(now) if now is not None else 0.0
         while heap and heap[0][0] + keep < watermark:
+            if held and now_s - self._used_at.setdefault(heap[0][1], now_s) < self.hold_s:
+                break  # the earliest-expiring token is still held: the rest wait behind it
             _, token_id = heapq.heappop(heap)
+            self._used_at.pop(token_id, None)
             st = self.tokens.get(token_id)
             if st is None:
                 continue
@@ -170,7 +193,8 @@ class TokenIndex:
                 heapq.heappush(heap, (st.expires_at, token_id))
 
     def reschedule_all(self) -> None:
-        """Rebuild the expiry index from the store."""
+        """Rebuild the expiry index from the store (recovered tokens are held afresh)."""
+        self._used_at.clear()
         self._expiry = [(st.expires_at, k) for k, st in self.tokens.items()]
         heapq.heapify(self._expiry)
 
