@@ -4,8 +4,9 @@ Each partition's own watermark is the greatest event time read from it. The work
 is the least of those among its assigned partitions, so a fast partition cannot carry event time
 past a check whose late event is still queued on a slow one. A partition that has delivered
 nothing for ``idle_s`` of wall time stops holding the others back, unless it is known to have
-unread records (``behind``: after a restart one partition may be read long after the others);
-a newly assigned partition holds them back for ``idle_s`` even before its first record.
+unread records (``behind``: after a restart one partition may be read long after the others),
+and then for at most ``behind_s``, so that a wrong answer cannot stall event time; a newly
+assigned partition holds them back for ``idle_s`` even before its first record.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ class PartitionWatermarks:
         idle_s: float,
         clock: Callable[[], float] = time.monotonic,
         behind: Callable[[int], bool] = lambda _partition: False,
+        behind_s: float = 30.0,
     ) -> None:
         self.idle_s = idle_s
+        self.behind_s = behind_s
         self._clock = clock
         self._behind = behind
         self._latest: dict[int, float] = {}
@@ -56,9 +59,11 @@ class PartitionWatermarks:
             return _NEG_INF
         now = self._clock()
         behind = self._behind
-        active = [
-            t for p, t in self._latest.items() if now - self._seen_at[p] <= self.idle_s or behind(p)
-        ]
+        active = []
+        for p, t in self._latest.items():
+            quiet = now - self._seen_at[p]
+            if quiet <= self.idle_s or (quiet <= self.behind_s and behind(p)):
+                active.append(t)
         if active:
             return min(active)
         known = [t for t in self._latest.values() if t > _NEG_INF]
