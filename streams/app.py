@@ -119,7 +119,6 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         Publisher(lambda records: _started(kafka).publish_many(records)),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
-        ready=ready,
         behind=behind,
     )
     sync = RegistrySync(

@@ -36,18 +36,6 @@ from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, REVO
 _log = logging.getLogger("tether.worker")
 
 
-class Record:
-    """What the worker needs of a consumed record (a faust event or a test double)."""
-
-    __slots__ = ("key", "offset", "partition", "topic", "value")
-
-    def __init__(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-    ) -> None:
-        self.topic, self.partition, self.offset = topic, partition, offset
-        self.key, self.value = key, value
-
-
 def encode_use(use: CredentialUse) -> bytes:
     """A credential use on the wire (compact)."""
     return orjson.dumps(
@@ -72,7 +60,7 @@ def decode_use(data: bytes) -> CredentialUse:
 class Worker:
     """One worker's share of the pipeline: the partitions faust assigned to it."""
 
-    def __init__(  # noqa: PLR0913  # the worker's collaborators, each injected
+    def __init__(
         self,
         settings: Settings,
         ctx: Context,
@@ -82,7 +70,6 @@ class Worker:
         signer: SetSigner,
         *,
         worker_id: str,
-        ready: Callable[[], bool] = lambda: True,
         behind: Callable[[int], bool] = lambda _partition: False,
     ) -> None:
         self.settings = settings
@@ -95,7 +82,6 @@ class Worker:
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self._signing = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
         self.worker_id = worker_id
-        self.ready = ready
         self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
         self.topics = {
             name: settings.topic(name)
