@@ -28,6 +28,7 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from streams.worker import encode_use
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
 from tether.core import Outbox
@@ -60,20 +61,6 @@ class _State(codecs.Codec):
 
     def _loads(self, s: bytes) -> Any:
         return self._load(s) if s else None
-
-
-def _use_bytes(use: CredentialUse) -> bytes:
-    return orjson.dumps(
-        [
-            use.token_id,
-            use.workload_id,
-            use.workflow_id,
-            use.t,
-            use.event_id,
-            use.inherited,
-            use.expires_at,
-        ]
-    )
 
 
 def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
@@ -160,7 +147,7 @@ def build(settings: Settings) -> faust.App:
             engine.process(decoded, now, out, uses)  # writes the session: one changelog record
             await publish(out)
             for use in uses:
-                await uses_topic.send(key=use.token_id.encode(), value=_use_bytes(use))
+                await uses_topic.send(key=use.token_id.encode(), value=encode_use(use))
 
     @app.agent(uses_topic)
     async def credential_index(stream: Any) -> None:

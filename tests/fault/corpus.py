@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
+from pipeline import workflow_key  # tests/integration, on the path via conftest
 
 from tether.demo.fleet import FleetConfig, iter_json_lines
 
@@ -81,16 +82,6 @@ def _only(lines: Iterable[bytes], keep: set[str] | None) -> Iterator[bytes]:
     for line in lines:
         if keep is None or orjson.loads(line)["workflow_id"] in keep:
             yield line
-
-
-def workflow_key(line: bytes) -> bytes | None:
-    """The intents key a producer would use: the workflow id, when the line has one."""
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    wf = doc.get("workflow_id") if isinstance(doc, dict) else None
-    return wf.encode() if isinstance(wf, str) else None
 
 
 class Feeder:

@@ -111,7 +111,7 @@ class Pipeline:
         for line in lines:
             if not line.strip():
                 continue
-            producer.produce(self.topic("intents"), value=line, key=_key(line))
+            producer.produce(self.topic("intents"), value=line, key=workflow_key(line))
             n += 1
             if n % 5000 == 0:
                 producer.poll(0)
@@ -182,7 +182,8 @@ def collect_expected(
     return pipe.collect(quiet_s=2.0, timeout=60.0)
 
 
-def _key(line: bytes) -> bytes | None:
+def workflow_key(line: bytes) -> bytes | None:
+    """The intents key a producer would use: the workflow id, when the line has one."""
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError:
