@@ -16,7 +16,7 @@ from streams.outputs import Publisher
 from streams.recovery import FastRecovery
 from streams.registry_sync import RegistrySync
 from streams.tables import TableStore
-from streams.worker import Worker
+from streams.worker import InputLag, Worker
 from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
@@ -105,7 +105,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         tp = TP(intents_name, partition)
         high = consumer.highwater(tp)
         if high is None:
-            return False
+            return True  # not fetched from yet: assume it has records (PartitionWatermarks caps it)
         read = consumer._read_offset.get(tp)
         return bool((-1 if read is None else read) + 1 < high)
 
@@ -119,7 +119,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         Publisher(lambda records: _started(kafka).publish_many(records)),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
-        behind=behind,
+        lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
     )
     sync = RegistrySync(
         settings,

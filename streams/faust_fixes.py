@@ -7,12 +7,13 @@ as read. The next record then looks like a gap in the log, which faust treats as
 the offset commit moves past a record nobody processed. Records of partitions paused during
 recovery leave the same kind of "gap". For tether that is a lost revocation.
 
-The patched loop records a record as read only once it was actually delivered, stops at a
-suspension (the rebalance seeks back to the committed offsets), and, at a hole in a partition's
-offsets, seeks back once to read the missing records again before accepting it as a real gap
-(a transaction marker occupies an offset too). ``getmany`` no longer skips records of assigned
-partitions that are momentarily paused. A seek forgets the gaps recorded for the partitions it
-moves.
+The patched loop records a record as read only once it was actually delivered and stops at a
+suspension (the rebalance seeks back to the committed offsets). For the input topics an
+``OffsetGuard`` (``streams.offsets``) decides per record: a hole in a partition's offsets seeks
+that partition back (the others carry on) and becomes a gap only once re-reading confirms it.
+The offset commit (``_new_offset``) no longer commits past an unacknowledged record at the
+committed offset. ``getmany`` no longer skips records of assigned partitions that are
+momentarily paused. A seek forgets the gaps recorded for the partitions it moves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import asyncio
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
+
+from streams.offsets import OffsetGuard, Verdict
 
 _applied = False
 
@@ -61,7 +64,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
     acks_enabled_for = self.app.topics.acks_enabled_for
     suspend = self.suspend_flow
     flag = faust_consumer.CONSUMER_FETCHING
-    retried: dict[Any, int] = {}
+    guard = _guard(self)
     intake = getattr(self.app, "tether_intake", None)  # streams.intake.Intake, when attached
     fast = getattr(self.app, "tether_recovery", None)  # streams.recovery.FastRecovery
     try:
@@ -72,34 +75,38 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
             await asyncio.sleep(0)  # getmany can loop without yielding to the event loop
             if self.should_stop:
                 continue
-            reread: tuple[Any, int] | None = None
+            rewind: list[Any] = []
             absorbed: Any = None
             async for tp, message in ait:
                 offset = message.offset
-                r_offset = read_offset[tp]
-                if r_offset is not None and offset < r_offset:
-                    continue  # already delivered (a seek went back): faust's own rule
                 if fast is not None and fast.absorb(tp, message):
                     read_offset[tp] = offset  # a changelog record of a table being recovered
                     absorbed = message
                     continue
-                # A hole in an input topic's offsets (compacted changelogs have real ones).
-                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                    expected = r_offset + 1
-                    if retried.get(tp) != expected:
-                        # Records between were fetched but never delivered: read them again
-                        # (from here, between fetches, where a seek cannot race one).
-                        retried[tp] = expected
-                        reread = (tp, expected)
-                        break
-                    await self._add_gap(tp, expected, offset)  # still missing: a real gap
+                acked = acks_enabled_for(message.topic)
+                if acked:  # an input topic: every offset is delivered or a confirmed gap
+                    verdict = guard.check(tp, offset)
+                    if verdict is Verdict.SKIP:
+                        continue
+                    if verdict is Verdict.REWIND:
+                        rewind.append(tp)  # its other records in this fetch are skipped
+                        continue
+                    if verdict is Verdict.GAP:
+                        first, last = guard.gap(tp, offset)
+                        self.log.info("offsets %d..%d of %r hold no records", first, last, tp)
+                        _add_gap(self, tp, first, last)
+                else:
+                    r_offset = read_offset[tp]
+                    if r_offset is not None and offset < r_offset:
+                        continue  # already delivered (a seek went back): faust's own rule
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
                 if suspend.is_set():
-                    break  # not delivered, not read: the rebalance seeks back to committed
+                    break  # not delivered: the rebalance seeks back to the committed offsets
                 if intake is not None and intake.handles(message.topic):
                     intake.add(message)  # acknowledged once handled; dropped at a rebalance
+                    guard.delivered(tp, offset)
                     read_offset[tp] = offset
                     if intake.full:
                         await intake.flush()
@@ -114,22 +121,70 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                     delivery.cancel()
                     break  # suspended while the stream buffer was full: not delivered
                 delivery.result()
+                if acked:
+                    guard.delivered(tp, offset)
                 read_offset[tp] = offset
             if absorbed is not None and fast is not None and fast.complete():
                 fast.install()
                 await callback(absorbed)  # faust's recovery loop sees it is complete
             if intake is not None:
                 await intake.flush()
-            if reread is not None:
-                self.log.warning("re-reading %r from offset %d: records were skipped", *reread)
-                await self.seek(*reread)
-                read_offset[reread[0]] = reread[1] - 1
+            for tp in rewind:
+                to = guard.rewind_to(tp)
+                self.log.warning("re-reading %r from offset %d: records were skipped", tp, to)
+                await self.seek(tp, to)
             self.diag.unset_flag(flag)
     except Exception as exc:
         self.log.exception("Drain messages raised: %r", exc)
         raise
     finally:
         self.diag.unset_flag(flag)
+
+
+def _guard(consumer: Any) -> OffsetGuard[Any]:
+    guard: OffsetGuard[Any] | None = getattr(consumer, "tether_offsets", None)
+    if guard is None:
+        guard = consumer.tether_offsets = OffsetGuard()
+    return guard
+
+
+def _add_gap(consumer: Any, tp: Any, first: int, last: int) -> None:
+    """Mark ``first..last`` (inclusive) as having no records, for the offset commit: unlike
+    faust's ``_add_gap`` it neither includes the record after the gap nor clips the gap at the
+    committed offset (which ``_new_offset`` below no longer tolerates a hole at)."""
+    gaps = consumer._gap[tp]
+    gaps.addi(first, last + 1)
+    gaps.merge_overlaps()
+
+
+def _new_offset(self: Any, tp: Any) -> int | None:
+    """faust's ``Consumer._new_offset`` without its tolerance of a one-record hole at the head
+    (faust commits past an unacknowledged record at the committed offset as soon as the next
+    one is acknowledged): the commit moves over acknowledged records and registered gaps only."""
+    acked: list[int] = self._acked[tp]
+    if not acked:
+        return None
+    gaps = self._gap[tp]
+    if gaps:
+        top = max(acked)
+        spans = sorted(gaps.overlap(0, top + 1), key=lambda span: span.begin)
+        if spans:
+            for span in spans:
+                acked.extend(range(span.begin, span.end))
+            gaps.chop(0, max(spans[-1].end, top + 1))
+    committed = self._committed_offset[tp]
+    if committed is not None:
+        acked[:] = [o for o in acked if o >= committed]
+    acked.sort()
+    if not acked or (committed is not None and acked[0] > committed):
+        return None  # the record at the committed offset is not done yet
+    end, i, n = acked[0], 0, len(acked)
+    while i < n and acked[i] <= end:
+        end = max(end, acked[i] + 1)
+        i += 1
+    self._acked_index[tp].difference_update(acked[:i])
+    del acked[:i]
+    return end
 
 
 def attach_intake(app: Any, intake: Any) -> None:
@@ -154,14 +209,28 @@ def apply() -> None:
 
     original_seek = base.seek
     original_perform_seek = base.perform_seek
+    original_revoked = base.on_partitions_revoked
 
     async def seek(self: Any, partition: Any, offset: int) -> None:
         self._gap.pop(partition, None)
         await original_seek(self, partition, offset)
+        _guard(self).seek(partition, offset)
 
     async def perform_seek(self: Any) -> None:
         self._gap.clear()
         await original_perform_seek(self)
+        guard = _guard(self)
+        for tp, offset in self._committed_offset.items():
+            if offset is not None and offset > 0:  # aiokafka seeks only to these
+                guard.seek(tp, offset)
+
+    async def on_partitions_revoked(self: Any, revoked: Any) -> None:
+        guard = _guard(self)
+        for tp in revoked:
+            guard.forget(tp)
+        await original_revoked(self, revoked)
 
     base.seek = seek  # type: ignore[method-assign]
     base.perform_seek = perform_seek  # type: ignore[method-assign]
+    base.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
+    base._new_offset = _new_offset  # type: ignore[method-assign]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -57,6 +58,22 @@ def decode_use(data: bytes) -> CredentialUse:
     return CredentialUse(token_id, workload, workflow, t, event_id, inherited, expires)
 
 
+def _nothing() -> bool:
+    return False
+
+
+def _no_partition(_partition: int) -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class InputLag:
+    """What the worker can learn of input it has not applied yet."""
+
+    behind: Callable[[int], bool] = _no_partition  # an intents partition has records unread
+    buffered: Callable[[], bool] = _nothing  # records were read but not handed over yet
+
+
 class Worker:
     """One worker's share of the pipeline: the partitions faust assigned to it."""
 
@@ -70,7 +87,7 @@ class Worker:
         signer: SetSigner,
         *,
         worker_id: str,
-        behind: Callable[[int], bool] = lambda _partition: False,
+        lag: InputLag | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -89,9 +106,12 @@ class Worker:
         }
         self.needs_reschedule = True
         self.assigned: set[int] = set()
-        self.watermarks = PartitionWatermarks(idle_s=max(1.0, settings.grace_s), behind=behind)
-        self._advanced_at = time.monotonic()  # wall time of the last watermark advance
-        self._record_at = time.monotonic()  # wall time of the last input record
+        self.lag = lag or InputLag()
+        self.watermarks = PartitionWatermarks(
+            idle_s=max(1.0, settings.grace_s), behind=self.lag.behind
+        )
+        self._advanced_at = monotonic()  # wall time of the last watermark advance
+        self._record_at = monotonic()  # wall time of the last input record
         self._heartbeats = 0
         self.events = 0
         self.deadletters = 0
@@ -116,12 +136,12 @@ class Worker:
         skew = self.settings.max_skew_s
         horizon = now.timestamp() + skew
         before = self.engine.watermark
-        self._record_at = time.monotonic()
+        self._record_at = monotonic()
         for rec in records:
             self._apply(rec, now, horizon, skew, out, uses, batch)
         self.engine.advance(self.watermarks.current(), now, out, uses)
         if self.engine.watermark > before:
-            self._advanced_at = time.monotonic()
+            self._advanced_at = monotonic()
         self._collect(out, batch)
         self._collect_uses(uses, batch)
         return self._commit(batch, self.sessions.changes())
@@ -255,9 +275,8 @@ class Worker:
         self._maybe_reschedule()
         engine = self.engine
         target = self.watermarks.current()
-        clock = time.monotonic()
-        quiet = clock - self._record_at > self.settings.tick_s
-        if quiet and engine.watermark > float("-inf"):
+        clock = monotonic()
+        if self._quiet(clock) and engine.watermark > float("-inf"):
             target = max(target, engine.watermark + (clock - self._advanced_at))
         if target <= engine.watermark:
             return
@@ -265,13 +284,27 @@ class Worker:
         out = Outbox()
         uses: list[CredentialUse] = []
         engine.advance(target, now, out, uses)
-        self._advanced_at = time.monotonic()
+        self._advanced_at = monotonic()
         if not len(out) and not uses:
             return
         batch = Batch()
         self._collect(out, batch)
         self._collect_uses(uses, batch)
         await self._commit(batch, self.sessions.changes())
+
+    def _quiet(self, clock: float) -> bool:
+        """Whether the input is quiet, not just slow: nothing arrived for a tick and nothing is
+        waiting to be read. A worker that is catching up (after a restart, or slower than its
+        input) must not let event time run ahead of records it has not read yet: their checks
+        would be decided without them. The backstop holds back for at most ``behind_s``, so a
+        wrong lag figure cannot stop event time."""
+        silent = clock - self._record_at
+        if silent <= self.settings.tick_s:
+            return False
+        if silent > self.watermarks.behind_s:
+            return True
+        lag = self.lag
+        return not (lag.buffered() or any(lag.behind(p) for p in self.assigned))
 
     async def heartbeat(self) -> None:
         """Tell gateways the feed is alive (skipped while publishing is failing)."""
@@ -314,6 +347,8 @@ class Worker:
         self.engine.watermark = min(
             (seeds.get(p, float("-inf")) for p in self.assigned), default=float("-inf")
         )
+        # Processing time restarts too: the time spent recovering is not quiet input.
+        self._record_at = self._advanced_at = monotonic()
         _log.info("rescheduled %d sessions and %d tokens", len(self.sessions), len(self.tokens))
 
     def stats(self) -> dict[str, Any]:
