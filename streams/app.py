@@ -14,7 +14,7 @@ from streams import codecs, faust_fixes
 from streams.intake import Intake
 from streams.outputs import Publisher
 from streams.recovery import FastRecovery
-from streams.registry_sync import RegistrySync
+from streams.registry_sync import LocalSignatures, RegistrySync
 from streams.tables import TableStore
 from streams.worker import InputLag, Worker
 from tether.adapters.kafka_publisher import KafkaPublisher
@@ -121,11 +121,13 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         worker_id=worker_id,
         lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
     )
+    worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
     sync = RegistrySync(
         settings,
         registry,
         verifier_from_settings(settings),
         client_id=f"tether-registry-{worker_id}",
+        local=worker.signed_here,
     )
     batch_max = settings.batch_max
 

@@ -7,6 +7,12 @@ unverified), writes the batch to Redis and commits its offsets only then. While 
 it retries and holds its offsets, so after an outage the registry catches up from where it
 stopped; detection never waits for Redis, because this consumer is not on the worker's input
 path. Every worker runs one, in the same group, so the topic's partitions are shared out.
+
+A record this process signed itself needs no verification: ``LocalSignatures`` remembers the
+exact bytes of the last revocations the worker signed, and a record read back with those bytes
+is taken as the revocation it was made from (anything else, including another worker's records,
+is verified). At full rate that saves an RSA verification and a JOSE parse per revocation.
+Writes to Redis go in one pipelined round trip per batch.
 """
 
 from __future__ import annotations
@@ -28,6 +34,31 @@ from tether.topics import REVOCATIONS
 _log = logging.getLogger("tether.registry")
 
 
+class LocalSignatures:
+    """The revocations this process signed, by their exact signed bytes (bounded, FIFO)."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._signed: dict[bytes, Revocation] = {}
+        self._lock = threading.Lock()  # the signing thread adds, the registry thread takes
+
+    def add(self, token: bytes, rev: Revocation) -> None:
+        """``token`` is the compact SET this process signed for ``rev``."""
+        with self._lock:
+            signed = self._signed
+            signed[token] = rev
+            while len(signed) > self.capacity:
+                del signed[next(iter(signed))]
+
+    def take(self, token: bytes) -> Revocation | None:
+        """The revocation ``token`` was signed for here, if it was (forgotten once taken)."""
+        with self._lock:
+            return self._signed.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._signed)
+
+
 class RegistrySync:
     """Follows the revocations topic and writes every verified revocation to the registry."""
 
@@ -40,10 +71,12 @@ class RegistrySync:
         client_id: str = "tether-registry",
         batch_max: int = 500,
         max_backoff_s: float = 2.0,
+        local: LocalSignatures | None = None,
     ) -> None:
         self.topic = settings.topic(REVOCATIONS)
         self.registry = registry
         self.verifier = verifier
+        self.local = local if local is not None else LocalSignatures()
         self.batch_max = batch_max
         self.max_backoff_s = max_backoff_s
         self._config = consumer_config(
@@ -104,6 +137,10 @@ class RegistrySync:
             value = msg.value()
             if not value:
                 continue
+            mine = self.local.take(value)
+            if mine is not None:
+                out.append(mine)
+                continue
             try:
                 record = self.verifier.verify(value)
             except SetRejected as exc:
@@ -118,16 +155,15 @@ class RegistrySync:
     def _write(self, revocations: list[Revocation]) -> bool:
         """Write every revocation, retrying while Redis is unavailable; False if stopped first."""
         backoff = 0.05
-        i = 0
-        while i < len(revocations):
+        while revocations:
             try:
-                self.registry.put_sync(revocations[i])
+                self.registry.put_many_sync(revocations)
             except (RegistryUnavailableError, ConnectionError, OSError) as exc:
                 _log.error("registry unavailable (%s); retrying in %.2fs", exc, backoff)
                 if self._stopping.wait(backoff):
                     return False
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            self.written += 1
-            i += 1
+            self.written += len(revocations)
+            return True
         return True

@@ -21,6 +21,7 @@ import orjson
 
 from streams.intake import InputRecord
 from streams.outputs import Batch, Publisher
+from streams.registry_sync import LocalSignatures
 from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import Entry
@@ -98,6 +99,7 @@ class Worker:
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self._signing = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
+        self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
         self.worker_id = worker_id
         self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
         self.topics = {
@@ -176,8 +178,14 @@ class Worker:
         return task
 
     def _sign(self, revocations: list[Revocation]) -> list[Entry]:
-        topic, sign = self.topics[REVOCATIONS], self.signer.revocation
-        return [(topic, r.target.key.encode(), sign(r), None) for r in revocations]
+        topic, sign, local = self.topics[REVOCATIONS], self.signer.revocation, self.signed_here
+        entries: list[Entry] = []
+        for r in revocations:
+            token = sign(r)
+            if local is not None:
+                local.add(token, r)
+            entries.append((topic, r.target.key.encode(), token, None))
+        return entries
 
     async def drain(self) -> None:
         """Wait until every step applied so far is durable."""

@@ -66,6 +66,17 @@ def test_an_expired_revocation_is_not_stored(registry):
     assert registry.lookup_sync("token", "jti-1") is False
 
 
+def test_put_many_writes_every_revocation_and_keeps_the_later_not_after(registry):
+    start = _now()
+    revs = [revocation("token", f"jti-{i}", lasts=30, start=start) for i in range(5)]
+    revs.append(revocation("token", "jti-0", lasts=0.3, start=start))  # shorter: keeps 30 s
+    registry.put_many_sync(revs)
+    registry.put_many_sync(revs)  # a batch written again after a failure changes nothing
+    registry.put_many_sync([])
+    time.sleep(0.45)
+    assert [registry.lookup_sync("token", f"jti-{i}") for i in range(6)] == [True] * 5 + [False]
+
+
 def test_put_is_idempotent(registry):
     rev = revocation(lasts=0.4, start=_now())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from tether.adapters.registry import Clock, RegistryUnavailableError, epoch_ms
 from tether.models.outputs import Revocation, TargetKind
@@ -25,6 +26,11 @@ class MemoryRegistry:
     async def put(self, rev: Revocation) -> None:
         """Record ``rev`` until its ``not_after``; a later ``not_after`` already recorded wins."""
         self.put_sync(rev)
+
+    def put_many_sync(self, revs: Sequence[Revocation]) -> None:
+        """:meth:`put_sync` for each of ``revs``."""
+        for rev in revs:
+            self.put_sync(rev)
 
     def put_sync(self, rev: Revocation) -> None:
         """Synchronous :meth:`put`."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from tether.adapters.registry import (
@@ -79,6 +81,7 @@ class RedisRegistry:
         self._async: redis.asyncio.Redis | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop it belongs to
         self._sync: redis.Redis | None = None
+        self._script: Script | None = None  # PUT_SCRIPT registered with the sync client
         self._down_until = 0.0  # time.monotonic() before which lookups answer None at once
 
     @classmethod
@@ -139,6 +142,33 @@ class RedisRegistry:
             client.register_script(PUT_SCRIPT)(keys=[key], args=[value, until])
         except redis.RedisError as exc:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
+
+    def put_many_sync(self, revs: Sequence[Revocation]) -> None:
+        """:meth:`put_sync` for many revocations in one round trip (a pipeline; each write is
+        idempotent, so a batch that failed part way is simply written again).
+
+        Raises:
+            RegistryUnavailableError: Redis could not be written.
+        """
+        writes = [args for args in map(self._put_args, revs) if args is not None]
+        if not writes:
+            return
+        try:
+            client = self._sync_client()
+            script = self._put_script(client)
+            pipe = client.pipeline(transaction=False)
+            for key, value, until in writes:
+                script(keys=[key], args=[value, until], client=pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(
+                f"cannot record {len(writes)} revocations: {exc}"
+            ) from exc
+
+    def _put_script(self, client: redis.Redis) -> Script:
+        if self._script is None:
+            self._script = client.register_script(PUT_SCRIPT)
+        return self._script
 
     def lookup_sync(self, kind: TargetKind, id: str) -> bool | None:
         """Synchronous :meth:`lookup` (thread-safe: the client pools connections)."""
