@@ -166,6 +166,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
         kafka.stop(timeout=10)
+        worker.signing.close()
 
     app.on_partitions_revoked.connect(_revoked)
     app.on_partitions_assigned.connect(_assigned)
@@ -173,6 +174,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
 
     @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
     async def _start_registry_sync() -> None:
+        worker.signing.start()  # the signing process starts before the first revocation
         sync.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import monotonic
@@ -22,6 +21,7 @@ import orjson
 from streams.intake import InputRecord
 from streams.outputs import Batch, Publisher
 from streams.registry_sync import LocalSignatures
+from streams.signing import SigningPool
 from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import Entry
@@ -98,7 +98,7 @@ class Worker:
         self.publisher = publisher
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
-        self._signing = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
+        self.signing = SigningPool(signer, settings.signing_processes)
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
         self.worker_id = worker_id
         self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
@@ -157,10 +157,9 @@ class Worker:
         of losing an output."""
         previous = self._tail
         signed = None
-        if outputs.unsigned:  # RSA signing releases the GIL: it runs beside the next batch
+        if outputs.unsigned:  # signed in another process while the next batch is applied
             unsigned, outputs.unsigned = outputs.unsigned, []
-            loop = asyncio.get_running_loop()
-            signed = loop.run_in_executor(self._signing, self._sign, unsigned)
+            signed = asyncio.ensure_future(self._sign(unsigned))
 
         async def commit() -> None:
             if signed is not None:
@@ -177,11 +176,12 @@ class Worker:
         self._tail = task
         return task
 
-    def _sign(self, revocations: list[Revocation]) -> list[Entry]:
-        topic, sign, local = self.topics[REVOCATIONS], self.signer.revocation, self.signed_here
+    async def _sign(self, revocations: list[Revocation]) -> list[Entry]:
+        payload = self.signer.revocation_payload
+        tokens = await self.signing.sign([payload(r) for r in revocations])
+        topic, local = self.topics[REVOCATIONS], self.signed_here
         entries: list[Entry] = []
-        for r in revocations:
-            token = sign(r)
+        for r, token in zip(revocations, tokens, strict=True):
             if local is not None:
                 local.add(token, r)
             entries.append((topic, r.target.key.encode(), token, None))

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     jwks_max_age_s: float = Field(
         3600.0, gt=0, description="reread the JWKS this often (a removed key stops verifying)"
     )
+    signing_processes: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="processes a worker signs revocations in (RSA signing holds the GIL: a "
+        "process of its own keeps it off the event loop); 0 signs on a thread in the worker",
+    )
     token_issuer: str | None = Field(
         None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"
     )

@@ -171,6 +171,11 @@ class SetSigner:
 
     def revocation(self, rev: Revocation, *, token_issuer: str | None = None) -> bytes:
         """The SET of one revocation (``token_issuer`` overrides the signer's for this one)."""
+        return self.sign_payload(self.revocation_payload(rev, token_issuer=token_issuer))
+
+    def revocation_payload(self, rev: Revocation, *, token_issuer: str | None = None) -> bytes:
+        """The claims of one revocation's SET, serialized: what ``sign_payload`` signs (the
+        worker builds them on its event loop and signs them in another process)."""
         event_type, body = caep.revocation_event(rev)
         claims = {
             "iss": self.issuer,
@@ -181,7 +186,7 @@ class SetSigner:
             "events": {event_type: body},
             TETHER_CLAIM: rev.model_dump(mode="json", exclude_none=True),
         }
-        return self._sign(claims)
+        return orjson.dumps(claims)
 
     def heartbeat(self, hb: Heartbeat) -> bytes:
         """The SET of one heartbeat: an SSF verification event, signed like a revocation."""
@@ -202,11 +207,17 @@ class SetSigner:
             return self.heartbeat(record)
         return self.revocation(record)
 
-    def _sign(self, claims: dict[str, Any]) -> bytes:
-        token = jws.serialize_compact(
-            self._header, orjson.dumps(claims), self._key, algorithms=[self.alg]
-        )
+    def sign_payload(self, payload: bytes) -> bytes:
+        """The compact JWS of ``payload`` (serialized claims) with this signer's header."""
+        token = jws.serialize_compact(self._header, payload, self._key, algorithms=[self.alg])
         return token.encode("ascii")
+
+    def private_jwk(self) -> dict[str, Any]:
+        """The private signing key as a JWK: only for handing it to a signing process."""
+        return dict(self._key.as_dict(private=True))
+
+    def _sign(self, claims: dict[str, Any]) -> bytes:
+        return self.sign_payload(orjson.dumps(claims))
 
 
 def heartbeat_jti(hb: Heartbeat) -> str:
