@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     jwks_max_age_s: float = Field(
         3600.0, gt=0, description="reread the JWKS this often (a removed key stops verifying)"
     )
+    gil_switch_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="the worker's GIL switch interval (Python's default is 5 ms): the longest "
+        "a thread waits for the GIL at each hand-off between the worker's threads",
+    )
     signing_processes: int = Field(
         1,
         ge=0,
