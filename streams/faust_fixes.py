@@ -22,10 +22,18 @@ import asyncio
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams.offsets import OffsetGuard, Verdict
 
 _applied = False
+
+# faust asks the broker for records with a 1.5 s long poll and no minimum, so under a steady
+# trickle every fetch returns a handful of records and the next one is sent at once: thousands
+# of fetch round trips a second, each crossing faust's consumer thread. Waiting up to 5 ms for
+# 64 KiB batches the trickle; a record waits at most 5 ms longer.
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_MAX_WAIT_MS = 5
 
 
 async def _getmany(self: Any, timeout: float) -> Any:
@@ -230,6 +238,16 @@ def apply() -> None:
             guard.forget(tp)
         await original_revoked(self, revoked)
 
+    thread = aiokafka_driver.AIOKafkaConsumerThread
+    original_create = thread._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original_create(self, transport)
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     base.seek = seek  # type: ignore[method-assign]
     base.perform_seek = perform_seek  # type: ignore[method-assign]
     base.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]

@@ -28,4 +28,8 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
     app, _ = build(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # faust's terminal spinner sets the root logger to DEBUG (so that every record spins it)
+    # whenever the level is WARNING or above: every debug call in aiokafka and faust then
+    # builds a LogRecord, several per fetch. The worker is not an interactive program.
+    worker.spinner = None
     worker.execute_from_commandline()
