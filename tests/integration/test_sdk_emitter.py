@@ -155,6 +155,7 @@ def test_a_delivery_failure_is_reported(kafka_bootstrap, fresh_topic_prefix):
     with pytest.raises(EmitFailedError) as failed:
         emitter.flush(10)
     assert failed.value.failed == 1
+    assert [f.topic for f in failed.value.failures] == [missing]
     emitter.close(0)
 
 

@@ -269,6 +269,34 @@ class KafkaPublisher:
             raise RuntimeError("KafkaPublisher is not started: call start() first")
         return self._producer
 
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: Callable[[KafkaError | None, Message | None], None],
+    ) -> None:
+        """Queue one record with librdkafka's own delivery callback (run on the polling
+        thread; ``msg`` is None when the record could not even be queued): the cheapest path,
+        without a future, for fire-and-forget producers such as the SDK Emitter."""
+        producer = self._require()
+        deadline = time.monotonic() + self._queue_full_timeout_s
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    on_delivery(
+                        KafkaError(KafkaError._QUEUE_FULL, "local producer queue is full"), None
+                    )
+                    return
+                producer.poll(0.01)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else KafkaError(KafkaError._FAIL, str(exc))
+                on_delivery(error, None)
+                return
+
     def _produce(
         self,
         topic: str,

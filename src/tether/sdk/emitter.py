@@ -10,6 +10,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
+from confluent_kafka import KafkaError, Message
+
 from tether.adapters.kafka_publisher import DeliveryError, KafkaPublisher, Position
 from tether.models.codec import encode
 from tether.models.common import Outcome
@@ -187,9 +189,11 @@ class Emitter:
         Returns:
             ``(partition, offset)`` with ``wait``, else None.
         """
-        future = self._send(value, key, report_failure=not wait)
-        if not wait:
+        if not wait:  # no future: librdkafka's callback counts the outcome
+            self._publisher.start()
+            self._publisher.produce(self.topic, key, value, self._on_delivery)
             return None
+        future = self._send(value, key)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError as exc:
@@ -197,7 +201,7 @@ class Emitter:
 
     async def aemit_raw(self, value: bytes, key: bytes | None = None) -> Position:
         """:meth:`emit_raw` and await the broker's acknowledgement."""
-        return await asyncio.wrap_future(self._send(value, key, report_failure=False))
+        return await asyncio.wrap_future(self._send(value, key))
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for every queued record's acknowledgement.
@@ -319,20 +323,26 @@ class Emitter:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _send(
-        self, value: bytes, key: bytes | None, *, report_failure: bool
-    ) -> concurrent.futures.Future[Position]:
+    def _send(self, value: bytes, key: bytes | None) -> concurrent.futures.Future[Position]:
+        """Queue one record whose caller waits for it (its failure is raised there, not
+        reported again by :meth:`flush`)."""
         self._publisher.start()
         future = self._publisher.send(self.topic, key, value)
-        future.add_done_callback(lambda done: self._settled(done, report_failure))
+        future.add_done_callback(self._settled)
         return future
 
-    def _settled(self, future: concurrent.futures.Future[Position], report_failure: bool) -> None:
-        error = future.exception()
+    def _on_delivery(self, err: KafkaError | None, msg: Message | None) -> None:
         with self._lock:
-            if error is None:
+            if err is None:
                 self.delivered += 1
-            elif report_failure and isinstance(error, DeliveryError):
-                self._failed += 1
-                if len(self._failures) < _MAX_FAILURES_KEPT:
-                    self._failures.append(error)
+                return
+            self._failed += 1
+            if len(self._failures) < _MAX_FAILURES_KEPT:
+                topic = msg.topic() if msg is not None else self.topic
+                key = msg.key() if msg is not None else None
+                self._failures.append(DeliveryError(topic or self.topic, key, err))
+
+    def _settled(self, future: concurrent.futures.Future[Position]) -> None:
+        if future.exception() is None:
+            with self._lock:
+                self.delivered += 1
