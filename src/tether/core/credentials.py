@@ -87,7 +87,10 @@ def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out:
                 token_expires=expires,
             )
             fid = v.finding_id
-            if fid in st.fired or not cfg.enabled(code):
+            fired = st.fired
+            if (fired is not None and fid in fired) or not cfg.enabled(code):
                 continue
-            st.fired.add(fid)
+            if fired is None:
+                st.fired = fired = set()
+            fired.add(fid)
             emit(v, cfg, now, out)

@@ -233,5 +233,5 @@ class TokenState:
     token_id: str
     expires_at: float = 0.0
     pairs: dict[tuple[str, str], PairUse] = field(default_factory=dict)
-    fired: set[str] = field(default_factory=set)
+    fired: set[str] | None = None  # finding ids raised (None until the first: most never do)
     partition: int = -1  # the credential-uses partition this token lives on (streaming only)
