@@ -57,3 +57,30 @@ def test_superseded_wake_ups_do_not_pile_up() -> None:
     engine.process(parse(completed("wf-1", "planner", t=30000)), None, out, uses)
     engine.advance(engine.watermark + 900 + 6, None, out, uses)  # past completion + retention
     assert not engine.sessions
+
+
+def test_a_long_jump_of_event_time_is_worked_off_in_bounded_steps() -> None:
+    """After a stretch of lag every session's grace period ends at once; the worker decides
+    them in steps of at most ``limit`` sessions, with the same outcome as one step."""
+
+    def engine_with_completed(n: int) -> WorkflowEngine:
+        eng = WorkflowEngine(Context(DetectionConfig()))
+        for i in range(n):
+            for raw in (started(f"wf-{i}", "planner", f"tok-{i}"), completed(f"wf-{i}", "planner")):
+                eng.process(parse(raw), None, Outbox(), [])
+        return eng
+
+    later = parse(started("wf-x", "planner", "tok-x")).t + 86_400.0
+    whole = engine_with_completed(10)
+    assert whole.advance(later, None, Outbox(), []) is True
+    stepped = engine_with_completed(10)
+    steps, left = 0, [10]
+    while not stepped.advance(later, None, Outbox(), [], limit=3):
+        steps += 1
+        left.append(len(stepped.sessions))
+        assert left[-2] - left[-1] <= 3  # at most 3 sessions decided per step
+        assert stepped.watermark == later
+        assert stepped.pending
+    assert steps >= 3
+    assert len(stepped.sessions) == len(whole.sessions) == 0
+    assert not stepped.pending

@@ -63,11 +63,33 @@ class WorkflowEngine:
             self._schedule(s)
 
     def advance(
-        self, watermark: float, now: datetime | None, out: Outbox, uses: list[CredentialUse]
-    ) -> None:
-        """Move event time forward without an event (the processing-time backstop)."""
-        if watermark > self.watermark:
-            self._advance(watermark, now, out, uses)
+        self,
+        watermark: float,
+        now: datetime | None,
+        out: Outbox,
+        uses: list[CredentialUse],
+        *,
+        limit: int | None = None,
+    ) -> bool:
+        """Move event time forward without an event (the processing-time backstop).
+
+        With ``limit``, decide the due checks of at most that many sessions and leave the
+        rest due for the next call (even with the same ``watermark``): a long jump of event
+        time (catching up with the wall clock after a stretch of lag, when every session's
+        grace period ends at once) is then worked off in bounded steps instead of one that
+        holds the event loop and all of its outputs at once. The decisions are the ones one
+        unbounded step would make. Returns whether nothing due is left.
+        """
+        if watermark > self.watermark or self.pending:
+            self._advance(max(watermark, self.watermark), now, out, uses, limit)
+        return not self.pending
+
+    @property
+    def pending(self) -> bool:
+        """Whether checks due before the watermark are still to be decided (a bounded
+        ``advance`` stopped short)."""
+        heap = self._heap
+        return bool(heap) and heap[0][0] < self.watermark
 
     def flush(self, now: datetime | None, out: Outbox, uses: list[CredentialUse]) -> None:
         """End of input: decide every pending check as if the grace period had passed."""
@@ -99,12 +121,20 @@ class WorkflowEngine:
         return self._heap[0][0] if self._heap else _INF
 
     def _advance(
-        self, watermark: float, now: datetime | None, out: Outbox, uses: list[CredentialUse]
+        self,
+        watermark: float,
+        now: datetime | None,
+        out: Outbox,
+        uses: list[CredentialUse],
+        limit: int | None = None,
     ) -> None:
         self.watermark = watermark
         stamp: Stamp = now if now is not None else watermark
         heap = self._heap
+        budget = limit if limit is not None else -1
         while heap and heap[0][0] < watermark:
+            if budget == 0:
+                return  # the rest stays due (``pending``)
             due, wf = heapq.heappop(heap)
             if self._scheduled.get(wf) != due:
                 continue  # superseded by an earlier wake-up
@@ -112,6 +142,7 @@ class WorkflowEngine:
             s = self.sessions.get(wf)
             if s is None:
                 continue
+            budget -= 1
             kept = fire_due(s, watermark, self.ctx, stamp, out, uses)
             if kept is None:
                 del self.sessions[wf]
