@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,41 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent / "integration"))  # pipeline.py, the broker fixtures
 
 from figures import FIGURE_COLUMNS, RESULTS  # noqa: E402
+from scenario import VARIANTS, Scenario  # noqa: E402
 
 from integration.conftest import kafka_bootstrap, redis_url  # noqa: E402
 
 __all__ = ["kafka_bootstrap", "redis_url"]
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request: pytest.FixtureRequest) -> str:
+    """The scenario's size: fast (``make test``) or soak (``make soak``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def open_scenario(
+    variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[[str], Scenario]]:
+    """Opens scenarios by name on the shared broker and Redis; closes them after the test."""
+    opened: list[Scenario] = []
+
+    def open_(name: str) -> Scenario:
+        scenario = Scenario(name, variant, kafka_bootstrap, redis_url, tmp_path)
+        opened.append(scenario)
+        return scenario
+
+    yield open_
+    for scenario in opened:
+        scenario.close()
+
+
+@pytest.fixture
+def run(request: pytest.FixtureRequest, open_scenario: Callable[[str], Scenario]) -> Scenario:
+    """The test module's ``SCENARIO`` on the shared broker and Redis (modules that need private
+    services override this fixture)."""
+    return open_scenario(request.module.SCENARIO)
 
 
 def _soak_selected(config: pytest.Config) -> bool:

@@ -22,14 +22,9 @@ from pathlib import Path
 import pytest
 from corpus import fleet_lines
 from private_services import PrivateKafka
-from scenario import VARIANTS, Scenario, knob, wait_until
+from scenario import Scenario, knob, wait_until
 
 SCENARIO = "broker_restart"
-
-
-@pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -13,27 +13,12 @@ Sizes: ``TETHER_FAULT_*`` (fast) / ``TETHER_SOAK_*`` (soak): ``FUZZ`` hostile re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from corpus import fleet_lines, workflow_key
 from fuzz import hostile_records
-from scenario import VARIANTS, Scenario, knob, wait_until
+from scenario import Scenario, knob, wait_until
 
 SCENARIO = "hostile_input"
-
-
-@pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def run(variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Scenario]:
-    scenario = Scenario(SCENARIO, variant, kafka_bootstrap, redis_url, tmp_path)
-    yield scenario
-    scenario.close()
 
 
 def test_every_hostile_record_is_dead_lettered_with_its_reason(run: Scenario, variant: str) -> None:

@@ -26,7 +26,7 @@ import redis
 from corpus import fleet_lines, workflow_key
 from feed import watcher_options
 from private_services import PrivateRedis
-from scenario import VARIANTS, Scenario, knob, wait_until
+from scenario import Scenario, knob, wait_until
 
 from tether.sdk.watcher import Watcher
 from tether.settings import Settings
@@ -34,11 +34,6 @@ from tether.settings import Settings
 SCENARIO = "redis_outage"
 PREFIX = "tether:revoked:"
 PROBE_TIER = "fault-probe"  # in no fail-closed tier: a True answer comes from the local set
-
-
-@pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -21,53 +21,31 @@ it (8 / 120), ``SEED``, ``TIMEOUT`` seconds (180 / 900).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from corpus import fleet_lines, workflow_key
 from handmade import latest_time, violation
-from scenario import VARIANTS, Scenario, knob, wait_until
+from scenario import Scenario, knob, wait_until
 from tap import Seen
 
 from tether.demo.malformed import malformed_lines
 
 
-@pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def _scenario(name: str, variant: str, bootstrap: str, redis_url: str, tmp: Path) -> Scenario:
-    return Scenario(name, variant, bootstrap, redis_url, tmp)
+@pytest.fixture
+def revocations_run(open_scenario: Callable[[str], Scenario]) -> Scenario:
+    return open_scenario("revocations_unwritable")
 
 
 @pytest.fixture
-def revocations_run(
-    variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    run = _scenario("revocations_unwritable", variant, kafka_bootstrap, redis_url, tmp_path)
-    yield run
-    run.close()
+def state_run(open_scenario: Callable[[str], Scenario]) -> Scenario:
+    return open_scenario("state_unwritable")
 
 
 @pytest.fixture
-def state_run(
-    variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    run = _scenario("state_unwritable", variant, kafka_bootstrap, redis_url, tmp_path)
-    yield run
-    run.close()
-
-
-@pytest.fixture
-def deadletter_run(
-    variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    run = _scenario("deadletter_unwritable", variant, kafka_bootstrap, redis_url, tmp_path)
-    yield run
-    run.close()
+def deadletter_run(open_scenario: Callable[[str], Scenario]) -> Scenario:
+    return open_scenario("deadletter_unwritable")
 
 
 def _warm_up(run: Scenario, head: list[bytes], timeout: float) -> None:

@@ -15,26 +15,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from corpus import fleet_lines
-from scenario import VARIANTS, Scenario, knob
+from scenario import Scenario, knob
 
 SCENARIO = "worker_kill"
-
-
-@pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def run(variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Scenario]:
-    scenario = Scenario(SCENARIO, variant, kafka_bootstrap, redis_url, tmp_path)
-    yield scenario
-    scenario.close()
 
 
 def test_sigkill_loop_loses_no_revocation(run: Scenario, variant: str) -> None:
