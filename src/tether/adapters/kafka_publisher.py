@@ -273,17 +273,22 @@ class KafkaPublisher:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         on_delivery: Callable[[KafkaError | None, Message | None], None],
+        partition: int | None = None,
     ) -> None:
         """Queue one record with librdkafka's own delivery callback (run on the polling
         thread; ``msg`` is None when the record could not even be queued): the cheapest path,
-        without a future, for fire-and-forget producers such as the SDK Emitter."""
+        without a future, for fire-and-forget producers such as the SDK Emitter. A full local
+        queue is waited on for up to ``queue_full_timeout_s``."""
         producer = self._require()
+        pinned = -1 if partition is None else partition  # -1: librdkafka's partitioner decides
         deadline = time.monotonic() + self._queue_full_timeout_s
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(
+                    topic, value=value, key=key, partition=pinned, on_delivery=on_delivery
+                )
                 return
             except BufferError:
                 if time.monotonic() >= deadline:
@@ -305,31 +310,13 @@ class KafkaPublisher:
         on_outcome: Callable[[Position | DeliveryError], None],
         partition: int | None = None,
     ) -> None:
-        producer = self._require()
-        pinned = -1 if partition is None else partition  # -1: librdkafka's partitioner decides
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                on_outcome(DeliveryError(topic, key, err))
+        def on_delivery(err: KafkaError | None, msg: Message | None) -> None:
+            if err is not None or msg is None:
+                on_outcome(DeliveryError(topic, key, err or "not queued"))
             else:
                 on_outcome((msg.partition() or 0, msg.offset() or 0))
 
-        deadline = time.monotonic() + self._queue_full_timeout_s
-        while True:
-            try:
-                producer.produce(
-                    topic, value=value, key=key, partition=pinned, on_delivery=on_delivery
-                )
-                return
-            except BufferError:
-                if time.monotonic() >= deadline:
-                    on_outcome(DeliveryError(topic, key, "local producer queue is full"))
-                    return
-                producer.poll(0.01)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else str(exc)
-                on_outcome(DeliveryError(topic, key, error))
-                return
+        self.produce(topic, key, value, on_delivery, partition)
 
     def _poll_loop(self) -> None:
         producer = self._producer
