@@ -154,8 +154,10 @@ class RegistrySync:
 
     def _write(self, revocations: list[Revocation]) -> bool:
         """Write every revocation, retrying while Redis is unavailable; False if stopped first."""
+        if not revocations:
+            return True
         backoff = 0.05
-        while revocations:
+        while True:
             try:
                 self.registry.put_many_sync(revocations)
             except (RegistryUnavailableError, ConnectionError, OSError) as exc:
@@ -166,4 +168,3 @@ class RegistrySync:
                 continue
             self.written += len(revocations)
             return True
-        return True
