@@ -145,6 +145,7 @@ class Context:
     logs: Path
     producers: int = 1
     observer: str = "watcher"
+    load_linger_ms: float = 5.0
 
 
 def open_pipeline(ctx: Context, kind: str) -> Pipeline:
@@ -180,6 +181,8 @@ def open_pipeline(ctx: Context, kind: str) -> Pipeline:
                 str(i),
                 "--of",
                 str(ctx.producers),
+                "--linger-ms",
+                str(ctx.load_linger_ms),
             ],
             ctx.logs / f"{kind}-load{i}.log",
         )

@@ -50,8 +50,11 @@ def key_of(line: bytes) -> bytes | None:
 class LoadGen:
     """One producer: an Emitter plus the schedule."""
 
-    def __init__(self, emitter: Emitter, run: str, index: int, of: int) -> None:
+    def __init__(
+        self, emitter: Emitter, run: str, index: int, of: int, prober: Emitter | None = None
+    ) -> None:
         self.emitter = emitter
+        self.prober = prober or emitter
         self.run = run
         self.index, self.of = index, of
         self.last_line: bytes | None = None
@@ -62,9 +65,9 @@ class LoadGen:
         self.probes += 1
         probe_id = f"{self.run}-{tag}-{self.probes}"
         key, started, call = probe(probe_id, t, time.time() + _PROBE_LIFETIME_S)
-        self.emitter.emit_raw(started, key)
+        self.prober.emit_raw(started, key)
         sent_at = time.time()
-        self.emitter.emit_raw(call, key)
+        self.prober.emit_raw(call, key)
         return probe_token(probe_id), sent_at
 
     def step(self, cmd: dict) -> dict:  # one hot loop, kept flat
@@ -107,10 +110,11 @@ class LoadGen:
         self.last_sent_at = last
         flush_began = time.time()
         failed = 0
-        try:
-            self.emitter.flush(60)
-        except EmitFailedError as exc:
-            failed = exc.failed + exc.pending
+        for emitter in {self.emitter, self.prober}:
+            try:
+                emitter.flush(60)
+            except EmitFailedError as exc:
+                failed += exc.failed + exc.pending
         return {
             "ok": "step",
             "sent": sent,
@@ -141,14 +145,25 @@ def main() -> int:
     ap.add_argument("--run", required=True, help="names this run's probes")
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--of", type=int, default=1)
+    ap.add_argument(
+        "--linger-ms",
+        type=float,
+        default=1.0,
+        help="the background load's batching (the probes always use the SDK default)",
+    )
     args = ap.parse_args()
+    settings = Settings(kafka_bootstrap=args.bootstrap)
     emitter = Emitter(
-        Settings(kafka_bootstrap=args.bootstrap),
+        settings,
         args.topic,
         client_id=f"tether-bench-loadgen-{args.index}",
+        linger_ms=args.linger_ms,
     )
     emitter.start()
-    gen = LoadGen(emitter, args.run, args.index, args.of)
+    # Probes (only producer 0 sends them) are timed: they go out as one agent's events would,
+    # through an Emitter of their own with the SDK's defaults.
+    prober = Emitter(settings, args.topic, client_id=f"tether-bench-probe-{args.index}")
+    gen = LoadGen(emitter, args.run, args.index, args.of, prober)
     out = sys.stdout
     out.write('{"ok": "ready"}\n')
     out.flush()
@@ -160,6 +175,7 @@ def main() -> int:
         out.write(orjson.dumps(reply).decode() + "\n")
         out.flush()
     emitter.close(30)
+    prober.close(30)
     return 0
 
 

@@ -153,6 +153,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     async def _revoked(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A batch being processed finishes (outputs, state, acknowledgements) before the
         # partitions move; what is only buffered is read again after the rebalance.
+        worker.close_epoch()  # its state write starts now, not when the epoch would end
         if not await intake.wait_idle(settings.session_timeout_s / 2):
             _log.warning("a batch was still being processed when partitions were revoked")
         intake.reset()

@@ -53,7 +53,7 @@ class Intake:
         ack: Callable[[Any], object],
         generation: Callable[[], int],
         batch_max: int = 1000,
-        max_inflight: int = 4,
+        max_inflight: int = 32,
         retry_s: float = 0.5,
     ) -> None:
         self.handlers = handlers

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import monotonic
 from typing import Any
@@ -65,6 +65,31 @@ stretch of lag, every session's grace period ends at once) is worked off in step
 each made durable before the next, instead of one step that stalls the worker for seconds."""
 
 
+EPOCH_KEYS = 20_000
+"""Changed keys at which a state epoch closes early, whatever its age: bounds the size of one
+state write (and of what a crash replays)."""
+
+
+@dataclass(slots=True)
+class _Epoch:
+    """Steps applied since the last state snapshot."""
+
+    done: asyncio.Future[None]  # resolves once their outputs and the state they left are durable
+    outputs: list[asyncio.Future[None]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+    def settle(self, commit: asyncio.Future[None]) -> None:
+        """Pass the outcome of the epoch's state write on to the steps waiting for it."""
+        if self.done.done():
+            return
+        if commit.cancelled():
+            self.done.cancel()
+        elif (exc := commit.exception()) is not None:
+            self.done.set_exception(exc)
+        else:
+            self.done.set_result(None)
+
+
 def _nothing() -> bool:
     return False
 
@@ -107,7 +132,9 @@ class Worker:
         self.signing = SigningPool(signer, settings.signing_processes)
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
         self.worker_id = worker_id
-        self._tail: asyncio.Future[None] | None = None  # the last step not yet durable
+        self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
+        self._epoch: _Epoch | None = None  # steps whose state is not written yet
+        self._epoch_s = settings.state_epoch_ms / 1000
         self.topics = {
             name: settings.topic(name)
             for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
@@ -128,7 +155,8 @@ class Worker:
 
     async def on_intents(self, records: Sequence[InputRecord]) -> None:
         """Apply a batch of input records; returns once their outputs and state are durable."""
-        await self.submit_intents(records)
+        self.submit_intents(records)
+        await self.drain()
 
     def submit_intents(self, records: Sequence[InputRecord]) -> asyncio.Future[None]:
         """Apply a batch of input records now; the future resolves once their outputs and then
@@ -152,35 +180,58 @@ class Worker:
             self._advanced_at = monotonic()
         self._collect(out, batch)
         self._collect_uses(uses, batch)
-        return self._commit(batch, self.sessions.changes())
+        return self._commit(batch)
 
-    def _commit(self, outputs: Batch, state: Batch) -> asyncio.Future[None]:
-        """Publish ``outputs``, then ``state`` (the changelog snapshot taken right after the
-        step that produced them) once those outputs and every earlier step are durable: steps
-        overlap (the next batch is applied while this one's records are in flight) but become
-        durable in order, and a step's state never reaches the changelog before its outputs are
-        acknowledged. A crash in between replays the input against the earlier state instead
-        of losing an output."""
-        previous = self._tail
-        signed = None
+    def _commit(self, outputs: Batch, *, now: bool = False) -> asyncio.Future[None]:
+        """Publish a step's ``outputs`` at once and add the step to the open state epoch; the
+        future resolves once the epoch's state is durable (see ``close_epoch``).
+
+        Outputs never wait (a revocation should not queue behind anything); state is written
+        once per epoch, not per step: a session touched by many steps of an epoch reaches the
+        changelog once, and the broker sees one state write per epoch instead of one per
+        fetch. ``now`` closes the epoch with this step (a caller that waits for durability)."""
+        sent = asyncio.ensure_future(self._send_outputs(outputs))
+        epoch = self._epoch
+        if epoch is None:
+            loop = asyncio.get_running_loop()
+            epoch = self._epoch = _Epoch(loop.create_future())
+            if not now and self._epoch_s > 0:
+                epoch.timer = loop.call_later(self._epoch_s, self.close_epoch)
+        epoch.outputs.append(sent)
+        if now or self._epoch_s <= 0 or self.sessions.dirty + self.tokens.dirty >= EPOCH_KEYS:
+            self.close_epoch()
+        return epoch.done
+
+    async def _send_outputs(self, outputs: Batch) -> None:
         if outputs.unsigned:  # signed in another process while the next batch is applied
             unsigned, outputs.unsigned = outputs.unsigned, []
-            signed = asyncio.ensure_future(self._sign(unsigned))
+            outputs.records.extend(await self._sign(unsigned))
+        await self.publisher.send(outputs)
+
+    def close_epoch(self) -> None:
+        """Snapshot the state every step of the open epoch left and publish it once those
+        steps' outputs and every earlier epoch are durable: epochs become durable in order,
+        and state never reaches the changelog before the outputs it reflects are
+        acknowledged. A crash in between replays the input against the earlier state instead
+        of losing an output."""
+        epoch, self._epoch = self._epoch, None
+        if epoch is None:
+            return
+        if epoch.timer is not None:
+            epoch.timer.cancel()
+        state = self.sessions.changes()
+        state.records.extend(self.tokens.changes().records)
+        previous = self._tail
 
         async def commit() -> None:
-            if signed is not None:
-                outputs.records.extend(await signed)
-            # Outputs go out at once (their order does not matter, and a revocation should not
-            # wait for earlier steps); the state waits for this step's outputs and for every
-            # earlier step, so the changelog and the acknowledgements stay in step order.
-            await self.publisher.send(outputs)
+            await asyncio.gather(*epoch.outputs)
             if previous is not None:
                 await previous
             await self.publisher.send(state)
 
         task = asyncio.ensure_future(commit())
+        task.add_done_callback(epoch.settle)
         self._tail = task
-        return task
 
     async def _sign(self, revocations: list[Revocation]) -> list[Entry]:
         payload = self.signer.revocation_payload
@@ -195,6 +246,7 @@ class Worker:
 
     async def drain(self) -> None:
         """Wait until every step applied so far is durable."""
+        self.close_epoch()
         tail = self._tail
         if tail is not None:
             await tail
@@ -256,7 +308,8 @@ class Worker:
 
     async def on_uses(self, records: Sequence[InputRecord]) -> None:
         """Fold a batch of credential uses into the token table; returns once durable."""
-        await self.submit_uses(records)
+        self.submit_uses(records)
+        await self.drain()
 
     def submit_uses(self, records: Sequence[InputRecord]) -> asyncio.Future[None]:
         """Fold a batch of credential uses into the token table (tables recovered, as above);
@@ -277,7 +330,7 @@ class Worker:
             self.index.expire(latest, now)
         batch = Batch()
         self._collect(out, batch)
-        return self._commit(batch, self.tokens.changes())
+        return self._commit(batch)
 
     # -- time -----------------------------------------------------------------------------
 
@@ -306,7 +359,7 @@ class Worker:
             batch = Batch()
             self._collect(out, batch)
             self._collect_uses(uses, batch)
-            await self._commit(batch, self.sessions.changes())
+            await self._commit(batch, now=True)
 
     def _quiet(self, clock: float) -> bool:
         """Whether the input is quiet, not just slow: nothing arrived for a tick and nothing is

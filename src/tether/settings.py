@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     web_port: int | None = Field(None, description="faust web server port; unset disables it")
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
     tick_s: float = Field(0.2, gt=0, description="processing-time backstop interval")
+    state_epoch_ms: float = Field(
+        50.0,
+        ge=0,
+        le=5000,
+        description="how often the worker writes changed state to the tables' changelogs: "
+        "once per epoch instead of once per batch (outputs never wait for it; input offsets "
+        "do); 0 writes after every batch",
+    )
     trace: bool = Field(False, description="log every acknowledged input position (debugging)")
     token_hold_s: float = Field(
         300.0,

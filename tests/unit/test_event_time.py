@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-import orjson
 import pytest
 
 from builders import T0, call, started
 from streams import worker as worker_module
-from streams.outputs import Publisher
-from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
 from streams.worker import InputLag, Worker
-from tether.bootstrap import context
-from tether.models.state_codec import dump_session, dump_token
 from tether.security import SetSigner, generate_key
 from tether.settings import Settings
+from worker_doubles import make_worker, records
 
 NEG_INF = float("-inf")
 
@@ -79,31 +74,6 @@ def test_a_new_partition_holds_event_time_back_from_its_seed() -> None:
 # -- the worker's backstop ----------------------------------------------------------------
 
 
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass
-class FakeTable:
-    """What ``TableStore`` reads of a faust table."""
-
-    name: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def changelog_topic(self) -> Any:
-        return SimpleNamespace(get_topic_name=lambda: f"{self.name}-changelog")
-
-
-async def _publish_many(records: list[Any]) -> list[Any]:
-    return []  # every record acknowledged
-
-
 @pytest.fixture(scope="module")
 def signer() -> SetSigner:
     return SetSigner(generate_key("ES256"), issuer="https://tether.test", token_issuer="sts")
@@ -126,24 +96,7 @@ class Lag:
 
 
 def _worker(signer: SetSigner, lag: Lag) -> Worker:
-    settings = Settings(grace_s=2.0, tick_s=0.2)
-    return Worker(
-        settings,
-        context(settings),
-        TableStore(FakeTable("sessions"), dump_session),
-        TableStore(FakeTable("tokens"), dump_token),
-        Publisher(_publish_many),
-        signer,
-        worker_id="w-test",
-        lag=lag.lag(),
-    )
-
-
-def _records(*events: dict[str, Any], partition: int = 0, first: int = 0) -> list[Record]:
-    return [
-        Record("intents", partition, first + i, ev["workflow_id"].encode(), orjson.dumps(ev))
-        for i, ev in enumerate(events)
-    ]
+    return make_worker(signer, settings=Settings(grace_s=2.0, tick_s=0.2), lag=lag.lag())
 
 
 def _run(coro: Any) -> Any:
@@ -174,10 +127,8 @@ def test_the_backstop_moves_event_time_only_on_a_quiet_caught_up_stream(
     lag = Lag()
     w = _worker(signer, lag)
     w.assign({0})
-    records = _records(
-        started("wf-1", "planner", "tok-1", t=0), call("wf-1", "planner", "tok-1", t=1)
-    )
-    _run(w.on_intents(records))
+    batch = records(started("wf-1", "planner", "tok-1", t=0), call("wf-1", "planner", "tok-1", t=1))
+    _run(w.on_intents(batch))
     clock.now += 0.05
     _run(w.tick())  # the watermark reaches the records' event time
     before = w.engine.watermark
@@ -209,5 +160,5 @@ def _session_at(signer: SetSigner, t: float) -> Any:
     w = _worker(signer, lag)
     w.assign({0})
     seconds = t - T_START
-    _run(w.on_intents(_records(started("wf-1", "planner", "tok-1", t=seconds))))
+    _run(w.on_intents(records(started("wf-1", "planner", "tok-1", t=seconds))))
     return w.sessions["wf-1"]

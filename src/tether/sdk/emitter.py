@@ -95,6 +95,7 @@ class Emitter:
         *,
         client_id: str = "tether-emitter",
         delivery_timeout_s: float | None = None,
+        linger_ms: float | None = None,
     ) -> None:
         """Configure the emitter; nothing connects until the first emit or :meth:`start`.
 
@@ -105,6 +106,10 @@ class Emitter:
             client_id: names the producer in broker logs.
             delivery_timeout_s: give up on a record after this long (librdkafka
                 ``message.timeout.ms``; default 300 s).
+            linger_ms: how long a record may wait for others to share its request to the
+                broker (librdkafka ``linger.ms``; default 1 ms, latency first). A process that
+                emits for many agents at once (a gateway, a replay) can trade a few ms for far
+                fewer requests.
         """
         if settings is None:
             settings = Settings()
@@ -114,6 +119,8 @@ class Emitter:
         overrides: dict[str, Any] = {}
         if delivery_timeout_s is not None:
             overrides["message.timeout.ms"] = max(1, int(delivery_timeout_s * 1000))
+        if linger_ms is not None:
+            overrides["linger.ms"] = linger_ms
         self._publisher = KafkaPublisher(settings, client_id=client_id, overrides=overrides)
         self._lock = threading.Lock()
         self._failures: list[DeliveryError] = []
