@@ -53,7 +53,7 @@ class Intake:
         ack: Callable[[Any], object],
         generation: Callable[[], int],
         batch_max: int = 1000,
-        max_inflight: int = 32,
+        max_inflight: int | None = None,
         retry_s: float = 0.5,
     ) -> None:
         self.handlers = handlers
@@ -61,7 +61,11 @@ class Intake:
         self.ack = ack
         self.generation = generation
         self.batch_max = batch_max
-        self.max_inflight = max_inflight
+        # Records handed over but not yet durable (their batches wait for a state epoch): a
+        # bound on records, not batches, so that a trickle of small batches never waits while
+        # a worker catching up holds no more than a few full batches in memory.
+        self.max_inflight = max_inflight if max_inflight is not None else 4 * batch_max
+        self._inflight_records = 0
         self.retry_s = retry_s
         self._pending: list[Any] = []
         self._pending_generation = -1
@@ -116,7 +120,7 @@ class Intake:
         Does nothing while the tables are recovering or a rebalance is on (the records stay
         buffered), and drops records of an earlier consumer generation (they are read again).
         A handler that raises leaves the batch buffered, to be retried after ``retry_s``. Up
-        to ``max_inflight`` batches may be on their way to durability at once.
+        to ``max_inflight`` records may be on their way to durability at once.
         """
         if not self._pending:
             return
@@ -139,11 +143,13 @@ class Intake:
         durable = asyncio.gather(*steps)
         durable.add_done_callback(lambda done: self._settled(done, batch))
         self._inflight.append(durable)
-        while len(self._inflight) > self.max_inflight:
+        self._inflight_records += len(batch)
+        while self._inflight_records > self.max_inflight and self._inflight:
             await asyncio.wait([self._inflight[0]])
 
     def _settled(self, done: asyncio.Future[Any], batch: list[Any]) -> None:
         self._inflight.remove(done)
+        self._inflight_records -= len(batch)
         if done.cancelled() or done.exception() is not None:
             # Only a shutdown cancels a step (publishing retries until Kafka acknowledges):
             # the records stay unacknowledged and are read again by the next owner.

@@ -14,6 +14,7 @@ input partitions, seek them to their committed offsets).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -73,7 +74,23 @@ class FastRecovery:
         return bool(recovery.in_recovery) and not recovery.need_recovery()
 
     def install(self) -> None:
-        """Decode the newest value of every absorbed key into its table (a tombstone deletes)."""
+        """Decode the newest value of every absorbed key into its table (a tombstone deletes).
+
+        Python's cyclic garbage collector is off meanwhile: the hundreds of thousands of
+        objects made here would set off full collections that walk every one of them again
+        and again. Afterwards they are frozen out of its view (``gc.freeze``), so that later
+        collections do not walk them either. State holds no reference cycles: reference
+        counting frees it when a key is replaced or deleted, frozen or not."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._install()
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
+
+    def _install(self) -> None:
         for table, entries in self._raw.items():
             load = self._loaders[table.name]
             store = table.data  # faust's memory Store: ``data`` dict and ``_key_partition``

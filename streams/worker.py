@@ -65,7 +65,7 @@ stretch of lag, every session's grace period ends at once) is worked off in step
 each made durable before the next, instead of one step that stalls the worker for seconds."""
 
 
-EPOCH_KEYS = 20_000
+EPOCH_KEYS = 2_000
 """Changed keys at which a state epoch closes early, whatever its age: bounds the size of one
 state write (and of what a crash replays)."""
 

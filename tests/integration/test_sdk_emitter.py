@@ -104,6 +104,16 @@ def test_raw_bytes_are_produced_as_is_even_when_invalid(settings):
     assert all(msg.key() is None for msg in messages)
 
 
+def test_a_batching_emitter_delivers_every_record_in_order(settings):
+    payloads = [b'{"n": %d}' % i for i in range(500)]
+    with Emitter(settings, linger_ms=50) as emitter:
+        for payload in payloads:
+            emitter.emit_raw(payload, b"wf-batched")
+    assert emitter.delivered == len(payloads)
+    messages = read_back(settings.kafka_bootstrap, emitter.topic, len(payloads))
+    assert [msg.value() for msg in messages] == payloads  # one key: one partition, in order
+
+
 def test_wait_and_aemit_return_the_position(settings):
     with Emitter(settings) as emitter:
         position = emitter.tool_call_intent(
