@@ -171,6 +171,39 @@ def rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def child_pids(parent: int) -> list[int]:
+    """The live child processes of ``parent`` (a worker's signing process)."""
+    return [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and (fields := _stat_fields(pid)) is not None and int(fields[1]) == parent
+    ]
+
+
+def broker_pid() -> int | None:
+    """The local Apache Kafka broker (`scripts/services.sh` starts ``kafka.Kafka``), if any: the
+    benchmarks share the machine with it, so its CPU is recorded beside the worker's."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in argv:
+            return int(pid)
+    return None
+
+
 def machine_busy() -> tuple[float, float]:
     """``(busy, total)`` CPU jiffies of the whole machine so far (all cores)."""
     with open("/proc/stat") as f:

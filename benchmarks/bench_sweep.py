@@ -38,7 +38,7 @@ from typing import Any
 
 from bench_events import event_time
 from bench_kafka import Gateway, GroupProgress, ProbeClock, create_topics, wait_heartbeat
-from bench_procs import Children, CpuMeter, LoadClient, worker_env
+from bench_procs import Children, CpuMeter, LoadClient, broker_pid, child_pids, worker_env
 
 from tether.demo.fleet import FleetConfig, iter_json_lines
 
@@ -230,11 +230,14 @@ def _drive(
                 "probe_tag": tag,
             }
         )
+    broker = broker_pid()
     meter = CpuMeter(
         {
             "process": pipe.proc.pid,
+            **{f"process-child{i}": pid for i, pid in enumerate(child_pids(pipe.proc.pid))},
             **{load.name: load.proc.pid for load in pipe.loads},
             "harness": os.getpid(),
+            **({"broker": broker} if broker is not None else {}),
         }
     )
     samples: list[tuple[float, int, int]] = []
@@ -338,7 +341,8 @@ def run_step(
         f"{growth:,.0f}/s), drained in "
         f"{result['drain_s']}s -> {verdict}; probe p50 {latency['p50_ms']} ms p99 "
         f"{latency['p99_ms']} ms (n={latency['n']}, lost {latency['lost']}); cpu "
-        f"{pipe.kind} {cpu['process_cpu_pct']}% machine {cpu['machine_busy_pct']}%"
+        f"{pipe.kind} {cpu['process_cpu_pct']}% broker {cpu.get('broker_cpu_pct', '?')}% "
+        f"machine {cpu['machine_busy_pct']}%"
     )
     return result
 
