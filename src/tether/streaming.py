@@ -29,8 +29,8 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
     app, _ = build(settings)
     # Python's full garbage collection walks every tracked object while holding the GIL: the
-    # ~100,000 of faust, aiokafka, pydantic and Cedar made them 200-330 ms stalls of the whole
-    # worker every few seconds under load (the p99 of detection latency). What exists by now
+    # objects of faust, aiokafka, pydantic and Cedar made them stalls of the whole worker of
+    # hundreds of ms every few seconds under load (the p99 of detection latency). What exists by now
     # lives as long as the process: freeze it out of the collector's view (recovered table
     # state is frozen too, see streams.recovery).
     gc.collect()
