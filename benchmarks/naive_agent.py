@@ -92,10 +92,12 @@ def _app(settings: Settings) -> faust.App:
     codecs.register("naive_utf8", _Utf8())
     codecs.register("naive_session", _State(dump_session, load_session))
     codecs.register("naive_token", _State(dump_token, load_token))
+    (settings.home / "faust").mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id or f"{settings.topic_prefix}naive",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.home / "faust" / "{conf.name}-data"),  # as the worker's
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_enabled=False,

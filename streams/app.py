@@ -54,10 +54,14 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     codecs.register()
     faust_fixes.apply()
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    (settings.home / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        # Tables live in memory; faust still creates its data directory: keep it under
+        # tether's home rather than the working directory.
+        datadir=str(settings.home / "faust" / "{conf.name}-data"),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,

@@ -29,6 +29,7 @@ from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
+from tether.models.jsonbytes import dumps
 from tether.models.outputs import Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
 from tether.security import SetSigner
@@ -40,7 +41,7 @@ _log = logging.getLogger("tether.worker")
 
 def encode_use(use: CredentialUse) -> bytes:
     """A credential use on the wire (compact)."""
-    return orjson.dumps(
+    return dumps(
         [
             use.token_id,
             use.workload_id,

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import orjson
 
 from tether.models.events import Grant, input_event_adapter
+from tether.models.jsonbytes import dumps
 from tether.models.session import (
     ActRef,
     DelegationRec,
@@ -152,7 +153,7 @@ def dump_session(s: Session) -> bytes:
         doc["cp"] = True
     if s.seq:
         doc["sq"] = s.seq
-    return orjson.dumps(doc)
+    return dumps(doc)
 
 
 def load_session(data: bytes) -> Session:
@@ -209,7 +210,7 @@ def load_session(data: bytes) -> Session:
 
 def dump_token(st: TokenState) -> bytes:
     """Serialize a token's cross-workflow state."""
-    return orjson.dumps(
+    return dumps(
         {
             "v": TOKEN_STATE_VERSION,
             "k": st.token_id,

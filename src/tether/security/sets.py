@@ -31,6 +31,7 @@ from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmErr
 from joserfc.jwk import ECKey, JWKRegistry, Key, RSAKey
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
+from tether.models.jsonbytes import dumps
 from tether.models.outputs import Heartbeat, Revocation
 from tether.security import caep
 
@@ -186,7 +187,7 @@ class SetSigner:
             "events": {event_type: body},
             TETHER_CLAIM: rev.model_dump(mode="json", exclude_none=True),
         }
-        return orjson.dumps(claims)
+        return dumps(claims)  # held until signed: sized to its content
 
     def heartbeat(self, hb: Heartbeat) -> bytes:
         """The SET of one heartbeat: an SSF verification event, signed like a revocation."""
