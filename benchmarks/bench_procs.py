@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -110,7 +112,41 @@ def worker_env(
         }
     )
     env.pop("TETHER_WEB_PORT", None)  # faust's web server stays off
+    # the worker logs collections that stopped it this long: each step reports them
+    env.setdefault("TETHER_GC_LOG_MS", str(GC_LOG_MS))
     return env
+
+
+GC_LOG_MS = 10
+_GC_PAUSE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ tether\.gc gc pause ([\d.]+) ms "
+    r"\(generation (\d)"
+)
+
+
+def gc_pauses(log: Path, t_from: float, t_to: float) -> dict[str, Any]:
+    """The worker's logged collection pauses (``tether.gc``) between two POSIX times: how many,
+    the longest, their sum, and how many were full (generation 2) collections."""
+    took: list[tuple[float, int]] = []
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        m = _GC_PAUSE.match(line)
+        if m is None:
+            continue
+        # the log writes local time
+        at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+        if t_from <= at <= t_to:
+            took.append((float(m.group(2)), int(m.group(3))))
+    return {
+        "gc_log_ms": float(os.environ.get("TETHER_GC_LOG_MS", GC_LOG_MS)),
+        "gc_pauses": len(took),
+        "gc_pauses_full": sum(1 for _, gen in took if gen == 2),
+        "gc_pause_max_ms": max((ms for ms, _ in took), default=0.0),
+        "gc_pause_total_ms": round(sum(ms for ms, _ in took), 1),
+    }
 
 
 class LoadClient:

@@ -38,7 +38,15 @@ from typing import Any
 
 from bench_events import event_time
 from bench_kafka import Gateway, GroupProgress, ProbeClock, create_topics, wait_heartbeat
-from bench_procs import Children, CpuMeter, LoadClient, broker_pid, child_pids, worker_env
+from bench_procs import (
+    Children,
+    CpuMeter,
+    LoadClient,
+    broker_pid,
+    child_pids,
+    gc_pauses,
+    worker_env,
+)
 
 from tether.demo.fleet import FleetConfig, iter_json_lines
 
@@ -121,6 +129,7 @@ class Pipeline:
     gateway: Gateway
     clock: ProbeClock
     loads: list[LoadClient]
+    log_path: Path | None = None  # the process's log (the worker's logged gc pauses)
     line: int = 0
     offset: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -189,7 +198,9 @@ def open_pipeline(ctx: Context, kind: str) -> Pipeline:
         for i in range(ctx.producers)
     ]
     progress = GroupProgress(ctx.bootstrap, group, [f"{prefix}intents"], ctx.partitions)
-    return Pipeline(kind, prefix, group, proc, progress, gateway, clock, loads)
+    return Pipeline(
+        kind, prefix, group, proc, progress, gateway, clock, loads, ctx.logs / f"{kind}.log"
+    )
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -301,6 +312,7 @@ def run_step(
     latency = latency_summary(pipe.clock.latencies_ms(tokens))
     pipe.line += lines
     pipe.offset = replies[0]["end_offset"]
+    pauses = gc_pauses(pipe.log_path, t0, t_last) if pipe.log_path is not None else {}
     kept_up = growth <= (1 - KEEP_UP) * achieved
     bounded = lag_end <= LAG_BOUND_S * achieved + LAG_SLACK
     producer_ok = achieved >= KEEP_UP * rate
@@ -320,6 +332,7 @@ def run_step(
         "sustainable": producer_ok and kept_up and bounded,
         "latency": latency,
         "delivery_failures": sum(r["failed"] for r in replies),
+        **pauses,
         **cpu,
         "process_cpu_us_per_event": round(cpu["process_cpu_pct"] * 1e4 / processed, 1)
         if processed > 0
@@ -343,6 +356,12 @@ def run_step(
         f"{latency['p99_ms']} ms (n={latency['n']}, lost {latency['lost']}); cpu "
         f"{pipe.kind} {cpu['process_cpu_pct']}% broker {cpu.get('broker_cpu_pct', '?')}% "
         f"machine {cpu['machine_busy_pct']}%"
+        + (
+            f"; gc pauses >= {pauses['gc_log_ms']:g} ms: {pauses['gc_pauses']} "
+            f"({pauses['gc_pauses_full']} full), longest {pauses['gc_pause_max_ms']} ms"
+            if pauses.get("gc_pauses") is not None and pipe.kind != "naive"
+            else ""
+        )
     )
     return result
 

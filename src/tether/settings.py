@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "once per epoch instead of once per batch (outputs never wait for it; input offsets "
         "do); 0 writes after every batch",
     )
+    gc_log_ms: float = Field(
+        50.0,
+        ge=0,
+        description="log every garbage collection that stops the worker this long or longer "
+        "(a latency spike on every detection in flight); 0 logs none",
+    )
     trace: bool = Field(False, description="log every acknowledged input position (debugging)")
     token_hold_s: float = Field(
         300.0,
