@@ -15,6 +15,7 @@ from streams.intake import Intake
 from streams.outputs import Publisher
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
+from streams.store import use_state_store
 from streams.tables import TableStore
 from streams.worker import InputLag, Worker
 from tether.adapters.kafka_publisher import KafkaPublisher
@@ -41,6 +42,7 @@ def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
     table.key_serializer = codecs.UTF8
     table.value_serializer = value_codec
     table.changelog_topic = table._new_changelog_topic()
+    use_state_store(table)
     return table
 
 

@@ -93,15 +93,14 @@ class FastRecovery:
     def _install(self) -> None:
         for table, entries in self._raw.items():
             load = self._loaders[table.name]
-            store = table.data  # faust's memory Store: ``data`` dict and ``_key_partition``
-            data, key_partition = store.data, store._key_partition
+            data = table.data.data  # the dict inside faust's memory store (streams.store)
             for key, (value, partition) in entries.items():
                 if value is None:
                     data.pop(key, None)
-                    key_partition.pop(key, None)
                     continue
-                data[key] = load(value)
-                key_partition[key] = partition
+                state = load(value)
+                state.partition = partition  # the key's partition (state remembers it)
+                data[key] = state
                 self.installed += 1
         took = time.monotonic() - self._started if self._started is not None else 0.0
         if self._raw:

@@ -35,7 +35,7 @@ class TableStore(MutableMapping[str, V], Generic[V]):
 
     @property
     def _data(self) -> Any:
-        return self.table.data  # faust's Store (memory): a dict-like with _key_partition
+        return self.table.data  # streams.store.StateStore
 
     def __getitem__(self, key: str) -> V:
         value: V = self._data[key]
@@ -72,7 +72,6 @@ class TableStore(MutableMapping[str, V], Generic[V]):
         writes are buffered and its flush before an offset commit is best-effort, so the
         worker publishes these itself and waits for Kafka before acknowledging input."""
         data = self._data
-        key_partition = getattr(data, "_key_partition", None)
         topic = self.table.changelog_topic.get_topic_name()
         batch = Batch()
         for key, partition in self._dirty.items():
@@ -82,11 +81,7 @@ class TableStore(MutableMapping[str, V], Generic[V]):
             raw_key = key.encode()
             if value is None:
                 batch.add(topic, raw_key, None, partition)  # a tombstone: faust deletes the key
-                if key_partition is not None:
-                    key_partition.pop(key, None)
             else:
                 batch.add(topic, raw_key, self._dump(value), partition)
-                if key_partition is not None:
-                    key_partition[key] = partition
         self._dirty.clear()
         return batch

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from sys import intern
 from time import monotonic
 from typing import Any
 
@@ -57,7 +58,8 @@ def encode_use(use: CredentialUse) -> bytes:
 def decode_use(data: bytes) -> CredentialUse:
     """The inverse of ``encode_use``."""
     token_id, workload, workflow, t, event_id, inherited, expires = orjson.loads(data)
-    return CredentialUse(token_id, workload, workflow, t, event_id, inherited, expires)
+    # workload ids repeat across the fleet: one copy, shared by every token's state
+    return CredentialUse(token_id, intern(workload), workflow, t, event_id, inherited, expires)
 
 
 FIRE_MAX = 2000

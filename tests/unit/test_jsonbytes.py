@@ -51,7 +51,7 @@ SESSION = folded(
         call("wf-1", "researcher", "tok-r", t=2),
     ]
 )
-TOKEN = TokenState("tok-p", 100.0, {("wl", "wf-1"): PairUse(1.0, "ev-1", False)}, partition=2)
+TOKEN = TokenState("tok-p", 100.0, [PairUse("wl", "wf-1", 1.0, "ev-1", False)], partition=2)
 USE = CredentialUse("tok-p", "wl", "wf-1", 1.0, "ev-1", False, 100.0)
 SIGNER = SetSigner(generate_key("RS256"), issuer="https://tether.example")
 

@@ -19,7 +19,16 @@ class TP:
 @dataclass
 class Store:
     data: dict[str, Any] = field(default_factory=dict)
-    _key_partition: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class State:
+    text: str
+    partition: int = -1
+
+
+def load(raw: bytes) -> State:
+    return State(raw.decode())
 
 
 @dataclass(eq=False)
@@ -45,9 +54,9 @@ def _recovering(table: Table, *tps: TP) -> Any:
 
 def test_the_newest_value_of_each_key_is_installed_and_a_tombstone_deletes() -> None:
     table = Table("sessions")
-    table.data.data["gone"] = "stale"
+    table.data.data["gone"] = State("stale", 1)
     tp0, tp1 = TP("sessions-changelog", 0), TP("sessions-changelog", 1)
-    fast = FastRecovery(_recovering(table, tp0, tp1), {"sessions": bytes.decode})
+    fast = FastRecovery(_recovering(table, tp0, tp1), {"sessions": load})
     for tp, msg in [
         (tp0, _message(0, b"wf-1", b"old")),
         (tp0, _message(1, b"wf-1", b"new")),
@@ -59,8 +68,8 @@ def test_the_newest_value_of_each_key_is_installed_and_a_tombstone_deletes() -> 
     assert not fast.absorb(TP("intents", 0), _message(0, b"wf-1", b"input"))
     assert fast.complete()
     fast.install()
-    assert table.data.data == {"wf-1": "new", "wf-2": "two"}
-    assert table.data._key_partition == {"wf-1": 0, "wf-2": 1}
+    # each installed value knows the partition its key lives on
+    assert table.data.data == {"wf-1": State("new", 0), "wf-2": State("two", 1)}
     assert fast.installed == 2
 
 
@@ -69,11 +78,11 @@ def test_values_are_decoded_with_the_cyclic_garbage_collector_off() -> None:
     tp = TP("sessions-changelog", 0)
     seen: list[bool] = []
 
-    def load(raw: bytes) -> str:
+    def loading(raw: bytes) -> State:
         seen.append(gc.isenabled())  # a full collection per few thousand sessions otherwise
-        return raw.decode()
+        return load(raw)
 
-    fast = FastRecovery(_recovering(table, tp), {"sessions": load})
+    fast = FastRecovery(_recovering(table, tp), {"sessions": loading})
     for offset in range(3):
         fast.absorb(tp, _message(offset, f"wf-{offset}".encode(), b"v"))
     assert gc.isenabled()

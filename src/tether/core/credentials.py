@@ -42,32 +42,37 @@ def observe(
     """Fold one use into the token's state; emit what it newly reveals."""
     st = state if state is not None else TokenState(use.token_id)
     st.expires_at = max(st.expires_at, use.expires_at)
-    pair = (use.workload_id, use.workflow_id)
-    prev = st.pairs.get(pair)
-    if prev is not None:
+    pairs = st.pairs
+    workload, workflow = use.workload_id, use.workflow_id
+    for i, prev in enumerate(pairs):
+        if prev.workload_id != workload or prev.workflow_id != workflow:
+            continue
         if (prev.t, prev.event_id) <= (use.t, use.event_id) and (
             prev.inherited or not use.inherited
         ):
             return st
         use_t, use_id = min((prev.t, prev.event_id), (use.t, use.event_id))
-        st.pairs[pair] = PairUse(use_t, use_id, prev.inherited and use.inherited)
-    elif len(st.pairs) < MAX_PAIRS:
-        st.pairs[pair] = PairUse(use.t, use.event_id, use.inherited)
+        pairs[i] = PairUse(workload, workflow, use_t, use_id, prev.inherited and use.inherited)
+        break
     else:
-        return st
+        if len(pairs) >= MAX_PAIRS:
+            return st
+        pairs.append(PairUse(workload, workflow, use.t, use.event_id, use.inherited))
     _scan(st, use.expires_at, cfg, now, out)
     return st
 
 
 def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out: Outbox) -> None:
-    live = [(k, u) for k, u in st.pairs.items() if not u.inherited]
+    live = [u for u in st.pairs if not u.inherited]
     if len(live) < 2:  # noqa: PLR2004  # reuse needs two uses
         return
-    for (workload, workflow), u in live:
+    for u in live:
+        workload, workflow = u.workload_id, u.workflow_id
         key = (u.t, u.event_id)
-        for (other_w, other_f), o in live:
+        for o in live:
             if (o.t, o.event_id) >= key:
                 continue
+            other_w, other_f = o.workload_id, o.workflow_id
             if other_w != workload:
                 code, why = C.CREDENTIAL_REUSE, f"by {other_w} in workflow {other_f}"
             elif other_f != workflow:

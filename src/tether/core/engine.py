@@ -189,8 +189,7 @@ class TokenIndex:
         # Processing time (seconds) each token was last used at, when ``hold_s`` > 0: the
         # streaming worker keeps a token that long after its last use even once event time has
         # passed its expiry, because uses from a lagging partition or worker arrive late.
-        self.hold_s = hold_s
-        self._used_at: dict[str, float] = {}
+        self.hold_s = hold_s  # (the time of a token's last use is its ``used_at``)
 
     def observe(self, use: CredentialUse, stamp: Stamp, out: Outbox) -> None:
         """Fold one use into its token's state."""
@@ -198,7 +197,7 @@ class TokenIndex:
         st = observe(before, use, self.ctx.cfg, stamp, out)
         self.tokens[use.token_id] = st
         if self.hold_s > 0:
-            self._used_at[use.token_id] = _seconds(stamp)
+            st.used_at = _seconds(stamp)
         if before is None:
             heapq.heappush(self._expiry, (st.expires_at, use.token_id))
 
@@ -211,13 +210,17 @@ class TokenIndex:
         held = self.hold_s > 0 and now is not None
         now_s = _seconds(now) if now is not None else 0.0
         while heap and heap[0][0] + keep < watermark:
-            if held and now_s - self._used_at.setdefault(heap[0][1], now_s) < self.hold_s:
-                break  # the earliest-expiring token is still held: the rest wait behind it
-            _, token_id = heapq.heappop(heap)
-            self._used_at.pop(token_id, None)
+            token_id = heap[0][1]
             st = self.tokens.get(token_id)
             if st is None:
+                heapq.heappop(heap)
                 continue
+            if held:
+                if not st.used_at:  # recovered: held from now on
+                    st.used_at = now_s
+                if now_s - st.used_at < self.hold_s:
+                    break  # the earliest-expiring token is still held: the rest wait behind it
+            heapq.heappop(heap)
             if st.expires_at + keep < watermark:
                 del self.tokens[token_id]
             else:
@@ -225,8 +228,10 @@ class TokenIndex:
 
     def reschedule_all(self) -> None:
         """Rebuild the expiry index from the store (recovered tokens are held afresh)."""
-        self._used_at.clear()
-        self._expiry = [(st.expires_at, k) for k, st in self.tokens.items()]
+        self._expiry = []
+        for k, st in self.tokens.items():
+            st.used_at = 0.0
+            self._expiry.append((st.expires_at, k))
         heapq.heapify(self._expiry)
 
 

@@ -217,10 +217,11 @@ class TokenSeen:
     event_id: str
 
 
-@dataclass(slots=True)
-class PairUse:
+class PairUse(NamedTuple):
     """The earliest use of a token by one workload in one workflow."""
 
+    workload_id: str
+    workflow_id: str
     t: float
     event_id: str
     inherited: bool
@@ -228,10 +229,18 @@ class PairUse:
 
 @dataclass(slots=True)
 class TokenState:
-    """Cross-workflow memory of one token, for credential_reuse (partitioned by ``token_id``)."""
+    """Cross-workflow memory of one token, for credential_reuse (partitioned by ``token_id``).
+
+    ``pairs`` is a list, not a dict keyed by (workload, workflow): nearly every token is used by
+    one workload in one workflow, and a list of one tuple costs well under half of a dict with a
+    key tuple and a record. Lookups scan it; it holds at most ``MAX_PAIRS`` entries.
+    """
 
     token_id: str
     expires_at: float = 0.0
-    pairs: dict[tuple[str, str], PairUse] = field(default_factory=dict)
+    pairs: list[PairUse] = field(default_factory=list)
     fired: set[str] | None = None  # finding ids raised (None until the first: most never do)
     partition: int = -1  # the credential-uses partition this token lives on (streaming only)
+    # processing time of its last use, for the streaming worker's hold (0: not yet known);
+    # not serialized, not part of equality
+    used_at: float = field(default=0.0, compare=False, repr=False)

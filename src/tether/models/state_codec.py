@@ -215,7 +215,7 @@ def dump_token(st: TokenState) -> bytes:
             "v": TOKEN_STATE_VERSION,
             "k": st.token_id,
             "x": st.expires_at,
-            "p": [[wl, wf, u.t, u.event_id, u.inherited] for (wl, wf), u in st.pairs.items()],
+            "p": [[u.workload_id, u.workflow_id, u.t, u.event_id, u.inherited] for u in st.pairs],
             "f": sorted(st.fired or ()),
             "pt": st.partition,
         }
@@ -228,7 +228,7 @@ def load_token(data: bytes) -> TokenState:
     if doc.get("v") != TOKEN_STATE_VERSION:
         raise ValueError(f"unsupported token state version {doc.get('v')!r}")
     st = TokenState(doc["k"], doc["x"])
-    st.pairs = {(wl, wf): PairUse(t, eid, inh) for wl, wf, t, eid, inh in doc["p"]}
+    st.pairs = [PairUse(intern(wl), wf, t, eid, inh) for wl, wf, t, eid, inh in doc["p"]]
     st.fired = set(doc["f"]) if doc["f"] else None
     st.partition = doc.get("pt", -1)
     return st
