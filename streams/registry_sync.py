@@ -13,6 +13,16 @@ exact bytes of the last revocations the worker signed, and a record read back wi
 is taken as the revocation it was made from (anything else, including another worker's records,
 is verified). At full rate that saves an RSA verification and a JOSE parse per revocation.
 Writes to Redis go in one pipelined round trip per batch.
+
+Redis may also come back *empty* (a restart without persistence, a failover to a fresh
+replica, a flush): the committed offsets then point past revocations the registry no longer
+holds. So the sync keeps a mark per partition in Redis (``tether:registry:sync:<topic>:<p>``):
+``synced`` once the registry holds everything the partition carried. At assignment and every
+``check_s`` it reads the marks of its partitions; a partition without one is read again from
+the start of the (compacted) topic, marked ``rebuilding`` meanwhile, and marked ``synced`` once
+the sync has written everything up to the offset the partition had reached when the loss was
+noticed. A worker that dies mid-rebuild leaves ``rebuilding``, and the partition's next owner
+starts the rebuild over. Revocations that have expired are not written again.
 """
 
 from __future__ import annotations
@@ -20,8 +30,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from time import monotonic
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from tether.adapters.kafka_config import consumer_config
 from tether.adapters.redis_registry import RedisRegistry
@@ -32,6 +50,9 @@ from tether.settings import Settings
 from tether.topics import REVOCATIONS
 
 _log = logging.getLogger("tether.registry")
+
+SYNCED = "synced"
+REBUILDING = "rebuilding"
 
 
 class LocalSignatures:
@@ -72,6 +93,7 @@ class RegistrySync:
         batch_max: int = 500,
         max_backoff_s: float = 2.0,
         local: LocalSignatures | None = None,
+        check_s: float = 1.0,
     ) -> None:
         self.topic = settings.topic(REVOCATIONS)
         self.registry = registry
@@ -89,6 +111,11 @@ class RegistrySync:
         self._thread: threading.Thread | None = None
         self.written = 0
         self.skipped = 0
+        self.check_s = check_s  # how often the partitions' marks are read
+        self.rebuilds = 0  # partitions read again from the start after the registry lost them
+        self._assigned: set[int] = set()
+        self._rebuilding: dict[int, int] = {}  # partition -> offset to reach before "synced"
+        self._check_at = 0.0  # monotonic time of the next mark check (0: at once)
 
     def start(self) -> None:
         """Start following the topic (idempotent)."""
@@ -107,22 +134,89 @@ class RegistrySync:
 
     def _run(self) -> None:
         consumer = Consumer(self._config)
-        consumer.subscribe([self.topic])
+        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stopping.is_set():
                 messages = consumer.consume(self.batch_max, 0.5)
                 revocations = self.parse(messages)
                 if not self._write(revocations):
                     return  # stopping with the batch unwritten: its offsets stay uncommitted
-                if messages:
+                if any(m.error() is None for m in messages):  # not only end-of-partition events
                     try:
                         consumer.commit(asynchronous=False)
                     except Exception as exc:  # e.g. a rebalance: the new owner rereads them
                         _log.warning("registry offsets not committed (%s)", exc)
+                self._maintain(consumer)
         except Exception:
             _log.exception("the registry sync stopped")
         finally:
             consumer.close()
+
+    # -- rebuilding a registry that lost its data ------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {tp.partition for tp in partitions}
+        self._check_at = 0.0  # read the new partitions' marks at once
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.discard(tp.partition)
+            self._rebuilding.pop(tp.partition, None)
+
+    def _maintain(self, consumer: Consumer) -> None:
+        """Mark rebuilt partitions synced; every ``check_s``, rebuild partitions without a mark."""
+        try:
+            for partition, goal in list(self._rebuilding.items()):
+                (tp,) = consumer.position([TopicPartition(self.topic, partition)])
+                if tp.offset >= goal:
+                    self.registry.set_sync_mark(self.topic, partition, SYNCED)
+                    del self._rebuilding[partition]
+                    _log.warning(
+                        "registry: partition %d of %s rebuilt (read again up to offset %d)",
+                        partition,
+                        self.topic,
+                        goal,
+                    )
+            if monotonic() < self._check_at or not self._assigned:
+                return
+            self._check_at = monotonic() + self.check_s
+            partitions = sorted(self._assigned)
+            marks = self.registry.sync_marks(self.topic, partitions)
+            for partition, mark in zip(partitions, marks, strict=True):
+                if mark is None or (mark != SYNCED and partition not in self._rebuilding):
+                    self._rebuild(consumer, partition, mark)
+        except (RegistryUnavailableError, ConnectionError, OSError) as exc:
+            _log.debug("registry marks not checked (%s); retrying", exc)
+            self._check_at = 0.0
+        except KafkaException as exc:  # e.g. a seek before the partition's first fetch
+            _log.debug("registry rebuild deferred (%s)", exc)
+            self._check_at = 0.0
+
+    def _rebuild(self, consumer: Consumer, partition: int, mark: str | None) -> None:
+        """Read ``partition`` again from the start of the topic (its offsets stay committed
+        where they were until the rebuild has passed them)."""
+        tp = TopicPartition(self.topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+        if high > low:
+            consumer.seek(TopicPartition(self.topic, partition, OFFSET_BEGINNING))
+            self.verifier.forget()  # what is read again must not be skipped as a replay
+            self.registry.set_sync_mark(self.topic, partition, REBUILDING)
+            self._rebuilding[partition] = high
+            self.rebuilds += 1
+        else:
+            self.registry.set_sync_mark(self.topic, partition, SYNCED)  # nothing to hold
+        if mark is None and high <= low:
+            return  # a new registry on an empty partition: nothing was lost
+        _log.warning(
+            "registry: partition %d of %s has %s mark in Redis (%s): reading it again from "
+            "offset %d to %d",
+            partition,
+            self.topic,
+            "no" if mark is None else f"the {mark!r}",
+            "Redis lost its data, or is new" if mark is None else "its rebuild was interrupted",
+            low,
+            high,
+        )
 
     def parse(self, messages: Sequence[Message]) -> list[Revocation]:
         """The verified revocations among ``messages`` (heartbeats, tombstones, duplicates and

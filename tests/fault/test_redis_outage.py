@@ -5,9 +5,11 @@ processed and synced to it; then Redis is stopped (SIGTERM, after ``CLIENT PAUSE
 keys it holds can be listed exactly) and the other half is produced. Throughout the outage a
 gateway ``Watcher`` must deny every revoked target read from the feed so far (asked with a tier
 that does not fail closed, so the answer is its local set's, not staleness). Redis then comes back
-empty on the same port, and every live revocation it did not hold when it stopped must reach it:
-the registry sync held its offsets and retries. What the old Redis held is gone with its memory
-(no persistence): counted as ``registry_lost_with_redis_memory``, not re-synced by the worker.
+empty on the same port, and every live revocation must reach it again: those it did not hold when
+it stopped (the registry sync held its offsets and retries) and those it held and lost with its
+memory (no persistence; the sync finds its marks gone and reads the topic again from the start).
+``registry_lost_with_redis_memory`` counts live revocations the old Redis held that the new one
+still lacks at the end: it must be 0.
 
 Sizes: ``TETHER_FAULT_*`` (fast) / ``TETHER_SOAK_*`` (soak): ``REDIS_EVENTS`` (3,000 / 30,000),
 ``REDIS_OUTAGE_S`` at least (6 / 60), ``SEED``, ``TIMEOUT`` seconds (180 / 900).
@@ -176,7 +178,7 @@ def test_registry_catches_up_and_gateways_keep_denying(
         on_feed_during = sum(1 for s in run.tap.records("revocations") if s.read_at > down_at)
         private_redis.start()
         up_at = time.time()
-        required = _live_keys(revocations, 10) - before
+        required = _live_keys(revocations, 10)  # those the old Redis held included
         catch_up_s = wait_until(
             lambda: required <= registry.keys(),
             timeout,
@@ -194,6 +196,7 @@ def test_registry_catches_up_and_gateways_keep_denying(
         registry_live_keys=len(live),
         registry_keys_before_outage=len(before),
         registry_required_after_restart=len(required),
+        registry_required_not_held_before=len(required - before),
         registry_missing_after_catch_up=len(required - present),
         registry_lost_with_redis_memory=len((live & before) - present),
         registry_catch_up_s=round(catch_up_s, 1),
@@ -207,4 +210,5 @@ def test_registry_catches_up_and_gateways_keep_denying(
     assert not gateway.missed, f"the gateway allowed revoked targets: {gateway.missed[:3]}"
     assert gateway.checks > 0
     assert not required - present, f"not re-synced: {sorted(required - present)[:5]}"
+    assert not (live & before) - present, "revocations lost with Redis's memory were not rebuilt"
     assert run.pid("w1") == pid

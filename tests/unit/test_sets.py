@@ -458,6 +458,17 @@ def test_a_replayed_jti_is_rejected_until_its_revocation_ends(signer, verifier, 
     assert verifier.remembered == 0
 
 
+def test_a_reader_that_forgets_accepts_what_it_reads_again(signer, verifier):
+    rev = revocation(lasts=600)
+    data = signer.revocation(rev)
+    assert verifier.verify(data) == rev
+    verifier.forget()  # the registry sync reading a partition again to rebuild Redis
+    assert verifier.remembered == 0
+    assert verifier.verify(data) == rev
+    with pytest.raises(SetRejected, match="replayed"):
+        verifier.verify(data)
+
+
 def test_a_revocation_already_expired_is_not_remembered(signer, verifier):
     rev = revocation(lasts=-1)
     data = signer.revocation(rev)

@@ -38,6 +38,12 @@ return 1
 """
 
 
+# The registry sync's marks, one per partition of the revocations topic: "synced" once the registry
+# holds everything that partition carried, "rebuilding" while it is being read again from the
+# start. Outside ``tether:revoked:``, so gateways never mistake one for a revocation.
+SYNC_MARK_PREFIX: Final = "tether:registry:sync:"
+
+
 class RedisRegistry:
     """A :class:`~tether.adapters.registry.RevocationRegistry` on Redis 7.
 
@@ -164,6 +170,33 @@ class RedisRegistry:
             raise RegistryUnavailableError(
                 f"cannot record {len(writes)} revocations: {exc}"
             ) from exc
+
+    def sync_marks(self, topic: str, partitions: Sequence[int]) -> list[str | None]:
+        """The registry sync's mark of each partition of ``topic`` (None: Redis has none, as
+        after a restart that lost its data).
+
+        Raises:
+            RegistryUnavailableError: Redis could not be read.
+        """
+        if not partitions:
+            return []
+        keys = [f"{SYNC_MARK_PREFIX}{topic}:{p}" for p in partitions]
+        try:
+            values = self._sync_client().mget(keys)
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot read the sync marks: {exc}") from exc
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+    def set_sync_mark(self, topic: str, partition: int, mark: str) -> None:
+        """Set the registry sync's mark of one partition of ``topic`` (no expiry).
+
+        Raises:
+            RegistryUnavailableError: Redis could not be written.
+        """
+        try:
+            self._sync_client().set(f"{SYNC_MARK_PREFIX}{topic}:{partition}", mark)
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot write a sync mark: {exc}") from exc
 
     def _put_script(self, client: redis.Redis) -> Script:
         if self._script is None:

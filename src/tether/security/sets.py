@@ -374,6 +374,12 @@ class SetVerifier:
         """``jti`` values currently held for replay detection."""
         return len(self._seen)
 
+    def forget(self) -> None:
+        """Forget every ``jti`` accepted so far: what arrives next is first-seen again (for a
+        reader that reads a feed again on purpose, as the registry sync rebuilding Redis)."""
+        with self._lock:
+            self._seen = _Seen()
+
     def verify(self, data: bytes) -> Revocation | Heartbeat:
         """The record inside an authentic, first-seen SET.
 
