@@ -200,7 +200,7 @@ def rows(results: dict[str, Any]) -> list[Row]:  # noqa: PLR0912, PLR0915  # one
             out.append(
                 Row(
                     "P5",
-                    f"  core state per session (tracemalloc, {core['sessions']:,})",
+                    f"  core state per session + its tokens (tracemalloc, {core['sessions']:,})",
                     f"{core['bytes_per_session']:,} B",
                 )
             )
