@@ -18,6 +18,7 @@ delegation, two calls, two tokens each), then:
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 import tracemalloc
@@ -43,6 +44,7 @@ from tether.sdk.emitter import Emitter
 from tether.settings import Settings
 
 WARM_SESSIONS = 1000
+_MALLOC_TRIM_S = 10.0  # the worker's default TETHER_MALLOC_TRIM_S
 CHECKS = 5
 _GRACE_S = 5.0
 
@@ -142,7 +144,9 @@ class StateWorker:
 
 
 def _rss_after(pid: int, settle_s: float = 3.0) -> int:
-    time.sleep(settle_s)
+    """The worker's RSS once it has been idle for ``settle_s`` plus one heap-trim interval (it
+    returns freed memory to the OS every ``TETHER_MALLOC_TRIM_S``, as it would in production)."""
+    time.sleep(settle_s + float(os.environ.get("TETHER_MALLOC_TRIM_S", _MALLOC_TRIM_S)))
     return rss_bytes(pid)
 
 

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         description="log every garbage collection that stops the worker this long or longer "
         "(a latency spike on every detection in flight); 0 logs none",
     )
+    malloc_trim_s: float = Field(
+        10.0,
+        ge=0,
+        description="how often the worker returns memory it has freed to the operating system "
+        "(glibc's malloc_trim, on a thread of its own); 0 never",
+    )
     trace: bool = Field(False, description="log every acknowledged input position (debugging)")
     token_hold_s: float = Field(
         300.0,

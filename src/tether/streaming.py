@@ -16,6 +16,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
 
     from streams.app import build  # noqa: PLC0415
     from streams.gc_pauses import GcPauses  # noqa: PLC0415
+    from streams.heap_trim import HeapTrimmer  # noqa: PLC0415
     from tether.adapters.kafka_admin import create_topics, wait_for_broker  # noqa: PLC0415
 
     logging.basicConfig(
@@ -37,6 +38,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     gc.collect()
     gc.freeze()
     GcPauses(settings.gc_log_ms / 1000).install()
+    HeapTrimmer(settings.malloc_trim_s).start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's terminal spinner sets the root logger to DEBUG (so that every record spins it)
     # whenever the level is WARNING or above: every debug call in aiokafka and faust then
