@@ -59,6 +59,11 @@ class Registry:
     def mark_values(self) -> list[str | None]:
         return [None if v is None else v.decode() for v in self.client.mget(self.marks)]
 
+    def wait_synced(self, wanted: set[str]) -> None:
+        """Until the registry holds exactly ``wanted`` and every partition is marked synced."""
+        eventually(lambda: self.keys() == wanted, timeout=30)
+        eventually(lambda: self.mark_values() == [SYNCED] * PARTITIONS, timeout=30)
+
     def lose_everything(self) -> None:
         """What a Redis restarted without persistence has lost of this pipeline."""
         doomed = [*self.keys(), *self.marks]
@@ -97,12 +102,10 @@ def test_a_registry_that_lost_its_data_is_rebuilt_from_the_topic(settings, signe
     sync = _sync(settings, signer, registry)
     sync.start()
     try:
-        eventually(lambda: registry.keys() == wanted, timeout=30)
-        eventually(lambda: registry.mark_values() == [SYNCED] * PARTITIONS, timeout=30)
+        registry.wait_synced(wanted)
 
         registry.lose_everything()  # committed offsets now point past everything Redis lost
-        eventually(lambda: registry.keys() == wanted, timeout=30)
-        eventually(lambda: registry.mark_values() == [SYNCED] * PARTITIONS, timeout=30)
+        registry.wait_synced(wanted)
         assert sync.rebuilds >= 1
 
         # after the rebuild the sync goes on with new revocations as before
@@ -119,8 +122,7 @@ def test_a_rebuild_interrupted_by_a_crash_is_started_over_by_the_next_owner(
     first = _sync(settings, signer, registry)
     first.start()
     try:
-        eventually(lambda: registry.keys() == wanted, timeout=30)
-        eventually(lambda: registry.mark_values() == [SYNCED] * PARTITIONS, timeout=30)
+        registry.wait_synced(wanted)
     finally:
         first.stop()
     # the owner died part way through a rebuild: marks say so, most keys are missing
@@ -129,7 +131,6 @@ def test_a_rebuild_interrupted_by_a_crash_is_started_over_by_the_next_owner(
     second = _sync(settings, signer, registry)
     second.start()
     try:
-        eventually(lambda: registry.keys() == wanted, timeout=30)
-        eventually(lambda: registry.mark_values() == [SYNCED] * PARTITIONS, timeout=30)
+        registry.wait_synced(wanted)
     finally:
         second.stop()
