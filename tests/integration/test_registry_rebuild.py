@@ -8,6 +8,7 @@ Redis other tests share).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -80,10 +81,17 @@ def registry(settings, redis_client, fresh_topic_prefix) -> Iterator[Registry]:
     view.close()
 
 
-def _sync(settings: Settings, signer: SetSigner, view: Registry) -> RegistrySync:
+@contextmanager
+def _syncing(settings: Settings, signer: SetSigner, view: Registry) -> Iterator[RegistrySync]:
+    """A registry sync writing into ``view``'s keys, running for the ``with`` block."""
     store = RedisRegistry(settings.redis_url.get_secret_value(), key_prefix=view.prefix)
     verifier = SetVerifier(StaticKeys([signer.public_jwk()]), issuer=ISSUER)
-    return RegistrySync(settings, store, verifier, check_s=0.2)
+    sync = RegistrySync(settings, store, verifier, check_s=0.2)
+    sync.start()
+    try:
+        yield sync
+    finally:
+        sync.stop()
 
 
 def _publish(settings: Settings, signer: SetSigner, first: int, count: int) -> set[str]:
@@ -99,9 +107,7 @@ def _publish(settings: Settings, signer: SetSigner, first: int, count: int) -> s
 
 def test_a_registry_that_lost_its_data_is_rebuilt_from_the_topic(settings, signer, registry):
     wanted = {registry.prefix + k for k in _publish(settings, signer, 0, REVOCATIONS)}
-    sync = _sync(settings, signer, registry)
-    sync.start()
-    try:
+    with _syncing(settings, signer, registry) as sync:
         registry.wait_synced(wanted)
 
         registry.lose_everything()  # committed offsets now point past everything Redis lost
@@ -111,26 +117,16 @@ def test_a_registry_that_lost_its_data_is_rebuilt_from_the_topic(settings, signe
         # after the rebuild the sync goes on with new revocations as before
         more = {registry.prefix + k for k in _publish(settings, signer, REVOCATIONS, 10)}
         eventually(lambda: registry.keys() == wanted | more, timeout=30)
-    finally:
-        sync.stop()
 
 
 def test_a_rebuild_interrupted_by_a_crash_is_started_over_by_the_next_owner(
     settings, signer, registry
 ):
     wanted = {registry.prefix + k for k in _publish(settings, signer, 0, REVOCATIONS)}
-    first = _sync(settings, signer, registry)
-    first.start()
-    try:
+    with _syncing(settings, signer, registry):
         registry.wait_synced(wanted)
-    finally:
-        first.stop()
     # the owner died part way through a rebuild: marks say so, most keys are missing
     registry.lose_everything()
     registry.client.mset(dict.fromkeys(registry.marks, REBUILDING))
-    second = _sync(settings, signer, registry)
-    second.start()
-    try:
+    with _syncing(settings, signer, registry):
         registry.wait_synced(wanted)
-    finally:
-        second.stop()

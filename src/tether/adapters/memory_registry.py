@@ -21,25 +21,7 @@ class MemoryRegistry:
         """Create an empty registry reading time from ``clock`` (epoch seconds)."""
         self._clock = clock
         self._entries: dict[tuple[str, str], tuple[int, Revocation]] = {}
-        self._marks: dict[tuple[str, int], str] = {}
         self.available = True
-
-    def clear(self) -> None:
-        """Lose every entry and mark, as a Redis without persistence does when it restarts."""
-        self._entries.clear()
-        self._marks.clear()
-
-    def sync_marks(self, topic: str, partitions: Sequence[int]) -> list[str | None]:
-        """The registry sync's mark of each partition (see ``RedisRegistry.sync_marks``)."""
-        if not self.available:
-            raise RegistryUnavailableError("memory registry marked unavailable")
-        return [self._marks.get((topic, p)) for p in partitions]
-
-    def set_sync_mark(self, topic: str, partition: int, mark: str) -> None:
-        """Set the registry sync's mark of one partition."""
-        if not self.available:
-            raise RegistryUnavailableError("memory registry marked unavailable")
-        self._marks[topic, partition] = mark
 
     async def put(self, rev: Revocation) -> None:
         """Record ``rev`` until its ``not_after``; a later ``not_after`` already recorded wins."""
