@@ -98,14 +98,9 @@ def fold(
 
 
 def _add_delegation(s: Session, event: DelegationGranted) -> None:
-    did = event.delegation.delegation_id
-    if s.delegations is None or s.delegations_to is None:
-        s.delegations, s.delegations_to = {}, {}
-    elif did in s.delegations:
-        return
-    rec = DelegationRec.of(event)
-    s.delegations[did] = rec
-    s.delegations_to.setdefault(rec.delegatee, []).append(rec)
+    known = s.delegations
+    if known is None or event.delegation.delegation_id not in known:
+        s.add_delegation(DelegationRec.of(event))
 
 
 def _expire_seen(s: Session, window: float) -> None:
@@ -275,12 +270,18 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
     this workflow is known for sure: credential_reuse compares those across workflows."""
     cred = event.credential
     assert cred is not None  # noqa: S101  # checked by the caller
-    key = (cred.token_id, event.agent.workload_id)
+    token = s.tokens.get(cred.token_id)
+    if token is None:  # tracked when the event was folded; kept robust all the same
+        s.tokens[cred.token_id] = token = TokenSeen(t, cred.expires_t, event.event_id)
+    workload = event.agent.workload_id
     inherited = verdict.identity is Identity.INHERITED
-    rec = s.uses.get(key)
+    rec = token.use_by(workload)
     if rec is None:
-        key = (key[0], sys.intern(key[1]))  # workload ids repeat across the fleet
-        s.uses[key] = UseRec(t, event.event_id, inherited, cred.expires_t, reported=False)
+        expires = cred.expires_t
+        if expires == token.expires_at:
+            expires = token.expires_at  # one float object for both
+        workload = sys.intern(workload)  # workload ids repeat across the fleet
+        token.record(UseRec(workload, t, event.event_id, inherited, expires, reported=False))
         s.unsettled += 1
         s.rewake = True
         return
@@ -298,22 +299,23 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
 
 
 def _settle_uses(s: Session, watermark: float, grace: float, uses: list[CredentialUse]) -> None:
-    for (token_id, workload), rec in s.uses.items():
-        if rec.reported or rec.t + grace >= watermark:
-            continue
-        rec.reported = True
-        s.unsettled -= 1
-        uses.append(
-            CredentialUse(
-                token_id=token_id,
-                workload_id=workload,
-                workflow_id=s.workflow_id,
-                t=rec.t,
-                event_id=rec.event_id,
-                inherited=rec.inherited,
-                expires_at=rec.expires_at,
+    for token_id, token in s.tokens.items():
+        for rec in token.recorded():
+            if rec.reported or rec.t + grace >= watermark:
+                continue
+            rec.reported = True
+            s.unsettled -= 1
+            uses.append(
+                CredentialUse(
+                    token_id=token_id,
+                    workload_id=rec.workload_id,
+                    workflow_id=s.workflow_id,
+                    t=rec.t,
+                    event_id=rec.event_id,
+                    inherited=rec.inherited,
+                    expires_at=rec.expires_at,
+                )
             )
-        )
 
 
 def _policy_violation(
@@ -433,7 +435,6 @@ def _compact(s: Session) -> None:
     """Free what a completed workflow no longer needs; keep what judges late activity."""
     s.compacted = True
     s.seen = {}
-    s.uses = {}
     s.unsettled = 0
     s.tokens = {}
     s.recent = None
@@ -446,7 +447,8 @@ def wake_at(s: Session, cfg: DetectionConfig) -> float:
     if s.unknown is not None and not s.unknown_done:
         due = min(due, s.unknown.t + grace)
     if s.unsettled:
-        due = min(due, min(r.t for r in s.uses.values() if not r.reported) + grace)
+        unreported = (r.t for tok in s.tokens.values() for r in tok.recorded() if not r.reported)
+        due = min(due, min(unreported) + grace)
     done = s.completed_at
     if done is not None:
         if not s.compacted:

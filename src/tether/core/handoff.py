@@ -30,7 +30,6 @@ class Standing(NamedTuple):
     rooted: bool = True  # the shortest known chain reaches the initiator (depth is not a guess)
 
 
-_NO_DELEGATIONS: dict[str, list[DelegationRec]] = {}  # never written: stands in for None
 _NO_START = Standing(Role.UNKNOWN, False)
 _UNCOVERED = Standing(Role.UNCOVERED, False)
 _EXPIRED = Standing(Role.EXPIRED, False)
@@ -51,8 +50,7 @@ def standing(session: Session, workload: str, t: float) -> Standing:  # noqa: PL
         if cached is None:  # one per distinct grant scope set, shared like the set itself
             start.standing = cached = shared(Standing(Role.INITIATOR, True, start.scopes, 0))
         return cached  # type: ignore[return-value]  # only ever a Standing
-    by_delegatee = session.delegations_to
-    incoming = by_delegatee.get(workload) if by_delegatee is not None else None
+    incoming = session.delegations_of(workload)
     if not incoming:
         return _UNCOVERED
     covering = [d for d in incoming if d.granted_at <= t <= d.expires_at]
@@ -95,10 +93,9 @@ def delegation_depth(
     if start is not None and d.delegator == start.initiator:
         return 1, True
     seen = _seen | {d.delegation_id}
-    by_delegatee = session.delegations_to or _NO_DELEGATIONS
     upstream = [
         u
-        for u in by_delegatee.get(d.delegator, ())
+        for u in session.delegations_of(d.delegator)
         if u.covers(d.granted_at) and u.delegation_id not in seen
     ]
     if not upstream:
@@ -109,14 +106,13 @@ def delegation_depth(
 
 def is_upstream_delegator(session: Session, workload: str, candidate: str, t: float) -> bool:
     """Whether ``candidate`` delegated (directly or transitively) to ``workload`` by time ``t``."""
-    by_delegatee = session.delegations_to
-    if not by_delegatee:
+    if not session.delegations:
         return False
     frontier = [workload]
     visited = {workload}
     while frontier:
         current = frontier.pop()
-        for d in by_delegatee.get(current, ()):
+        for d in session.delegations_of(current):
             if d.granted_at > t or d.delegator in visited:
                 continue
             if d.delegator == candidate:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, TypeVar
 
@@ -24,6 +24,7 @@ _H = TypeVar("_H", bound=Hashable)
 
 SHARED_MAX: Final = 2048  # distinct values the canonicalizing cache holds before it starts over
 SHARED_MAX_ITEMS: Final = 16  # larger sets are not shared (rare, and they would pin memory)
+DELEGATION_INDEX_AT: Final = 8  # delegations in a workflow before they are indexed by delegatee
 _shared: dict[object, object] = {}
 
 
@@ -178,12 +179,12 @@ class Session:
     started: StartInfo | None = None
     completed_at: float | None = None
     completed_event: str | None = None
-    delegations: dict[str, DelegationRec] | None = None
-    delegations_to: dict[str, list[DelegationRec]] | None = None  # by delegatee
+    delegations: dict[str, DelegationRec] | None = None  # by delegation id
+    # by delegatee, built once the workflow has more than DELEGATION_INDEX_AT delegations
+    delegations_to: dict[str, list[DelegationRec]] | None = None
     seen: dict[str, float] = field(default_factory=dict)  # event id -> event time
     fired: set[str] | None = None  # finding ids
-    uses: dict[tuple[str, str], UseRec] = field(default_factory=dict)
-    unsettled: int = 0  # uses not yet reported to the token index
+    unsettled: int = 0  # recorded uses not yet reported to the token index
     tokens: dict[str, TokenSeen] = field(default_factory=dict)
     completion_revoked: set[str] | None = None  # token ids
     pending: list[Pending] | None = None
@@ -196,11 +197,44 @@ class Session:
     partition: int = -1  # the input partition this workflow lives on (streaming only)
     rewake: bool = True  # a deadline was added since the driver last scheduled this session
 
+    def add_delegation(self, rec: DelegationRec) -> bool:
+        """Remember a delegation; False if one with its id is already known (the first stays).
+
+        A workflow's few delegations are scanned to find a delegatee's; past
+        ``DELEGATION_INDEX_AT`` they are indexed by delegatee, so that a workflow with thousands
+        of delegations does not slow down every one of its events.
+        """
+        known = self.delegations
+        if known is None:
+            self.delegations = known = {}
+        elif rec.delegation_id in known:
+            return False
+        known[rec.delegation_id] = rec
+        index = self.delegations_to
+        if index is not None:
+            index.setdefault(rec.delegatee, []).append(rec)
+        elif len(known) > DELEGATION_INDEX_AT:
+            self.delegations_to = index = {}
+            for d in known.values():
+                index.setdefault(d.delegatee, []).append(d)
+        return True
+
+    def delegations_of(self, delegatee: str) -> Sequence[DelegationRec]:
+        """The delegations to ``delegatee``, in the order they became known."""
+        index = self.delegations_to
+        if index is not None:
+            return index.get(delegatee, ())
+        known = self.delegations
+        if not known:
+            return ()
+        return [d for d in known.values() if d.delegatee == delegatee]
+
 
 @dataclass(slots=True)
 class UseRec:
     """A workload's earliest use of a token in this workflow, reported once it has settled."""
 
+    workload_id: str
     t: float
     event_id: str
     inherited: bool
@@ -210,11 +244,43 @@ class UseRec:
 
 @dataclass(slots=True)
 class TokenSeen:
-    """A token used in this workflow: its earliest use and its expiry."""
+    """A token used in this workflow: its earliest use, its expiry, and the uses recorded of it.
+
+    ``uses`` holds one ``UseRec`` per workload whose use has been recorded: the record itself
+    while there is one (nearly every token: one workload presents it), a list from the second
+    workload on. ``recorded`` reads both.
+    """
 
     first_use: float
     expires_at: float
     event_id: str
+    uses: UseRec | list[UseRec] | None = None
+
+    def recorded(self) -> Sequence[UseRec]:
+        """The recorded uses, one per workload, in the order they were first recorded."""
+        uses = self.uses
+        if uses is None:
+            return ()
+        if type(uses) is UseRec:
+            return (uses,)
+        return uses  # type: ignore[return-value]  # the list
+
+    def use_by(self, workload_id: str) -> UseRec | None:
+        """The recorded use by ``workload_id``, if any."""
+        for rec in self.recorded():
+            if rec.workload_id == workload_id:
+                return rec
+        return None
+
+    def record(self, rec: UseRec) -> None:
+        """Add the first recorded use by ``rec.workload_id`` (the caller checked ``use_by``)."""
+        uses = self.uses
+        if uses is None:
+            self.uses = rec
+        elif type(uses) is UseRec:
+            self.uses = [uses, rec]
+        else:
+            uses.append(rec)  # type: ignore[union-attr]  # the list
 
 
 class PairUse(NamedTuple):

@@ -112,8 +112,9 @@ def dump_session(s: Session) -> bytes:
         "s": _start(s.started),
         "seen": s.seen,
         "u": [
-            [tok, wl, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
-            for (tok, wl), u in s.uses.items()
+            [tok, u.workload_id, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+            for tok, seen in s.tokens.items()
+            for u in seen.recorded()
         ],
         "tk": {tok: [ts.first_use, ts.expires_at, ts.event_id] for tok, ts in s.tokens.items()},
         "lt": s.last_time,
@@ -172,23 +173,23 @@ def load_session(data: bytes) -> Session:
     s.started = _unstart(doc["s"], version, one)
     s.completed_at = doc.get("c")
     s.completed_event = one(doc.get("ce"))
-    if doc.get("d"):
-        s.delegations, s.delegations_to = {}, {}
-        for did, frm, to, scopes, granted, expires, eid in doc["d"]:
-            rec = DelegationRec(
+    for did, frm, to, scopes, granted, expires, eid in doc.get("d") or ():
+        s.add_delegation(
+            DelegationRec(
                 did, intern(frm), intern(to), shared_set(scopes), one(granted), expires, one(eid)
             )
-            s.delegations[did] = rec
-            s.delegations_to.setdefault(rec.delegatee, []).append(rec)
+        )
     s.fired = set(doc["f"]) if doc.get("f") else None
     s.tokens = {
         one(tok): TokenSeen(one(first), one(exp), one(eid))
         for tok, (first, exp, eid) in doc["tk"].items()
     }
-    s.uses = {
-        (one(tok), intern(wl)): UseRec(one(t), one(eid), inh, one(exp), rep)
-        for tok, wl, t, eid, inh, exp, rep in doc["u"]
-    }
+    for tok, wl, t, eid, inh, exp, rep in doc["u"]:
+        seen = s.tokens.get(tok)
+        if seen is None:  # not written by dump_session (every use's token is tracked)
+            s.tokens[one(tok)] = seen = TokenSeen(one(t), one(exp), one(eid))
+        if seen.use_by(wl) is None:
+            seen.record(UseRec(intern(wl), one(t), one(eid), inh, one(exp), rep))
     s.unsettled = doc.get("us", 0)
     s.completion_revoked = {one(tok) for tok in doc["cr"]} if doc.get("cr") else None
     if doc.get("p"):
