@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple
 
@@ -58,50 +58,76 @@ def standing(session: Session, workload: str, t: float) -> Standing:  # noqa: PL
         if any(d.granted_at <= t for d in incoming):
             return _EXPIRED
         return _UNCOVERED
+    depth, rooted = chain_depth(session, covering)
     if len(covering) == 1:
         d = covering[0]
-        depth, rooted = delegation_depth(session, d)
         return Standing(Role.DELEGATEE, True, d.scopes, depth, (d.delegation_id,), rooted)
     scopes: set[str] = set()
     for d in covering:
         scopes |= d.scopes
-    depth, rooted = _shortest(delegation_depth(session, d) for d in covering)
     via = tuple(sorted(d.delegation_id for d in covering))
     return Standing(Role.DELEGATEE, True, frozenset(scopes), depth, via, rooted)
 
 
-def _shortest(chains: Iterable[tuple[int, bool]]) -> tuple[int, bool]:
-    """The shortest chain that reaches the initiator; failing that, the shortest guess."""
-    known = list(chains)
-    rooted = [depth for depth, ok in known if ok]
-    if rooted:
-        return min(rooted), True
-    return min(depth for depth, _ in known), False
+def _by_id(d: DelegationRec) -> str:
+    return d.delegation_id
 
 
-def delegation_depth(
-    session: Session, d: DelegationRec, _seen: frozenset[str] = frozenset()
-) -> tuple[int, bool]:
-    """Hops from the initiator to ``d``'s delegatee along the shortest covering chain, and
-    whether that chain reaches the initiator.
+def chain_depth(session: Session, last: Sequence[DelegationRec]) -> tuple[int, bool]:
+    """Hops from the initiator along the shortest chain of delegations that ends in one of
+    ``last``, and whether that chain reaches the initiator.
 
-    A delegator with no covering delegation (yet) ends the chain as if it were a root: the
-    depth is then a lower bound, and ``rooted`` is False so that callers wait for the upstream
-    delegation that may still arrive. Cycles are cut.
+    Delegation ``u`` continues the chain above ``d`` when ``u``'s delegatee is ``d``'s delegator
+    and ``u`` covers the instant ``d`` was granted. A chain reaches the initiator when its top
+    delegation was granted by the initiator. Failing that, the depth is the shortest guess: the
+    hops to a delegator that holds no covering delegation (yet), or only ones already on the
+    chain (a cycle). The guess is a lower bound, and ``rooted`` is False so that callers wait
+    for the upstream delegation that may still arrive.
+
+    Breadth-first, in delegation-id order: every delegation is visited once, so the cost is
+    linear in the workflow's delegations whatever shape a compromised agent gives them (a
+    search of every chain would be exponential in a lattice of them, and recursion would
+    overflow on a long one). On delegations without cycles (any whose grant times differ) the
+    guess is exactly the shortest such chain.
     """
     start = session.started
-    if start is not None and d.delegator == start.initiator:
-        return 1, True
-    seen = _seen | {d.delegation_id}
-    upstream = [
-        u
-        for u in session.delegations_of(d.delegator)
-        if u.covers(d.granted_at) and u.delegation_id not in seen
-    ]
-    if not upstream:
-        return 1, False
-    depth, rooted = _shortest(delegation_depth(session, u, seen) for u in upstream)
-    return depth + 1, rooted
+    initiator = start.initiator if start is not None else None
+    if any(d.delegator == initiator for d in last):
+        return 1, True  # most delegations: granted by the initiator itself
+    above: dict[str, DelegationRec | None] = {d.delegation_id: None for d in last}
+    level = sorted(last, key=_by_id)
+    depth = 1
+    guess = 0
+    while level:
+        if any(d.delegator == initiator for d in level):
+            return depth, True
+        found: list[DelegationRec] = []
+        for d in level:
+            ends = True
+            for u in sorted(session.delegations_of(d.delegator), key=_by_id):
+                if not u.covers(d.granted_at):
+                    continue
+                uid = u.delegation_id
+                if uid not in above:
+                    above[uid] = d
+                    found.append(u)
+                    ends = False
+                elif ends and not _on_chain(above, d, uid):
+                    ends = False  # reached by a shorter chain, which goes on from there
+            if ends and not guess:
+                guess = depth
+        level = found
+        depth += 1
+    return (guess or depth), False  # every chain ran into a cycle: at least the hops explored
+
+
+def _on_chain(above: dict[str, DelegationRec | None], d: DelegationRec | None, uid: str) -> bool:
+    """Whether delegation ``uid`` is ``d`` or on the chain the search followed above ``d``."""
+    while d is not None:
+        if d.delegation_id == uid:
+            return True
+        d = above[d.delegation_id]
+    return False
 
 
 def is_upstream_delegator(session: Session, workload: str, candidate: str, t: float) -> bool:
