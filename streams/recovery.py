@@ -22,7 +22,7 @@ from typing import Any
 
 _log = logging.getLogger("tether.worker")
 
-Loader = Callable[[bytes], Any]
+Loader = Callable[[bytes, str], Any]  # (changelog value, its key): a state value
 
 
 class FastRecovery:
@@ -98,7 +98,7 @@ class FastRecovery:
                 if value is None:
                     data.pop(key, None)
                     continue
-                state = load(value)
+                state = load(value, key)  # the key string doubles as the state's own id
                 state.partition = partition  # the key's partition (state remembers it)
                 data[key] = state
                 self.installed += 1

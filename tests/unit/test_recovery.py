@@ -27,7 +27,7 @@ class State:
     partition: int = -1
 
 
-def load(raw: bytes) -> State:
+def load(raw: bytes, key: str) -> State:
     return State(raw.decode())
 
 
@@ -78,9 +78,9 @@ def test_values_are_decoded_with_the_cyclic_garbage_collector_off() -> None:
     tp = TP("sessions-changelog", 0)
     seen: list[bool] = []
 
-    def loading(raw: bytes) -> State:
+    def loading(raw: bytes, key: str) -> State:
         seen.append(gc.isenabled())  # a full collection per few thousand sessions otherwise
-        return load(raw)
+        return load(raw, key)
 
     fast = FastRecovery(_recovering(table, tp), {"sessions": loading})
     for offset in range(3):
@@ -91,3 +91,20 @@ def test_values_are_decoded_with_the_cyclic_garbage_collector_off() -> None:
     assert gc.isenabled()  # switched back on
     assert gc.get_freeze_count() > 0  # what was installed is out of its view
     gc.unfreeze()
+
+
+def test_the_loader_gets_the_key_the_value_was_stored_under() -> None:
+    table = Table("sessions")
+    tp = TP("sessions-changelog", 0)
+    keys: list[str] = []
+
+    def loading(raw: bytes, key: str) -> State:
+        keys.append(key)
+        return load(raw, key)
+
+    fast = FastRecovery(_recovering(table, tp), {"sessions": loading})
+    fast.absorb(tp, _message(0, b"wf-1", b"v"))
+    fast.install()
+    gc.unfreeze()
+    assert keys == ["wf-1"]
+    assert next(iter(table.data.data)) is keys[0]  # one string: the table's key and the state's

@@ -12,8 +12,14 @@ from tether.core import Context, DetectionConfig, Outbox
 from tether.core.fold import fold
 from tether.models import session as session_module
 from tether.models.events import WorkflowStarted
-from tether.models.session import Session
-from tether.models.state_codec import STATE_VERSION, dump_session, load_session
+from tether.models.session import Session, TokenState
+from tether.models.state_codec import (
+    STATE_VERSION,
+    dump_session,
+    dump_token,
+    load_session,
+    load_token,
+)
 
 CTX = Context(DetectionConfig())
 
@@ -175,3 +181,16 @@ def test_empty_fields_are_left_out_of_the_record() -> None:
     # "us": the start's credential use is reported to the token index a grace period later
     assert set(doc) == {"v", "w", "s", "seen", "u", "us", "tk", "lt", "pt"}
     assert doc["s"][0] == wl("planner")
+
+
+def test_a_loaded_value_shares_its_id_with_the_key_it_was_stored_under() -> None:
+    s = folded(busy())
+    key = "".join(["wf-", "1"])  # equal to the workflow id, another object
+    assert key is not s.workflow_id
+    assert load_session(dump_session(s), key).workflow_id is key
+    other = load_session(dump_session(s), "wf-2")  # a key that disagrees: the record's id wins
+    assert other.workflow_id == "wf-1"
+    token = TokenState("tok-1", 9.0)
+    tkey = "".join(["tok-", "1"])
+    assert load_token(dump_token(token), tkey).token_id is tkey
+    assert load_token(dump_token(token), "tok-2").token_id == "tok-1"

@@ -157,18 +157,21 @@ def dump_session(s: Session) -> bytes:
     return dumps(doc)
 
 
-def load_session(data: bytes) -> Session:
+def load_session(data: bytes, key: str | None = None) -> Session:
     """Deserialize a session written by ``dump_session`` (this version or version 1).
 
     Values the live session shared are shared again (``_Once``, ``intern``, ``shared_set``), so
-    that a recovered session costs about what the live one did.
+    that a recovered session costs about what the live one did. ``key``, the workflow id the
+    record was stored under, becomes the session's own (one string for the table's key and
+    the session, as in a live worker).
     """
     doc = orjson.loads(data)
     version = doc.get("v")
     if version not in _READABLE:
         raise ValueError(f"unsupported session state version {version!r}")
     one = _Once()
-    s = Session(doc["w"])
+    workflow_id: str = doc["w"]
+    s = Session(key if key is not None and key == workflow_id else workflow_id)
     s.seen = {one(k): one(t) for k, t in doc["seen"].items()}
     s.started = _unstart(doc["s"], version, one)
     s.completed_at = doc.get("c")
@@ -223,12 +226,13 @@ def dump_token(st: TokenState) -> bytes:
     )
 
 
-def load_token(data: bytes) -> TokenState:
-    """Deserialize a token state written by ``dump_token``."""
+def load_token(data: bytes, key: str | None = None) -> TokenState:
+    """Deserialize a token state written by ``dump_token``; ``key`` as in ``load_session``."""
     doc = orjson.loads(data)
     if doc.get("v") != TOKEN_STATE_VERSION:
         raise ValueError(f"unsupported token state version {doc.get('v')!r}")
-    st = TokenState(doc["k"], doc["x"])
+    token_id: str = doc["k"]
+    st = TokenState(key if key is not None and key == token_id else token_id, doc["x"])
     st.pairs = [PairUse(intern(wl), wf, t, eid, inh) for wl, wf, t, eid, inh in doc["p"]]
     st.fired = set(doc["f"]) if doc["f"] else None
     st.partition = doc.get("pt", -1)
