@@ -74,7 +74,7 @@ def _reference(session: Session, last: Sequence[DelegationRec]) -> tuple[int, bo
 
 def _acyclic(session: Session) -> bool:
     """No delegation reaches itself by following the delegations that cover it upward."""
-    recs = list((session.delegations or {}).values())
+    recs = session.delegations or []
 
     def reaches(d: DelegationRec, target: str, seen: set[str]) -> bool:
         for u in session.delegations_of(d.delegator):

@@ -35,7 +35,8 @@ def test_delegations_are_scanned_until_there_are_many_then_indexed() -> None:
     scanned = {b: list(s.delegations_of(b)) for b in ("b0", "b1", "b2", "nobody")}
     assert s.add_delegation(_rec("d-last", "a", "b0"))
     assert s.delegations_to is not None
-    assert list(s.delegations_of("b0")) == [*scanned["b0"], s.delegations["d-last"]]  # type: ignore[index]
+    assert s.delegation_ids == {d.delegation_id for d in s.delegations or ()}
+    assert list(s.delegations_of("b0")) == [*scanned["b0"], (s.delegations or [])[-1]]
     for b in ("b1", "b2", "nobody"):
         assert list(s.delegations_of(b)) == scanned[b]
 
@@ -46,6 +47,14 @@ def test_a_delegation_id_seen_before_keeps_the_first() -> None:
     assert s.add_delegation(first)
     assert not s.add_delegation(_rec("d-1", "a", "c"))
     assert list(s.delegations_of("b")) == [first]
+    assert list(s.delegations_of("c")) == []
+    for i in range(2, session_module.DELEGATION_INDEX_AT + 2):  # indexed from here on
+        assert s.add_delegation(_rec(f"d-{i}", "a", "b"))
+    assert s.delegation_ids is not None
+    assert not s.add_delegation(_rec("d-1", "a", "c"))
+    assert not s.add_delegation(_rec(f"d-{i}", "a", "c"))
+    assert s.has_delegation("d-1")
+    assert not s.has_delegation("d-0")
     assert list(s.delegations_of("c")) == []
 
 
@@ -125,3 +134,4 @@ def test_uses_by_several_workloads_survive_a_round_trip() -> None:
     assert back.tokens == s.tokens
     assert back.delegations == s.delegations
     assert back.delegations_to == s.delegations_to
+    assert back.delegation_ids == s.delegation_ids

@@ -91,7 +91,8 @@ def test_sessions_share_what_repeats_across_the_fleet() -> None:
     assert sa.policy_facts is sb.policy_facts
     assert a.delegations is not None
     assert b.delegations is not None
-    da, db = a.delegations["d-planner-coder"], b.delegations["d-planner-coder"]
+    da, db = a.delegations[0], b.delegations[0]
+    assert da.delegation_id == db.delegation_id == "d-planner-coder"
     assert da.delegatee is db.delegatee
     assert da.scopes is db.scopes
     # and again once loaded from their records
@@ -116,7 +117,7 @@ def _v1(s: Session, grant: str) -> bytes:
     """``s`` as state version 1 wrote it (the grant as its JSON; every field present)."""
     start = s.started
     assert start is not None
-    delegations = s.delegations or {}
+    delegations = s.delegations or []
     return orjson.dumps(
         {
             "v": 1,
@@ -134,7 +135,7 @@ def _v1(s: Session, grant: str) -> bytes:
                     d.expires_at,
                     d.event_id,
                 ]
-                for d in delegations.values()
+                for d in delegations
             ],
             "seen": s.seen,
             "f": sorted(s.fired or ()),

@@ -98,8 +98,7 @@ def fold(
 
 
 def _add_delegation(s: Session, event: DelegationGranted) -> None:
-    known = s.delegations
-    if known is None or event.delegation.delegation_id not in known:
+    if not s.has_delegation(event.delegation.delegation_id):
         s.add_delegation(DelegationRec.of(event))
 
 

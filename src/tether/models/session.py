@@ -179,9 +179,10 @@ class Session:
     started: StartInfo | None = None
     completed_at: float | None = None
     completed_event: str | None = None
-    delegations: dict[str, DelegationRec] | None = None  # by delegation id
+    delegations: list[DelegationRec] | None = None  # in the order they became known
     # by delegatee, built once the workflow has more than DELEGATION_INDEX_AT delegations
     delegations_to: dict[str, list[DelegationRec]] | None = None
+    delegation_ids: set[str] | None = None  # the same: every delegation id known
     seen: dict[str, float] = field(default_factory=dict)  # event id -> event time
     fired: set[str] | None = None  # finding ids
     unsettled: int = 0  # recorded uses not yet reported to the token index
@@ -197,26 +198,35 @@ class Session:
     partition: int = -1  # the input partition this workflow lives on (streaming only)
     rewake: bool = True  # a deadline was added since the driver last scheduled this session
 
+    def has_delegation(self, delegation_id: str) -> bool:
+        """Whether a delegation with this id is known."""
+        ids = self.delegation_ids
+        if ids is not None:
+            return delegation_id in ids
+        return any(d.delegation_id == delegation_id for d in self.delegations or ())
+
     def add_delegation(self, rec: DelegationRec) -> bool:
         """Remember a delegation; False if one with its id is already known (the first stays).
 
-        A workflow's few delegations are scanned to find a delegatee's; past
-        ``DELEGATION_INDEX_AT`` they are indexed by delegatee, so that a workflow with thousands
-        of delegations does not slow down every one of its events.
+        A workflow's few delegations are a list, scanned to find a delegatee's or an id; past
+        ``DELEGATION_INDEX_AT`` they are also indexed by delegatee and by id, so that a workflow
+        with thousands of delegations does not slow down every one of its events.
         """
+        if self.has_delegation(rec.delegation_id):
+            return False
         known = self.delegations
         if known is None:
-            self.delegations = known = {}
-        elif rec.delegation_id in known:
-            return False
-        known[rec.delegation_id] = rec
-        index = self.delegations_to
-        if index is not None:
+            self.delegations = known = []
+        known.append(rec)
+        index, ids = self.delegations_to, self.delegation_ids
+        if index is not None and ids is not None:
             index.setdefault(rec.delegatee, []).append(rec)
+            ids.add(rec.delegation_id)
         elif len(known) > DELEGATION_INDEX_AT:
             self.delegations_to = index = {}
-            for d in known.values():
+            for d in known:
                 index.setdefault(d.delegatee, []).append(d)
+            self.delegation_ids = {d.delegation_id for d in known}
         return True
 
     def delegations_of(self, delegatee: str) -> Sequence[DelegationRec]:
@@ -227,7 +237,7 @@ class Session:
         known = self.delegations
         if not known:
             return ()
-        return [d for d in known.values() if d.delegatee == delegatee]
+        return [d for d in known if d.delegatee == delegatee]
 
 
 @dataclass(slots=True)

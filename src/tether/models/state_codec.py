@@ -134,7 +134,7 @@ def dump_session(s: Session) -> bytes:
                 d.expires_at,
                 d.event_id,
             ]
-            for d in s.delegations.values()
+            for d in s.delegations
         ]
     if s.fired:
         doc["f"] = sorted(s.fired)
