@@ -59,7 +59,7 @@ def test_a_delegation_id_seen_before_keeps_the_first() -> None:
 
 
 def test_a_token_holds_one_use_per_workload_then_a_list() -> None:
-    tok = TokenSeen(1.0, 99.0, "e1")
+    tok = TokenSeen("tok-1", 1.0, 99.0, "e1")
     assert tok.recorded() == ()
     a = UseRec("a", 1.0, "e1", False, 99.0)
     tok.record(a)
@@ -70,6 +70,23 @@ def test_a_token_holds_one_use_per_workload_then_a_list() -> None:
     assert list(tok.recorded()) == [a, b, c]
     assert tok.use_by("b") is b
     assert tok.use_by("d") is None
+
+
+def test_tokens_are_scanned_until_there_are_many_then_indexed() -> None:
+    s = Session("wf")
+    for i in range(session_module.TOKEN_INDEX_AT):
+        s.add_token(TokenSeen(f"tok-{i}", i, 99.0, f"e{i}"))
+    assert s.token_index is None
+    assert s.token("tok-3") is s.tokens[3]
+    assert s.token("tok-x") is None
+    s.add_token(TokenSeen("tok-last", 9.0, 99.0, "e9"))
+    assert s.token_index is not None
+    assert [s.token(f"tok-{i}") for i in range(session_module.TOKEN_INDEX_AT)] == s.tokens[:-1]
+    assert s.token("tok-last") is s.tokens[-1]
+    s.add_token(TokenSeen("tok-after", 10.0, 99.0, "e10"))
+    assert s.token("tok-after") is s.tokens[-1]
+    s.forget_tokens()
+    assert (s.tokens, s.token_index, s.token("tok-3")) == ([], None, None)
 
 
 def _workflow(wf: str, *, complete: bool = True) -> list[dict[str, Any]]:
@@ -108,12 +125,16 @@ def _fold_all(events: list[dict[str, Any]]) -> tuple[Session, list[Any], list[Cr
     return s, records, uses
 
 
-def test_the_delegation_index_changes_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
-    indexed, out_indexed, uses_indexed = _fold_all(_workflow("wf-x"))
+@pytest.mark.parametrize("complete", [False, True])
+def test_the_indexes_change_no_decision(monkeypatch: pytest.MonkeyPatch, complete: bool) -> None:
+    indexed, out_indexed, uses_indexed = _fold_all(_workflow("wf-x", complete=complete))
     assert indexed.delegations_to is not None
+    assert indexed.token_index is not None or complete  # a completed session drops its tokens
     monkeypatch.setattr(session_module, "DELEGATION_INDEX_AT", 10_000)
-    scanned, out_scanned, uses_scanned = _fold_all(_workflow("wf-x"))
+    monkeypatch.setattr(session_module, "TOKEN_INDEX_AT", 10_000)
+    scanned, out_scanned, uses_scanned = _fold_all(_workflow("wf-x", complete=complete))
     assert scanned.delegations_to is None
+    assert scanned.token_index is None
     assert out_indexed == out_scanned
     assert uses_indexed == uses_scanned
     assert any(f["code"] == "tool_not_granted" for f in out_indexed if "code" in f)
@@ -122,16 +143,18 @@ def test_the_delegation_index_changes_no_decision(monkeypatch: pytest.MonkeyPatc
 
 def test_uses_by_several_workloads_survive_a_round_trip() -> None:
     s, _, uses = _fold_all(_workflow("wf-y", complete=False))
-    tok = s.tokens["tok-2"]
+    tok = s.token("tok-2")
+    assert tok is not None
     assert {u.workload_id for u in tok.recorded()} == {wl("a2"), wl("side2")}
     first = tok.use_by(wl("a2"))
     assert first is not None
     assert first.t == tok.first_use == min(u.t for u in tok.recorded())  # its own delegation
     assert {(u.token_id, u.workload_id) for u in uses} == {
-        (k, u.workload_id) for k, t in s.tokens.items() for u in t.recorded()
+        (t.token_id, u.workload_id) for t in s.tokens for u in t.recorded()
     }
     back = load_session(dump_session(s))
     assert back.tokens == s.tokens
+    assert back.token_index == s.token_index
     assert back.delegations == s.delegations
     assert back.delegations_to == s.delegations_to
     assert back.delegation_ids == s.delegation_ids

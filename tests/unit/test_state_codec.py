@@ -109,8 +109,8 @@ def test_a_loaded_session_holds_each_event_id_once() -> None:
     ids = {id(k) for k in s.seen}
     assert s.started is not None
     assert id(s.started.event_id) in ids
-    assert all(id(u.event_id) in ids for t in s.tokens.values() for u in t.recorded())
-    assert all(id(t.event_id) in ids for t in s.tokens.values())
+    assert all(id(u.event_id) in ids for t in s.tokens for u in t.recorded())
+    assert all(id(t.event_id) in ids for t in s.tokens)
 
 
 def _v1(s: Session, grant: str) -> bytes:
@@ -140,12 +140,12 @@ def _v1(s: Session, grant: str) -> bytes:
             "seen": s.seen,
             "f": sorted(s.fired or ()),
             "u": [
-                [tok, u.workload_id, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
-                for tok, t in s.tokens.items()
+                [t.token_id, u.workload_id, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+                for t in s.tokens
                 for u in t.recorded()
             ],
             "us": s.unsettled,
-            "tk": {k: [t.first_use, t.expires_at, t.event_id] for k, t in s.tokens.items()},
+            "tk": {t.token_id: [t.first_use, t.expires_at, t.event_id] for t in s.tokens},
             "cr": sorted(s.completion_revoked or ()),
             "p": [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending or ()],
             "r": [list(a) for a in s.recent or ()],

@@ -147,9 +147,9 @@ def _track_token(
     now: Stamp,
     out: Outbox,
 ) -> None:
-    seen = s.tokens.get(token_id)
+    seen = s.token(token_id)
     if seen is None:
-        s.tokens[token_id] = TokenSeen(t, expires, event_id)
+        s.add_token(TokenSeen(token_id, t, expires, event_id))
     elif t < seen.first_use:
         seen.first_use, seen.event_id = t, event_id
     done = s.completed_at
@@ -191,9 +191,11 @@ def _complete(
     for act in s.recent or ():
         if act.t > t:
             _late_after_completion(s, act, t, cfg, now, out)
-    for token_id, seen in s.tokens.items():
+    for seen in s.tokens:
         if seen.first_use <= t:  # tokens first used after completion: see activity_after_completion
-            _revoke_on_completion(s, token_id, seen.expires_at, t, event.event_id, cfg, now, out)
+            _revoke_on_completion(
+                s, seen.token_id, seen.expires_at, t, event.event_id, cfg, now, out
+            )
 
 
 def _late_after_completion(
@@ -269,9 +271,9 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
     this workflow is known for sure: credential_reuse compares those across workflows."""
     cred = event.credential
     assert cred is not None  # noqa: S101  # checked by the caller
-    token = s.tokens.get(cred.token_id)
+    token = s.token(cred.token_id)
     if token is None:  # tracked when the event was folded; kept robust all the same
-        s.tokens[cred.token_id] = token = TokenSeen(t, cred.expires_t, event.event_id)
+        token = s.add_token(TokenSeen(cred.token_id, t, cred.expires_t, event.event_id))
     workload = event.agent.workload_id
     inherited = verdict.identity is Identity.INHERITED
     rec = token.use_by(workload)
@@ -298,7 +300,7 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
 
 
 def _settle_uses(s: Session, watermark: float, grace: float, uses: list[CredentialUse]) -> None:
-    for token_id, token in s.tokens.items():
+    for token in s.tokens:
         for rec in token.recorded():
             if rec.reported or rec.t + grace >= watermark:
                 continue
@@ -306,7 +308,7 @@ def _settle_uses(s: Session, watermark: float, grace: float, uses: list[Credenti
             s.unsettled -= 1
             uses.append(
                 CredentialUse(
-                    token_id=token_id,
+                    token_id=token.token_id,
                     workload_id=rec.workload_id,
                     workflow_id=s.workflow_id,
                     t=rec.t,
@@ -435,7 +437,7 @@ def _compact(s: Session) -> None:
     s.compacted = True
     s.seen = {}
     s.unsettled = 0
-    s.tokens = {}
+    s.forget_tokens()
     s.recent = None
 
 
@@ -446,7 +448,7 @@ def wake_at(s: Session, cfg: DetectionConfig) -> float:
     if s.unknown is not None and not s.unknown_done:
         due = min(due, s.unknown.t + grace)
     if s.unsettled:
-        unreported = (r.t for tok in s.tokens.values() for r in tok.recorded() if not r.reported)
+        unreported = (r.t for tok in s.tokens for r in tok.recorded() if not r.reported)
         due = min(due, min(unreported) + grace)
     done = s.completed_at
     if done is not None:

@@ -92,8 +92,9 @@ def chain_depth(session: Session, last: Sequence[DelegationRec]) -> tuple[int, b
     """
     start = session.started
     initiator = start.initiator if start is not None else None
-    if any(d.delegator == initiator for d in last):
-        return 1, True  # most delegations: granted by the initiator itself
+    for d in last:
+        if d.delegator == initiator:
+            return 1, True  # most delegations: granted by the initiator itself
     above: dict[str, DelegationRec | None] = {d.delegation_id: None for d in last}
     level = sorted(last, key=_by_id)
     depth = 1

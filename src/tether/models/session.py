@@ -24,7 +24,8 @@ _H = TypeVar("_H", bound=Hashable)
 
 SHARED_MAX: Final = 2048  # distinct values the canonicalizing cache holds before it starts over
 SHARED_MAX_ITEMS: Final = 16  # larger sets are not shared (rare, and they would pin memory)
-DELEGATION_INDEX_AT: Final = 8  # delegations in a workflow before they are indexed by delegatee
+DELEGATION_INDEX_AT: Final = 8  # delegations in a workflow before they are indexed
+TOKEN_INDEX_AT: Final = 8  # tokens used in a workflow before they are indexed by id
 _shared: dict[object, object] = {}
 
 
@@ -186,7 +187,8 @@ class Session:
     seen: dict[str, float] = field(default_factory=dict)  # event id -> event time
     fired: set[str] | None = None  # finding ids
     unsettled: int = 0  # recorded uses not yet reported to the token index
-    tokens: dict[str, TokenSeen] = field(default_factory=dict)
+    tokens: list[TokenSeen] = field(default_factory=list)  # in the order first used
+    token_index: dict[str, TokenSeen] | None = None  # by id, past TOKEN_INDEX_AT tokens
     completion_revoked: set[str] | None = None  # token ids
     pending: list[Pending] | None = None
     recent: list[ActRef] | deque[ActRef] | None = None  # roughly time-ordered; None once drained
@@ -197,6 +199,36 @@ class Session:
     seq: int = 0
     partition: int = -1  # the input partition this workflow lives on (streaming only)
     rewake: bool = True  # a deadline was added since the driver last scheduled this session
+
+    def token(self, token_id: str) -> TokenSeen | None:
+        """The token with this id, if it was used in this workflow.
+
+        A workflow's few tokens are a list, scanned; past ``TOKEN_INDEX_AT`` (a long job that
+        refreshes its token often) they are also indexed by id.
+        """
+        index = self.token_index
+        if index is not None:
+            return index.get(token_id)
+        for seen in self.tokens:
+            if seen.token_id == token_id:
+                return seen
+        return None
+
+    def add_token(self, seen: TokenSeen) -> TokenSeen:
+        """Remember a token first used in this workflow (the caller checked ``token``)."""
+        tokens = self.tokens
+        tokens.append(seen)
+        index = self.token_index
+        if index is not None:
+            index[seen.token_id] = seen
+        elif len(tokens) > TOKEN_INDEX_AT:
+            self.token_index = {t.token_id: t for t in tokens}
+        return seen
+
+    def forget_tokens(self) -> None:
+        """Drop every token (a compacted session)."""
+        self.tokens = []
+        self.token_index = None
 
     def has_delegation(self, delegation_id: str) -> bool:
         """Whether a delegation with this id is known."""
@@ -261,6 +293,7 @@ class TokenSeen:
     workload on. ``recorded`` reads both.
     """
 
+    token_id: str
     first_use: float
     expires_at: float
     event_id: str
@@ -277,7 +310,10 @@ class TokenSeen:
 
     def use_by(self, workload_id: str) -> UseRec | None:
         """The recorded use by ``workload_id``, if any."""
-        for rec in self.recorded():
+        uses = self.uses
+        if isinstance(uses, UseRec):
+            return uses if uses.workload_id == workload_id else None
+        for rec in uses or ():
             if rec.workload_id == workload_id:
                 return rec
         return None

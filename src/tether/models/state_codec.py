@@ -112,11 +112,11 @@ def dump_session(s: Session) -> bytes:
         "s": _start(s.started),
         "seen": s.seen,
         "u": [
-            [tok, u.workload_id, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
-            for tok, seen in s.tokens.items()
+            [seen.token_id, u.workload_id, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+            for seen in s.tokens
             for u in seen.recorded()
         ],
-        "tk": {tok: [ts.first_use, ts.expires_at, ts.event_id] for tok, ts in s.tokens.items()},
+        "tk": {ts.token_id: [ts.first_use, ts.expires_at, ts.event_id] for ts in s.tokens},
         "lt": s.last_time,
         "pt": s.partition,
     }
@@ -183,14 +183,12 @@ def load_session(data: bytes, key: str | None = None) -> Session:
             )
         )
     s.fired = set(doc["f"]) if doc.get("f") else None
-    s.tokens = {
-        one(tok): TokenSeen(one(first), one(exp), one(eid))
-        for tok, (first, exp, eid) in doc["tk"].items()
-    }
+    for tok, (first, exp, eid) in doc["tk"].items():
+        s.add_token(TokenSeen(one(tok), one(first), one(exp), one(eid)))
     for tok, wl, t, eid, inh, exp, rep in doc["u"]:
-        seen = s.tokens.get(tok)
+        seen = s.token(tok)
         if seen is None:  # not written by dump_session (every use's token is tracked)
-            s.tokens[one(tok)] = seen = TokenSeen(one(t), one(exp), one(eid))
+            seen = s.add_token(TokenSeen(one(tok), one(t), one(exp), one(eid)))
         if seen.use_by(wl) is None:
             seen.record(UseRec(intern(wl), one(t), one(eid), inh, one(exp), rep))
     s.unsettled = doc.get("us", 0)
