@@ -14,7 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.core.handoff import chain_depth
+from builders import delegate, parse, started, wl
+from tether.core import Context, DetectionConfig, Outbox
+from tether.core.fold import fire_due, fold
+from tether.core.handoff import CHAIN_SEARCH_LEVELS, chain_depth
 from tether.models.session import DelegationRec, Session, StartInfo
 
 INITIATOR = "w0"
@@ -144,7 +147,29 @@ def test_a_chain_thousands_long_is_measured_without_recursion() -> None:
     n = 3000
     s = _session(_rec(f"d{i}", f"a{i}", f"a{i + 1}", i, 10_000) for i in range(n))
     s.started.initiator = "a0"  # type: ignore[union-attr]
-    assert chain_depth(s, list(s.delegations_of(f"a{n}"))) == (n, True)
+    last = list(s.delegations_of(f"a{n}"))
+    assert chain_depth(s, last, levels=n) == (n, True)
+    # the search stops at CHAIN_SEARCH_LEVELS: at least one hop more, not known to be rooted
+    assert chain_depth(s, last) == (CHAIN_SEARCH_LEVELS + 1, False)
+    assert chain_depth(s, list(s.delegations_of("a20"))) == (20, True)
+
+
+def test_a_chain_longer_than_the_search_is_still_too_long() -> None:
+    """Every delegation past the maximum depth is reported, beyond the search's reach too."""
+    n = CHAIN_SEARCH_LEVELS + 8
+    events = [started("wf", "a0", "tok-0", t=0, not_after=5000)]
+    events += [
+        delegate("wf", f"a{i}", f"a{i + 1}", f"tok-{i}", t=1 + i, did=f"d{i}") for i in range(n)
+    ]
+    ctx = Context(DetectionConfig(max_chain_length=3))
+    s: Session | None = None
+    out = Outbox()
+    for raw in events:
+        s = fold(s, parse(raw), ctx, 0.0, out, [])
+    assert s is not None
+    fire_due(s, s.last_time + 2 * ctx.cfg.grace_s, ctx, 0.0, out, [])
+    exceeded = {f.workload_id for f in out.findings if f.code == "delegation_depth_exceeded"}
+    assert exceeded == {wl(f"a{i}") for i in range(3, n)}  # a3's delegation: a chain of 4 hops
 
 
 def test_a_lattice_of_delegations_is_searched_once_per_delegation(
@@ -168,5 +193,5 @@ def test_a_lattice_of_delegations_is_searched_once_per_delegation(
         return scan(self, delegatee)
 
     monkeypatch.setattr(Session, "delegations_of", counted)
-    assert chain_depth(s, list(s.delegations_of("l39a"))) == (levels, True)
+    assert chain_depth(s, list(s.delegations_of("l39a")), levels=levels) == (levels, True)
     assert calls <= len(recs) + 1

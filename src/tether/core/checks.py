@@ -71,7 +71,7 @@ def check_event(  # noqa: PLR0912  # one guarded branch per check keeps the hot 
     if start is None and not final:
         verdict.waiting = True
         return verdict
-    st = standing(session, actor, t)
+    st = standing(session, actor, t, max_chain)
     verdict.standing = st
     if st.role is Role.UNKNOWN:
         return verdict  # never started: unknown_workflow speaks for the whole workflow

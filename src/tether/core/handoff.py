@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from tether.models.session import DelegationRec, Session, shared
 
@@ -30,17 +30,20 @@ class Standing(NamedTuple):
     rooted: bool = True  # the shortest known chain reaches the initiator (depth is not a guess)
 
 
+CHAIN_SEARCH_LEVELS: Final = 32  # hops chain_depth searches (more if max_chain_length asks)
 _NO_START = Standing(Role.UNKNOWN, False)
 _UNCOVERED = Standing(Role.UNCOVERED, False)
 _EXPIRED = Standing(Role.EXPIRED, False)
 
 
-def standing(session: Session, workload: str, t: float) -> Standing:  # noqa: PLR0911  # one exit per role
+def standing(  # noqa: PLR0911  # one exit per role
+    session: Session, workload: str, t: float, max_chain: int = 3
+) -> Standing:
     """The actor's standing at event time ``t`` from what the session knows now.
 
     Entitlement is the grant's scopes for the initiator and the union of the covering
     delegations' scopes for a delegatee. Depth counts delegation hops from the initiator along
-    the shortest known chain.
+    the shortest known chain, searched to ``max(CHAIN_SEARCH_LEVELS, max_chain + 1)`` hops.
     """
     start = session.started
     if start is None or start.started_at > t:
@@ -58,7 +61,7 @@ def standing(session: Session, workload: str, t: float) -> Standing:  # noqa: PL
         if any(d.granted_at <= t for d in incoming):
             return _EXPIRED
         return _UNCOVERED
-    depth, rooted = chain_depth(session, covering)
+    depth, rooted = chain_depth(session, covering, max(CHAIN_SEARCH_LEVELS, max_chain + 1))
     if len(covering) == 1:
         d = covering[0]
         return Standing(Role.DELEGATEE, True, d.scopes, depth, (d.delegation_id,), rooted)
@@ -73,7 +76,9 @@ def _by_id(d: DelegationRec) -> str:
     return d.delegation_id
 
 
-def chain_depth(session: Session, last: Sequence[DelegationRec]) -> tuple[int, bool]:
+def chain_depth(
+    session: Session, last: Sequence[DelegationRec], levels: int = CHAIN_SEARCH_LEVELS
+) -> tuple[int, bool]:
     """Hops from the initiator along the shortest chain of delegations that ends in one of
     ``last``, and whether that chain reaches the initiator.
 
@@ -89,6 +94,11 @@ def chain_depth(session: Session, last: Sequence[DelegationRec]) -> tuple[int, b
     search of every chain would be exponential in a lattice of them, and recursion would
     overflow on a long one). On delegations without cycles (any whose grant times differ) the
     guess is exactly the shortest such chain.
+
+    The search stops after ``levels`` hops: a chain that has not reached the initiator by then
+    is reported as ``levels + 1`` hops (a lower bound), not rooted. This bounds the cost of every
+    act in a workflow whose delegations form one long chain (a storm of them would otherwise
+    cost time quadratic in their number).
     """
     start = session.started
     initiator = start.initiator if start is not None else None
@@ -102,6 +112,8 @@ def chain_depth(session: Session, last: Sequence[DelegationRec]) -> tuple[int, b
     while level:
         if any(d.delegator == initiator for d in level):
             return depth, True
+        if depth == levels:
+            return depth + 1, False  # longer than the search goes: at least this long
         found: list[DelegationRec] = []
         for d in level:
             ends = True
