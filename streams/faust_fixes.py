@@ -30,10 +30,24 @@ _applied = False
 
 # faust asks the broker for records with a 1.5 s long poll and no minimum, so under a steady
 # trickle every fetch returns a handful of records and the next one is sent at once: thousands
-# of fetch round trips a second, each crossing faust's consumer thread. Waiting up to 5 ms for
-# 64 KiB batches the trickle; a record waits at most 5 ms longer.
+# of fetch round trips a second, each crossing faust's consumer thread. Waiting up to
+# TETHER_FETCH_WAIT_MS (5) for 64 KiB batches the trickle; a record waits at most that longer.
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_MAX_WAIT_MS = 5
+_fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+
+
+def configure_fetch(max_wait_ms: int) -> None:
+    """Set the fetch wait of the consumers created from now on (``Settings.fetch_wait_ms``)."""
+    global _fetch_max_wait_ms  # noqa: PLW0603  # one consumer configuration per process
+    _fetch_max_wait_ms = max_wait_ms
+
+
+def tune_fetch(consumer: Any) -> Any:
+    """Give an aiokafka consumer tether's fetch size and wait."""
+    consumer._fetch_min_bytes = FETCH_MIN_BYTES
+    consumer._fetch_max_wait_ms = _fetch_max_wait_ms
+    return consumer
 
 
 async def _getmany(self: Any, timeout: float) -> Any:
@@ -242,10 +256,7 @@ def apply() -> None:
     original_create = thread._create_worker_consumer
 
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = original_create(self, transport)
-        consumer._fetch_min_bytes = FETCH_MIN_BYTES
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
+        return tune_fetch(original_create(self, transport))
 
     thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     base.seek = seek  # type: ignore[method-assign]

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         "once per epoch instead of once per batch (outputs never wait for it; input offsets "
         "do); 0 writes after every batch",
     )
+    fetch_wait_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="how long the broker may hold the worker's fetch for input to reach 64 KiB: "
+        "the latency a record can gain while the stream is quiet, against fewer, larger "
+        "batches (less CPU per event) while it is busy",
+    )
     gc_log_ms: float = Field(
         50.0,
         ge=0,
