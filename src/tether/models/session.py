@@ -6,7 +6,9 @@ POSIX seconds (float) so that comparisons on the hot path are cheap.
 Memory: a monitor holds one session per active workflow, so state keeps only what the checks and
 the state codec read. Values that repeat across a fleet (workload ids, scope/tool/destination
 sets, a grant's policy facts) enter state through ``shared`` and ``sys.intern``, so that sessions
-share one copy; containers that most sessions never fill start as ``None``.
+share one copy; containers that most sessions never fill start as ``None``. A workflow's tokens
+and delegations are short lists, scanned (a dict costs more than a handful of comparisons), and
+indexed only once a workflow has more than a few; a token holds the uses recorded of it.
 """
 
 from __future__ import annotations
@@ -304,9 +306,9 @@ class TokenSeen:
         uses = self.uses
         if uses is None:
             return ()
-        if type(uses) is UseRec:
+        if isinstance(uses, UseRec):
             return (uses,)
-        return uses  # type: ignore[return-value]  # the list
+        return uses
 
     def use_by(self, workload_id: str) -> UseRec | None:
         """The recorded use by ``workload_id``, if any."""
@@ -323,10 +325,10 @@ class TokenSeen:
         uses = self.uses
         if uses is None:
             self.uses = rec
-        elif type(uses) is UseRec:
+        elif isinstance(uses, UseRec):
             self.uses = [uses, rec]
         else:
-            uses.append(rec)  # type: ignore[union-attr]  # the list
+            uses.append(rec)
 
 
 class PairUse(NamedTuple):
