@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Sequence
+from time import monotonic
 from typing import Any
 
 import faust
@@ -44,6 +46,22 @@ def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
     table.changelog_topic = table._new_changelog_topic()
     use_state_store(table)
     return table
+
+
+def mark_inbound(monitor: Any, batch: Sequence[Any]) -> None:
+    """Record in faust's monitor that the partitions of ``batch`` are being processed.
+
+    faust's consumer checks every partition that has unread records: if no stream has taken
+    one of its events for ``stream_processing_timeout`` (5 min), it logs "Stream has not
+    started processing" at ERROR, again and again. tether's intake bypasses faust's streams,
+    so without this a worker that ran over five minutes logged that error for every partition
+    whenever it was behind (254 lines in one benchmark run), although it was processing.
+    Kept up to date, the check means what faust meant: the intake has stopped handing
+    records over."""
+    now = monotonic()
+    inbound = monitor.stream_inbound_time
+    for tp in {message.tp for message in batch}:
+        inbound[tp] = now
 
 
 def _started(kafka: KafkaPublisher) -> KafkaPublisher:
@@ -150,6 +168,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         ack=ack,
         generation=lambda: app.consumer_generation_id,
         batch_max=batch_max,
+        inbound=lambda batch: mark_inbound(app.monitor, batch),
     )
     faust_fixes.attach_intake(app, intake)
     recovery = FastRecovery(tables, {"sessions": load_session, "tokens": load_token})

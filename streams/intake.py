@@ -55,9 +55,13 @@ class Intake:
         batch_max: int = 1000,
         max_inflight: int | None = None,
         retry_s: float = 0.5,
+        inbound: Callable[[Sequence[Any]], object] | None = None,
     ) -> None:
         self.handlers = handlers
         self.ready = ready
+        # told of every batch handed over: faust's monitor learns that its partitions are
+        # being processed (``streams.app.mark_inbound``)
+        self.inbound = inbound
         self.ack = ack
         self.generation = generation
         self.batch_max = batch_max
@@ -140,6 +144,8 @@ class Intake:
             self._retry_at = time.monotonic() + self.retry_s
             return
         self._pending = []
+        if self.inbound is not None:
+            self.inbound(batch)
         durable = asyncio.gather(*steps)
         durable.add_done_callback(lambda done: self._settled(done, batch))
         self._inflight.append(durable)

@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from streams.app import mark_inbound
 from streams.intake import Intake
 
 
@@ -74,3 +75,35 @@ def test_a_worker_catching_up_holds_a_bounded_number_of_records() -> None:
         assert acked == list(range(100))
 
     asyncio.run(scenario())
+
+
+def test_each_batch_handed_over_is_reported_inbound() -> None:
+    """faust's monitor must learn that the intake processes its partitions, or faust logs
+    "Stream has not started processing" at ERROR for every partition with unread records."""
+
+    async def scenario() -> None:
+        seen: list[list[int]] = []
+        intake = Intake(
+            {"intents": Steps()},
+            ready=lambda: True,
+            ack=lambda message: None,
+            generation=lambda: 1,
+            batch_max=10,
+            inbound=lambda batch: seen.append([m.offset for m in batch]),
+        )
+        _add(intake, 0, 3)
+        await intake.flush()
+        _add(intake, 3, 2)
+        await intake.flush()
+        assert seen == [[0, 1, 2], [3, 4]]
+
+    asyncio.run(scenario())
+
+
+def test_mark_inbound_stamps_every_partition_of_the_batch() -> None:
+    monitor = SimpleNamespace(stream_inbound_time={("other", 0): 1.0})
+    batch = [SimpleNamespace(tp=("intents", p)) for p in (0, 1, 1)]
+    mark_inbound(monitor, batch)
+    stamped = monitor.stream_inbound_time
+    assert set(stamped) == {("other", 0), ("intents", 0), ("intents", 1)}
+    assert stamped[("intents", 0)] == stamped[("intents", 1)] > 1.0
