@@ -3,8 +3,9 @@
 CPython's cyclic collector holds the GIL while it walks the generation it collects: every thread
 of the worker (the event loop, faust's consumer thread, the producer's delivery reports) waits
 until it ends, so a long collection is a latency spike on every detection in flight. The worker
-freezes its startup heap and its recovered state out of the collector (``tether.streaming``,
-``streams.recovery``); this records what remains, and logs each collection that took at least
+freezes its startup heap, its recovered state and what survives each full collection out of
+the collector (``tether.streaming``, ``streams.recovery``, ``streams.gc_freeze``); this records
+what remains, and logs each collection that took at least
 ``TETHER_GC_LOG_MS`` as ``gc pause <ms> ms (generation <g>, ...)`` so that operators, and the
 benchmark harness, can tell a collection from other causes of a slow detection.
 """

@@ -76,6 +76,17 @@ class Settings(BaseSettings):
         description="log every garbage collection that stops the worker this long or longer "
         "(a latency spike on every detection in flight); 0 logs none",
     )
+    gc_freeze: bool = Field(
+        True,
+        description="freeze what survives each full garbage collection out of later ones (the "
+        "worker's sessions and tokens: a full collection otherwise walks all of them)",
+    )
+    gc_thaw_s: float = Field(
+        600.0,
+        ge=0,
+        description="with gc_freeze, hand frozen objects back to the collector this often, so "
+        "that one full collection reclaims any reference cycle that died frozen; 0 never",
+    )
     malloc_trim_s: float = Field(
         10.0,
         ge=0,

@@ -15,6 +15,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     import faust  # noqa: PLC0415  # heavy; only the worker needs it
 
     from streams.app import build  # noqa: PLC0415
+    from streams.gc_freeze import GcFreezer  # noqa: PLC0415
     from streams.gc_pauses import GcPauses  # noqa: PLC0415
     from streams.heap_trim import HeapTrimmer  # noqa: PLC0415
     from tether.adapters.kafka_admin import create_topics, wait_for_broker  # noqa: PLC0415
@@ -38,6 +39,8 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     gc.collect()
     gc.freeze()
     GcPauses(settings.gc_log_ms / 1000).install()
+    if settings.gc_freeze:  # and the live state, as it survives full collections
+        GcFreezer(settings.gc_thaw_s).install()
     HeapTrimmer(settings.malloc_trim_s).start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's terminal spinner sets the root logger to DEBUG (so that every record spins it)
