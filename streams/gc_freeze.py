@@ -22,10 +22,12 @@ import gc
 from collections.abc import Callable
 from time import monotonic
 
+from streams.gc_pauses import GcCallback
+
 OLDEST = 2
 
 
-class GcFreezer:
+class GcFreezer(GcCallback):
     """A ``gc.callbacks`` hook that freezes what survives each full collection."""
 
     def __init__(
@@ -59,14 +61,3 @@ class GcFreezer:
         self._freeze()
         self._thawed = False
         self.freezes += 1
-
-    def install(self) -> GcFreezer:
-        """Start freezing after full collections (idempotent)."""
-        if self not in gc.callbacks:
-            gc.callbacks.append(self)
-        return self
-
-    def uninstall(self) -> None:
-        """Stop freezing."""
-        if self in gc.callbacks:
-            gc.callbacks.remove(self)

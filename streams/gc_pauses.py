@@ -16,14 +16,33 @@ import gc
 import logging
 from collections.abc import Callable
 from time import perf_counter
-from typing import Final
+from typing import Final, Self
 
 _log = logging.getLogger("tether.gc")
 
 GENERATIONS: Final = 3
 
 
-class GcPauses:
+class GcCallback:
+    """A ``gc.callbacks`` hook that installs and removes itself."""
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """Called by the interpreter at the ``start`` and ``stop`` of every collection."""
+        raise NotImplementedError
+
+    def install(self) -> Self:
+        """Start receiving the interpreter's collection callbacks (idempotent)."""
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+        return self
+
+    def uninstall(self) -> None:
+        """Stop receiving them."""
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+
+class GcPauses(GcCallback):
     """A ``gc.callbacks`` hook: per-generation counts and totals, and a log of long pauses."""
 
     def __init__(
@@ -59,14 +78,3 @@ class GcPauses:
                 info.get("collected", 0),
                 gc.get_freeze_count(),
             )
-
-    def install(self) -> GcPauses:
-        """Start timing collections (idempotent)."""
-        if self not in gc.callbacks:
-            gc.callbacks.append(self)
-        return self
-
-    def uninstall(self) -> None:
-        """Stop timing collections."""
-        if self in gc.callbacks:
-            gc.callbacks.remove(self)
