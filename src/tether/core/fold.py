@@ -98,8 +98,7 @@ def fold(
 
 
 def _add_delegation(s: Session, event: DelegationGranted) -> None:
-    if not s.has_delegation(event.delegation.delegation_id):
-        s.add_delegation(DelegationRec.of(event))
+    s.add_delegation(DelegationRec.of(event))  # a delegation id known before keeps the first
 
 
 def _expire_seen(s: Session, window: float) -> None:

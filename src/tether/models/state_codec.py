@@ -157,6 +157,12 @@ def dump_session(s: Session) -> bytes:
     return dumps(doc)
 
 
+def _own_id(recorded: str, key: str | None) -> str:
+    """The id a loaded value keeps: the key string it was stored under when the two agree (one
+    string for the table's key and the value), else the one in its record."""
+    return key if key is not None and key == recorded else recorded
+
+
 def load_session(data: bytes, key: str | None = None) -> Session:
     """Deserialize a session written by ``dump_session`` (this version or version 1).
 
@@ -170,8 +176,7 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     if version not in _READABLE:
         raise ValueError(f"unsupported session state version {version!r}")
     one = _Once()
-    workflow_id: str = doc["w"]
-    s = Session(key if key is not None and key == workflow_id else workflow_id)
+    s = Session(_own_id(doc["w"], key))
     s.seen = {one(k): one(t) for k, t in doc["seen"].items()}
     s.started = _unstart(doc["s"], version, one)
     s.completed_at = doc.get("c")
@@ -229,8 +234,7 @@ def load_token(data: bytes, key: str | None = None) -> TokenState:
     doc = orjson.loads(data)
     if doc.get("v") != TOKEN_STATE_VERSION:
         raise ValueError(f"unsupported token state version {doc.get('v')!r}")
-    token_id: str = doc["k"]
-    st = TokenState(key if key is not None and key == token_id else token_id, doc["x"])
+    st = TokenState(_own_id(doc["k"], key), doc["x"])
     st.pairs = [PairUse(intern(wl), wf, t, eid, inh) for wl, wf, t, eid, inh in doc["p"]]
     st.fired = set(doc["f"]) if doc["f"] else None
     st.partition = doc.get("pt", -1)
