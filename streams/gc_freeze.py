@@ -1,12 +1,11 @@
 """The worker's live state kept out of the cyclic collector's full collections.
 
-A worker's sessions and tokens are long-lived objects: 100,000 sessions are a million or so
-tracked objects. CPython runs a full collection whenever the objects that reached the oldest
+A worker's sessions and tokens are long-lived objects, several tracked objects per session. CPython runs a full collection whenever the objects that reached the oldest
 generation since the last one exceed a quarter of it, and walks all of them while holding the
-GIL. Loading 100,000 sessions, the worker stopped for 100 to 385 ms about once a second (P5's
-load phase, `benchmarks/out/logs-20261130-181559/state-w1.log`); at steady state such a pause
-recurs every few tens of thousands of new sessions, each one a latency spike on every detection
-in flight.
+GIL. Loading P5's 100,000 sessions, the worker logged 102 full collections of 10 ms or more,
+22.9 s in all, the longest 685 ms (`make bench`, `benchmarks/out/logs-<time>/state-w1.log`);
+at steady state such pauses recur as new sessions accumulate, each one a latency spike on
+every detection in flight.
 
 State holds no reference cycles, so reference counting frees it whether the collector sees it
 or not. After each full collection this freezes its survivors (``gc.freeze``): later
