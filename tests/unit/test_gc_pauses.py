@@ -70,3 +70,22 @@ def test_installed_it_times_the_interpreter_s_own_collections() -> None:
     assert pauses not in gc.callbacks
     assert pauses.collections[2] >= 1
     assert pauses.total_s[2] > 0
+
+
+def test_logging_a_long_pause_does_not_walk_the_frozen_heap(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gc.get_freeze_count() counts the frozen objects one by one, holding the GIL: 70 ms for
+    # two million. A worker freezes its whole state, so the log line of a long pause must not
+    # ask for it, or logging the pause would lengthen it.
+    def walks_the_heap() -> int:
+        raise AssertionError("the pause log walked the frozen heap")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walks_the_heap)
+    clock = Clock()
+    pauses = GcPauses(0.01, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="tether.gc"):
+        collect(pauses, clock, 2, 0.5)
+    assert [r.getMessage() for r in caplog.records if r.name == "tether.gc"] == [
+        "gc pause 500.0 ms (generation 2, 3 collected)"
+    ]
