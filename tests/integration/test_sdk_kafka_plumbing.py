@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 from tether.adapters.kafka_admin import (
@@ -132,3 +133,78 @@ def test_a_delivery_failure_rejects_the_future(settings, fresh_topic_prefix):
 def test_publishing_before_start_is_a_clear_error(settings):
     with pytest.raises(RuntimeError, match="start"):
         KafkaPublisher(settings).send("t", None, b"v")
+
+
+def _read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[bytes]]:
+    """Every record of ``topic`` by partition (values), read from the start to the end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{topic}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    found: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 30
+    try:
+        while len(at_end) < partitions and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                at_end.add(msg.partition())
+                continue
+            found[msg.partition()].append(msg.value())
+    finally:
+        consumer.close()
+    return found
+
+
+def test_publish_many_reports_exactly_the_records_that_failed(settings, fresh_topic_prefix):
+    create_topics(settings)
+    topic, missing = settings.topic("decisions"), f"{fresh_topic_prefix}.nowhere"
+    good = [(topic, f"wf-{i}".encode(), f"keyed-{i}".encode(), None) for i in range(40)]
+    pinned = [(topic, f"wf-{i}".encode(), f"pinned-{i}".encode(), 2) for i in range(20)]
+    bad = [(missing, b"k1", b"lost-1", None), (missing, None, b"lost-2", 1)]
+    records = [*good[:20], bad[0], *pinned, bad[1], *good[20:]]
+
+    async def scenario():
+        publisher = KafkaPublisher(settings, overrides={"message.timeout.ms": 1500})
+        publisher.start()
+        try:
+            empty = await asyncio.wait_for(publisher.publish_many([]), 5)
+            failures = await asyncio.wait_for(publisher.publish_many(records), 20)
+            return empty, failures
+        finally:
+            publisher.stop(1)
+
+    empty, failures = asyncio.run(scenario())
+    assert empty == []
+    assert sorted((entry for entry, _ in failures), key=repr) == sorted(bad, key=repr)  # to retry
+    assert all(error.topic == missing for _, error in failures)
+    stored = _read_all(settings.kafka_bootstrap, topic, settings.partitions)
+    assert sorted(v for values in stored.values() for v in values) == sorted(
+        v for _, _, v, _ in [*good, *pinned]
+    )
+    assert {v for _, _, v, _ in pinned} <= set(stored[2])  # a pinned record kept its partition
+
+
+def test_publish_many_waits_for_room_when_the_local_queue_is_full(settings):
+    create_topics(settings)
+    topic = settings.topic("decisions")
+    records = [(topic, f"wf-{i}".encode(), f"v{i}".encode(), None) for i in range(200)]
+
+    async def scenario():
+        # room for 10 records at a time: most of the batch is queued as deliveries free room
+        overrides = {"queue.buffering.max.messages": 10, "linger.ms": 50}
+        with KafkaPublisher(settings, overrides=overrides) as publisher:
+            return await asyncio.wait_for(publisher.publish_many(records), 30)
+
+    assert asyncio.run(scenario()) == []
+    stored = _read_all(settings.kafka_bootstrap, topic, settings.partitions)
+    assert sorted(v for values in stored.values() for v in values) == sorted(
+        v for _, _, v, _ in records
+    )

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -193,40 +194,30 @@ class KafkaPublisher:
 
         One future and one hand-off to the event loop per batch, instead of per record: the
         worker's output path publishes a decision and a credential use for nearly every input.
-        Must be called from a running event loop.
+        Each delivery report is one call of the batch's ``_BatchReport``, with its record bound
+        by ``functools.partial`` (no closures made per record). Must be called from a running
+        event loop.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[tuple[Entry, DeliveryError]]] = loop.create_future()
-        failures: list[tuple[Entry, DeliveryError]] = []
-        remaining = [len(records)]
-        lock = threading.Lock()  # delivery reports run on the polling thread
-
-        def settle() -> None:
-            if not future.done():
-                future.set_result(failures)
-
         if not records:
-            settle()
+            future.set_result([])
             return future
-
-        def outcome_for(entry: Entry) -> Callable[[Position | DeliveryError], None]:
-            def on_outcome(outcome: Position | DeliveryError) -> None:
-                with lock:
-                    if isinstance(outcome, DeliveryError):
-                        failures.append((entry, outcome))
-                    remaining[0] -= 1
-                    last = remaining[0] == 0
-                if last:
-                    try:
-                        loop.call_soon_threadsafe(settle)
-                    except RuntimeError:  # the loop has closed: nobody is waiting any more
-                        _log.debug("delivery report after the event loop closed")
-
-            return on_outcome
-
+        report = _BatchReport(loop, future, len(records))
+        produce = self._require().produce
         for entry in records:
             topic, key, value, partition = entry
-            self._produce(topic, key, value, outcome_for(entry), partition)
+            on_delivery = partial(report, entry)
+            try:
+                produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=-1 if partition is None else partition,
+                    on_delivery=on_delivery,
+                )
+            except (BufferError, KafkaException):  # a full queue (waited on) or a refusal
+                self.produce(topic, key, value, on_delivery, partition)
         return future
 
     def send(
@@ -334,3 +325,42 @@ class KafkaPublisher:
             _log.error("fatal Kafka producer error (%s): %s", self._bootstrap, error.str())
         else:
             _log.warning("Kafka producer (%s): %s", self._bootstrap, error.str())
+
+
+class _BatchReport:
+    """The delivery reports of one ``publish_many`` batch: counts them down (on the polling
+    thread, or on the caller's for a record that could not be queued), keeps the failures,
+    and settles the batch's future on its event loop once the last report is in."""
+
+    __slots__ = ("_failures", "_future", "_lock", "_loop", "_remaining")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[list[tuple[Entry, DeliveryError]]],
+        count: int,
+    ) -> None:
+        self._loop = loop
+        self._future = future
+        self._remaining = count
+        self._failures: list[tuple[Entry, DeliveryError]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, entry: Entry, err: KafkaError | None, msg: Message | None) -> None:
+        """One record's outcome (librdkafka's ``on_delivery`` arguments after ``entry``)."""
+        with self._lock:
+            if err is not None or msg is None:
+                self._failures.append(
+                    (entry, DeliveryError(entry[0], entry[1], err or "not queued"))
+                )
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            try:
+                self._loop.call_soon_threadsafe(self._settle)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                _log.debug("delivery report after the event loop closed")
+
+    def _settle(self) -> None:
+        if not self._future.done():
+            self._future.set_result(self._failures)
