@@ -73,7 +73,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     """Assemble the faust app for ``settings``; nothing connects until the app starts."""
     codecs.register()
     faust_fixes.apply()
-    faust_fixes.configure_fetch(settings.fetch_wait_ms)
+    faust_fixes.configure_fetch(settings.fetch_wait_ms, settings.fetch_idle_wait_ms)
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
