@@ -54,6 +54,12 @@ _log = logging.getLogger("tether.registry")
 SYNCED = "synced"
 REBUILDING = "rebuilding"
 
+REGISTRY_FETCH_WAIT_MS = 100
+"""How long the broker may hold the sync's fetch while the topic is quiet. Apache Kafka answers
+a fetch as soon as a record arrives (the consumer asks for one byte), so this bounds only the
+empty fetches: about 10 a second instead of the ~150 of the 5 ms wait the watchers use. The sync
+is not on the detection path."""
+
 
 class LocalSignatures:
     """The revocations this process signed, by their exact signed bytes (bounded, FIFO)."""
@@ -105,7 +111,10 @@ class RegistrySync:
             settings,
             group_id=f"{settings.group_id}.registry",
             client_id=client_id,
-            overrides={"session.timeout.ms": int(settings.session_timeout_s * 1000)},
+            overrides={
+                "session.timeout.ms": int(settings.session_timeout_s * 1000),
+                "fetch.wait.max.ms": REGISTRY_FETCH_WAIT_MS,
+            },
         )
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sdk_helpers import revocation
-from streams.registry_sync import LocalSignatures, RegistrySync
+from streams.registry_sync import REGISTRY_FETCH_WAIT_MS, LocalSignatures, RegistrySync
 from tether.adapters.memory_registry import MemoryRegistry
 from tether.security import SetSigner, SetVerifier, StaticKeys, generate_key
 from tether.settings import Settings
@@ -92,3 +92,11 @@ def test_local_signatures_are_bounded() -> None:
     assert len(local) == 3
     assert local.take(b"token-0") is None
     assert local.take(b"token-9") is not None
+
+
+def test_a_quiet_topic_is_polled_10_times_a_second_not_200(signer: SetSigner) -> None:
+    sync, _ = _sync(signer, LocalSignatures())
+    config = sync._config
+    assert config["fetch.wait.max.ms"] == REGISTRY_FETCH_WAIT_MS == 100
+    assert "fetch.min.bytes" not in config  # one byte: a revocation is answered as it arrives
+    assert config["group.id"].endswith(".registry")
