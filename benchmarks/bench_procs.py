@@ -240,6 +240,19 @@ def broker_pid() -> int | None:
     return None
 
 
+def broker_idle_pct(seconds: float = 5.0) -> float | None:
+    """The broker's CPU (% of one core) over ``seconds`` before the run, with no benchmark
+    client connected. A broker holding many partitions (the topics ``make test`` leaves
+    behind, for one) spends a large share of a core on its own housekeeping; on a shared
+    2-core machine that CPU is taken from the worker under test."""
+    pid = broker_pid()
+    if pid is None:
+        return None
+    began, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return round(100 * (cpu_seconds(pid) - began) / (time.monotonic() - t0), 1)
+
+
 def machine_busy() -> tuple[float, float]:
     """``(busy, total)`` CPU jiffies of the whole machine so far (all cores)."""
     with open("/proc/stat") as f:

@@ -50,7 +50,7 @@ import bench_report
 import core_replay
 import watcher_lookup
 from bench_kafka import delete_run
-from bench_procs import Children, loadavg
+from bench_procs import Children, broker_idle_pct, loadavg
 from bench_state import run_state
 from bench_sweep import Context, Corpus, SweepPlan, idle_probe, log, open_pipeline, run_step, sweep
 
@@ -58,6 +58,7 @@ from tether.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("P1", "P2", "P3", "P4", "P5", "P6")
+BROKER_IDLE_WARN_PCT = 20  # % of a core; a freshly started broker idles at ~10-20% here
 #            full        quick
 SIZES = {
     "p1_events": (1_000_000, 200_000),
@@ -335,6 +336,21 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _check_broker() -> float | None:
+    """Measure the idle broker's CPU before the run; warn when it is high."""
+    idle = broker_idle_pct()
+    if idle is not None:
+        log(f"broker CPU while idle, before the run: {idle:.0f}% of a core")
+        if idle > BROKER_IDLE_WARN_PCT:
+            log(
+                f"warning: the idle broker uses more than {BROKER_IDLE_WARN_PCT}% of a core (it "
+                "holds many partitions, e.g. the topics `make test` leaves behind): that CPU is "
+                "taken from the worker under test; `make services-down services` restarts it "
+                "empty, for figures comparable with earlier runs"
+            )
+    return idle
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  # the run, top to bottom
     args = parse(argv)
     os.chdir(ROOT)  # children and the SDK find .tether/ (development keys) where the worker does
@@ -381,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  # the run, top
         f"tether benchmark harness: phases {','.join(args.only)}{' (quick)' if args.quick else ''}; "
         f"{os.cpu_count()} CPUs, load average {loadavg()}; topics {run_prefix}*; logs {logs}"
     )
+    results["run"]["broker_idle_cpu_pct"] = _check_broker()
     if loadavg() > (os.cpu_count() or 1) * 0.75:
         log(
             "warning: the machine is already busy (load average above 3/4 of the CPUs): expect "
@@ -460,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  # the run, top
     print(f"full results: {path}" + (f"\nplot: {png}" if png else ""))
     print(
         f"machine: {os.cpu_count()} CPUs, load average {results['run']['loadavg_before']} before, "
-        f"{results['run']['loadavg_after']} after"
+        f"{results['run']['loadavg_after']} after; idle broker before the run "
+        f"{results['run']['broker_idle_cpu_pct']}% of a core"
         + (" (quick run: smaller sizes)" if args.quick else "")
     )
     return 1 if errors or interrupted else 0
