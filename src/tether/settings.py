@@ -76,8 +76,8 @@ class Settings(BaseSettings):
         le=5000,
         description="once a fetch of the worker's input comes back empty, the next one asks for "
         "the first record instead of 64 KiB and the broker may hold it this long: a record "
-        "arriving in a lull is answered at once, and a quiet worker sends 10 fetches a second "
-        "instead of 200; 0 keeps TETHER_FETCH_WAIT_MS throughout",
+        "arriving in a lull is answered at once, and a quiet worker sends ~10 fetches a second "
+        "instead of ~125; 0 keeps TETHER_FETCH_WAIT_MS throughout",
     )
     gc_log_ms: float = Field(
         50.0,
