@@ -37,7 +37,7 @@ _EXPIRED = Standing(Role.EXPIRED, False)
 
 
 def standing(  # noqa: PLR0911  # one exit per role
-    session: Session, workload: str, t: float, max_chain: int = 3
+    session: Session, workload: str, t: float, max_chain: int
 ) -> Standing:
     """The actor's standing at event time ``t`` from what the session knows now.
 
