@@ -13,6 +13,7 @@ import faust
 from faust.types import TP
 
 from streams import codecs, faust_fixes
+from streams.input_fetch import InputFetcher
 from streams.intake import Intake
 from streams.outputs import Publisher
 from streams.recovery import FastRecovery
@@ -20,6 +21,7 @@ from streams.registry_sync import LocalSignatures, RegistrySync
 from streams.store import use_state_store
 from streams.tables import TableStore
 from streams.worker import InputLag, Worker
+from tether.adapters.kafka_config import consumer_config
 from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
@@ -126,6 +128,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     def behind(partition: int) -> bool:
         """Whether an intents partition is known to have records not yet read (its event time
         must keep holding the watermark back however long it has been silent)."""
+        if fetcher is not None:
+            return fetcher.behind(partition)
         consumer: Any = app.consumer
         tp = TP(intents_name, partition)
         high = consumer.highwater(tp)
@@ -171,6 +175,22 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         inbound=lambda batch: mark_inbound(app.monitor, batch),
     )
     faust_fixes.attach_intake(app, intake)
+    fetcher: InputFetcher | None = None
+    if settings.input_client == "librdkafka":
+        fetcher = InputFetcher(
+            consumer_config(
+                settings,
+                group_id=settings.group_id,  # for the record: it joins no group, commits nothing
+                client_id=f"tether-input-{worker_id}",
+                overrides={"fetch.wait.max.ms": settings.fetch_wait_ms},
+            ),
+            intake,
+            (intents_name, uses_name),
+            lag_topic=intents_name,
+            add_gap=lambda tp, first, last: faust_fixes.add_gap(app.consumer, tp, first, last),
+            batch_max=batch_max,
+        )
+        faust_fixes.attach_input(app, fetcher)
     recovery = FastRecovery(tables, {"sessions": load_session, "tokens": load_token})
     faust_fixes.attach_recovery(app, recovery)
     for topic in (intents, uses):
@@ -183,6 +203,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         if not await intake.wait_idle(settings.session_timeout_s / 2):
             _log.warning("a batch was still being processed when partitions were revoked")
         intake.reset()
+        if fetcher is not None:
+            fetcher.unassign()  # assigned again once faust has sought to the committed offsets
         recovery.reset()  # the next assignment recovers from the changelogs' start
 
     async def _assigned(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -194,6 +216,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         sync.stop()
         kafka.stop(timeout=10)
         worker.signing.close()
+        if fetcher is not None:
+            fetcher.stop()
 
     app.on_partitions_revoked.connect(_revoked)
     app.on_partitions_assigned.connect(_assigned)
@@ -202,6 +226,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
     async def _start_registry_sync() -> None:
         worker.signing.start()  # the signing process starts before the first revocation
+        if fetcher is not None:
+            fetcher.start()
         sync.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped

@@ -13,7 +13,9 @@ suspension (the rebalance seeks back to the committed offsets). For the input to
 that partition back (the others carry on) and becomes a gap only once re-reading confirms it.
 The offset commit (``_new_offset``) no longer commits past an unacknowledged record at the
 committed offset. ``getmany`` no longer skips records of assigned partitions that are
-momentarily paused. A seek forgets the gaps recorded for the partitions it moves.
+momentarily paused. A seek forgets the gaps recorded for the partitions it moves. When another client reads the
+input topics (``streams.input_fetch``), aiokafka never fetches them (``fetch_here``) and that
+client starts at the offsets faust seeks to (``perform_seek``).
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
                     if verdict is Verdict.GAP:
                         first, last = guard.gap(tp, offset)
                         self.log.info("offsets %d..%d of %r hold no records", first, last, tp)
-                        _add_gap(self, tp, first, last)
+                        add_gap(self, tp, first, last)
                 else:
                     r_offset = read_offset[tp]
                     if r_offset is not None and offset < r_offset:
@@ -205,7 +207,7 @@ def _guard(consumer: Any) -> OffsetGuard[Any]:
     return guard
 
 
-def _add_gap(consumer: Any, tp: Any, first: int, last: int) -> None:
+def add_gap(consumer: Any, tp: Any, first: int, last: int) -> None:
     """Mark ``first..last`` (inclusive) as having no records, for the offset commit: unlike
     faust's ``_add_gap`` it neither includes the record after the gap nor clips the gap at the
     committed offset (which ``_new_offset`` below no longer tolerates a hole at)."""
@@ -264,6 +266,62 @@ def attach_intake(app: Any, intake: Any) -> None:
     app.tether_intake = intake
 
 
+def attach_input(app: Any, fetcher: Any) -> None:
+    """Have ``fetcher`` (``streams.input_fetch.InputFetcher``) read the topics it is given from
+    the offsets faust seeks to, and aiokafka never fetch them."""
+    app.tether_input = fetcher
+    _elsewhere.update(fetcher.topics)
+
+
+_elsewhere: set[str] = set()  # topics other clients fetch for this process's consumers
+
+
+class _FetchedHere:
+    """An aiokafka assignment seen without the partitions fetched elsewhere (those still need
+    a valid position: faust seeks them and waits for their position like any other)."""
+
+    __slots__ = ("_assignment",)
+
+    def __init__(self, assignment: Any) -> None:
+        self._assignment = assignment
+
+    @property
+    def tps(self) -> frozenset[Any]:
+        a = self._assignment
+        return frozenset(
+            tp
+            for tp in a.tps
+            if tp.topic not in _elsewhere or not a.state_value(tp).has_valid_position
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._assignment, name)
+
+
+def fetch_here(get_actions_per_node: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap aiokafka's ``Fetcher._get_actions_per_node`` (which builds the fetch requests for an
+    assignment) to leave out the partitions another client fetches."""
+
+    def _get_actions_per_node(self: Any, assignment: Any) -> Any:
+        if _elsewhere:
+            assignment = _FetchedHere(assignment)
+        return get_actions_per_node(self, assignment)
+
+    return _get_actions_per_node
+
+
+def _start_input(consumer: Any) -> None:
+    """Point the input fetcher, if any, at the committed offsets faust just sought to."""
+    fetcher = getattr(consumer.app, "tether_input", None)
+    if fetcher is None:
+        return
+    committed = consumer._committed_offset
+    fetcher.assign(
+        {tp: committed.get(tp) for tp in consumer.assignment() if tp.topic in fetcher.topics},
+        consumer.app.consumer_generation_id,
+    )
+
+
 def attach_recovery(app: Any, recovery: Any) -> None:
     """Give the changelog records of an active table recovery to ``recovery``."""
     app.tether_recovery = recovery
@@ -295,6 +353,7 @@ def apply() -> None:
         for tp, offset in self._committed_offset.items():
             if offset is not None and offset > 0:  # aiokafka seeks only to these
                 guard.seek(tp, offset)
+        _start_input(self)
 
     async def on_partitions_revoked(self: Any, revoked: Any) -> None:
         guard = _guard(self)
@@ -318,6 +377,7 @@ def apply() -> None:
 
     thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     Fetcher._proc_fetch_request = paced(Fetcher._proc_fetch_request)
+    Fetcher._get_actions_per_node = fetch_here(Fetcher._get_actions_per_node)
     base.seek = seek  # type: ignore[method-assign]
     base.perform_seek = perform_seek  # type: ignore[method-assign]
     base.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]

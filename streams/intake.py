@@ -3,8 +3,9 @@
 faust hands every fetched record to an agent through its conductor, a per-agent queue, an Event
 and a Stream: about 250 µs a record on this class of machine, which capped a worker at a few
 thousand events a second, and the hand-offs are also where records went missing around a
-rebalance. For tether's own input topics the patched consumer loop (``faust_fixes``) gives the
-records to this class instead: it buffers what one fetch returned, hands the batch to the
+rebalance. tether's own input topics are read by ``input_fetch.InputFetcher`` (librdkafka), or
+with ``TETHER_INPUT_CLIENT=aiokafka`` by the patched consumer loop (``faust_fixes``); either gives
+the records to this class instead: it buffers what one fetch returned, hands the batch to the
 topic's handler once the tables have recovered, and acknowledges the records to faust's offset
 tracking only after the handler returned (the handler returns once its outputs and state are
 durable in Kafka). faust still owns group membership, partition assignment, table recovery and

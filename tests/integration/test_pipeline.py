@@ -3,18 +3,21 @@ consumer group per test, compared with `tether replay` on the same input."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from pipeline import PARTITIONS, Pipeline, collect_expected, identity, replay_records
+from pipeline import PARTITIONS, Pipeline, collect_expected, identity, replay_records, tp_lag
 
+from tether.adapters.kafka_admin import create_topics
 from tether.demo.fleet import FleetConfig, iter_json_lines
 from tether.demo.malformed import malformed_lines
+from tether.settings import Settings
 
 
 @pytest.fixture
@@ -41,7 +44,9 @@ def corpus(workflows: int, seed: int, malformed: int = 0) -> list[bytes]:
     return lines
 
 
-def test_pipeline_equals_replay(pipe: Pipeline) -> None:
+@pytest.mark.parametrize("input_client", ["librdkafka", "aiokafka"])
+def test_pipeline_equals_replay(pipe: Pipeline, input_client: str) -> None:
+    pipe.input_client = input_client
     lines = corpus(120, seed=21, malformed=25)
     expected = replay_records(lines)
     pipe.start_worker("w1")
@@ -52,6 +57,41 @@ def test_pipeline_equals_replay(pipe: Pipeline) -> None:
     assert len(got["deadletter"]) == len(expected["deadletter"]) == 25
     assert all(d["reason"] and d["source"]["offset"] is not None for d in got["deadletter"])
     assert sum(1 for f in expected["findings"]) > 30
+
+
+def test_records_deleted_past_the_committed_offset_do_not_stall_the_commit(
+    pipe: Pipeline,
+) -> None:
+    """Retention removed records the group had not consumed yet: the worker reads from the
+    first record left, and its offset commit moves over the missing offsets (a gap), instead
+    of waiting forever for the record at the committed offset."""
+    settings = Settings(
+        kafka_bootstrap=pipe.bootstrap, topic_prefix=pipe.prefix, partitions=PARTITIONS
+    )
+    create_topics(settings)
+    lines = corpus(40, seed=8)
+    pipe.produce(lines)
+    intents = pipe.topic("intents")
+    admin = AdminClient({"bootstrap.servers": pipe.bootstrap})
+    cut = [TopicPartition(intents, p, 5) for p in range(PARTITIONS)]
+    for done in admin.delete_records(cut).values():
+        done.result()
+    group = f"{pipe.prefix}monitor"
+    committer = Consumer({"bootstrap.servers": pipe.bootstrap, "group.id": group})
+    try:  # the group had consumed up to offset 2 of every partition
+        committer.commit(
+            offsets=[TopicPartition(intents, p, 2) for p in range(PARTITIONS)], asynchronous=False
+        )
+    finally:
+        committer.close()
+    assert tp_lag(pipe.bootstrap, group, intents, PARTITIONS) == len(lines) - 2 * PARTITIONS
+    pipe.start_worker("w1")
+    pipe.wait_heartbeat("w1")
+    deadline = time.monotonic() + 60
+    while tp_lag(pipe.bootstrap, group, intents, PARTITIONS) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert tp_lag(pipe.bootstrap, group, intents, PARTITIONS) == 0
+    assert "hold no records" in pipe.log("w1")
 
 
 def test_worker_killed_mid_stream_resumes_with_sessions(pipe: Pipeline) -> None:

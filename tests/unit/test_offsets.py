@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from intervaltree import IntervalTree
 
-from streams.faust_fixes import _add_gap, _new_offset
+from streams.faust_fixes import _new_offset, add_gap
 from streams.offsets import OffsetGuard, Verdict
 
 TP = "intents-0"
@@ -165,7 +165,7 @@ def test_the_commit_moves_over_acknowledged_records_and_gaps_only(
 ) -> None:
     consumer = _consumer(committed, acked)
     if gap is not None:
-        _add_gap(consumer, TP, *gap)
+        add_gap(consumer, TP, *gap)
     assert _new_offset(consumer, TP) == expected
 
 

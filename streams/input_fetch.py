@@ -1,0 +1,253 @@
+"""The worker's input topics fetched by librdkafka instead of faust's aiokafka consumer.
+
+faust's consumer runs aiokafka on a thread of its own: every fetch of the input crossed that
+thread and the event loop's, and aiokafka builds and parses fetch requests in Python, holding
+the GIL. With the event loop busy applying a batch, each of those steps waited for the GIL, so a
+record spent 5-15 ms between the broker and the worker (``benchmarks/latency_hops.py``).
+
+``InputFetcher`` reads tether's input topics with a librdkafka consumer instead: librdkafka
+fetches on its own threads without the GIL, and one thread of ours hands what it read to the
+event loop, a batch at a time, into the ``Intake``. faust keeps everything else: it still
+subscribes to the topics and assigns their partitions (co-partitioned with the tables), recovers
+the tables, and commits the offsets the intake acknowledges. aiokafka merely never fetches these
+topics (``faust_fixes.fetch_elsewhere``). The librdkafka consumer joins no group: it is told
+which partitions to read, and from which offset, when faust has recovered the tables and sought
+to the committed offsets (``assign``), and to stop reading them when faust revokes them.
+
+Every batch carries the assignment it was read under; the event loop drops batches of an
+earlier one (those partitions are read again from their committed offsets by their owner). An
+offset that librdkafka skips (a transaction marker, an aborted record, a record deleted by
+retention) is registered as a gap, so that the offset commit moves over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from faust.types import TP, Message
+
+from streams.intake import Intake
+
+_log = logging.getLogger("tether.worker")
+
+FETCH_MIN_BYTES = 64 * 1024  # as faust_fixes.FETCH_MIN_BYTES: a busy stream in fewer fetches
+QUEUED_KBYTES = 16 * 1024  # what librdkafka prefetches ahead of the worker, at most
+BATCHES_AHEAD = 4  # batches handed to the event loop and not yet taken into the intake
+POLL_S = 0.1  # the reading thread looks for assignment changes at least this often
+WATERMARK_EVERY_S = 0.1  # how often the high watermarks behind ``behind`` are refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class _Assignment:
+    """Partitions to read, from these offsets, for one of faust's consumer generations."""
+
+    generation: int
+    start: Mapping[TP, int | None]  # None: the partition's first offset (nothing committed)
+
+
+def gaps(start: int | None, last: int | None, offset: int) -> tuple[int, int] | None:
+    """The offsets skipped before a record at ``offset`` (inclusive bounds), if any.
+
+    ``last`` is the offset of the previous record read from the partition under this assignment
+    (None: this is the first); ``start`` the offset reading began at (None: the partition's
+    first, so nothing before the first record is owed)."""
+    expected = last + 1 if last is not None else start
+    if expected is None or offset <= expected:
+        return None
+    return expected, offset - 1
+
+
+class InputFetcher:
+    """Reads the input topics' assigned partitions with librdkafka and feeds the intake."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        intake: Intake,
+        topics: Iterable[str],
+        *,
+        lag_topic: str,
+        add_gap: Callable[[TP, int, int], None],
+        batch_max: int,
+    ) -> None:
+        self.config = {
+            **config,
+            "enable.auto.commit": False,  # faust commits what the intake acknowledged
+            "enable.auto.offset.store": False,
+            "fetch.min.bytes": config.get("fetch.min.bytes", FETCH_MIN_BYTES),
+            "queued.max.messages.kbytes": QUEUED_KBYTES,
+        }
+        self.intake = intake
+        self.topics = frozenset(topics)
+        self.lag_topic = lag_topic
+        self.add_gap = add_gap
+        self.batch_max = batch_max
+        self.generation: int | None = None  # the assignment the event loop accepts batches of
+        self.gaps = 0
+        self.dropped = 0
+        self._start: Mapping[TP, int | None] = {}
+        self._last: dict[TP, int] = {}  # offset of the last record taken, per partition
+        self._high: dict[int, int] = {}  # lag_topic partition -> high watermark (reader's view)
+        self._commands: queue.SimpleQueue[_Assignment | None] = queue.SimpleQueue()
+        self._credits = threading.Semaphore(BATCHES_AHEAD)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._batches: asyncio.Queue[tuple[int, list[Any]]] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._tps: dict[tuple[str, int], TP] = {}
+
+    # -- event loop side --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reading thread and the task that feeds the intake (idempotent)."""
+        if self._thread is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._batches = asyncio.Queue()
+        self._pump = loop.create_task(self._feed())
+        self._thread = threading.Thread(
+            target=self._read, args=(loop,), name="tether-input", daemon=True
+        )
+        self._thread.start()
+
+    def assign(self, start: Mapping[TP, int | None], generation: int) -> None:
+        """Read ``start``'s partitions from its offsets from now on (replacing the previous
+        assignment); batches of earlier assignments are dropped."""
+        self.generation = generation
+        self._start = dict(start)
+        self._last.clear()
+        self._commands.put(_Assignment(generation, self._start))
+        _log.info("reading %d input partitions (generation %d)", len(start), generation)
+
+    def unassign(self) -> None:
+        """Stop reading every partition (faust revoked them); what was read is dropped."""
+        self.generation = None
+        self._commands.put(_Assignment(-1, {}))
+
+    def behind(self, partition: int) -> bool:
+        """Whether a partition of ``lag_topic`` has records not taken yet (unknown: True)."""
+        high = self._high.get(partition)
+        if high is None or high < 0:
+            return True
+        last = self._last.get(self._tp(self.lag_topic, partition))
+        start = self._start.get(self._tp(self.lag_topic, partition))
+        taken = last + 1 if last is not None else (start or 0)
+        return taken < high
+
+    def stop(self) -> None:
+        """Stop reading and close the consumer (the worker is shutting down)."""
+        self._stop.set()
+        self._commands.put(None)
+        if self._pump is not None:
+            self._pump.cancel()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _tp(self, topic: str, partition: int) -> TP:
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TP(topic, partition)
+        return tp
+
+    async def _feed(self) -> None:
+        batches = self._batches
+        assert batches is not None  # noqa: S101  # set by start()
+        intake = self.intake
+        while True:
+            generation, records = await batches.get()
+            self._credits.release()
+            try:
+                if generation != self.generation:
+                    self.dropped += len(records)
+                    continue
+                self._take(records)
+                await intake.flush()
+            except Exception:  # never let the feed stop: the records are read again
+                _log.exception("feeding %d input records failed", len(records))
+
+    def _take(self, records: list[Any]) -> None:
+        intake, last, start = self.intake, self._last, self._start
+        for m in records:
+            if m.error() is not None:
+                _log.warning("input fetch: %s", m.error())
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            tp = self._tp(topic, partition)
+            hole = gaps(start.get(tp), last.get(tp), offset)
+            if hole is not None:
+                _log.info("offsets %d..%d of %r hold no records", hole[0], hole[1], tp)
+                self.add_gap(tp, *hole)
+                self.gaps += 1
+            last[tp] = offset
+            ts_type, ts = m.timestamp()
+            key, value = m.key(), m.value()
+            intake.add(
+                Message(
+                    topic, partition, offset, ts / 1000, ts_type, None, key, value, None, 0, 0, tp
+                )
+            )
+
+    # -- the reading thread -----------------------------------------------------------------
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        consumer = Consumer(self.config)
+        try:
+            self._read_with(consumer, loop)
+        except Exception:
+            _log.exception("the input reader stopped")
+            raise
+        finally:
+            consumer.close()
+
+    def _read_with(self, consumer: Consumer, loop: asyncio.AbstractEventLoop) -> None:
+        # Every call on the consumer happens on this thread: librdkafka's assign() waits on
+        # work that a concurrent poll() on another thread can hold up.
+        commands, credits, stop = self._commands, self._credits, self._stop
+        generation, assigned = -1, []
+        watermarks_at = 0.0
+        batches = self._batches
+        assert batches is not None  # noqa: S101  # set by start()
+        while not stop.is_set():
+            while not commands.empty():
+                command = commands.get()
+                if command is None:
+                    return
+                generation = command.generation
+                assigned = [
+                    TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING if o is None else o)
+                    for tp, o in command.start.items()
+                ]
+                consumer.assign(assigned)
+            now = time.monotonic()
+            if now >= watermarks_at:
+                watermarks_at = now + WATERMARK_EVERY_S
+                self._refresh_watermarks(consumer, assigned)
+            first = consumer.poll(POLL_S)
+            if first is None:
+                continue
+            records = [first, *consumer.consume(self.batch_max - 1, 0)]
+            while not credits.acquire(timeout=POLL_S):  # the event loop is behind: wait
+                if stop.is_set() or not commands.empty():
+                    break
+            else:
+                loop.call_soon_threadsafe(batches.put_nowait, (generation, records))
+                continue
+            # an assignment change (or stop) while waiting: these records belong to the old
+            # assignment; their partitions are read again from the committed offsets
+            self.dropped += len(records)
+
+    def _refresh_watermarks(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            if tp.topic == self.lag_topic:
+                try:
+                    self._high[tp.partition] = consumer.get_watermark_offsets(tp, cached=True)[1]
+                except Exception:  # noqa: S112  # not fetched yet: unknown stays "behind"
+                    continue

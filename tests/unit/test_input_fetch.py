@@ -1,0 +1,179 @@
+"""The input topics read by librdkafka (``streams.input_fetch``): which offsets are gaps, what
+reaches the intake, which batches are dropped, and aiokafka leaving those topics alone."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams import faust_fixes
+from streams.input_fetch import InputFetcher, gaps
+
+INTENTS = "t.intents"
+
+
+@pytest.mark.parametrize(
+    ("start", "last", "offset", "expected"),
+    [
+        (None, None, 0, None),  # nothing committed: the first record owes nothing
+        (None, None, 7, None),  # nothing committed, retention removed 0..6: still nothing owed
+        (5, None, 5, None),  # the committed offset is the first record read
+        (5, None, 9, (5, 8)),  # retention removed 5..8 after they were committed up to 5
+        (5, 5, 6, None),  # the next record
+        (5, 6, 9, (7, 8)),  # a transaction marker or aborted records at 7..8
+        (5, 6, 6, None),  # read again (at-least-once): no gap
+    ],
+)
+def test_a_gap_is_every_offset_skipped_since_the_start_or_the_last_record(
+    start: int | None, last: int | None, offset: int, expected: tuple[int, int] | None
+) -> None:
+    assert gaps(start, last, offset) == expected
+
+
+class _Record:
+    """What confluent-kafka's ``Message`` offers the fetcher."""
+
+    def __init__(self, partition: int, offset: int, value: bytes = b"{}") -> None:
+        self._partition, self._offset, self._value = partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return INTENTS
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+    def key(self) -> bytes:
+        return b"wf-1"
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class _Intake:
+    def __init__(self) -> None:
+        self.added: list[Any] = []
+        self.flushes = 0
+
+    def add(self, message: Any) -> None:
+        self.added.append(message)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+def _fetcher() -> tuple[InputFetcher, _Intake, list[tuple[TP, int, int]]]:
+    intake = _Intake()
+    holes: list[tuple[TP, int, int]] = []
+    fetcher = InputFetcher(
+        {"bootstrap.servers": "127.0.0.1:1"},
+        intake,  # type: ignore[arg-type]  # the two methods the fetcher calls
+        [INTENTS],
+        lag_topic=INTENTS,
+        add_gap=lambda tp, first, last: holes.append((tp, first, last)),
+        batch_max=100,
+    )
+    return fetcher, intake, holes
+
+
+def test_records_reach_the_intake_as_faust_messages_and_skipped_offsets_become_gaps() -> None:
+    fetcher, intake, holes = _fetcher()
+    fetcher.assign({TP(INTENTS, 0): 10, TP(INTENTS, 1): None}, generation=3)
+    fetcher._take([_Record(0, 12, b"a"), _Record(0, 13), _Record(1, 40), _Record(0, 15)])
+    assert [(m.tp, m.offset) for m in intake.added] == [
+        (TP(INTENTS, 0), 12),
+        (TP(INTENTS, 0), 13),
+        (TP(INTENTS, 1), 40),
+        (TP(INTENTS, 0), 15),
+    ]
+    first = intake.added[0]
+    assert (first.topic, first.partition, first.key, first.value) == (INTENTS, 0, b"wf-1", b"a")
+    assert first.timestamp == 1_700_000_000.0
+    assert not first.acked  # acknowledged by the intake once durable
+    # 10..11 were skipped at the start, 14 later; partition 1 had nothing committed
+    assert holes == [(TP(INTENTS, 0), 10, 11), (TP(INTENTS, 0), 14, 14)]
+
+
+def test_batches_read_under_an_earlier_assignment_are_dropped() -> None:
+    fetcher, intake, _ = _fetcher()
+
+    async def scenario() -> None:
+        fetcher._batches = asyncio.Queue()
+        fetcher.assign({TP(INTENTS, 0): 0}, generation=4)
+        feed = asyncio.ensure_future(fetcher._feed())
+        for generation, offset in ((3, 0), (4, 0), (-1, 1), (4, 1)):
+            fetcher._batches.put_nowait((generation, [_Record(0, offset)]))
+        await asyncio.sleep(0.05)
+        fetcher.unassign()  # faust revoked the partitions: nothing more is taken
+        fetcher._batches.put_nowait((4, [_Record(0, 2)]))
+        await asyncio.sleep(0.05)
+        feed.cancel()
+
+    asyncio.run(scenario())
+    assert [m.offset for m in intake.added] == [0, 1]
+    assert fetcher.dropped == 2 + 1
+
+
+def test_a_partition_is_behind_until_its_last_record_is_taken() -> None:
+    fetcher, _, _ = _fetcher()
+    fetcher.assign({TP(INTENTS, 0): 5, TP(INTENTS, 1): None}, generation=1)
+    assert fetcher.behind(0)  # no high watermark known yet: assume records wait
+    fetcher._high.update({0: 8, 1: 0})
+    assert fetcher.behind(0)
+    assert not fetcher.behind(1)  # an empty partition
+    fetcher._take([_Record(0, 5), _Record(0, 6)])
+    assert fetcher.behind(0)
+    fetcher._take([_Record(0, 7)])
+    assert not fetcher.behind(0)
+
+
+def _assignment(positions: dict[TP, bool]) -> Any:
+    return SimpleNamespace(
+        tps=frozenset(positions),
+        state_value=lambda tp: SimpleNamespace(has_valid_position=positions[tp]),
+        active=True,
+    )
+
+
+def test_aiokafka_does_not_fetch_the_topics_librdkafka_reads() -> None:
+    seen: list[frozenset[TP]] = []
+    wrapped = faust_fixes.fetch_here(lambda _self, assignment: seen.append(assignment.tps))
+    changelog, intents, unpositioned = TP("t.sessions", 0), TP(INTENTS, 0), TP(INTENTS, 1)
+    assignment = _assignment({changelog: True, intents: True, unpositioned: False})
+    app = SimpleNamespace()
+    faust_fixes.attach_input(app, SimpleNamespace(topics=frozenset({INTENTS})))
+    try:
+        wrapped(None, assignment)
+    finally:
+        faust_fixes._elsewhere.discard(INTENTS)
+    # a partition without a position still gets one (faust waits for it when it seeks)
+    assert seen == [frozenset({changelog, unpositioned})]
+    assert app.tether_input.topics == {INTENTS}
+
+
+def test_the_fetcher_starts_at_the_offsets_faust_sought_to() -> None:
+    calls: list[tuple[dict[TP, int | None], int]] = []
+    fetcher = SimpleNamespace(
+        topics=frozenset({INTENTS}), assign=lambda start, gen: calls.append((start, gen))
+    )
+    app = SimpleNamespace(tether_input=fetcher, consumer_generation_id=7)
+    a, b, changelog = TP(INTENTS, 0), TP(INTENTS, 1), TP("t.sessions", 0)
+    consumer = SimpleNamespace(
+        app=app,
+        _committed_offset={a: 42, changelog: 9},
+        assignment=lambda: {a, b, changelog},
+    )
+    faust_fixes._start_input(consumer)
+    assert calls == [({a: 42, b: None}, 7)]
