@@ -43,6 +43,8 @@ QUEUED_KBYTES = 16 * 1024  # what librdkafka prefetches ahead of the worker, at 
 BATCHES_AHEAD = 4  # batches handed to the event loop and not yet taken into the intake
 POLL_S = 0.1  # the reading thread looks for assignment changes at least this often
 WATERMARK_EVERY_S = 0.1  # how often the high watermarks behind ``behind`` are refreshed
+PAUSE_S = 0.05  # how often a held-back feed retries handing records over
+RETRY_S = 1.0  # the reading thread's pause after an unexpected error
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class InputFetcher:
         self._batches: asyncio.Queue[tuple[int, list[Any]]] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._tps: dict[tuple[str, int], TP] = {}
+        self._reading: tuple[int, list[TopicPartition]] = (-1, [])  # the reader's assignment
 
     # -- event loop side --------------------------------------------------------------------
 
@@ -161,10 +164,16 @@ class InputFetcher:
         batches = self._batches
         assert batches is not None  # noqa: S101  # set by start()
         intake = self.intake
+        held = BATCHES_AHEAD * self.batch_max
         while True:
             generation, records = await batches.get()
-            self._credits.release()
             try:
+                # records wait here, not in memory, while the intake holds back (the tables
+                # are recovering, or a batch is being retried)
+                while intake.pending >= held and generation == self.generation:
+                    await intake.flush()
+                    await asyncio.sleep(PAUSE_S)
+                self._credits.release()
                 if generation != self.generation:
                     self.dropped += len(records)
                     continue
@@ -200,10 +209,12 @@ class InputFetcher:
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         consumer = Consumer(self.config)
         try:
-            self._read_with(consumer, loop)
-        except Exception:
-            _log.exception("the input reader stopped")
-            raise
+            while not self._stop.is_set():
+                try:
+                    self._read_with(consumer, loop)
+                except Exception:  # the input must not stop for good: log, pause, go on
+                    _log.exception("reading the input failed; retrying in %.0f s", RETRY_S)
+                    self._stop.wait(RETRY_S)
         finally:
             consumer.close()
 
@@ -211,7 +222,7 @@ class InputFetcher:
         # Every call on the consumer happens on this thread: librdkafka's assign() waits on
         # work that a concurrent poll() on another thread can hold up.
         commands, credits, stop = self._commands, self._credits, self._stop
-        generation, assigned = -1, []
+        generation, assigned = self._reading
         watermarks_at = 0.0
         batches = self._batches
         assert batches is not None  # noqa: S101  # set by start()
@@ -219,6 +230,7 @@ class InputFetcher:
             while not commands.empty():
                 command = commands.get()
                 if command is None:
+                    self._stop.set()
                     return
                 generation = command.generation
                 assigned = [
@@ -226,6 +238,7 @@ class InputFetcher:
                     for tp, o in command.start.items()
                 ]
                 consumer.assign(assigned)
+                self._reading = (generation, assigned)
             now = time.monotonic()
             if now >= watermarks_at:
                 watermarks_at = now + WATERMARK_EVERY_S

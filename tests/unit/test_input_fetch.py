@@ -66,6 +66,7 @@ class _Intake:
     def __init__(self) -> None:
         self.added: list[Any] = []
         self.flushes = 0
+        self.pending = 0  # records buffered and not handed over (the tables are recovering)
 
     def add(self, message: Any) -> None:
         self.added.append(message)
@@ -124,6 +125,28 @@ def test_batches_read_under_an_earlier_assignment_are_dropped() -> None:
     asyncio.run(scenario())
     assert [m.offset for m in intake.added] == [0, 1]
     assert fetcher.dropped == 2 + 1
+
+
+def test_the_feed_holds_records_back_while_the_intake_is_full() -> None:
+    fetcher, intake, _ = _fetcher()
+
+    async def scenario() -> tuple[int, int]:
+        fetcher._batches = asyncio.Queue()
+        fetcher.assign({TP(INTENTS, 0): 0}, generation=1)
+        intake.pending = 4 * 100  # four batches' worth waits for the tables
+        feed = asyncio.ensure_future(fetcher._feed())
+        fetcher._credits.acquire()
+        fetcher._batches.put_nowait((1, [_Record(0, 0)]))
+        await asyncio.sleep(0.2)
+        held = len(intake.added)
+        intake.pending = 0  # recovered: the intake handed its records over
+        await asyncio.sleep(0.2)
+        feed.cancel()
+        return held, len(intake.added)
+
+    held, taken = asyncio.run(scenario())
+    assert (held, taken) == (0, 1)
+    assert intake.flushes > 1  # it kept trying to hand the buffered records over
 
 
 def test_a_partition_is_behind_until_its_last_record_is_taken() -> None:
