@@ -15,7 +15,8 @@ which partitions to read, and from which offset, when faust has recovered the ta
 to the committed offsets (``assign``), and to stop reading them when faust revokes them.
 
 Every batch carries the assignment it was read under; the event loop drops batches of an
-earlier one (those partitions are read again from their committed offsets by their owner). An
+earlier one (those partitions are read again from their committed offsets by their owner, or
+from the record after the last one taken). An
 offset that librdkafka skips (a transaction marker, an aborted record, a record deleted by
 retention) is registered as a gap, so that the offset commit moves over it.
 """
@@ -49,9 +50,9 @@ RETRY_S = 1.0  # the reading thread's pause after an unexpected error
 
 @dataclass(frozen=True, slots=True)
 class _Assignment:
-    """Partitions to read, from these offsets, for one of faust's consumer generations."""
+    """Partitions to read, from these offsets (the fetcher's ``epoch``-th assignment)."""
 
-    generation: int
+    epoch: int  # the fetcher's count of assignments: batches carry the one they were read in
     start: Mapping[TP, int | None]  # None: the partition's first offset (nothing committed)
 
 
@@ -92,7 +93,7 @@ class InputFetcher:
         self.lag_topic = lag_topic
         self.add_gap = add_gap
         self.batch_max = batch_max
-        self.generation: int | None = None  # the assignment the event loop accepts batches of
+        self.epoch = 0  # the assignment the event loop accepts batches of (0: none)
         self.gaps = 0
         self.dropped = 0
         self._start: Mapping[TP, int | None] = {}
@@ -102,10 +103,10 @@ class InputFetcher:
         self._credits = threading.Semaphore(BATCHES_AHEAD)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._batches: asyncio.Queue[tuple[int, list[Any]]] | None = None
+        self._batches: asyncio.Queue[tuple[int, list[Any]]] | None = None  # (epoch, records)
         self._pump: asyncio.Task[None] | None = None
         self._tps: dict[tuple[str, int], TP] = {}
-        self._reading: tuple[int, list[TopicPartition]] = (-1, [])  # the reader's assignment
+        self._reading: tuple[int, list[TopicPartition]] = (0, [])  # the reader's assignment
 
     # -- event loop side --------------------------------------------------------------------
 
@@ -123,17 +124,28 @@ class InputFetcher:
 
     def assign(self, start: Mapping[TP, int | None], generation: int) -> None:
         """Read ``start``'s partitions from its offsets from now on (replacing the previous
-        assignment); batches of earlier assignments are dropped."""
-        self.generation = generation
+        assignment; faust's consumer ``generation``, for the log); batches read under earlier
+        assignments are dropped."""
         self._start = dict(start)
         self._last.clear()
-        self._commands.put(_Assignment(generation, self._start))
+        self._order(self._start)
         _log.info("reading %d input partitions (generation %d)", len(start), generation)
 
     def unassign(self) -> None:
         """Stop reading every partition (faust revoked them); what was read is dropped."""
-        self.generation = None
-        self._commands.put(_Assignment(-1, {}))
+        self._order({})
+
+    def _order(self, start: Mapping[TP, int | None]) -> None:
+        self.epoch += 1
+        self._commands.put(_Assignment(self.epoch, start))
+
+    def _read_again(self) -> None:
+        """Read every partition again from the record after the last one taken (records read
+        since were not taken: skipping them would make their offsets look like a gap)."""
+        last, start = self._last, self._start
+        self._start = {tp: last[tp] + 1 if tp in last else start[tp] for tp in start}
+        last.clear()
+        self._order(self._start)
 
     def behind(self, partition: int) -> bool:
         """Whether a partition of ``lag_topic`` has records not taken yet (unknown: True)."""
@@ -166,21 +178,25 @@ class InputFetcher:
         intake = self.intake
         held = BATCHES_AHEAD * self.batch_max
         while True:
-            generation, records = await batches.get()
+            epoch, records = await batches.get()
             try:
                 # records wait here, not in memory, while the intake holds back (the tables
                 # are recovering, or a batch is being retried)
-                while intake.pending >= held and generation == self.generation:
+                while intake.pending >= held and epoch == self.epoch:
                     await intake.flush()
                     await asyncio.sleep(PAUSE_S)
+            finally:
                 self._credits.release()
-                if generation != self.generation:
-                    self.dropped += len(records)
-                    continue
+            if epoch != self.epoch:
+                self.dropped += len(records)
+                continue
+            try:
                 self._take(records)
-                await intake.flush()
-            except Exception:  # never let the feed stop: the records are read again
-                _log.exception("feeding %d input records failed", len(records))
+            except Exception:  # never let the feed stop, nor skip a record: read them again
+                _log.exception("taking %d input records failed; reading again", len(records))
+                self._read_again()
+                continue
+            await intake.flush()
 
     def _take(self, records: list[Any]) -> None:
         intake, last, start = self.intake, self._last, self._start
@@ -195,7 +211,6 @@ class InputFetcher:
                 _log.info("offsets %d..%d of %r hold no records", hole[0], hole[1], tp)
                 self.add_gap(tp, *hole)
                 self.gaps += 1
-            last[tp] = offset
             ts_type, ts = m.timestamp()
             key, value = m.key(), m.value()
             intake.add(
@@ -203,6 +218,7 @@ class InputFetcher:
                     topic, partition, offset, ts / 1000, ts_type, None, key, value, None, 0, 0, tp
                 )
             )
+            last[tp] = offset  # taken: the offset to read again from is the next one
 
     # -- the reading thread -----------------------------------------------------------------
 
@@ -222,7 +238,7 @@ class InputFetcher:
         # Every call on the consumer happens on this thread: librdkafka's assign() waits on
         # work that a concurrent poll() on another thread can hold up.
         commands, credits, stop = self._commands, self._credits, self._stop
-        generation, assigned = self._reading
+        epoch, assigned = self._reading
         watermarks_at = 0.0
         batches = self._batches
         assert batches is not None  # noqa: S101  # set by start()
@@ -232,13 +248,13 @@ class InputFetcher:
                 if command is None:
                     self._stop.set()
                     return
-                generation = command.generation
+                epoch = command.epoch
                 assigned = [
                     TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING if o is None else o)
                     for tp, o in command.start.items()
                 ]
                 consumer.assign(assigned)
-                self._reading = (generation, assigned)
+                self._reading = (epoch, assigned)
             now = time.monotonic()
             if now >= watermarks_at:
                 watermarks_at = now + WATERMARK_EVERY_S
@@ -251,7 +267,7 @@ class InputFetcher:
                 if stop.is_set() or not commands.empty():
                     break
             else:
-                loop.call_soon_threadsafe(batches.put_nowait, (generation, records))
+                loop.call_soon_threadsafe(batches.put_nowait, (epoch, records))
                 continue
             # an assignment change (or stop) while waiting: these records belong to the old
             # assignment; their partitions are read again from the committed offsets

@@ -113,18 +113,45 @@ def test_batches_read_under_an_earlier_assignment_are_dropped() -> None:
     async def scenario() -> None:
         fetcher._batches = asyncio.Queue()
         fetcher.assign({TP(INTENTS, 0): 0}, generation=4)
+        current = fetcher.epoch
         feed = asyncio.ensure_future(fetcher._feed())
-        for generation, offset in ((3, 0), (4, 0), (-1, 1), (4, 1)):
-            fetcher._batches.put_nowait((generation, [_Record(0, offset)]))
+        for epoch, offset in ((current - 1, 0), (current, 0), (current + 1, 1), (current, 1)):
+            fetcher._batches.put_nowait((epoch, [_Record(0, offset)]))
         await asyncio.sleep(0.05)
         fetcher.unassign()  # faust revoked the partitions: nothing more is taken
-        fetcher._batches.put_nowait((4, [_Record(0, 2)]))
+        fetcher._batches.put_nowait((current, [_Record(0, 2)]))
         await asyncio.sleep(0.05)
         feed.cancel()
 
     asyncio.run(scenario())
     assert [m.offset for m in intake.added] == [0, 1]
     assert fetcher.dropped == 2 + 1
+
+
+def test_records_that_could_not_be_taken_are_read_again_not_skipped() -> None:
+    fetcher, intake, holes = _fetcher()
+
+    class _Broken(_Record):
+        def value(self) -> bytes:
+            raise RuntimeError("a bug")
+
+    async def scenario() -> None:
+        fetcher._batches = asyncio.Queue()
+        fetcher.assign({TP(INTENTS, 0): 0, TP(INTENTS, 1): 7}, generation=1)
+        feed = asyncio.ensure_future(fetcher._feed())
+        fetcher._batches.put_nowait((fetcher.epoch, [_Record(0, 0), _Broken(0, 1), _Record(0, 2)]))
+        fetcher._batches.put_nowait((fetcher.epoch, [_Record(0, 3)]))  # read before the re-seek
+        await asyncio.sleep(0.05)
+        feed.cancel()
+
+    asyncio.run(scenario())
+    assert [m.offset for m in intake.added] == [0]
+    assert holes == []  # offsets 1.. are not a gap: they are read again
+    orders = []
+    while not fetcher._commands.empty():
+        orders.append(fetcher._commands.get())
+    assert orders[-1].epoch == fetcher.epoch
+    assert orders[-1].start == {TP(INTENTS, 0): 1, TP(INTENTS, 1): 7}
 
 
 def test_the_feed_holds_records_back_while_the_intake_is_full() -> None:
@@ -136,7 +163,7 @@ def test_the_feed_holds_records_back_while_the_intake_is_full() -> None:
         intake.pending = 4 * 100  # four batches' worth waits for the tables
         feed = asyncio.ensure_future(fetcher._feed())
         fetcher._credits.acquire()
-        fetcher._batches.put_nowait((1, [_Record(0, 0)]))
+        fetcher._batches.put_nowait((fetcher.epoch, [_Record(0, 0)]))
         await asyncio.sleep(0.2)
         held = len(intake.added)
         intake.pending = 0  # recovered: the intake handed its records over
