@@ -13,9 +13,9 @@ suspension (the rebalance seeks back to the committed offsets). For the input to
 that partition back (the others carry on) and becomes a gap only once re-reading confirms it.
 The offset commit (``_new_offset``) no longer commits past an unacknowledged record at the
 committed offset. ``getmany`` no longer skips records of assigned partitions that are
-momentarily paused. A seek forgets the gaps recorded for the partitions it moves. When another client reads the
-input topics (``streams.input_fetch``), aiokafka never fetches them (``fetch_here``) and that
-client starts at the offsets faust seeks to (``perform_seek``).
+momentarily paused. A seek forgets the gaps recorded for the partitions it moves. When another
+client reads the input topics (``streams.input_fetch``), aiokafka never fetches them
+(``fetch_here``) and that client starts at the offsets faust seeks to (``perform_seek``).
 """
 
 from __future__ import annotations
