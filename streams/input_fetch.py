@@ -46,6 +46,7 @@ POLL_S = 0.1  # the reading thread looks for assignment changes at least this of
 WATERMARK_EVERY_S = 0.1  # how often the high watermarks behind ``behind`` are refreshed
 PAUSE_S = 0.05  # how often a held-back feed retries handing records over
 RETRY_S = 1.0  # the reading thread's pause after an unexpected error
+CONSUME_MAX = 100_000  # records one poll takes at most (librdkafka refuses over 1,000,000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +241,7 @@ class InputFetcher:
         commands, credits, stop = self._commands, self._credits, self._stop
         epoch, assigned = self._reading
         watermarks_at = 0.0
+        more = min(self.batch_max, CONSUME_MAX) - 1  # what one poll adds to its first record
         batches = self._batches
         assert batches is not None  # noqa: S101  # set by start()
         while not stop.is_set():
@@ -262,7 +264,7 @@ class InputFetcher:
             first = consumer.poll(POLL_S)
             if first is None:
                 continue
-            records = [first, *consumer.consume(self.batch_max - 1, 0)]
+            records = [first, *consumer.consume(more, 0)]
             while not credits.acquire(timeout=POLL_S):  # the event loop is behind: wait
                 if stop.is_set() or not commands.empty():
                     break
