@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -155,6 +156,22 @@ class Context:
     producers: int = 1
     observer: str = "watcher"
     load_linger_ms: float = 5.0
+
+
+def standalone_context(tag: str, stamp: str, partitions: int, out: Path) -> Context:
+    """The context of a benchmark run on its own (not by the harness): the local services
+    from TETHER_KAFKA_BOOTSTRAP and TETHER_REDIS_URL, fresh topics ``<tag>-<stamp>-<random>-``
+    and logs in ``out/logs-<tag>-<stamp>``."""
+    logs = out / f"logs-{tag}-{stamp}"
+    logs.mkdir(parents=True, exist_ok=True)
+    return Context(
+        os.environ.get("TETHER_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        os.environ.get("TETHER_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        f"{tag}-{stamp}-{secrets.token_hex(2)}-",
+        partitions,
+        Children(),
+        logs,
+    )
 
 
 def open_pipeline(ctx: Context, kind: str) -> Pipeline:

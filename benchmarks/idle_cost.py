@@ -13,27 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
 from pathlib import Path
 
 from bench_kafka import delete_run
-from bench_procs import Children, broker_pid, child_pids, cpu_seconds
-from bench_sweep import Context, open_pipeline
+from bench_procs import broker_pid, child_pids, cpu_seconds
+from bench_sweep import open_pipeline, standalone_context
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def measure(bootstrap: str, redis_url: str, seconds: float, partitions: int) -> dict[str, float]:
+def measure(seconds: float, partitions: int) -> dict[str, float]:
     """One idle pipeline: % of a core used by the worker and by the broker over ``seconds``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    prefix = f"idle-{stamp}-{secrets.token_hex(2)}-"
-    logs = OUT / f"logs-idle-{stamp}"
-    logs.mkdir(parents=True, exist_ok=True)
-    children = Children()
-    pipe = open_pipeline(
-        Context(bootstrap, redis_url, prefix, partitions, children, logs), "worker"
-    )
+    ctx = standalone_context("idle", time.strftime("%Y%m%d-%H%M%S"), partitions, OUT)
+    pipe = open_pipeline(ctx, "worker")
     try:
         time.sleep(5)  # past the worker's start-up work
         worker = [pipe.proc.pid, *child_pids(pipe.proc.pid)]
@@ -46,8 +39,8 @@ def measure(bootstrap: str, redis_url: str, seconds: float, partitions: int) -> 
         w1 = sum(cpu_seconds(p) for p in worker)
         b1 = cpu_seconds(broker) if broker is not None else 0.0
     finally:
-        pipe.close(children)
-        delete_run(bootstrap, prefix)
+        pipe.close(ctx.children)
+        delete_run(ctx.bootstrap, ctx.run_prefix)
     return {
         "worker_pct": round(100 * (w1 - w0) / elapsed, 1),
         "broker_pct": round(100 * (b1 - b0) / elapsed, 1) if broker is not None else float("nan"),
@@ -61,13 +54,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="pipelines started one after another")
     parser.add_argument("--partitions", type=int, default=6, help="partitions per topic")
     args = parser.parse_args()
-    bootstrap = os.environ.get("TETHER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    redis_url = os.environ.get("TETHER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = os.environ.get("TETHER_INPUT_CLIENT", "default")
     pacing = os.environ.get("TETHER_FETCH_IDLE_WAIT_MS", "default")
     for i in range(args.repeat):
-        got = measure(bootstrap, redis_url, args.seconds, args.partitions)
+        got = measure(args.seconds, args.partitions)
         print(
-            f"repeat {i + 1}: idle for {args.seconds:g} s (TETHER_FETCH_IDLE_WAIT_MS={pacing}): "
+            f"repeat {i + 1}: idle for {args.seconds:g} s (TETHER_INPUT_CLIENT={client}, "
+            f"TETHER_FETCH_IDLE_WAIT_MS={pacing}): "
             f"worker {got['worker_pct']}% of a core, broker {got['broker_pct']}%",
             flush=True,
         )

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import sys
 import threading
 import time
@@ -29,8 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from bench_kafka import PROBE_PREFIX, _consumer, decode_revocation, delete_run
-from bench_procs import Children
-from bench_sweep import Context, Corpus, latency_summary, open_pipeline, percentile, run_step
+from bench_sweep import (
+    Corpus,
+    latency_summary,
+    open_pipeline,
+    percentile,
+    run_step,
+    standalone_context,
+)
 from confluent_kafka import OFFSET_END, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
@@ -133,16 +137,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6, help="partitions per topic")
     parser.add_argument("--seed", type=int, default=7, help="fleet seed of the load")
     args = parser.parse_args()
-    bootstrap = os.environ.get("TETHER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    redis_url = os.environ.get("TETHER_REDIS_URL", "redis://127.0.0.1:6379/0")
     rates = [float(r) for r in args.rates.split(",")]
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    prefix = f"hops-{stamp}-{secrets.token_hex(2)}-"
-    logs = OUT / f"logs-hops-{stamp}"
-    logs.mkdir(parents=True, exist_ok=True)
-    children = Children()
-    ctx = Context(bootstrap, redis_url, prefix, args.partitions, children, logs)
+    ctx = standalone_context("hops", stamp, args.partitions, OUT)
+    bootstrap = ctx.bootstrap
     corpus = Corpus(OUT / f"hops-stream-{stamp}.jsonl", args.seed)
     pipe = open_pipeline(ctx, "worker")
     results: list[dict[str, Any]] = []
@@ -174,12 +173,12 @@ def main() -> None:
             intents.stop()
             revocations.stop()
     finally:
-        pipe.close(children)
+        pipe.close(ctx.children)
         corpus.path.unlink(missing_ok=True)
-        delete_run(bootstrap, prefix)
+        delete_run(bootstrap, ctx.run_prefix)
 
     out = OUT / f"hops-{stamp}.json"
-    out.write_text(json.dumps({"prefix": prefix, "steps": results}, indent=1))
+    out.write_text(json.dumps({"prefix": ctx.run_prefix, "steps": results}, indent=1))
     print(f"\n{'offered/s':>9}  {'hop':8} {'n':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
     for r in results:
         for hop, s in r["hops_ms"].items():

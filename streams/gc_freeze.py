@@ -2,10 +2,10 @@
 
 A worker's sessions and tokens are long-lived objects, several tracked objects per session.
 CPython runs a full collection whenever the objects that reached the oldest generation since
-the last one exceed a quarter of it, and walks all of them while holding the GIL. Loading P5's 100,000 sessions, the worker logged 102 full collections of 10 ms or more,
-22.9 s in all, the longest 685 ms (`make bench`, `benchmarks/out/logs-<time>/state-w1.log`);
-at steady state such pauses recur as new sessions accumulate, each one a latency spike on
-every detection in flight.
+the last one exceed a quarter of it, and walks all of them while holding the GIL. Loading P5's
+100,000 sessions, the worker logged 102 full collections of 10 ms or more, 22.9 s in all, the
+longest 685 ms (`make bench`, `benchmarks/out/logs-<time>/state-w1.log`); at steady state such
+pauses recur as new sessions accumulate, each one a latency spike on every detection in flight.
 
 State holds no reference cycles, so reference counting frees it whether the collector sees it
 or not. After each full collection this freezes its survivors (``gc.freeze``): later

@@ -10,15 +10,15 @@ fetches on its own threads without the GIL, and one thread of ours hands what it
 event loop, a batch at a time, into the ``Intake``. faust keeps everything else: it still
 subscribes to the topics and assigns their partitions (co-partitioned with the tables), recovers
 the tables, and commits the offsets the intake acknowledges. aiokafka merely never fetches these
-topics (``faust_fixes.fetch_elsewhere``). The librdkafka consumer joins no group: it is told
+topics (``faust_fixes.fetch_here``). The librdkafka consumer joins no group: it is told
 which partitions to read, and from which offset, when faust has recovered the tables and sought
 to the committed offsets (``assign``), and to stop reading them when faust revokes them.
 
 Every batch carries the assignment it was read under; the event loop drops batches of an
 earlier one (those partitions are read again from their committed offsets by their owner, or
-from the record after the last one taken). An
-offset that librdkafka skips (a transaction marker, an aborted record, a record deleted by
-retention) is registered as a gap, so that the offset commit moves over it.
+from the record after the last one taken). An offset that librdkafka skips (a transaction
+marker, an aborted record, a record deleted by retention) is registered as a gap, so that the
+offset commit moves over it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class _Assignment:
     start: Mapping[TP, int | None]  # None: the partition's first offset (nothing committed)
 
 
-def gaps(start: int | None, last: int | None, offset: int) -> tuple[int, int] | None:
+def skipped(start: int | None, last: int | None, offset: int) -> tuple[int, int] | None:
     """The offsets skipped before a record at ``offset`` (inclusive bounds), if any.
 
     ``last`` is the offset of the previous record read from the partition under this assignment
@@ -95,7 +95,7 @@ class InputFetcher:
         self.add_gap = add_gap
         self.batch_max = batch_max
         self.epoch = 0  # the assignment the event loop accepts batches of (0: none)
-        self.gaps = 0
+        self.gaps = 0  # skipped offset ranges registered (as OffsetGuard.gaps)
         self.dropped = 0
         self._start: Mapping[TP, int | None] = {}
         self._last: dict[TP, int] = {}  # offset of the last record taken, per partition
@@ -207,7 +207,7 @@ class InputFetcher:
                 continue
             topic, partition, offset = m.topic(), m.partition(), m.offset()
             tp = self._tp(topic, partition)
-            hole = gaps(start.get(tp), last.get(tp), offset)
+            hole = skipped(start.get(tp), last.get(tp), offset)
             if hole is not None:
                 _log.info("offsets %d..%d of %r hold no records", hole[0], hole[1], tp)
                 self.add_gap(tp, *hole)
@@ -231,6 +231,11 @@ class InputFetcher:
                     self._read_with(consumer, loop)
                 except Exception:  # the input must not stop for good: log, pause, go on
                     _log.exception("reading the input failed; retrying in %.0f s", RETRY_S)
+                    # what was read and not handed over is read again, not taken for a gap
+                    try:
+                        loop.call_soon_threadsafe(self._read_again)
+                    except RuntimeError:  # the event loop is closed: the worker is stopping
+                        return
                     self._stop.wait(RETRY_S)
         finally:
             consumer.close()
@@ -272,7 +277,7 @@ class InputFetcher:
                 loop.call_soon_threadsafe(batches.put_nowait, (epoch, records))
                 continue
             # an assignment change (or stop) while waiting: these records belong to the old
-            # assignment; their partitions are read again from the committed offsets
+            # assignment; the new one reads their partitions again
             self.dropped += len(records)
 
     def _refresh_watermarks(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:

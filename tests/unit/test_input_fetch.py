@@ -4,6 +4,7 @@ reaches the intake, which batches are dropped, and aiokafka leaving those topics
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from faust.types import TP
 
 from streams import faust_fixes
-from streams.input_fetch import InputFetcher, gaps
+from streams.input_fetch import InputFetcher, skipped
 
 INTENTS = "t.intents"
 
@@ -31,7 +32,7 @@ INTENTS = "t.intents"
 def test_a_gap_is_every_offset_skipped_since_the_start_or_the_last_record(
     start: int | None, last: int | None, offset: int, expected: tuple[int, int] | None
 ) -> None:
-    assert gaps(start, last, offset) == expected
+    assert skipped(start, last, offset) == expected
 
 
 class _Record:
@@ -227,3 +228,53 @@ def test_the_fetcher_starts_at_the_offsets_faust_sought_to() -> None:
     )
     faust_fixes._start_input(consumer)
     assert calls == [({a: 42, b: None}, 7)]
+
+
+def test_an_error_in_the_reader_makes_the_partitions_read_again_from_the_last_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fetcher, _, holes = _fetcher()
+    monkeypatch.setattr("streams.input_fetch.RETRY_S", 0.01)
+
+    assigned: list[list[tuple[str, int, int]]] = []
+
+    class _Failing:
+        """A consumer whose first poll fails (after records were read, say)."""
+
+        polls = 0
+
+        def __init__(self, _config: object) -> None:
+            pass
+
+        def assign(self, tps: list[Any]) -> None:
+            assigned.append([(tp.topic, tp.partition, tp.offset) for tp in tps])
+
+        def get_watermark_offsets(self, *_args: object, **_kwargs: object) -> tuple[int, int]:
+            return (0, 0)
+
+        def poll(self, timeout: float) -> None:
+            _Failing.polls += 1
+            if _Failing.polls == 1:
+                raise RuntimeError("broken")
+            time.sleep(0.01)
+            if len(assigned) > 1 or _Failing.polls > 200:
+                fetcher._stop.set()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("streams.input_fetch.Consumer", _Failing)
+
+    async def scenario() -> None:
+        fetcher._batches = asyncio.Queue()
+        fetcher.assign({TP(INTENTS, 0): 0}, generation=1)
+        fetcher._take([_Record(0, 0), _Record(0, 1)])
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, fetcher._read, loop)
+        await asyncio.sleep(0.01)  # the re-read ordered from the reader thread
+
+    asyncio.run(scenario())
+    # read again from offset 2, under a new assignment (batches read before it are dropped)
+    assert assigned == [[(INTENTS, 0, 0)], [(INTENTS, 0, 2)]]
+    assert fetcher.epoch == 2
+    assert holes == []
