@@ -242,7 +242,13 @@ kafka_up() {
   rm -rf "$KAFKA_DATA"
   mkdir -p "$KAFKA_DATA"
   local cluster_id
-  cluster_id=$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  # A Kafka Uuid in base64url, drawn again while it starts with "-" as Kafka's own
+  # Uuid.randomUuid() does: StorageTool's parser takes "-..." for an option (1 start in 64 failed)
+  cluster_id=$("$PYTHON" -c '
+import base64, uuid
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(cid)')
   if ! java -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
     --cluster-id "$cluster_id" --config "$KAFKA_DIR/server.properties" >"$KAFKA_DIR/format.log" 2>&1; then
