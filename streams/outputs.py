@@ -12,7 +12,8 @@ from tether.models.outputs import Revocation
 
 _log = logging.getLogger("tether.worker")
 
-PublishMany = Callable[[list[Entry]], Awaitable[list[tuple[Entry, DeliveryError]]]]
+Failures = list[tuple[Entry, DeliveryError]]
+PublishMany = Callable[[list[Entry]], Awaitable[Failures]]
 """Publishes records and returns, once the broker has answered for all, those that failed."""
 
 
@@ -52,12 +53,32 @@ class Publisher:
 
     async def send(self, batch: Batch) -> None:
         """Publish every record of ``batch``; return once all are acknowledged."""
-        pending = batch.records
+        await self._deliver(batch.records, None)
+
+    def send_now(self, batch: Batch) -> asyncio.Future[None]:
+        """``send``, with the first attempt made before this returns: the records are queued
+        to Kafka now, not when the event loop next runs a task (which may be after the next
+        batch has been applied)."""
+        records = batch.records
+        first: Awaitable[Failures] | Exception | None = None
+        if records:
+            try:
+                first = self.publish_many(records)
+            except Exception as exc:  # handled as the attempt's outcome, in the task
+                first = exc
+        return asyncio.ensure_future(self._deliver(records, first))
+
+    async def _deliver(
+        self, pending: list[Entry], first: Awaitable[Failures] | Exception | None
+    ) -> None:
         backoff = 0.05
         loop = asyncio.get_running_loop()
         while pending:
+            attempt, first = first, None
             try:
-                failures = await self.publish_many(pending)
+                if isinstance(attempt, Exception):
+                    raise attempt
+                failures = await (attempt if attempt is not None else self.publish_many(pending))
             except Exception as exc:  # could not even queue them: same as failing them all
                 failures = [(rec, DeliveryError(rec[0], rec[1], repr(exc))) for rec in pending]
             self.published += len(pending) - len(failures)

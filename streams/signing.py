@@ -7,6 +7,13 @@ claims to a child process that holds only the private key; the event loop builds
 awaits the tokens. If the child is gone (killed, out of memory), the batch is signed on a thread
 in the worker instead and a new child is started: a revocation is never dropped for want of a
 signer.
+
+A batch of a few revocations is signed on the event loop instead (``sign_now``, up to
+``inline_max``): a round trip to the child passes through four threads and two processes, each
+waiting for a core on a busy host, and measured ~10 ms more per detection at half the worker's
+maximum rate (benchmarks/latency_hops.py) than the ~0.3 ms a signature costs here. Large
+batches (a worker catching up, or near its limit) still go to the child, which signs them while
+the next batch is applied.
 """
 
 from __future__ import annotations
@@ -55,9 +62,11 @@ class SigningPool:
     """Signs serialized SET claims with ``signer``'s key in ``processes`` child processes (0:
     on a thread of the calling process)."""
 
-    def __init__(self, signer: SetSigner, processes: int = 1) -> None:
+    def __init__(self, signer: SetSigner, processes: int = 1, *, inline_max: int = 0) -> None:
         self.signer = signer
         self.processes = processes
+        self.inline_max = inline_max
+        self.inline = 0  # batches signed by ``sign_now``
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
         self._pool: ProcessPoolExecutor | None = None
         self.fallbacks = 0
@@ -73,6 +82,21 @@ class SigningPool:
             )
             for _ in range(self.processes):
                 self._pool.submit(_ready)
+
+    def sign_now(self, payloads: Sequence[bytes]) -> list[bytes] | None:
+        """The compact SETs of ``payloads``, signed on the calling thread, when there are at
+        most ``inline_max`` of them; ``None`` otherwise, or if signing failed (then ``sign``
+        takes them: a revocation is never lost to a signing error)."""
+        if not payloads or len(payloads) > self.inline_max:
+            return None
+        sign = self.signer.sign_payload
+        try:
+            tokens = [sign(p) for p in payloads]
+        except Exception:
+            _log.exception("signing %d revocations here failed; handing them over", len(payloads))
+            return None
+        self.inline += 1
+        return tokens
 
     async def sign(self, payloads: Sequence[bytes]) -> list[bytes]:
         """The compact SETs of ``payloads``, in order."""

@@ -132,7 +132,9 @@ class Worker:
         self.publisher = publisher
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
-        self.signing = SigningPool(signer, settings.signing_processes)
+        self.signing = SigningPool(
+            signer, settings.signing_processes, inline_max=settings.signing_inline_max
+        )
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
         self.worker_id = worker_id
         self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
@@ -192,8 +194,18 @@ class Worker:
         Outputs never wait (a revocation should not queue behind anything); state is written
         once per epoch, not per step: a session touched by many steps of an epoch reaches the
         changelog once, and the broker sees one state write per epoch instead of one per
-        fetch. ``now`` closes the epoch with this step (a caller that waits for durability)."""
-        sent = asyncio.ensure_future(self._send_outputs(outputs))
+        fetch. ``now`` closes the epoch with this step (a caller that waits for durability).
+
+        A step with at most ``signing_inline_max`` revocations signs them here and queues its
+        records to Kafka before returning; a larger one is signed in the signing process (see
+        ``streams.signing``)."""
+        if outputs.unsigned:
+            self._sign_now(outputs)
+        sent: asyncio.Future[None]
+        if outputs.unsigned:
+            sent = asyncio.ensure_future(self._send_outputs(outputs))
+        else:
+            sent = self.publisher.send_now(outputs)
         epoch = self._epoch
         if epoch is None:
             loop = asyncio.get_running_loop()
@@ -236,9 +248,30 @@ class Worker:
         task.add_done_callback(epoch.settle)
         self._tail = task
 
+    def _sign_now(self, outputs: Batch) -> None:
+        """Sign the step's revocations here if the signing pool takes them inline (else, or on
+        any error, they stay for ``_send_outputs``: the step must not fail after the core has
+        applied it)."""
+        if len(outputs.unsigned) > self.signing.inline_max:
+            return
+        payload = self.signer.revocation_payload
+        revocations = outputs.unsigned
+        try:
+            payloads = [payload(r) for r in revocations]
+        except Exception:
+            _log.exception("building %d revocation claims failed here", len(revocations))
+            return
+        tokens = self.signing.sign_now(payloads)
+        if tokens is not None:
+            outputs.unsigned = []
+            outputs.records.extend(self._signed(revocations, tokens))
+
     async def _sign(self, revocations: list[Revocation]) -> list[Entry]:
         payload = self.signer.revocation_payload
         tokens = await self.signing.sign([payload(r) for r in revocations])
+        return self._signed(revocations, tokens)
+
+    def _signed(self, revocations: list[Revocation], tokens: list[bytes]) -> list[Entry]:
         topic, local = self.topics[REVOCATIONS], self.signed_here
         entries: list[Entry] = []
         for r, token in zip(revocations, tokens, strict=True):

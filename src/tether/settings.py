@@ -152,6 +152,15 @@ class Settings(BaseSettings):
         description="processes a worker signs revocations in (RSA signing holds the GIL: a "
         "process of its own keeps it off the event loop); 0 signs on a thread in the worker",
     )
+    signing_inline_max: int = Field(
+        16,
+        ge=0,
+        le=1000,
+        description="a batch's revocations, when at most this many, are signed on the event "
+        "loop and published at once (no round trip to the signing process, which waits for a "
+        "core on a busy host); larger batches are signed in the signing processes while the "
+        "next batch is applied; 0 sends every batch to the signing processes",
+    )
     token_issuer: str | None = Field(
         None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"
     )

@@ -1,0 +1,158 @@
+"""A step with a few revocations signs them on the event loop and queues its records before it
+returns; a larger one, or one whose signing fails here, goes through the signing pool. Either
+way every revocation is published, signed exactly as the signer signs it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from builders import completed, started
+from streams.outputs import Batch, Publisher
+from streams.worker import Worker
+from tether.security import SetSigner, SetVerifier, StaticKeys, generate_key
+from tether.settings import Settings
+from worker_doubles import make_worker, records
+
+ISSUER = "https://tether.test"
+REVOCATIONS = "tether.revocations"
+
+
+class SyncBroker:
+    """Queues records when ``publish_many`` is called (as librdkafka's produce does) and
+    acknowledges them through a future, like ``KafkaPublisher.publish_many``."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[list[Any]] = []
+        self.fail_first = fail_first  # calls that raise before queuing anything
+
+    def publish_many(self, entries: list[Any]) -> asyncio.Future[list[Any]]:
+        if self.fail_first:
+            self.fail_first -= 1
+            raise BufferError("local queue full")
+        self.calls.append(list(entries))
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        done.set_result([])
+        return done
+
+    def values(self, topic: str) -> list[bytes]:
+        return [e[2] for call in self.calls for e in call if e[0] == topic]
+
+
+@pytest.fixture(scope="module")
+def signer() -> SetSigner:
+    return SetSigner(generate_key("RS256"), issuer=ISSUER, token_issuer="sts")
+
+
+def _worker(signer: SetSigner, broker: SyncBroker, inline_max: int) -> Worker:
+    settings = Settings(
+        grace_s=2.0, state_epoch_ms=0, signing_processes=0, signing_inline_max=inline_max
+    )
+    return make_worker(signer, settings=settings, publish_many=broker.publish_many)  # type: ignore[arg-type]
+
+
+def _workflow(tokens: int) -> list[Any]:
+    """A workflow that used ``tokens`` credentials and completed: one revocation each."""
+    events = [started("wf-1", "planner", f"tok-{i}", t=i) for i in range(tokens)]
+    events.append(completed("wf-1", "planner", "tok-0", t=tokens + 1))
+    return records(*events)
+
+
+def _revoked(signer: SetSigner, tokens: list[bytes]) -> list[str]:
+    verifier = SetVerifier(StaticKeys([signer.public_jwk()]), issuer=ISSUER)
+    out = []
+    for token in tokens:
+        rev = verifier.verify(token)
+        assert rev is not None
+        out.append(rev.target.id)  # type: ignore[union-attr]
+    return sorted(out)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "inline_max", "signed_here"),
+    [
+        (1, 16, True),
+        (3, 3, True),  # at the limit: still here
+        (4, 3, False),  # over it: the pool
+        (1, 0, False),  # 0: always the pool
+    ],
+)
+def test_revocations_are_signed_here_up_to_the_limit(
+    signer: SetSigner, tokens: int, inline_max: int, signed_here: bool
+) -> None:
+    async def scenario() -> tuple[list[bytes], list[bytes], int]:
+        broker = SyncBroker()
+        w = _worker(signer, broker, inline_max)
+        durable = w.submit_intents(_workflow(tokens))
+        queued = broker.values(REVOCATIONS)  # before the event loop has run anything
+        await asyncio.wait_for(durable, 10)
+        return queued, broker.values(REVOCATIONS), w.signing.inline
+
+    queued, published, inline = asyncio.run(scenario())
+    expected = sorted(f"tok-{i}" for i in range(tokens))
+    assert _revoked(signer, published) == expected
+    if signed_here:
+        assert _revoked(signer, queued) == expected  # queued to Kafka as the step returned
+        assert inline == 1
+    else:
+        assert queued == []
+        assert inline == 0
+
+
+def test_a_signing_error_here_hands_the_revocations_to_the_pool(
+    signer: SetSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = SyncBroker()
+    calls = {"n": 0}
+    real = SetSigner.sign_payload
+
+    def flaky(self: SetSigner, payload: bytes) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("HSM hiccup")
+        return real(self, payload)
+
+    monkeypatch.setattr(SetSigner, "sign_payload", flaky)
+
+    async def scenario() -> Worker:
+        w = _worker(signer, broker, 16)
+        await asyncio.wait_for(w.submit_intents(_workflow(2)), 10)
+        return w
+
+    w = asyncio.run(scenario())
+    assert _revoked(signer, broker.values(REVOCATIONS)) == ["tok-0", "tok-1"]
+    assert w.signing.inline == 0
+
+
+def test_send_now_queues_before_returning_and_retries_a_refused_attempt() -> None:
+    async def scenario() -> tuple[int, SyncBroker, Publisher]:
+        broker = SyncBroker(fail_first=1)  # the synchronous attempt raises
+        publisher = Publisher(broker.publish_many)  # type: ignore[arg-type]
+        batch = Batch()
+        batch.add("tether.decisions", b"wf-1", b"{}")
+        done = publisher.send_now(batch)
+        queued_at_return = len(broker.calls)
+        await asyncio.wait_for(done, 5)
+        return queued_at_return, broker, publisher
+
+    queued_at_return, broker, publisher = asyncio.run(scenario())
+    assert queued_at_return == 0  # refused at once ...
+    assert broker.values("tether.decisions") == [b"{}"]  # ... and retried until acknowledged
+    assert publisher.retries == 1
+    assert publisher.published == 1
+
+
+def test_send_now_with_an_accepting_broker_queues_at_once() -> None:
+    async def scenario() -> int:
+        broker = SyncBroker()
+        publisher = Publisher(broker.publish_many)  # type: ignore[arg-type]
+        batch = Batch()
+        batch.add("tether.decisions", b"wf-1", b"{}")
+        done = publisher.send_now(batch)
+        queued = len(broker.calls)
+        await done
+        return queued
+
+    assert asyncio.run(scenario()) == 1
