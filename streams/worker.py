@@ -196,16 +196,12 @@ class Worker:
         changelog once, and the broker sees one state write per epoch instead of one per
         fetch. ``now`` closes the epoch with this step (a caller that waits for durability).
 
-        A step with at most ``signing_inline_max`` revocations signs them here and queues its
-        records to Kafka before returning; a larger one is signed in the signing process (see
-        ``streams.signing``)."""
-        if outputs.unsigned:
-            self._sign_now(outputs)
-        sent: asyncio.Future[None]
-        if outputs.unsigned:
-            sent = asyncio.ensure_future(self._send_outputs(outputs))
-        else:
-            sent = self.publisher.send_now(outputs)
+        A finding's revocations, when a step raises at most ``signing_inline_max`` of them, are
+        signed here and queued to Kafka with the step's other records before this returns; the
+        rest (task-completion revocations, routine and the bulk of them, and a burst of
+        findings) are signed in the signing process (see ``streams.signing``) and follow."""
+        later = self._sign_urgent(outputs)
+        sent = self.publisher.send_now(outputs)
         epoch = self._epoch
         if epoch is None:
             loop = asyncio.get_running_loop()
@@ -213,6 +209,8 @@ class Worker:
             if not now and self._epoch_s > 0:
                 epoch.timer = loop.call_later(self._epoch_s, self.close_epoch)
         epoch.outputs.append(sent)
+        if later is not None:
+            epoch.outputs.append(asyncio.ensure_future(self._send_outputs(later)))
         if now or self._epoch_s <= 0 or self.sessions.dirty + self.tokens.dirty >= EPOCH_KEYS:
             self.close_epoch()
         return epoch.done
@@ -248,23 +246,27 @@ class Worker:
         task.add_done_callback(epoch.settle)
         self._tail = task
 
-    def _sign_now(self, outputs: Batch) -> None:
-        """Sign the step's revocations here if the signing pool takes them inline (else, or on
-        any error, they stay for ``_send_outputs``: the step must not fail after the core has
-        applied it)."""
-        if len(outputs.unsigned) > self.signing.inline_max:
-            return
-        payload = self.signer.revocation_payload
-        revocations = outputs.unsigned
+    def _sign_urgent(self, outputs: Batch) -> Batch | None:
+        """Sign the revocations findings raised here, if there are at most ``inline_max`` of
+        them; return what is left for the signing process (``None``: nothing). On any error
+        here everything is left to it: a step must not fail once the core has applied it."""
+        unsigned, outputs.unsigned = outputs.unsigned, []
+        if not unsigned:
+            return None
+        urgent = [r for r in unsigned if r.finding_id is not None]
+        if not urgent or len(urgent) > self.signing.inline_max:
+            return Batch(unsigned=unsigned)
         try:
-            payloads = [payload(r) for r in revocations]
+            payload = self.signer.revocation_payload
+            tokens = self.signing.sign_now([payload(r) for r in urgent])
         except Exception:
-            _log.exception("building %d revocation claims failed here", len(revocations))
-            return
-        tokens = self.signing.sign_now(payloads)
-        if tokens is not None:
-            outputs.unsigned = []
-            outputs.records.extend(self._signed(revocations, tokens))
+            _log.exception("building %d revocation claims failed here", len(urgent))
+            tokens = None
+        if tokens is None:
+            return Batch(unsigned=unsigned)
+        outputs.records.extend(self._signed(urgent, tokens))
+        routine = [r for r in unsigned if r.finding_id is None]
+        return Batch(unsigned=routine) if routine else None
 
     async def _sign(self, revocations: list[Revocation]) -> list[Entry]:
         payload = self.signer.revocation_payload

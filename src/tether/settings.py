@@ -156,10 +156,11 @@ class Settings(BaseSettings):
         16,
         ge=0,
         le=1000,
-        description="a batch's revocations, when at most this many, are signed on the event "
-        "loop and published at once (no round trip to the signing process, which waits for a "
-        "core on a busy host); larger batches are signed in the signing processes while the "
-        "next batch is applied; 0 sends every batch to the signing processes",
+        description="the revocations a batch's findings raise, when at most this many, are "
+        "signed on the event loop and published at once (no round trip to the signing "
+        "process, which waits for a core on a busy host); task-completion revocations and "
+        "larger bursts are signed in the signing processes while the next batch is applied; "
+        "0 sends every revocation to the signing processes",
     )
     token_issuer: str | None = Field(
         None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"

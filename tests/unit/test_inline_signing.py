@@ -1,6 +1,7 @@
-"""A step with a few revocations signs them on the event loop and queues its records before it
-returns; a larger one, or one whose signing fails here, goes through the signing pool. Either
-way every revocation is published, signed exactly as the signer signs it."""
+"""The revocations a step's findings raise, when there are few, are signed on the event loop and
+queued with the step's records before it returns; task-completion revocations, bursts of
+findings and revocations whose signing fails here go through the signing pool. Either way every
+revocation is published, signed exactly as the signer signs it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from builders import completed, started
+from builders import call, completed, started
 from streams.outputs import Batch, Publisher
 from streams.worker import Worker
 from tether.security import SetSigner, SetVerifier, StaticKeys, generate_key
@@ -53,48 +54,57 @@ def _worker(signer: SetSigner, broker: SyncBroker, inline_max: int) -> Worker:
     return make_worker(signer, settings=settings, publish_many=broker.publish_many)  # type: ignore[arg-type]
 
 
-def _workflow(tokens: int) -> list[Any]:
-    """A workflow that used ``tokens`` credentials and completed: one revocation each."""
-    events = [started("wf-1", "planner", f"tok-{i}", t=i) for i in range(tokens)]
-    events.append(completed("wf-1", "planner", "tok-0", t=tokens + 1))
+def _workflow(workflows: int) -> list[Any]:
+    """``workflows`` workflows that complete and then call a tool: each raises one routine
+    revocation (task_completed) and one for a finding (activity_after_completion)."""
+    events: list[Any] = []
+    for i in range(workflows):
+        wf, tok = f"wf-{i}", f"tok-{i}"
+        events += [started(wf, "planner", tok, t=0), completed(wf, "planner", tok, t=5)]
+        events.append(call(wf, "planner", tok, t=6))
     return records(*events)
 
 
-def _revoked(signer: SetSigner, tokens: list[bytes]) -> list[str]:
+def _revoked(signer: SetSigner, tokens: list[bytes]) -> list[tuple[str, str]]:
+    """(reason, token) of each SET, verified."""
     verifier = SetVerifier(StaticKeys([signer.public_jwk()]), issuer=ISSUER)
     out = []
     for token in tokens:
         rev = verifier.verify(token)
         assert rev is not None
-        out.append(rev.target.id)  # type: ignore[union-attr]
+        out.append((rev.reason, rev.target.id))  # type: ignore[union-attr]
     return sorted(out)
 
 
+def _expected(workflows: int, reason: str | None = None) -> list[tuple[str, str]]:
+    reasons = [reason] if reason else ["activity_after_completion", "task_completed"]
+    return sorted((r, f"tok-{i}") for i in range(workflows) for r in reasons)
+
+
 @pytest.mark.parametrize(
-    ("tokens", "inline_max", "signed_here"),
+    ("workflows", "inline_max", "signed_here"),
     [
         (1, 16, True),
         (3, 3, True),  # at the limit: still here
-        (4, 3, False),  # over it: the pool
+        (4, 3, False),  # a burst over it: the pool
         (1, 0, False),  # 0: always the pool
     ],
 )
-def test_revocations_are_signed_here_up_to_the_limit(
-    signer: SetSigner, tokens: int, inline_max: int, signed_here: bool
+def test_a_findings_revocations_are_signed_here_up_to_the_limit(
+    signer: SetSigner, workflows: int, inline_max: int, signed_here: bool
 ) -> None:
     async def scenario() -> tuple[list[bytes], list[bytes], int]:
         broker = SyncBroker()
         w = _worker(signer, broker, inline_max)
-        durable = w.submit_intents(_workflow(tokens))
+        durable = w.submit_intents(_workflow(workflows))
         queued = broker.values(REVOCATIONS)  # before the event loop has run anything
         await asyncio.wait_for(durable, 10)
         return queued, broker.values(REVOCATIONS), w.signing.inline
 
     queued, published, inline = asyncio.run(scenario())
-    expected = sorted(f"tok-{i}" for i in range(tokens))
-    assert _revoked(signer, published) == expected
-    if signed_here:
-        assert _revoked(signer, queued) == expected  # queued to Kafka as the step returned
+    assert _revoked(signer, published) == _expected(workflows)  # every one, signed
+    if signed_here:  # the findings' revocations were queued as the step returned ...
+        assert _revoked(signer, queued) == _expected(workflows, "activity_after_completion")
         assert inline == 1
     else:
         assert queued == []
@@ -122,7 +132,7 @@ def test_a_signing_error_here_hands_the_revocations_to_the_pool(
         return w
 
     w = asyncio.run(scenario())
-    assert _revoked(signer, broker.values(REVOCATIONS)) == ["tok-0", "tok-1"]
+    assert _revoked(signer, broker.values(REVOCATIONS)) == _expected(2)
     assert w.signing.inline == 0
 
 
