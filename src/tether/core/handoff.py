@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from typing import Final, NamedTuple
 
@@ -87,7 +87,9 @@ def chain_depth(
     delegation was granted by the initiator. Failing that, the depth is the shortest guess: the
     hops to a delegator that holds no covering delegation (yet), or only ones already on the
     chain (a cycle). The guess is a lower bound, and ``rooted`` is False so that callers wait
-    for the upstream delegation that may still arrive.
+    for the upstream delegation that may still arrive. A chain that meets a delegation another
+    chain reached first goes on from there, unless the two lie on a cycle (``_components``):
+    then it may end there too.
 
     Breadth-first, in delegation-id order: every delegation is visited once, so the cost is
     linear in the workflow's delegations whatever shape a compromised agent gives them (a
@@ -109,6 +111,7 @@ def chain_depth(
     level = sorted(last, key=_by_id)
     depth = 1
     guess = 0
+    cycles: dict[str, int] | None = None  # strongly connected components, once needed
     while level:
         if any(d.delegator == initiator for d in level):
             return depth, True
@@ -126,12 +129,66 @@ def chain_depth(
                     found.append(u)
                     ends = False
                 elif ends and not _on_chain(above, d, uid):
-                    ends = False  # reached by a shorter chain, which goes on from there
+                    # reached by another chain, which goes on from there: unless it can lead
+                    # back here (a cycle), and so may end right here for a chain through d
+                    if cycles is None:
+                        cycles = _components(session, last)
+                    ends = cycles.get(uid) == cycles.get(d.delegation_id)
             if ends and not guess:
                 guess = depth
         level = found
         depth += 1
     return (guess or depth), False  # every chain ran into a cycle: at least the hops explored
+
+
+def _components(session: Session, last: Sequence[DelegationRec]) -> dict[str, int]:
+    """The strongly connected components (a number per delegation id) of the delegations
+    reachable from ``last`` by continuing chains upward (iterative Tarjan: linear, no
+    recursion). Two delegations share a component when each continues a chain above the
+    other."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    comp: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def upward(d: DelegationRec) -> Iterator[DelegationRec]:
+        return (u for u in session.delegations_of(d.delegator) if u.covers(d.granted_at))
+
+    def visit(d: DelegationRec) -> None:
+        index[d.delegation_id] = low[d.delegation_id] = len(index)
+        stack.append(d.delegation_id)
+        on_stack.add(d.delegation_id)
+
+    for root in last:
+        if root.delegation_id in index:
+            continue
+        visit(root)
+        work: list[tuple[DelegationRec, Iterator[DelegationRec]]] = [(root, upward(root))]
+        while work:
+            d, ups = work[-1]
+            did = d.delegation_id
+            for u in ups:
+                uid = u.delegation_id
+                if uid not in index:
+                    visit(u)
+                    work.append((u, upward(u)))
+                    break
+                if uid in on_stack:
+                    low[did] = min(low[did], index[uid])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0].delegation_id
+                    low[parent] = min(low[parent], low[did])
+                if low[did] == index[did]:
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        comp[member] = index[did]
+                        if member == did:
+                            break
+    return comp
 
 
 def _on_chain(above: dict[str, DelegationRec | None], d: DelegationRec | None, uid: str) -> bool:
