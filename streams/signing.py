@@ -9,7 +9,7 @@ in the worker instead and a new child is started: a revocation is never dropped 
 signer.
 
 The revocations findings raise are signed on the event loop instead (``sign_now``, when a
-batch raises at most ``inline_max`` of them): a round trip to the child passes through four
+batch raises at most ``TETHER_SIGNING_INLINE_MAX`` of them; the worker decides): a round trip to the child passes through four
 threads and two processes, each waiting for a core on a busy host, and measured ~10 ms more per
 detection at half the worker's maximum rate (benchmarks/latency_hops.py) than the ~0.3 ms a
 signature costs here. Task-completion revocations (routine, and ~97% of all in the benchmark
@@ -63,10 +63,9 @@ class SigningPool:
     """Signs serialized SET claims with ``signer``'s key in ``processes`` child processes (0:
     on a thread of the calling process)."""
 
-    def __init__(self, signer: SetSigner, processes: int = 1, *, inline_max: int = 0) -> None:
+    def __init__(self, signer: SetSigner, processes: int = 1) -> None:
         self.signer = signer
         self.processes = processes
-        self.inline_max = inline_max
         self.inline = 0  # batches signed by ``sign_now``
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
         self._pool: ProcessPoolExecutor | None = None
@@ -85,11 +84,8 @@ class SigningPool:
                 self._pool.submit(_ready)
 
     def sign_now(self, payloads: Sequence[bytes]) -> list[bytes] | None:
-        """The compact SETs of ``payloads``, signed on the calling thread, when there are at
-        most ``inline_max`` of them; ``None`` otherwise, or if signing failed (then ``sign``
-        takes them: a revocation is never lost to a signing error)."""
-        if not payloads or len(payloads) > self.inline_max:
-            return None
+        """The compact SETs of ``payloads``, signed on the calling thread; ``None`` if signing
+        failed (then ``sign`` takes them: a revocation is never lost to a signing error)."""
         sign = self.signer.sign_payload
         try:
             tokens = [sign(p) for p in payloads]

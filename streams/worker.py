@@ -132,9 +132,8 @@ class Worker:
         self.publisher = publisher
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
-        self.signing = SigningPool(
-            signer, settings.signing_processes, inline_max=settings.signing_inline_max
-        )
+        self.signing = SigningPool(signer, settings.signing_processes)
+        self.inline_max = settings.signing_inline_max  # findings' revocations signed here
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
         self.worker_id = worker_id
         self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
@@ -254,7 +253,7 @@ class Worker:
         if not unsigned:
             return None
         urgent = [r for r in unsigned if r.finding_id is not None]
-        if not urgent or len(urgent) > self.signing.inline_max:
+        if not urgent or len(urgent) > self.inline_max:
             return Batch(unsigned=unsigned)
         try:
             payload = self.signer.revocation_payload

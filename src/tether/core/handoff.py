@@ -88,8 +88,8 @@ def chain_depth(
     hops to a delegator that holds no covering delegation (yet), or only ones already on the
     chain (a cycle). The guess is a lower bound, and ``rooted`` is False so that callers wait
     for the upstream delegation that may still arrive. A chain that meets a delegation another
-    chain reached first goes on from there, unless the two lie on a cycle (``_components``):
-    then it may end there too.
+    chain reached first goes on from there, unless the two lie on a cycle (``_components``,
+    computed only for delegations granted at the same instant): then it may end there too.
 
     Breadth-first, in delegation-id order: every delegation is visited once, so the cost is
     linear in the workflow's delegations whatever shape a compromised agent gives them (a
@@ -111,7 +111,17 @@ def chain_depth(
     level = sorted(last, key=_by_id)
     depth = 1
     guess = 0
-    cycles: dict[str, int] | None = None  # strongly connected components, once needed
+    cycles: dict[str, int] = {}  # strongly connected components, once needed
+
+    def on_a_cycle(u: DelegationRec, d: DelegationRec) -> bool:
+        # Grants only go back in time up a chain, so a cycle holds delegations granted at
+        # one instant: only then are the components worth computing.
+        if u.granted_at != d.granted_at:
+            return False
+        if not cycles:
+            cycles.update(_components(session, last))
+        return cycles.get(u.delegation_id) == cycles.get(d.delegation_id)
+
     while level:
         if any(d.delegator == initiator for d in level):
             return depth, True
@@ -120,9 +130,7 @@ def chain_depth(
         found: list[DelegationRec] = []
         for d in level:
             ends = True
-            for u in sorted(session.delegations_of(d.delegator), key=_by_id):
-                if not u.covers(d.granted_at):
-                    continue
+            for u in sorted(_upward(session, d), key=_by_id):
                 uid = u.delegation_id
                 if uid not in above:
                     above[uid] = d
@@ -131,14 +139,18 @@ def chain_depth(
                 elif ends and not _on_chain(above, d, uid):
                     # reached by another chain, which goes on from there: unless it can lead
                     # back here (a cycle), and so may end right here for a chain through d
-                    if cycles is None:
-                        cycles = _components(session, last)
-                    ends = cycles.get(uid) == cycles.get(d.delegation_id)
+                    ends = on_a_cycle(u, d)
             if ends and not guess:
                 guess = depth
         level = found
         depth += 1
     return (guess or depth), False  # every chain ran into a cycle: at least the hops explored
+
+
+def _upward(session: Session, d: DelegationRec) -> Iterator[DelegationRec]:
+    """The delegations that continue a chain above ``d``: to its delegator, covering the
+    instant ``d`` was granted."""
+    return (u for u in session.delegations_of(d.delegator) if u.covers(d.granted_at))
 
 
 def _components(session: Session, last: Sequence[DelegationRec]) -> dict[str, int]:
@@ -152,9 +164,6 @@ def _components(session: Session, last: Sequence[DelegationRec]) -> dict[str, in
     stack: list[str] = []
     on_stack: set[str] = set()
 
-    def upward(d: DelegationRec) -> Iterator[DelegationRec]:
-        return (u for u in session.delegations_of(d.delegator) if u.covers(d.granted_at))
-
     def visit(d: DelegationRec) -> None:
         index[d.delegation_id] = low[d.delegation_id] = len(index)
         stack.append(d.delegation_id)
@@ -164,7 +173,7 @@ def _components(session: Session, last: Sequence[DelegationRec]) -> dict[str, in
         if root.delegation_id in index:
             continue
         visit(root)
-        work: list[tuple[DelegationRec, Iterator[DelegationRec]]] = [(root, upward(root))]
+        work: list[tuple[DelegationRec, Iterator[DelegationRec]]] = [(root, _upward(session, root))]
         while work:
             d, ups = work[-1]
             did = d.delegation_id
@@ -172,7 +181,7 @@ def _components(session: Session, last: Sequence[DelegationRec]) -> dict[str, in
                 uid = u.delegation_id
                 if uid not in index:
                     visit(u)
-                    work.append((u, upward(u)))
+                    work.append((u, _upward(session, u)))
                     break
                 if uid in on_stack:
                     low[did] = min(low[did], index[uid])
