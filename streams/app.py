@@ -15,7 +15,7 @@ from faust.types import TP
 from streams import codecs, faust_fixes
 from streams.input_fetch import InputFetcher
 from streams.intake import Intake
-from streams.outputs import Publisher
+from streams.outputs import Publisher, routed
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
 from streams.store import use_state_store
@@ -28,7 +28,7 @@ from tether.bootstrap import context
 from tether.models.state_codec import dump_session, dump_token, load_session, load_token
 from tether.security import signer_from_settings, verifier_from_settings
 from tether.settings import Settings
-from tether.topics import CREDENTIAL_USES, INTENTS
+from tether.topics import CREDENTIAL_USES, FINDINGS, INTENTS, REVOCATIONS
 
 _log = logging.getLogger("tether.worker")
 
@@ -138,14 +138,29 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         read = consumer._read_offset.get(tp)
         return bool((-1 if read is None else read) + 1 < high)
 
-    kafka = KafkaPublisher(settings, client_id=f"tether-worker-{worker_id}")
+    # Revocations, findings and heartbeats leave at once; the routine records (decisions,
+    # credential uses, dead letters, state) may wait TETHER_OUTPUT_LINGER_MS to share requests.
+    alerts = KafkaPublisher(
+        settings, client_id=f"tether-worker-{worker_id}-alerts", overrides={"linger.ms": 0}
+    )
+    kafka = KafkaPublisher(
+        settings,
+        client_id=f"tether-worker-{worker_id}",
+        overrides={"linger.ms": settings.output_linger_ms},
+    )
+    app.tether_outputs = (alerts, kafka)  # type: ignore[attr-defined]  # for inspection
+    publish_many = routed(
+        [settings.topic(FINDINGS), settings.topic(REVOCATIONS)],
+        lambda records: _started(alerts).publish_many(records),
+        lambda records: _started(kafka).publish_many(records),
+    )
     registry = RedisRegistry.from_settings(settings)
     worker = Worker(
         settings,
         context(settings),
         TableStore(sessions_table, dump_session),
         TableStore(tokens_table, dump_token),
-        Publisher(lambda records: _started(kafka).publish_many(records)),
+        Publisher(publish_many),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
         lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
@@ -215,6 +230,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
         kafka.stop(timeout=10)
+        alerts.stop(timeout=10)
         worker.signing.close()
         if fetcher is not None:
             fetcher.stop()

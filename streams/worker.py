@@ -93,6 +93,16 @@ class _Epoch:
             self.done.set_result(None)
 
 
+@dataclass(slots=True)
+class _Alarms:
+    """What one step has published of its findings' revocations as they were raised."""
+
+    budget: int  # revocations it may still sign on the event loop (``signing_inline_max``)
+    seen: int = 0  # revocations in the step's outbox already looked at
+    findings: int = 0  # findings in the outbox already looked at
+    sent: list[asyncio.Future[None]] = field(default_factory=list)  # their publications
+
+
 def _nothing() -> bool:
     return False
 
@@ -177,16 +187,54 @@ class Worker:
         horizon = now.timestamp() + skew
         before = self.engine.watermark
         self._record_at = monotonic()
+        alarms = _Alarms(self.inline_max)
+        revocations = out.revocations
         for rec in records:
             self._apply(rec, now, horizon, skew, out, uses, batch)
+            if len(revocations) > alarms.seen:
+                self._raise_now(out, alarms)
         self.engine.advance(self.watermarks.current(), now, out, uses, limit=FIRE_MAX)
         if self.engine.watermark > before:
             self._advanced_at = monotonic()
         self._collect(out, batch)
         self._collect_uses(uses, batch)
-        return self._commit(batch)
+        return self._commit(batch, early=alarms.sent, budget=alarms.budget)
 
-    def _commit(self, outputs: Batch, *, now: bool = False) -> asyncio.Future[None]:
+    def _raise_now(self, out: Outbox, alarms: _Alarms) -> None:
+        """Publish at once the findings and revocations the record just applied raised, if its
+        findings' revocations fit in what is left of the step's ``signing_inline_max``: they
+        need not wait for the rest of the batch to be applied. Whatever is not sent here stays
+        in ``out`` for the end of the step (task-completion revocations, a burst, an error)."""
+        revocations = out.revocations
+        fresh = revocations[alarms.seen :]
+        urgent = [r for r in fresh if r.finding_id is not None]
+        if urgent and len(urgent) <= alarms.budget:
+            try:
+                payload = self.signer.revocation_payload
+                tokens = self.signing.sign_now([payload(r) for r in urgent])
+            except Exception:
+                _log.exception("building %d revocation claims failed here", len(urgent))
+                tokens = None
+            if tokens is not None:
+                alarm = Batch()
+                for f in out.findings[alarms.findings :]:
+                    alarm.add(self.topics[FINDINGS], f.workflow_id.encode(), encode(f))
+                del out.findings[alarms.findings :]
+                alarm.records.extend(self._signed(urgent, tokens))
+                alarms.sent.append(self.publisher.send_now(alarm))
+                alarms.budget -= len(urgent)
+                revocations[alarms.seen :] = [r for r in fresh if r.finding_id is None]
+        alarms.seen = len(revocations)
+        alarms.findings = len(out.findings)
+
+    def _commit(
+        self,
+        outputs: Batch,
+        *,
+        now: bool = False,
+        early: Sequence[asyncio.Future[None]] = (),
+        budget: int | None = None,
+    ) -> asyncio.Future[None]:
         """Publish a step's ``outputs`` at once and add the step to the open state epoch; the
         future resolves once the epoch's state is durable (see ``close_epoch``).
 
@@ -195,11 +243,13 @@ class Worker:
         changelog once, and the broker sees one state write per epoch instead of one per
         fetch. ``now`` closes the epoch with this step (a caller that waits for durability).
 
-        A finding's revocations, when a step raises at most ``signing_inline_max`` of them, are
-        signed here and queued to Kafka with the step's other records before this returns; the
-        rest (task-completion revocations, routine and the bulk of them, and a burst of
-        findings) are signed in the signing process (see ``streams.signing``) and follow."""
-        later = self._sign_urgent(outputs)
+        A finding's revocations, while the step's ``budget`` of ``signing_inline_max`` lasts,
+        are signed here and queued to Kafka with the step's other records before this returns
+        (``submit_intents`` has already sent those raised while its batch was applied: their
+        publications are ``early``); the rest (task-completion revocations, routine and the
+        bulk of them, and the rest of a burst of findings) are signed in the signing process
+        (see ``streams.signing``) and follow."""
+        later = self._sign_urgent(outputs, self.inline_max if budget is None else budget)
         sent = self.publisher.send_now(outputs)
         epoch = self._epoch
         if epoch is None:
@@ -207,6 +257,7 @@ class Worker:
             epoch = self._epoch = _Epoch(loop.create_future())
             if not now and self._epoch_s > 0:
                 epoch.timer = loop.call_later(self._epoch_s, self.close_epoch)
+        epoch.outputs.extend(early)
         epoch.outputs.append(sent)
         if later is not None:
             epoch.outputs.append(asyncio.ensure_future(self._send_outputs(later)))
@@ -245,15 +296,15 @@ class Worker:
         task.add_done_callback(epoch.settle)
         self._tail = task
 
-    def _sign_urgent(self, outputs: Batch) -> Batch | None:
-        """Sign the revocations findings raised here, if there are at most ``inline_max`` of
-        them; return what is left for the signing process (``None``: nothing). On any error
-        here everything is left to it: a step must not fail once the core has applied it."""
+    def _sign_urgent(self, outputs: Batch, budget: int) -> Batch | None:
+        """Sign the revocations findings raised here, if there are at most ``budget`` of them;
+        return what is left for the signing process (``None``: nothing). On any error here
+        everything is left to it: a step must not fail once the core has applied it."""
         unsigned, outputs.unsigned = outputs.unsigned, []
         if not unsigned:
             return None
         urgent = [r for r in unsigned if r.finding_id is not None]
-        if not urgent or len(urgent) > self.inline_max:
+        if not urgent or len(urgent) > budget:
             return Batch(unsigned=unsigned)
         try:
             payload = self.signer.revocation_payload

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
         "the latency a record can gain while the stream is quiet, against fewer, larger "
         "batches (less CPU per event) while it is busy",
     )
+    output_linger_ms: float = Field(
+        10.0,
+        ge=0,
+        le=1000,
+        description="how long the worker's routine outputs (decisions, credential uses, dead "
+        "letters, state) may wait to share a request to the broker: librdkafka sends a request "
+        "per partition, so a short wait sends several times more of them; revocations, "
+        "findings and heartbeats go through a producer of their own and never wait",
+    )
     input_client: Literal["librdkafka", "aiokafka"] = Field(
         "librdkafka",
         description="what fetches the worker's input topics: librdkafka, on threads of its own "
@@ -156,11 +165,12 @@ class Settings(BaseSettings):
         16,
         ge=0,
         le=1000,
-        description="the revocations a batch's findings raise, when at most this many, are "
-        "signed on the event loop and published at once (no round trip to the signing "
-        "process, which waits for a core on a busy host); task-completion revocations and "
-        "larger bursts are signed in the signing processes while the next batch is applied; "
-        "0 sends every revocation to the signing processes",
+        description="the first this many revocations a batch's findings raise are signed on "
+        "the event loop and published as soon as the record that raised them is applied (no "
+        "round trip to the signing process, which waits for a core on a busy host, and no wait "
+        "for the rest of the batch); task-completion revocations and the rest of a burst are "
+        "signed in the signing processes while the next batch is applied; 0 sends every "
+        "revocation to the signing processes",
     )
     token_issuer: str | None = Field(
         None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"

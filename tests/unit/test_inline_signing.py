@@ -84,14 +84,14 @@ def _expected(workflows: int, reason: str | None = None) -> list[tuple[str, str]
 @pytest.mark.parametrize(
     ("workflows", "inline_max", "signed_here"),
     [
-        (1, 16, True),
-        (3, 3, True),  # at the limit: still here
-        (4, 3, False),  # a burst over it: the pool
-        (1, 0, False),  # 0: always the pool
+        (1, 16, 1),
+        (3, 3, 3),  # at the limit: all here
+        (4, 3, 3),  # a burst over it: the first three here, the fourth through the pool
+        (1, 0, 0),  # 0: always the pool
     ],
 )
 def test_a_findings_revocations_are_signed_here_up_to_the_limit(
-    signer: SetSigner, workflows: int, inline_max: int, signed_here: bool
+    signer: SetSigner, workflows: int, inline_max: int, signed_here: int
 ) -> None:
     async def scenario() -> tuple[list[bytes], list[bytes], int]:
         broker = SyncBroker()
@@ -103,12 +103,44 @@ def test_a_findings_revocations_are_signed_here_up_to_the_limit(
 
     queued, published, inline = asyncio.run(scenario())
     assert _revoked(signer, published) == _expected(workflows)  # every one, signed
-    if signed_here:  # the findings' revocations were queued as the step returned ...
-        assert _revoked(signer, queued) == _expected(workflows, "activity_after_completion")
-        assert inline == 1
-    else:
-        assert queued == []
-        assert inline == 0
+    # the findings' revocations within the limit were queued before the step returned, and
+    # only they: the task-completion ones (and the rest of a burst) follow from the pool
+    assert _revoked(signer, queued) == sorted(
+        ("activity_after_completion", f"tok-{i}") for i in range(signed_here)
+    )
+    assert inline == signed_here
+
+
+def test_a_findings_revocation_leaves_before_the_rest_of_the_batch_is_applied(
+    signer: SetSigner,
+) -> None:
+    """The violation is the batch's third record of 3 + 40: its finding and revocation are
+    queued in a send of their own, before any record after it is applied (the batch's
+    decisions, including the violation's own, follow in one send at the end)."""
+    wf, tok = "wf-0", "tok-0"
+    events = [started(wf, "planner", tok, t=0), completed(wf, "planner", tok, t=5)]
+    events.append(call(wf, "planner", tok, t=6))
+    for i in range(1, 21):
+        events += [
+            started(f"wf-{i}", "planner", f"tok-{i}", t=7),
+            call(f"wf-{i}", "planner", f"tok-{i}", t=8),
+        ]
+
+    async def scenario() -> list[list[Any]]:
+        broker = SyncBroker()
+        w = _worker(signer, broker, 16)
+        await asyncio.wait_for(w.submit_intents(records(*events)), 10)
+        return broker.calls
+
+    calls = asyncio.run(scenario())
+    alarm = calls[0]
+    assert sorted(e[0] for e in alarm) == ["tether.findings", REVOCATIONS]
+    assert _revoked(signer, [e[2] for e in alarm if e[0] == REVOCATIONS]) == [
+        ("activity_after_completion", tok)
+    ]
+    decisions = [e for c in calls[1:] for e in c if e[0] == "tether.decisions"]
+    assert len(decisions) == 21  # every call of the batch was decided, after the alarm left
+    assert not [e for c in calls[1:] for e in c if e[0] == "tether.findings"]  # sent once
 
 
 def test_a_signing_error_here_hands_the_revocations_to_the_pool(
@@ -120,7 +152,7 @@ def test_a_signing_error_here_hands_the_revocations_to_the_pool(
 
     def flaky(self: SetSigner, payload: bytes) -> bytes:
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] <= 3:  # each finding's as it is raised, then the first at the step's end
             raise RuntimeError("HSM hiccup")
         return real(self, payload)
 
@@ -132,8 +164,8 @@ def test_a_signing_error_here_hands_the_revocations_to_the_pool(
         return w
 
     w = asyncio.run(scenario())
-    assert _revoked(signer, broker.values(REVOCATIONS)) == _expected(2)
-    assert w.signing.inline == 0
+    assert _revoked(signer, broker.values(REVOCATIONS)) == _expected(2)  # nothing lost
+    assert w.signing.inline == 0  # nothing was signed here: the pool signed them all
 
 
 def test_send_now_queues_before_returning_and_retries_a_refused_attempt() -> None:
