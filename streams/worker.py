@@ -209,12 +209,7 @@ class Worker:
         fresh = revocations[alarms.seen :]
         urgent = [r for r in fresh if r.finding_id is not None]
         if urgent and len(urgent) <= alarms.budget:
-            try:
-                payload = self.signer.revocation_payload
-                tokens = self.signing.sign_now([payload(r) for r in urgent])
-            except Exception:
-                _log.exception("building %d revocation claims failed here", len(urgent))
-                tokens = None
+            tokens = self._sign_here(urgent)
             if tokens is not None:
                 alarm = Batch()
                 for f in out.findings[alarms.findings :]:
@@ -306,17 +301,22 @@ class Worker:
         urgent = [r for r in unsigned if r.finding_id is not None]
         if not urgent or len(urgent) > budget:
             return Batch(unsigned=unsigned)
-        try:
-            payload = self.signer.revocation_payload
-            tokens = self.signing.sign_now([payload(r) for r in urgent])
-        except Exception:
-            _log.exception("building %d revocation claims failed here", len(urgent))
-            tokens = None
+        tokens = self._sign_here(urgent)
         if tokens is None:
             return Batch(unsigned=unsigned)
         outputs.records.extend(self._signed(urgent, tokens))
         routine = [r for r in unsigned if r.finding_id is None]
         return Batch(unsigned=routine) if routine else None
+
+    def _sign_here(self, revocations: list[Revocation]) -> list[bytes] | None:
+        """The SETs of ``revocations``, signed on the event loop; ``None`` on any error (the
+        caller leaves them to the signing process: a revocation is never lost to it)."""
+        try:
+            payload = self.signer.revocation_payload
+            return self.signing.sign_now([payload(r) for r in revocations])
+        except Exception:
+            _log.exception("building %d revocation claims failed here", len(revocations))
+            return None
 
     async def _sign(self, revocations: list[Revocation]) -> list[Entry]:
         payload = self.signer.revocation_payload
