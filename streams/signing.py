@@ -10,9 +10,9 @@ signer.
 
 The revocations findings raise are signed on the event loop instead (``sign_now``: the first
 ``TETHER_SIGNING_INLINE_MAX`` of a batch, as each is raised; the worker decides): a round trip
-to the child passes through four threads and two processes, each waiting for a core on a busy host, and measured ~10 ms more per
-detection at half the worker's maximum rate (benchmarks/latency_hops.py) than the ~0.3 ms a
-signature costs here. Task-completion revocations (routine, and ~97% of all in the benchmark
+to the child passes through four threads and two processes, each waiting for a core on a busy
+host, and measured ~10 ms more per detection at half the worker's maximum rate
+(benchmarks/latency_hops.py) than the ~0.3 ms a signature costs here. Task-completion revocations (routine, and ~97% of all in the benchmark
 fleet) and bursts of findings still go to the child, which signs them while the next batch is
 applied.
 """
