@@ -12,9 +12,9 @@ The revocations findings raise are signed on the event loop instead (``sign_now`
 ``TETHER_SIGNING_INLINE_MAX`` of a batch, as each is raised; the worker decides): a round trip
 to the child passes through four threads and two processes, each waiting for a core on a busy
 host, and measured ~10 ms more per detection at half the worker's maximum rate
-(benchmarks/latency_hops.py) than the ~0.3 ms a signature costs here. Task-completion revocations (routine, and ~97% of all in the benchmark
-fleet) and bursts of findings still go to the child, which signs them while the next batch is
-applied.
+(benchmarks/latency_hops.py) than the ~0.3 ms a signature costs here. Task-completion
+revocations (routine, and ~97% of all in the benchmark fleet) and bursts of findings still go
+to the child, which signs them while the next batch is applied.
 """
 
 from __future__ import annotations
@@ -83,15 +83,11 @@ class SigningPool:
             for _ in range(self.processes):
                 self._pool.submit(_ready)
 
-    def sign_now(self, payloads: Sequence[bytes]) -> list[bytes] | None:
-        """The compact SETs of ``payloads``, signed on the calling thread; ``None`` if signing
-        failed (then ``sign`` takes them: a revocation is never lost to a signing error)."""
+    def sign_now(self, payloads: Sequence[bytes]) -> list[bytes]:
+        """The compact SETs of ``payloads``, signed on the calling thread (an error propagates:
+        the caller hands the revocations to ``sign`` instead)."""
         sign = self.signer.sign_payload
-        try:
-            tokens = [sign(p) for p in payloads]
-        except Exception:
-            _log.exception("signing %d revocations here failed; handing them over", len(payloads))
-            return None
+        tokens = [sign(p) for p in payloads]
         self.inline += 1
         return tokens
 

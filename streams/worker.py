@@ -31,7 +31,7 @@ from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.jsonbytes import dumps
-from tether.models.outputs import Heartbeat, Revocation, Source
+from tether.models.outputs import Finding, Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
 from tether.security import SetSigner
 from tether.settings import Settings
@@ -212,8 +212,7 @@ class Worker:
             tokens = self._sign_here(urgent)
             if tokens is not None:
                 alarm = Batch()
-                for f in out.findings[alarms.findings :]:
-                    alarm.add(self.topics[FINDINGS], f.workflow_id.encode(), encode(f))
+                self._collect_findings(out.findings[alarms.findings :], alarm)
                 del out.findings[alarms.findings :]
                 alarm.records.extend(self._signed(urgent, tokens))
                 alarms.sent.append(self.publisher.send_now(alarm))
@@ -315,7 +314,9 @@ class Worker:
             payload = self.signer.revocation_payload
             return self.signing.sign_now([payload(r) for r in revocations])
         except Exception:
-            _log.exception("building %d revocation claims failed here", len(revocations))
+            _log.exception(
+                "signing %d revocations here failed; handing them over", len(revocations)
+            )
             return None
 
     async def _sign(self, revocations: list[Revocation]) -> list[Entry]:
@@ -382,11 +383,15 @@ class Worker:
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
 
     def _collect(self, out: Outbox, batch: Batch) -> None:
-        for f in out.findings:
-            batch.add(self.topics[FINDINGS], f.workflow_id.encode(), encode(f))
+        self._collect_findings(out.findings, batch)
         batch.unsigned.extend(out.revocations)
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
+
+    def _collect_findings(self, findings: list[Finding], batch: Batch) -> None:
+        topic = self.topics[FINDINGS]
+        for f in findings:
+            batch.add(topic, f.workflow_id.encode(), encode(f))
 
     def _collect_uses(self, uses: list[CredentialUse], batch: Batch) -> None:
         for use in uses:
