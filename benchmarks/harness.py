@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915  # the run, top
         f"machine: {os.cpu_count()} CPUs, load average {results['run']['loadavg_before']} before, "
         f"{results['run']['loadavg_after']} after; idle broker before the run "
         f"{results['run']['broker_idle_cpu_pct']}% of a core"
-        + (" (quick run: smaller sizes)" if args.quick else "")
+        + (f"\n{bench_report.QUICK_NOTE}" if args.quick else "")
     )
     return 1 if errors or interrupted else 0
 
