@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -93,7 +95,7 @@ def replay(
       cat events.jsonl | tether replay - --decisions
 
     \b
-    One event per line (DESIGN.md has the contract), e.g.:
+    One event per line (docs/contract.md has the contract), e.g.:
       {"schema_version":1,"event_type":"tool_call.intent","event_id":"01JDX3Q9V7K2",
        "occurred_at":"2026-11-28T14:00:00.120Z","workflow_id":"wf-42","agent":{...},
        "credential":{...},"action":{"tool":"crm.search","operation":"read",...}}
@@ -163,6 +165,14 @@ def _open_input(file: str) -> IO[bytes]:
     "(needs `make services`; TETHER_KAFKA_BOOTSTRAP).",
 )
 @click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
+@click.option(
+    "--write",
+    "write_to",
+    metavar="FILE",
+    type=click.Path(allow_dash=True, dir_okay=False, path_type=str),
+    help="Write the fleet's telemetry to FILE as JSON Lines ('-' for stdout) and exit, instead "
+    "of running it: a sample events.jsonl for `tether replay` and `tether emit`.",
+)
 def demo(  # click passes every option
     workflows: int,
     seed: int,
@@ -171,6 +181,7 @@ def demo(  # click passes every option
     no_live: bool,
     kafka: bool,
     no_worker: bool,
+    write_to: str | None,
 ) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
 
@@ -182,9 +193,29 @@ def demo(  # click passes every option
     destination, activity after completion, and more. Ends with a summary: events, findings by
     code, revocations, detection latency, and whether every injected attack was caught.
 
+    With --write FILE, nothing runs: the same fleet (--workflows, --seed, --attack-rate), with
+    three malformed lines for the dead-letter topic, is written to FILE as one input event per
+    line, dated from an hour before now so that a streaming worker accepts every event (it
+    dead-letters events dated ahead of its clock). The contract of each line: docs/contract.md.
+
+    \b
+    Examples:
+      tether demo                                   # ~30 s, live view, then the scorecard
+      tether demo --no-live --rate 0                # as fast as possible, plain lines
+      tether demo --write events.jsonl              # a sample file: try `tether replay` on it
+      tether demo --kafka                           # through Kafka and a worker (make services)
+
+    \b
+    Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
+    TETHER_TOPIC_PREFIX ('tether.').
+
     Exit status: 0 when every injected attack was caught and no benign workflow raised a
-    finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived).
+    finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived);
+    with --write, 0 once the file is written.
     """
+    if write_to is not None:
+        _write_sample(write_to, workflows=workflows, seed=seed, attack_rate=attack_rate)
+        return
     if kafka:
         from tether.demo.kafka import run_kafka_demo  # noqa: PLC0415
 
@@ -204,6 +235,37 @@ def demo(  # click passes every option
         workflows=workflows, seed=seed, attack_rate=attack_rate, rate=rate, live=not no_live
     )
     sys.exit(code)
+
+
+def _write_sample(target: str, *, workflows: int, seed: int, attack_rate: float) -> None:
+    """``tether demo --write``: the fleet as JSON Lines, dated from an hour before now."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from tether.demo.sample import write_sample  # noqa: PLC0415
+
+    start = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+    try:
+        with _open_output(target) as out:
+            stats = write_sample(
+                out, start=start, workflows=workflows, seed=seed, attack_rate=attack_rate
+            )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from exc
+    click.echo(
+        f"wrote {stats.events:,} events ({stats.workflows} workflows, {stats.attacked} attacked) "
+        f"and {stats.malformed} malformed lines to {'stdout' if target == '-' else target}",
+        err=True,
+    )
+
+
+@contextmanager
+def _open_output(target: str) -> Iterator[IO[bytes]]:
+    if target == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(target, "wb") as out:
+        yield out
 
 
 @main.command()

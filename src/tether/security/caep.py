@@ -38,7 +38,7 @@ EVENT_TYPES: Final[dict[TargetKind, str]] = {
 WORKLOAD_CREDENTIAL_TYPE: Final = "x509"
 ANY_TOKEN_ISSUER: Final = "urn:tether:token-issuer:any"  # noqa: S105  # an issuer URN, no secret
 """The ``iss`` of a ``jwt_id`` subject when the credential's issuer is not configured: tether
-identifies tokens by ``jti`` alone (DESIGN.md's ``token_id``)."""
+identifies tokens by ``jti`` alone (the contract's ``token_id``)."""
 
 _URI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 
