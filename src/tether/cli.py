@@ -33,12 +33,15 @@ def main() -> None:
     identity handoffs at every tool call, and turns a "no" into a revocation.
 
     \b
-    Start here:
-      tether demo                      a synthetic fleet with injected attacks, live
-      tether replay events.jsonl       run the detectors over a JSON Lines file
-      tether policy validate DIR       check a directory of Cedar policies
+    Examples (start here):
+      tether demo                         a synthetic fleet with injected attacks, live
+      tether demo --write events.jsonl    the same fleet's telemetry as a sample file
+      tether replay events.jsonl          run the detectors over a JSON Lines file
+      tether policy validate DIR          check a directory of Cedar policies
+      tether worker / emit / watch        the streaming pipeline over Kafka
 
-    Settings come from flags and TETHER_* environment variables (see README).
+    Settings come from flags and TETHER_* environment variables (each command's --help names
+    its own; docs/operations.md lists them all). The record formats: docs/contract.md.
     """
 
 
@@ -95,7 +98,13 @@ def replay(
       cat events.jsonl | tether replay - --decisions
 
     \b
-    One event per line (docs/contract.md has the contract), e.g.:
+    Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
+    TETHER_POLICY_DIR, TETHER_POLICY_PACK (default), TETHER_POLICY (true),
+    TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS (true).
+
+    \b
+    One event per line (docs/contract.md has the contract; `tether demo --write FILE` writes
+    a sample), e.g.:
       {"schema_version":1,"event_type":"tool_call.intent","event_id":"01JDX3Q9V7K2",
        "occurred_at":"2026-11-28T14:00:00.120Z","workflow_id":"wf-42","agent":{...},
        "credential":{...},"action":{"tool":"crm.search","operation":"read",...}}
@@ -211,14 +220,16 @@ def demo(  # click passes every option
 
     Exit status: 0 when every injected attack was caught and no benign workflow raised a
     finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived);
-    with --write, 0 once the file is written.
+    with --write, 0 once the file is written; with --kafka, 69 when Kafka cannot be reached.
     """
     if write_to is not None:
         _write_sample(write_to, workflows=workflows, seed=seed, attack_rate=attack_rate)
         return
     if kafka:
+        from tether.cli_stream import require_broker  # noqa: PLC0415
         from tether.demo.kafka import run_kafka_demo  # noqa: PLC0415
 
+        require_broker(_settings(), 10.0)
         sys.exit(
             run_kafka_demo(
                 _settings(),
@@ -286,6 +297,14 @@ def _open_output(target: str) -> Iterator[IO[bytes]]:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to keep trying to reach Kafka at start-up before giving up (exit 69).",
+)
 def worker(
     bootstrap: str | None,
     prefix: str | None,
@@ -294,6 +313,7 @@ def worker(
     worker_id: str | None,
     web_port: int | None,
     loglevel: str,
+    wait_s: float,
 ) -> None:
     """Run a streaming worker (faust) over Kafka: the production pipeline.
 
@@ -301,14 +321,26 @@ def worker(
     to tether.findings, tether.decisions and tether.revocations (plus heartbeats), keeping
     the Redis registry in step. Creates tether's topics first if they are missing. Run more
     workers with the same settings to share the partitions (each needs its own --web-port if
-    the web server is on).
+    the web server is on). Runs until SIGTERM or Ctrl-C.
+
+    Exit status: 0 when stopped; 69 when Kafka cannot be reached within --wait seconds at
+    start-up (one line says where it looked; a supervisor restarts it); 1 when tether's
+    topics exist with other partition counts or configs than the settings ask for.
 
     \b
     Examples:
       tether worker
       TETHER_KAFKA_BOOTSTRAP=kafka:9092 TETHER_REDIS_URL=redis://redis:6379/0 tether worker
       tether worker --worker-id worker-1 --prefix staging.tether.
+
+    \b
+    Environment (the main ones; docs/operations.md lists all): TETHER_KAFKA_BOOTSTRAP
+    (127.0.0.1:9092), TETHER_REDIS_URL (redis://127.0.0.1:6379/0), TETHER_TOPIC_PREFIX,
+    TETHER_PARTITIONS (6), TETHER_WORKER_ID, TETHER_SIGNING_KEY (default: a development key
+    under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK.
     """
+    from tether.adapters.kafka_admin import TopicError  # noqa: PLC0415
+    from tether.cli_stream import require_broker  # noqa: PLC0415
     from tether.streaming import run_worker  # noqa: PLC0415
 
     settings = _settings(
@@ -319,7 +351,11 @@ def worker(
         worker_id=worker_id,
         web_port=web_port,
     )
-    run_worker(settings, loglevel=loglevel)
+    require_broker(settings, wait_s)
+    try:
+        run_worker(settings, loglevel=loglevel)
+    except TopicError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 _SCHEMA_DIR = click.option(
@@ -334,13 +370,25 @@ _SCHEMA_DIR = click.option(
 
 @main.group()
 def schemas() -> None:
-    """JSON Schemas of every record, generated from the models."""
+    """JSON Schemas of every record, generated from the models.
+
+    \b
+    Example:
+      tether schemas check
+    """
 
 
 @schemas.command("export")
 @_SCHEMA_DIR
 def schemas_export(directory: Path) -> None:
-    """Write the JSON Schema files into DIR."""
+    """Write the JSON Schema files into DIR (one per input event type and output record).
+
+    \b
+    Example:
+      tether schemas export --dir schemas
+
+    Environment: none (the schemas come from the models alone).
+    """
     from tether.schemas import export  # noqa: PLC0415
 
     for path in export(directory):
@@ -350,7 +398,14 @@ def schemas_export(directory: Path) -> None:
 @schemas.command("check")
 @_SCHEMA_DIR
 def schemas_check(directory: Path) -> None:
-    """Fail (exit 1) when the committed schemas differ from the models."""
+    """Fail (exit 1) when the committed schemas differ from the models.
+
+    \b
+    Example:
+      tether schemas check --dir schemas
+
+    Environment: none.
+    """
     from tether.schemas import REGENERATE, stale  # noqa: PLC0415
 
     problems = stale(directory)
@@ -363,7 +418,12 @@ def schemas_check(directory: Path) -> None:
 
 @main.group()
 def policy() -> None:
-    """Per-call Cedar policy."""
+    """Per-call Cedar policy.
+
+    \b
+    Example:
+      tether policy validate ./policies
+    """
 
 
 def _mount_policy_commands() -> None:
