@@ -1,7 +1,7 @@
 """The Shared Signals (SSF 1.0) and CAEP 1.0 vocabulary of tether's SETs: event types, subjects.
 
 Pure: builds and checks the ``sub_id`` and ``events`` claims for tether's records. How each
-target kind maps onto SSF/CAEP (README "Signed revocations" has the table):
+target kind maps onto SSF/CAEP (docs/contract.md, "Signed revocations", has the table):
 
 * token → ``session-revoked`` about ``{"format": "jwt_id", "iss": <token issuer>, "jti": <id>}``
   (the session the token carries ends).
