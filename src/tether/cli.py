@@ -204,8 +204,9 @@ def demo(  # click passes every option
 
     With --write FILE, nothing runs: the same fleet (--workflows, --seed, --attack-rate), with
     three malformed lines for the dead-letter topic, is written to FILE as one input event per
-    line, dated from an hour before now so that a streaming worker accepts every event (it
-    dead-letters events dated ahead of its clock). The contract of each line: docs/contract.md.
+    line, dated so that the fleet ends a minute before now: a streaming worker accepts every
+    event (it dead-letters events dated ahead of its clock), and the last workflows'
+    revocations are still in force. The contract of each line: docs/contract.md.
 
     \b
     Examples:
@@ -249,12 +250,14 @@ def demo(  # click passes every option
 
 
 def _write_sample(target: str, *, workflows: int, seed: int, attack_rate: float) -> None:
-    """``tether demo --write``: the fleet as JSON Lines, dated from an hour before now."""
-    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+    """``tether demo --write``: the fleet as JSON Lines, its last event a minute before now."""
+    from datetime import UTC, datetime  # noqa: PLC0415
 
-    from tether.demo.sample import write_sample  # noqa: PLC0415
+    from tether.demo.sample import ending_before, write_sample  # noqa: PLC0415
 
-    start = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+    start = ending_before(
+        datetime.now(UTC), workflows=workflows, seed=seed, attack_rate=attack_rate
+    )
     try:
         with _open_output(target) as out:
             stats = write_sample(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO
 
 import orjson
@@ -27,6 +27,30 @@ class SampleStats:
     malformed: int
 
 
+_REFERENCE_START = datetime(2026, 1, 1, tzinfo=UTC)
+_MARGIN = timedelta(minutes=1)
+
+
+def ending_before(
+    now: datetime, *, workflows: int = 400, seed: int = 7, attack_rate: float = 0.08
+) -> datetime:
+    """The start at which the fleet's last delivery falls a minute before ``now``.
+
+    So a sample written now reads like telemetry that just happened: a streaming worker accepts
+    every event (it dead-letters events dated ahead of its clock), and the revocations of the
+    last workflows are still in force when a gateway reads them. (The fleet's shape does not
+    depend on its start, so one cheap pass at any start gives its span.)
+    """
+    config = FleetConfig(
+        seed=seed, workflows=workflows, attack_rate=attack_rate, start=_REFERENCE_START
+    )
+    last = int(_REFERENCE_START.timestamp() * 1000)
+    for delivery in generate(config):
+        last = delivery.arrival
+    span = timedelta(milliseconds=last) - timedelta(seconds=_REFERENCE_START.timestamp())
+    return (now - span - _MARGIN).replace(microsecond=0)
+
+
 def write_sample(
     out: IO[bytes],
     *,
@@ -40,10 +64,8 @@ def write_sample(
 
     Args:
         out: a binary stream; one compact JSON object and a newline per delivery.
-        start: event time of the first workflow (timezone-aware). The fleet spans about
-            40 minutes of event time; a start an hour back keeps every event behind the
-            streaming worker's clock (it dead-letters events dated more than
-            ``TETHER_MAX_SKEW_S`` ahead of it).
+        start: event time of the first workflow (timezone-aware); :func:`ending_before`
+            gives one that ends the fleet just before a given time.
         workflows: workflow slots (a stolen-token attack adds its victim's workflow).
         seed: seeds the fleet: the same seed and start give the same bytes.
         attack_rate: fraction of workflows carrying one injected attack.
