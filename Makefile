@@ -92,7 +92,7 @@ services-clean:
 schemas: venv
 	$(BIN)/tether schemas export
 
-# Starts its own workers on fresh topics; results in benchmarks/out/ (see README "Benchmarks").
+# Starts its own workers on fresh topics; results in benchmarks/out/ (see docs/benchmarks.md).
 ARGS ?=
 bench: venv services
 	$(SERVICES_ENV) $(BIN)/python benchmarks/harness.py $(ARGS)

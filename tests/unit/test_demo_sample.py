@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from click.testing import CliRunner
@@ -65,6 +65,7 @@ def test_demo_write_makes_a_file_a_worker_accepts(tmp_path):
             continue  # one of the malformed lines
     assert len(dates) >= len(lines) - 3 > 0
     assert max(dates) < now  # the worker dead-letters events dated ahead of its clock
+    assert now - max(dates) < timedelta(minutes=5)  # the newest revocations are still in force
 
 
 def test_demo_write_to_stdout():
