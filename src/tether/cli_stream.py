@@ -315,8 +315,9 @@ def watch(
 ) -> None:
     """Follow the revocations topic as a gateway does, printing each record as a JSON line.
 
-    Reads the compacted topic from the beginning (every revocation still in force), then
-    keeps following it until interrupted; a summary goes to stderr. With --check, waits for
+    Reads the compacted topic from the beginning (every revocation it holds, expired ones
+    included; stderr says how many are still in force), then keeps following it until
+    interrupted; a summary goes to stderr. With --check, waits for
     the bootstrap, answers for each KIND:ID and exits: 0 when none is revoked and the feed is
     live, 1 when any is revoked, 3 when it cannot tell (the bootstrap did not finish within
     --timeout, or no heartbeat within TETHER_STALENESS_S: the feed may be dead, or Kafka
@@ -327,7 +328,7 @@ def watch(
 
     \b
     Examples:
-      tether watch                                   # every live revocation, then new ones
+      tether watch                                   # the whole topic, then new records
       tether watch --tail --heartbeats               # only what happens from now on
       tether watch --check token:jti-8c1             # exit 1 if revoked
       tether watch --check workflow:wf-42 --check workload:spiffe://acme.example/agent/x
