@@ -342,8 +342,11 @@ def worker(
     TETHER_PARTITIONS (6), TETHER_WORKER_ID, TETHER_SIGNING_KEY (default: a development key
     under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK.
     """
-    from tether.adapters.kafka_admin import TopicError  # noqa: PLC0415
-    from tether.cli_stream import require_broker  # noqa: PLC0415
+    from tether.adapters.kafka_admin import (  # noqa: PLC0415
+        BrokerUnavailableError,
+        TopicError,
+    )
+    from tether.cli_stream import EXIT_UNREACHABLE, require_broker, unreachable  # noqa: PLC0415
     from tether.streaming import run_worker  # noqa: PLC0415
 
     settings = _settings(
@@ -357,6 +360,9 @@ def worker(
     require_broker(settings, wait_s)
     try:
         run_worker(settings, loglevel=loglevel)
+    except BrokerUnavailableError as exc:  # it answered the probe, then went away
+        click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason), err=True)
+        sys.exit(EXIT_UNREACHABLE)
     except TopicError as exc:
         raise click.ClickException(str(exc)) from exc
 
