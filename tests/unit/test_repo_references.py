@@ -54,10 +54,13 @@ def test_no_tracked_file_points_outside_the_repository() -> None:
 
 
 def test_every_cited_doc_exists() -> None:
+    """Code, help texts and docs cite only docs that exist (notes/, the engineers' working
+    papers, may name docs still to be written)."""
     missing = sorted(
         {
             f"{path.relative_to(ROOT)}: {doc}"
             for path, text in _texts()
+            if path.relative_to(ROOT).parts[0] != "notes"
             for doc in DOC_LINK.findall(text)
             if not (ROOT / doc).is_file()
         }
