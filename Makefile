@@ -1,11 +1,11 @@
-# tether developer entry points. `make check` runs what CI runs plus lint and types;
-# CI itself (.ci/run) runs `make test`.
+# tether developer entry points. `make check` is exactly what CI (.ci/run) runs: ruff check,
+# ruff format --check and mypy strict (seconds), then `make test`.
 #
 #   make demo        zero-setup demo (only Python 3.11 needed: no Java, Kafka or Redis)
 #   make test        all tests, incl. integration against real Kafka + Redis (started for you)
 #   make unit        unit tests only, no services
 #   make soak        long fault-injection runs (tests/fault -m soak; sizes: TETHER_SOAK_*), ~1 h
-#   make check       ruff check + ruff format --check + mypy, then `make test`
+#   make check       ruff check + ruff format --check + mypy, then `make test` (= CI, .ci/run)
 #   make services    start Apache Kafka (KRaft) + Redis on loopback; services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
 #   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
@@ -92,7 +92,7 @@ services-clean:
 schemas: venv
 	$(BIN)/tether schemas export
 
-# Starts its own workers on fresh topics; results in benchmarks/out/ (see README "Benchmarks").
+# Starts its own workers on fresh topics; results in benchmarks/out/ (see docs/benchmarks.md).
 ARGS ?=
 bench: venv services
 	$(SERVICES_ENV) $(BIN)/python benchmarks/harness.py $(ARGS)

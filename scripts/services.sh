@@ -180,7 +180,7 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$KAFKA_DATA
-# tether creates every topic explicitly (DESIGN.md: never by broker auto-creation).
+# tether creates every topic explicitly (docs/contract.md: never by broker auto-creation).
 auto.create.topics.enable=false
 num.partitions=1
 default.replication.factor=1

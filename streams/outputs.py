@@ -25,7 +25,7 @@ def routed(urgent_topics: Collection[str], urgent: PublishMany, bulk: PublishMan
     librdkafka's ``linger.ms`` is one setting per producer, and it sends one request per
     partition: the worker's decisions, credential uses and state reach ~30 partitions, and with
     a 1 ms linger all its outputs took ~1,500 produce requests a second at 5,600 intents/s
-    (librdkafka's statistics, 2026-12-01). A second producer lets the routine records wait to
+    (librdkafka's statistics). A second producer lets the routine records wait to
     share requests while revocations and findings leave at once."""
     topics = frozenset(urgent_topics)
 

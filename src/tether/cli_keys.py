@@ -62,6 +62,10 @@ def keys() -> None:
       both:     TETHER_ISSUER=urn:tether:monitor         (the default)
     With neither set, a development key pair is created once under .tether/keys (or
     $TETHER_HOME/keys) and used by both sides, with a warning.
+
+    \b
+    Example:
+      tether keys generate --dir /etc/tether/keys
     """
 
 
@@ -80,6 +84,8 @@ def generate(directory: Path | None, alg: str | None, bits: int, force: bool) ->
     Examples:
       tether keys generate                          # into .tether/keys
       tether keys generate --dir /etc/tether/keys --alg ES256
+
+    Environment: TETHER_HOME (.tether), the default directory's parent.
     """
     from tether.security.keys import generate_files, keep_out_of_git  # noqa: PLC0415
 
@@ -122,6 +128,8 @@ def rotate(directory: Path | None, alg: str | None, bits: int) -> None:
     \b
     Example:
       tether keys rotate --dir /etc/tether/keys
+
+    Environment: TETHER_HOME (.tether), the default directory's parent.
     """
     from tether.security.keys import rotate_files  # noqa: PLC0415
 

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, ge=2, description="how fast a dead worker's partitions move to the others"
     )
-    # signed revocations (README "Signed revocations")
+    # signed revocations (docs/contract.md "Signed revocations")
     issuer: str = Field(
         "urn:tether:monitor", min_length=1, description="iss of the SETs signed and accepted"
     )

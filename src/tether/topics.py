@@ -25,7 +25,7 @@ class TopicSpec:
 
 
 def topic_specs(prefix: str = "tether.", partitions: int = 6) -> list[TopicSpec]:
-    """Every topic, in DESIGN.md's table order, then the internal ones.
+    """Every topic, in the contract's table order (docs/contract.md), then the internal ones.
 
     Input and internal topics share one partition count: the session table is co-partitioned
     with ``intents`` and the token table with ``credential-uses``.

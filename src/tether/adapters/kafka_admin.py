@@ -13,7 +13,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     NewTopic,
 )
 
-from tether.adapters.kafka_config import admin_config
+from tether.adapters.kafka_config import KafkaConfig, admin_config
 from tether.settings import Settings
 from tether.topics import TopicSpec, topic_specs
 
@@ -26,6 +26,10 @@ CHECKED_CONFIGS = ("cleanup.policy",)
 class BrokerUnavailableError(TimeoutError):
     """The broker did not answer a metadata request in time."""
 
+    def __init__(self, message: str, *, reason: str = "no answer") -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class TopicError(RuntimeError):
     """A topic could not be created, or an existing one does not match its spec."""
@@ -33,6 +37,10 @@ class TopicError(RuntimeError):
 
 def wait_for_broker(settings: Settings, timeout: float = 30.0) -> int:
     """Block until the broker answers metadata and lists at least one live broker.
+
+    The probing client logs nothing itself: librdkafka would print a line for every failed
+    connection attempt (about 20 a second), which buried the one thing a user needs to know.
+    What it last reported instead ends up in the error's message.
 
     Args:
         settings: supplies ``kafka_bootstrap``.
@@ -42,26 +50,49 @@ def wait_for_broker(settings: Settings, timeout: float = 30.0) -> int:
         The number of live brokers.
 
     Raises:
-        BrokerUnavailableError: nothing answered within ``timeout``.
+        BrokerUnavailableError: nothing answered within ``timeout``; its ``reason`` is the
+            client's last error (e.g. "Connection refused").
     """
-    admin = AdminClient(admin_config(settings))
+    reported: list[str] = []
+    config: KafkaConfig = admin_config(settings, client_id="tether-probe")
+    config["log_level"] = 0  # silent: failures are read through error_cb and reported once
+    config["error_cb"] = lambda error: reported.append(error.str())
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            reason = _connect_reason(reported[-1]) if reported else last
             raise BrokerUnavailableError(
-                f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:g} s: {last}"
+                f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:g} s: {reason}",
+                reason=reason,
             )
         try:
             metadata = admin.list_topics(timeout=max(0.1, min(remaining, 2.0)))
         except KafkaException as exc:
-            last = str(exc.args[0] if exc.args else exc)
+            last = _reason(exc)
+            admin.poll(0)  # delivers the connection errors to error_cb
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
             continue
         if metadata.brokers:
             return len(metadata.brokers)
         last = "metadata lists no live broker"
+
+
+def _connect_reason(error: str) -> str:
+    """librdkafka's connection error without the client's prefix and timing suffix.
+
+    "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms
+    in state CONNECT)" becomes "Connection refused"; "h:9092/bootstrap: Failed to resolve
+    'h:9092': Name or service not known (...)" becomes "Failed to resolve 'h:9092': Name or
+    service not known".
+    """
+    head, sep, rest = error.partition(": ")
+    reason = rest if sep and "/" in head else error
+    if "failed: " in reason:
+        reason = reason.split("failed: ", 1)[1]
+    return reason.split(" (after ", 1)[0].strip() or error
 
 
 def create_topics(

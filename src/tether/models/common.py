@@ -7,8 +7,8 @@ from typing import Annotated, Any, Final, Generic, Literal, TypeVar, overload
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-# Upper bounds. They are documented in the README and enforced at intake: a record that exceeds
-# one is dead-lettered with the field that broke it, never truncated silently.
+# Upper bounds. They are documented in docs/contract.md and enforced at intake: a record that
+# exceeds one is dead-lettered with the field that broke it, never truncated silently.
 MAX_EVENT_ID: Final = 128
 MAX_WORKFLOW_ID: Final = 256
 MAX_IDENTITY: Final = 512  # workload ids, subjects, issuers (SPIFFE ids are rarely longer)

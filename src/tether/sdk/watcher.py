@@ -54,10 +54,10 @@ class Watcher:
     a dead feed from a quiet one; see :class:`~tether.sdk.revocation_set.RevocationSet` for how
     staleness, fail-closed tiers and the registry fallback decide answers in doubt.
 
-    Every record is a signed SET (README "Signed revocations"), verified on ingest against the
-    JWKS of ``TETHER_JWKS`` and the issuer ``TETHER_ISSUER``: a record that does not verify is
-    counted in ``stats.rejected`` by reason, logged (rate-limited) and never applied; only
-    verified heartbeats keep the feed fresh; a tombstone never lifts a revocation.
+    Every record is a signed SET (docs/contract.md, "Signed revocations"), verified on ingest
+    against the JWKS of ``TETHER_JWKS`` and the issuer ``TETHER_ISSUER``: a record that does not
+    verify is counted in ``stats.rejected`` by reason, logged (rate-limited) and never applied;
+    only verified heartbeats keep the feed fresh; a tombstone never lifts a revocation.
 
     Example::
 

@@ -423,10 +423,18 @@ def key_source_from_settings(settings: Settings) -> KeySource:
     location: str | Path | None = settings.jwks
     if location is None:
         location = dev_keys_dir(settings) / JWKS_FILE
-        _warn_once(
-            "verifying revocations with the DEVELOPMENT JWKS %s; set TETHER_JWKS in production",
-            location,
-        )
+        if location.is_file():
+            _warn_once(
+                "verifying revocations with the DEVELOPMENT JWKS %s; set TETHER_JWKS in production",
+                location,
+            )
+        else:  # never claim to use a file that is not there: say what will happen instead
+            _warn_once(
+                "TETHER_JWKS is not set and there is no development JWKS at %s (a tether worker "
+                "started in this directory creates one): no revocation verifies (unknown_kid) "
+                "until it exists; set TETHER_JWKS to the workers' jwks.json",
+                location,
+            )
     return KeySource(
         location, min_refetch_s=settings.jwks_refetch_s, max_age_s=settings.jwks_max_age_s
     )

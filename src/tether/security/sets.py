@@ -77,7 +77,7 @@ def _record_kind(value: object) -> str:
     return str(getattr(value, "kind", "revocation"))
 
 
-# A legacy revocation record may omit "kind" (DESIGN.md lists it only for heartbeats).
+# A legacy revocation record may omit "kind" (the first contract named it only for heartbeats).
 _feed_record: TypeAdapter[Revocation | Heartbeat] = TypeAdapter(
     Annotated[
         Annotated[Revocation, Tag("revocation")] | Annotated[Heartbeat, Tag("heartbeat")],
