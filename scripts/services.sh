@@ -481,6 +481,10 @@ print(cid)')
   echo $! >"$SECURE_PID"
 
   local started=$SECONDS
+  while ((SECONDS - started < WAIT_SECONDS)) && ! port_open "$SECURE_PORT"; do
+    pid_alive "$SECURE_PID" kafka.Kafka || break
+    sleep 0.25
+  done
   # Ready once the admin logs in (SASL_SSL, broker verified against the CA) and sees the broker;
   # then tether's ACLs for the default prefix (tests grant the same for prefixes of their own).
   if ! secure_python -m tether.cli topics acls --apply --wait "$WAIT_SECONDS" \

@@ -34,6 +34,7 @@ from tether.kafka_settings import KafkaSettings
 from tether.sdk.emitter import Emitter
 from tether.sdk.watcher import Watcher
 from tether.settings import Settings
+from tls_certs import self_signed_ca
 
 ROOT = Path(__file__).resolve().parents[2]
 SECURE_DIR = Path(os.environ.get("TETHER_SERVICES_DIR", ROOT / ".services")) / "kafka-secure"
@@ -91,30 +92,6 @@ def prefix(secure_bootstrap: str) -> str:
     create_topics(admin)
     apply_acls(admin, acl_grants(admin, Principals()))
     return prefix
-
-
-def self_signed_ca(name: str) -> bytes:
-    """A PEM CA certificate nobody else trusts."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def assert_denied(error: KafkaError | None, what: object) -> None:
