@@ -128,12 +128,6 @@ def _describe(spec: TopicSpec, replicas: int) -> str:
     "--gateway", "gateway", default="User:gateway", show_default=True, help="Gateway principal."
 )
 @click.option(
-    "--gateway-group-prefix",
-    default="tether-watcher",
-    show_default=True,
-    help="Start of the gateways' consumer group ids (the Watcher's client id).",
-)
-@click.option(
     "--command-config",
     default="admin.properties",
     show_default=True,
@@ -148,14 +142,13 @@ def _describe(spec: TopicSpec, replicas: int) -> str:
     show_default=True,
     help="With --apply: seconds to wait for the broker to answer.",
 )
-def topics_acls(  # noqa: PLR0913  # one option per principal
+def topics_acls(
     *,
     bootstrap: str | None,
     prefix: str | None,
     worker: str,
     agent: str,
     gateway: str,
-    gateway_group_prefix: str,
     command_config: str,
     apply: bool,
     wait_s: float,
@@ -180,7 +173,7 @@ def topics_acls(  # noqa: PLR0913  # one option per principal
     )
 
     settings = _settings(bootstrap, prefix)
-    grants = acl_grants(settings, Principals(worker, agent, gateway, gateway_group_prefix))
+    grants = acl_grants(settings, Principals(worker, agent, gateway))
     if not apply:
         for command in kafka_acls_commands(
             grants, bootstrap=settings.kafka_bootstrap, command_config=command_config

@@ -12,8 +12,9 @@ default) whatever is not granted here is refused:
 - the **worker** reads the input topics, writes every output topic, owns its consumer groups
   (``<app id>`` and ``<app id>.registry``) and the topics faust names after the app id (the
   tables' changelogs, ``<app id>-...``), and reads revocations back (the registry sync);
-- a **gateway** (the SDK ``Watcher``) only reads revocations, with consumer groups of its own
-  name (the watcher's ``<client id>-<random>``; it joins no group and commits nothing).
+- a **gateway** (the SDK ``Watcher``, ``tether watch``) only reads revocations. It needs no
+  group ACL: the watcher assigns itself every partition and commits nothing, so it never asks
+  the broker anything about its (random, required by librdkafka) group id.
 
 Topic creation is the administrator's (``tether topics create`` as a super user); the worker
 may create only its own changelogs.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 from tether.settings import Settings
 from tether.topics import (
@@ -41,9 +42,6 @@ Operation = Literal[
 ]
 ResourceKind = Literal["TOPIC", "GROUP"]
 PatternKind = Literal["LITERAL", "PREFIXED"]
-
-DEFAULT_GATEWAY_GROUP_PREFIX: Final = "tether-watcher"
-"""The watcher's default client id, which starts its group ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +62,6 @@ class Principals:
     worker: str = "User:worker"
     agent: str = "User:agent"
     gateway: str = "User:gateway"
-    gateway_group_prefix: str = DEFAULT_GATEWAY_GROUP_PREFIX
 
 
 def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
@@ -93,7 +90,6 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
         Grant(worker, "GROUP", "LITERAL", settings.group_id, ("READ", "DESCRIBE")),
         Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.registry", ("READ", "DESCRIBE")),
         Grant(gateway, "TOPIC", "LITERAL", t(REVOCATIONS), ("READ", "DESCRIBE")),
-        Grant(gateway, "GROUP", "PREFIXED", principals.gateway_group_prefix, ("READ", "DESCRIBE")),
     ]
     return grants
 
