@@ -128,6 +128,14 @@ def _describe(spec: TopicSpec, replicas: int) -> str:
     "--gateway", "gateway", default="User:gateway", show_default=True, help="Gateway principal."
 )
 @click.option(
+    "--gateway-group",
+    "gateway_groups",
+    multiple=True,
+    metavar="PREFIX",
+    help="Start of the gateways' group ids: their Watcher client ids (repeatable) "
+    "[default: tether-watcher, tether-cli-watch].",
+)
+@click.option(
     "--command-config",
     default="admin.properties",
     show_default=True,
@@ -142,13 +150,14 @@ def _describe(spec: TopicSpec, replicas: int) -> str:
     show_default=True,
     help="With --apply: seconds to wait for the broker to answer.",
 )
-def topics_acls(
+def topics_acls(  # noqa: PLR0913  # one option per principal, all keyword-only
     *,
     bootstrap: str | None,
     prefix: str | None,
     worker: str,
     agent: str,
     gateway: str,
+    gateway_groups: tuple[str, ...],
     command_config: str,
     apply: bool,
     wait_s: float,
@@ -173,7 +182,10 @@ def topics_acls(
     )
 
     settings = _settings(bootstrap, prefix)
-    grants = acl_grants(settings, Principals(worker, agent, gateway))
+    principals = Principals(worker, agent, gateway)
+    if gateway_groups:
+        principals = Principals(worker, agent, gateway, gateway_groups)
+    grants = acl_grants(settings, principals)
     if not apply:
         for command in kafka_acls_commands(
             grants, bootstrap=settings.kafka_bootstrap, command_config=command_config

@@ -193,10 +193,14 @@ def test_an_agent_writes_intents_and_nothing_else(prefix: str) -> None:
 
 def test_an_agent_cannot_read_revocations_or_create_topics(prefix: str) -> None:
     agent = settings_of("agent", prefix)
-    error = first_error(agent, agent.topic("revocations"), group=f"any-{uuid.uuid4().hex}")
-    assert isinstance(error, KafkaError), error
+    assert produce(settings_of("worker", prefix), agent.topic("revocations"), b"{}") is None
+    error = first_error(agent, agent.topic("revocations"), group=f"tether-watcher-{prefix}")
+    assert isinstance(error, KafkaError), error  # never the record
     assert error.code() in DENIED | {KafkaError.GROUP_AUTHORIZATION_FAILED}, error
     client = AdminClient(admin_config(agent))
+    for name in ("revocations", "findings", "decisions", "credential-uses"):
+        topic = agent.topic(name)
+        assert_denied(client.list_topics(topic=topic, timeout=20).topics[topic].error, topic)
     future = client.create_topics([NewTopic(f"{prefix}squatted", 1, 1)])[f"{prefix}squatted"]
     with pytest.raises(Exception, match=r"(?i)authoriz"):
         future.result(30)
@@ -205,13 +209,39 @@ def test_an_agent_cannot_read_revocations_or_create_topics(prefix: str) -> None:
 # -- authorization: what a gateway may do --------------------------------------------------------
 
 
+def joins(settings: Settings, group: str, topic: str) -> KafkaError | None:
+    """Try to join ``group`` on ``topic``: the first error (None: it was given partitions)."""
+    consumer = Consumer(consumer_config(settings, group_id=group, client_id="test-joiner"))
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error():
+                return msg.error()
+            if consumer.assignment():
+                return None
+        raise AssertionError("neither an assignment nor an error")
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("user", ["agent", "gateway"])
+def test_nobody_but_the_worker_can_join_its_consumer_group(prefix: str, user: str) -> None:
+    """A member of the worker's group would be handed intents partitions (stalling them)."""
+    settings = settings_of(user, prefix)
+    error = joins(settings, settings.group_id, settings.topic("revocations"))
+    assert error is not None, f"{user} joined the worker's group"
+    assert error.code() in DENIED | {KafkaError.GROUP_AUTHORIZATION_FAILED}, error
+
+
 def test_a_gateway_reads_revocations_and_cannot_write_them(prefix: str) -> None:
     gateway = settings_of("gateway", prefix)
     worker = settings_of("worker", prefix)
     assert produce(worker, worker.topic("revocations"), b'{"from": "worker"}') is None
 
-    # a group id of any name: the gateway joins no group and needs no group ACL
-    seen = first_error(gateway, gateway.topic("revocations"), group=f"any-{uuid.uuid4().hex}")
+    # as the Watcher: a group id of its own (it joins none), which it may only Describe
+    seen = first_error(gateway, gateway.topic("revocations"), group=f"tether-watcher-{prefix}")
     assert seen == b'{"from": "worker"}'
 
     # without idempotence, so that the refusal is the topic's ACL and nothing else

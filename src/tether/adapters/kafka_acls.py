@@ -12,9 +12,11 @@ default) whatever is not granted here is refused:
 - the **worker** reads the input topics, writes every output topic, owns its consumer groups
   (``<app id>`` and ``<app id>.registry``) and the topics faust names after the app id (the
   tables' changelogs, ``<app id>-...``), and reads revocations back (the registry sync);
-- a **gateway** (the SDK ``Watcher``, ``tether watch``) only reads revocations. It needs no
-  group ACL: the watcher assigns itself every partition and commits nothing, so it never asks
-  the broker anything about its (random, required by librdkafka) group id.
+- a **gateway** (the SDK ``Watcher``, ``tether watch``) only reads revocations. The watcher
+  assigns itself every partition and commits nothing, but librdkafka still looks up the
+  coordinator of its (random, ``<client id>-<hex>``) group id, which takes Describe on the
+  group: the gateway gets Describe, and only Describe, on groups starting with the watchers'
+  client ids. Describe cannot join a group, so no gateway can take the worker's partitions.
 
 Topic creation is the administrator's (``tether topics create`` as a super user); the worker
 may create only its own changelogs.
@@ -23,9 +25,10 @@ may create only its own changelogs.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from tether.settings import Settings
 from tether.topics import (
@@ -55,6 +58,10 @@ class Grant:
     operations: tuple[Operation, ...]
 
 
+GATEWAY_GROUP_PREFIXES: Final = ("tether-watcher", "tether-cli-watch")
+"""The client ids of the SDK ``Watcher`` and of ``tether watch``, which start their group ids."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principals:
     """The Kafka principals of tether's three roles (``User:<SASL user>`` or ``User:<cert CN>``)."""
@@ -62,6 +69,7 @@ class Principals:
     worker: str = "User:worker"
     agent: str = "User:agent"
     gateway: str = "User:gateway"
+    gateway_groups: tuple[str, ...] = GATEWAY_GROUP_PREFIXES
 
 
 def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
@@ -90,6 +98,10 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
         Grant(worker, "GROUP", "LITERAL", settings.group_id, ("READ", "DESCRIBE")),
         Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.registry", ("READ", "DESCRIBE")),
         Grant(gateway, "TOPIC", "LITERAL", t(REVOCATIONS), ("READ", "DESCRIBE")),
+        *(
+            Grant(gateway, "GROUP", "PREFIXED", group, ("DESCRIBE",))
+            for group in principals.gateway_groups
+        ),
     ]
     return grants
 
@@ -122,13 +134,17 @@ def kafka_acls_commands(
 def apply_acls(settings: Settings, grants: Sequence[Grant], *, timeout: float = 30.0) -> int:
     """Create the grants' ACLs through the Admin API (as a principal allowed to: a super user).
 
-    Creating an ACL that exists is harmless. Returns how many bindings were sent.
+    Creating an ACL that exists is harmless. Returns once the broker that answers lists every
+    binding (the controller commits them first; a broker applies them a moment later, and a
+    client straight after would still be refused). Returns how many bindings there are.
 
     Raises:
         confluent_kafka.KafkaException: the broker refused one (the first error).
+        TimeoutError: the broker did not list them all within ``timeout``.
     """
     from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415  # re-exported without __all__; loads on use
         AclBinding,
+        AclBindingFilter,
         AclOperation,
         AclPermissionType,
         AdminClient,
@@ -152,10 +168,27 @@ def apply_acls(settings: Settings, grants: Sequence[Grant], *, timeout: float = 
         for operation in grant.operations
     ]
     admin = AdminClient(admin_config(settings, client_id="tether-acls"))
+    deadline = time.monotonic() + timeout
     futures = admin.create_acls(bindings, request_timeout=timeout)
     for future in futures.values():
         future.result(timeout=timeout + 5)
-    return len(bindings)
+    everything = AclBindingFilter(
+        ResourceType.ANY,
+        None,  # type: ignore[arg-type]  # None matches any name (the stub says str)
+        ResourcePatternType.ANY,
+        None,  # type: ignore[arg-type]  # any principal
+        None,  # type: ignore[arg-type]  # any host
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+    while True:
+        listed = set(admin.describe_acls(everything, request_timeout=timeout).result(timeout + 5))
+        missing = set(bindings) - listed
+        if not missing:
+            return len(bindings)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{len(missing)} ACL binding(s) not in effect after {timeout:g} s")
+        time.sleep(0.1)
 
 
 def _camel(operation: str) -> str:
