@@ -81,7 +81,7 @@ fmt: venv
 # The secured broker creates its ACLs with tether itself (confluent-kafka): it needs the venv.
 services: venv
 	bash scripts/services.sh up
-	TETHER_VENV_PYTHON=$(BIN)/python bash scripts/services.sh up-secure
+	TETHER_VENV_PYTHON=$(abspath $(BIN))/python bash scripts/services.sh up-secure
 
 services-down:
 	bash scripts/services.sh down
