@@ -16,13 +16,14 @@
 #                tether's ACLs per principal for the prefix 'tether.' (tether topics acls --apply)
 #   down-secure  stop the secured broker
 #   env-secure USER   the TETHER_* variables of a client logged in as USER (admin, worker, agent,
-#                gateway): eval "$(scripts/services.sh env-secure agent)"
+#                gateway; agent-mtls: agent by client certificate on the MTLS listener):
+#                eval "$(scripts/services.sh env-secure agent)"
 #
 # Settings (environment): TETHER_KAFKA_PORT (9092), TETHER_KAFKA_CONTROLLER_PORT (9093),
 # TETHER_REDIS_PORT (6379), TETHER_KAFKA_HEAP_OPTS ("-Xms256m -Xmx512m"),
 # TETHER_SERVICES_DIR (<repo>/.services), TETHER_SERVICES_TIMEOUT (seconds to wait, 120);
-# the secured broker: TETHER_KAFKA_SECURE_PORT (9094, SASL_SSL), TETHER_KAFKA_SECURE_CONTROLLER_PORT
-# (9095, TLS with client certificates), TETHER_VENV_PYTHON (<repo>/.venv/bin/python: the Python
+# the secured broker: TETHER_KAFKA_SECURE_PORT (9094, SASL_SSL), TETHER_KAFKA_SECURE_MTLS_PORT
+# (9096, TLS with client certificates), TETHER_KAFKA_SECURE_CONTROLLER_PORT (9095, the same), TETHER_VENV_PYTHON (<repo>/.venv/bin/python: the Python
 # with confluent-kafka that creates the ACLs).
 #
 # Kafka and Redis are ephemeral test services: every fresh start formats a new, empty Kafka
@@ -40,6 +41,7 @@ WAIT_SECONDS="${TETHER_SERVICES_TIMEOUT:-120}"
 PYTHON="${TETHER_PROBE_PYTHON:-python3}"
 SECURE_PORT="${TETHER_KAFKA_SECURE_PORT:-9094}"
 SECURE_CONTROLLER_PORT="${TETHER_KAFKA_SECURE_CONTROLLER_PORT:-9095}"
+SECURE_MTLS_PORT="${TETHER_KAFKA_SECURE_MTLS_PORT:-9096}"
 VENV_PYTHON="${TETHER_VENV_PYTHON:-$ROOT/.venv/bin/python}"
 
 KAFKA_POM="$ROOT/scripts/kafka/pom.xml"
@@ -300,8 +302,10 @@ print(cid)')
 # Secured Kafka (up-secure): a second broker, beside the plaintext one, for the ACL tests
 # ---------------------------------------------------------------------------------------------
 # Listeners: SECURE (SASL_SSL, SCRAM-SHA-512) for every client and between brokers, as User:admin;
+# MTLS (SSL, client certificate required) for clients that log in with a certificate instead, as
+# User:<the certificate's CN> (one is made: CN=agent, the user `agent-mtls` of env-secure);
 # CONTROLLER (SSL, client certificate required) for the broker's own link to its controller, as
-# User:broker (the certificate's CN). Both principals are super users; everyone else gets only
+# User:broker. Both principals are super users; everyone else gets only
 # the ACLs `tether topics acls` grants. Nothing listens in plaintext.
 
 new_secret() { "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
@@ -310,7 +314,7 @@ make_secure_tls() {
   # A CA, and a broker certificate it signs (SAN 127.0.0.1 and localhost), in PKCS#12 stores
   # for the JVM; clients verify the broker with ca.crt. Made once; `clean` removes them.
   local tls=$SECURE_TLS pass
-  if [[ -s $tls/broker.p12 && -s $tls/truststore.p12 && -s $tls/store.password ]]; then
+  if [[ -s $tls/broker.p12 && -s $tls/truststore.p12 && -s $tls/store.password && -s $tls/agent.crt ]]; then
     return 0
   fi
   command -v openssl >/dev/null || die "openssl is required for the secured broker's certificates"
@@ -333,7 +337,17 @@ make_secure_tls() {
       openssl pkcs12 -export -name broker -in "$tls/broker.crt" -inkey "$tls/broker.key" \
         -certfile "$tls/ca.crt" -out "$tls/broker.p12" -passout "pass:$pass" &&
       keytool -importcert -noprompt -alias tether-local-ca -file "$tls/ca.crt" \
-        -keystore "$tls/truststore.p12" -storetype PKCS12 -storepass "$pass"
+        -keystore "$tls/truststore.p12" -storetype PKCS12 -storepass "$pass" &&
+      # a client certificate for the MTLS listener, its key encrypted (TETHER_KAFKA__SSL_KEY_PASSWORD)
+      new_secret | tr -d '\n' >"$tls/agent.keypass" &&
+      openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$tls/agent.plain.key" \
+        -out "$tls/agent.csr" -subj "/CN=agent" &&
+      printf 'extendedKeyUsage=clientAuth\n' >"$tls/agent.ext" &&
+      openssl x509 -req -sha256 -days 3650 -in "$tls/agent.csr" -CA "$tls/ca.crt" \
+        -CAkey "$tls/ca.key" -CAcreateserial -extfile "$tls/agent.ext" -out "$tls/agent.crt" &&
+      openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$tls/agent.plain.key" -out "$tls/agent.key" \
+        -passout "file:$tls/agent.keypass" &&
+      rm -f "$tls/agent.plain.key"
   } >"$sslog" 2>&1 || {
     tail -n 20 "$sslog" >&2
     die "could not make the secured broker's certificates (log: $sslog)"
@@ -350,11 +364,11 @@ write_secure_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$HOST:$SECURE_CONTROLLER_PORT
-listeners=SECURE://$HOST:$SECURE_PORT,CONTROLLER://$HOST:$SECURE_CONTROLLER_PORT
-advertised.listeners=SECURE://$HOST:$SECURE_PORT,CONTROLLER://$HOST:$SECURE_CONTROLLER_PORT
+listeners=SECURE://$HOST:$SECURE_PORT,MTLS://$HOST:$SECURE_MTLS_PORT,CONTROLLER://$HOST:$SECURE_CONTROLLER_PORT
+advertised.listeners=SECURE://$HOST:$SECURE_PORT,MTLS://$HOST:$SECURE_MTLS_PORT,CONTROLLER://$HOST:$SECURE_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SECURE
-listener.security.protocol.map=SECURE:SASL_SSL,CONTROLLER:SSL
+listener.security.protocol.map=SECURE:SASL_SSL,MTLS:SSL,CONTROLLER:SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
@@ -367,6 +381,7 @@ ssl.truststore.location=$SECURE_TLS/truststore.p12
 ssl.truststore.password=$pass
 ssl.endpoint.identification.algorithm=https
 listener.name.controller.ssl.client.auth=required
+listener.name.mtls.ssl.client.auth=required
 ssl.principal.mapping.rules=RULE:^CN=([^,]+)\$/\$1/,DEFAULT
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:admin;User:broker
@@ -410,6 +425,15 @@ TETHER_KAFKA__SASL_PASSWORD_FILE=$SECURE_CLIENTS/$user.password
 TETHER_KAFKA__SSL_CA_FILE=$SECURE_TLS/ca.crt
 VARS
   done
+  cat >"$SECURE_CLIENTS/agent-mtls.env" <<VARS
+TETHER_KAFKA_BOOTSTRAP=$HOST:$SECURE_MTLS_PORT
+TETHER_KAFKA__SECURITY_PROTOCOL=SSL
+TETHER_KAFKA__SSL_CA_FILE=$SECURE_TLS/ca.crt
+TETHER_KAFKA__SSL_CERT_FILE=$SECURE_TLS/agent.crt
+TETHER_KAFKA__SSL_KEY_FILE=$SECURE_TLS/agent.key
+TETHER_KAFKA__SSL_KEY_PASSWORD=$(<"$SECURE_TLS/agent.keypass")
+VARS
+  chmod 600 "$SECURE_CLIENTS/agent-mtls.env"
 }
 
 secure_python() {
@@ -436,9 +460,9 @@ kafka_secure_up() {
     stop_pid "$SECURE_PID" kafka.Kafka kafka-secure
   fi
   local port
-  for port in "$SECURE_PORT" "$SECURE_CONTROLLER_PORT"; do
+  for port in "$SECURE_PORT" "$SECURE_MTLS_PORT" "$SECURE_CONTROLLER_PORT"; do
     if port_open "$port"; then
-      die "port $HOST:$port (secured Kafka) is in use; set TETHER_KAFKA_SECURE_PORT and TETHER_KAFKA_SECURE_CONTROLLER_PORT"
+      die "port $HOST:$port (secured Kafka) is in use; set TETHER_KAFKA_SECURE_PORT, TETHER_KAFKA_SECURE_MTLS_PORT and TETHER_KAFKA_SECURE_CONTROLLER_PORT"
     fi
   done
   [[ -x $VENV_PYTHON ]] || die "the secured broker needs the project's venv ($VENV_PYTHON) to create its ACLs: run 'make venv' first, or set TETHER_VENV_PYTHON"
@@ -500,7 +524,8 @@ print(cid)')
 
 print_env_secure() {
   local user=${1:-}
-  [[ " ${SECURE_USERS[*]} " == *" $user "* ]] || die "env-secure takes one of: ${SECURE_USERS[*]}"
+  [[ " ${SECURE_USERS[*]} agent-mtls " == *" $user "* ]] ||
+    die "env-secure takes one of: ${SECURE_USERS[*]} agent-mtls"
   [[ -s $SECURE_CLIENTS/$user.env ]] || die "the secured broker is not set up: scripts/services.sh up-secure"
   sed 's/^/export /' "$SECURE_CLIENTS/$user.env"
 }

@@ -14,6 +14,7 @@ no changelog record); a gateway can read revocations and not write them; and the
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.kafka_auth import ssl_context
 from tether.adapters.kafka_acls import Principals, acl_grants, apply_acls
 from tether.adapters.kafka_admin import BrokerUnavailableError, create_topics, wait_for_broker
 from tether.adapters.kafka_config import admin_config, consumer_config, producer_config
@@ -165,6 +167,24 @@ def test_a_broker_certificate_from_another_ca_is_refused(
     fake = agent.model_copy(update={"kafka": agent.kafka.model_copy(update={"ssl_ca_file": other})})
     with pytest.raises(BrokerUnavailableError):
         wait_for_broker(fake, timeout=4)
+
+
+def test_mutual_tls_logs_in_by_certificate_and_refuses_a_client_without_one(prefix: str) -> None:
+    """The MTLS listener: the certificate's CN is the principal (CN=agent: the agent's ACLs);
+    its key is encrypted, so TETHER_KAFKA__SSL_KEY_PASSWORD is exercised too."""
+    agent = settings_of("agent-mtls", prefix)
+    assert agent.kafka.ssl_key_password is not None
+    assert produce(agent, agent.topic("intents"), b"{}") is None
+    assert_denied(produce(agent, agent.topic("revocations"), b"{}"), "revocations")
+    # faust's aiokafka clients load the same certificate and encrypted key
+    assert ssl_context(agent.kafka).verify_mode is ssl.CERT_REQUIRED
+    without_cert = agent.model_copy(
+        update={
+            "kafka": KafkaSettings(security_protocol="SSL", ssl_ca_file=agent.kafka.ssl_ca_file)
+        }
+    )
+    with pytest.raises(BrokerUnavailableError):
+        wait_for_broker(without_cert, timeout=4)
 
 
 # -- authorization: what an agent may write --------------------------------------------------
