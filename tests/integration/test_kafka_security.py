@@ -277,6 +277,43 @@ def test_a_gateway_reads_revocations_and_cannot_write_them(prefix: str) -> None:
     assert_denied(error, error)
 
 
+# -- the command line, logged in by TETHER_KAFKA__* variables ------------------------------------
+
+
+def test_the_cli_logs_in_with_the_environment_and_is_held_to_its_principal(
+    tmp_path: Path,
+) -> None:
+    """`tether topics create|acls` as admin, `tether emit` as agent: the same ACLs hold."""
+    from click.testing import CliRunner
+
+    from tether.cli_stream import emit, topics
+
+    runner = CliRunner()
+    prefix = f"cli{uuid.uuid4().hex[:10]}."
+    admin = {**user_env("admin"), "TETHER_TOPIC_PREFIX": prefix}
+    agent = {**user_env("agent"), "TETHER_TOPIC_PREFIX": prefix}
+    created = runner.invoke(topics, ["create", "--partitions", "1"], env=admin)
+    assert created.exit_code == 0, created.output
+    assert "1 replica(s)" in created.output
+    assert "min.insync.replicas=1" in created.output
+    applied = runner.invoke(topics, ["acls", "--apply"], env=admin)
+    assert applied.exit_code == 0, applied.output
+
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"workflow_id": "wf-cli"}\n')
+    emitted = runner.invoke(emit, [str(path), "--timeout", "10"], env=agent)
+    assert emitted.exit_code == 0, emitted.output
+    assert "1 acknowledged" in emitted.output
+    forged = runner.invoke(
+        emit, [str(path), "--topic", f"{prefix}revocations", "--timeout", "10"], env=agent
+    )
+    assert forged.exit_code == 1, forged.output
+    assert "authorization" in forged.output.lower(), forged.output
+    # an agent cannot grant itself more
+    escalated = runner.invoke(topics, ["acls", "--apply", "--wait", "10"], env=agent)
+    assert escalated.exit_code == 1, escalated.output
+
+
 # -- the pipeline, each component on its own principal ------------------------------------------
 
 
