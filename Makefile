@@ -6,7 +6,8 @@
 #   make unit        unit tests only, no services
 #   make soak        long fault-injection runs (tests/fault -m soak; sizes: TETHER_SOAK_*), ~1 h
 #   make check       ruff check + ruff format --check + mypy, then `make test` (= CI, .ci/run)
-#   make services    start Apache Kafka (KRaft) + Redis on loopback; services-down stops them
+#   make services    start Apache Kafka (KRaft) + Redis on loopback, and a second, secured broker
+#                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
 #   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
 #   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
@@ -77,8 +78,10 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-services:
+# The secured broker creates its ACLs with tether itself (confluent-kafka): it needs the venv.
+services: venv
 	bash scripts/services.sh up
+	TETHER_VENV_PYTHON=$(abspath $(BIN))/python bash scripts/services.sh up-secure
 
 services-down:
 	bash scripts/services.sh down

@@ -15,6 +15,7 @@ from faust.types import TP
 from streams import codecs, faust_fixes
 from streams.input_fetch import InputFetcher
 from streams.intake import Intake
+from streams.kafka_auth import broker_credentials
 from streams.outputs import Publisher, routed
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
@@ -38,8 +39,13 @@ def consumer_of(app: faust.App) -> Any:
     return app.consumer
 
 
-def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
-    table: Any = app.Table(name, partitions=partitions)
+def _table(app: faust.App, name: str, partitions: int, value_codec: str, settings: Settings) -> Any:
+    table: Any = app.Table(
+        name,
+        partitions=partitions,
+        # its changelog is as durable as tether's own topics (TETHER_KAFKA__MIN_INSYNC_REPLICAS)
+        extra_topic_configs={"min.insync.replicas": str(settings.kafka.min_insync_replicas)},
+    )
     # faust derives serializers from key_type/value_type, and state is not a faust Record: set
     # tether's codecs on the table and on its changelog topic (already made when the table was
     # registered), so that writes and recovery both use them.
@@ -81,6 +87,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings.kafka),  # as the librdkafka clients
         store="memory://",
         # Tables live in memory; faust still creates its data directory: keep it under
         # tether's home rather than the working directory.
@@ -88,7 +95,10 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # the tables' changelogs: replicated as tether's own topics (TETHER_KAFKA__*)
+        topic_replication_factor=settings.kafka.replication_factor,
+        # faust's leader-election topic: tether runs no leader-only task, so it is never made
+        topic_disable_leader=True,
         table_standby_replicas=0,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
@@ -117,8 +127,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         )
 
     intents, uses = source(intents_name), source(uses_name)
-    sessions_table = _table(app, "sessions", n, codecs.SESSION)
-    tokens_table = _table(app, "tokens", n, codecs.TOKEN)
+    sessions_table = _table(app, "sessions", n, codecs.SESSION, settings)
+    tokens_table = _table(app, "tokens", n, codecs.TOKEN, settings)
 
     tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
 

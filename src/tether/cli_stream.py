@@ -137,21 +137,113 @@ def topics_create(
     from tether.topics import topic_specs  # noqa: PLC0415
 
     settings = _settings(bootstrap, prefix, partitions)
-    specs = topic_specs(settings.topic_prefix, settings.partitions)
+    specs = topic_specs(
+        settings.topic_prefix,
+        settings.partitions,
+        min_insync_replicas=settings.kafka.min_insync_replicas,
+    )
     require_broker(settings, wait_s)
     try:
         created = set(create_topics(settings, specs))
     except TopicError as exc:
         raise click.ClickException(str(exc)) from exc
     width = max(len(spec.name) for spec in specs)
+    replicas = settings.kafka.replication_factor
     for spec in specs:
         state = "created" if spec.name in created else "exists "
-        click.echo(f"{state}  {spec.name:<{width}}  {_describe(spec)}")
+        click.echo(f"{state}  {spec.name:<{width}}  {_describe(spec, replicas)}")
 
 
-def _describe(spec: TopicSpec) -> str:
+def _describe(spec: TopicSpec, replicas: int) -> str:
     configs = ", ".join(f"{k}={v}" for k, v in spec.config.items())
-    return f"{spec.partitions} partitions, key {spec.key}" + (f", {configs}" if configs else "")
+    return f"{spec.partitions} partitions, {replicas} replica(s), key {spec.key}" + (
+        f", {configs}" if configs else ""
+    )
+
+
+@topics.command("acls")
+@_bootstrap_option
+@_prefix_option
+@click.option(
+    "--worker", "worker", default="User:worker", show_default=True, help="Worker principal."
+)
+@click.option("--agent", "agent", default="User:agent", show_default=True, help="Agent principal.")
+@click.option(
+    "--gateway", "gateway", default="User:gateway", show_default=True, help="Gateway principal."
+)
+@click.option(
+    "--gateway-group",
+    "gateway_groups",
+    multiple=True,
+    metavar="PREFIX",
+    help="Start of the gateways' group ids: their Watcher client ids (repeatable) "
+    "[default: tether-watcher, tether-cli-watch].",
+)
+@click.option(
+    "--command-config",
+    default="admin.properties",
+    show_default=True,
+    help="The admin client properties file named in the printed commands.",
+)
+@click.option("--apply", "apply", is_flag=True, help="Create the ACLs (as a super user).")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="With --apply: seconds to wait for the broker to answer.",
+)
+def topics_acls(  # noqa: PLR0913  # one option per principal, all keyword-only
+    *,
+    bootstrap: str | None,
+    prefix: str | None,
+    worker: str,
+    agent: str,
+    gateway: str,
+    gateway_groups: tuple[str, ...],
+    command_config: str,
+    apply: bool,
+    wait_s: float,
+) -> None:
+    """Kafka ACLs per principal: agents write intents only, the worker alone writes outputs.
+
+    Prints the kafka-acls.sh commands (docs/kafka-security.md explains each); with --apply,
+    creates them through the Admin API, logged in with the TETHER_KAFKA__* settings of a
+    super user. The app id (TETHER_APP_ID, default <prefix>monitor) names the worker's groups
+    and changelogs.
+
+    \b
+    Examples:
+      tether topics acls > acls.sh
+      eval "$(scripts/services.sh env-secure admin)"; tether topics acls --apply
+    """
+    from tether.adapters.kafka_acls import (  # noqa: PLC0415  # confluent-kafka loads on use
+        Principals,
+        acl_grants,
+        apply_acls,
+        kafka_acls_commands,
+    )
+
+    settings = _settings(bootstrap, prefix)
+    principals = Principals(worker, agent, gateway)
+    if gateway_groups:
+        principals = Principals(worker, agent, gateway, gateway_groups)
+    grants = acl_grants(settings, principals)
+    if not apply:
+        for command in kafka_acls_commands(
+            grants, bootstrap=settings.kafka_bootstrap, command_config=command_config
+        ):
+            click.echo(command)
+        return
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    require_broker(settings, wait_s)
+    try:
+        count = apply_acls(settings, grants, timeout=wait_s)
+    except KafkaException as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{count} ACL bindings for prefix {settings.topic_prefix!r} in place")
 
 
 # -- tether emit -----------------------------------------------------------------------------

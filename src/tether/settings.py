@@ -9,12 +9,15 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tether.core.config import DetectionConfig
+from tether.kafka_settings import KafkaSettings
 
 
 class Settings(BaseSettings):
     """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case)."""
 
-    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TETHER_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     # detection
     grace_s: float = Field(5.0, ge=0, description="event-time grace for late events")
@@ -30,6 +33,11 @@ class Settings(BaseSettings):
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
     # streaming
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings,
+        description="how every Kafka client authenticates, and topic replication "
+        "(TETHER_KAFKA__<FIELD>; docs/kafka-security.md)",
+    )
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     topic_prefix: str = "tether."
     partitions: int = Field(6, ge=1)

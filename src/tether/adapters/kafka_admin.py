@@ -21,6 +21,8 @@ from tether.topics import TopicSpec, topic_specs
 # instead of compacting silently forgets live revocations, so a gateway bootstrapping from it
 # would allow what was revoked.
 CHECKED_CONFIGS = ("cleanup.policy",)
+# ... and be at least as durable as the settings ask (a stricter existing topic is kept).
+AT_LEAST_CONFIGS = ("min.insync.replicas",)
 
 
 class BrokerUnavailableError(TimeoutError):
@@ -100,8 +102,8 @@ def create_topics(
 ) -> list[str]:
     """Create every topic in ``specs`` that does not exist yet; verify the ones that do.
 
-    Topics are created with their explicit partition counts and configs and the broker's default
-    replication factor. Running it again is harmless.
+    Topics are created with their explicit partition counts and configs, and the replication
+    factor and ``min.insync.replicas`` of ``settings.kafka``. Running it again is harmless.
 
     Args:
         settings: supplies ``kafka_bootstrap``; and, when ``specs`` is None, ``topic_prefix`` and
@@ -114,18 +116,25 @@ def create_topics(
 
     Raises:
         TopicError: a topic could not be created, or an existing topic has a different partition
-            count or ``cleanup.policy`` than its spec (the message names every such topic).
+            count or ``cleanup.policy`` than its spec, or fewer replicas or a lower
+            ``min.insync.replicas`` than the settings ask (the message names every such topic).
     """
     if specs is None:
-        specs = topic_specs(settings.topic_prefix, settings.partitions)
+        specs = topic_specs(
+            settings.topic_prefix,
+            settings.partitions,
+            min_insync_replicas=settings.kafka.min_insync_replicas,
+        )
+    replicas = settings.kafka.replication_factor
     admin = AdminClient(admin_config(settings))
     deadline = time.monotonic() + timeout
     try:
         existing = admin.list_topics(timeout=timeout).topics
         missing = [spec for spec in specs if spec.name not in existing]
-        created = _create(admin, missing, timeout) if missing else []
-        partitions = _await_leaders(admin, [spec.name for spec in specs], deadline)
+        created = _create(admin, missing, replicas, timeout) if missing else []
+        partitions, replication = _await_leaders(admin, [spec.name for spec in specs], deadline)
         problems = _partition_mismatches(specs, partitions)
+        problems += _replication_shortfalls(specs, replication, replicas)
         problems += _config_mismatches(admin, specs, deadline)
     except KafkaException as exc:
         raise TopicError(f"Kafka at {settings.kafka_bootstrap}: {_reason(exc)}") from exc
@@ -134,14 +143,21 @@ def create_topics(
     return created
 
 
-def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> list[str]:
+def _create(
+    admin: AdminClient, specs: Sequence[TopicSpec], replicas: int, timeout: float
+) -> list[str]:
     """Create ``specs``; return the names this call created.
 
     A topic that someone else created concurrently is left out and verified like existing ones.
     """
     futures = admin.create_topics(
         [
-            NewTopic(spec.name, num_partitions=spec.partitions, config=dict(spec.config))
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=replicas,
+                config=dict(spec.config),
+            )
             for spec in specs
         ],
         operation_timeout=timeout,
@@ -164,18 +180,21 @@ def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> l
     return created
 
 
-def _await_leaders(admin: AdminClient, names: Sequence[str], deadline: float) -> dict[str, int]:
+def _await_leaders(
+    admin: AdminClient, names: Sequence[str], deadline: float
+) -> tuple[dict[str, int], dict[str, int]]:
     """Wait until every topic is in the metadata with a leader per partition.
 
     A topic that was just created is not usable at once (fetching its offsets or configs answers
     "not leader" or "unknown topic" for a moment); waiting here spares every caller that race.
 
     Returns:
-        Each topic's partition count.
+        Each topic's partition count, and its fewest replicas of any partition.
     """
     while True:
         topics = admin.list_topics(timeout=max(0.5, deadline - time.monotonic())).topics
         counts: dict[str, int] = {}
+        replication: dict[str, int] = {}
         for name in names:
             meta = topics.get(name)
             if (
@@ -185,8 +204,9 @@ def _await_leaders(admin: AdminClient, names: Sequence[str], deadline: float) ->
                 and all(p.leader >= 0 for p in meta.partitions.values())
             ):
                 counts[name] = len(meta.partitions)
+                replication[name] = min(len(p.replicas) for p in meta.partitions.values())
         if len(counts) == len(names):
-            return counts
+            return counts, replication
         if time.monotonic() >= deadline:
             waiting = ", ".join(sorted(set(names) - set(counts)))
             raise TopicError(f"topics have no partition leaders yet: {waiting}")
@@ -203,18 +223,34 @@ def _partition_mismatches(specs: Sequence[TopicSpec], counts: dict[str, int]) ->
     ]
 
 
+def _replication_shortfalls(
+    specs: Sequence[TopicSpec], replication: dict[str, int], replicas: int
+) -> list[str]:
+    return [
+        f"topic {spec.name} has {replication[spec.name]} replica(s), but "
+        f"TETHER_KAFKA__REPLICATION_FACTOR asks for {replicas} (add replicas with "
+        "kafka-reassign-partitions, or recreate the topic)"
+        for spec in specs
+        if replication[spec.name] < replicas
+    ]
+
+
 def _config_mismatches(
     admin: AdminClient, specs: Sequence[TopicSpec], deadline: float
 ) -> list[str]:
-    checked = [spec for spec in specs if any(key in spec.config for key in CHECKED_CONFIGS)]
+    keys = CHECKED_CONFIGS + AT_LEAST_CONFIGS
+    checked = [spec for spec in specs if any(key in spec.config for key in keys)]
     problems = []
     for spec in checked:
         configs = _describe(admin, spec.name, deadline)
-        for key in CHECKED_CONFIGS:
+        for key in keys:
             want = spec.config.get(key)
             have = configs[key].value if key in configs else None
-            if want is not None and have != want:
-                problems.append(f"topic {spec.name} has {key}={have}, but tether expects {want}")
+            if want is None or have == want:
+                continue
+            if key in AT_LEAST_CONFIGS and have is not None and int(have) >= int(want):
+                continue
+            problems.append(f"topic {spec.name} has {key}={have}, but tether expects {want}")
     return problems
 
 
