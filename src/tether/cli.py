@@ -463,5 +463,14 @@ def _mount_keys_commands() -> None:
 _mount_keys_commands()
 
 
+def _mount_ingest_commands() -> None:
+    from tether.otel.cli import ingest  # noqa: PLC0415  # OpenTelemetry ingest (docs/otel.md)
+
+    main.add_command(ingest, "ingest")
+
+
+_mount_ingest_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

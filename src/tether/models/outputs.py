@@ -109,6 +109,8 @@ DeadLetterReason = Literal[
     "unknown_event_type",
     "schema_violation",
     "clock_skew",
+    "otlp_undecodable",  # tether ingest otlp: not an OTLP traces record, or spans with bad ids
+    "otlp_unmappable",  # tether ingest otlp: a span maps to an event the contract refuses
 ]
 
 
