@@ -49,9 +49,7 @@ class Otel:
     sink: Collect
 
     def tracer(self, service: str, **resource: Any) -> Tracer:
-        provider = TracerProvider(
-            resource=Resource.create({"service.name": service, **resource})
-        )
+        provider = TracerProvider(resource=Resource.create({"service.name": service, **resource}))
         provider.add_span_processor(SimpleSpanProcessor(self.sink))
         return provider.get_tracer("tether-tests", "1.0")
 
@@ -69,10 +67,15 @@ def cred_attrs(holder: str, jti: str, scopes: list[str], t0_s: float) -> dict[st
 
 @contextmanager
 def span(
-    tracer: Tracer, name: str, start_ns: int, end_ns: int, attrs: dict[str, Any], error: bool = False
+    tracer: Tracer,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    attrs: dict[str, Any],
+    error: bool = False,
 ) -> Iterator[Span]:
     s = tracer.start_span(name, start_time=start_ns, attributes=attrs)
-    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry import trace
 
     with trace.use_span(s, end_on_exit=False):
         yield s
@@ -180,14 +183,18 @@ def fleet(sink: Collect, *, tag: str, base_ns: int = T0_NS) -> list[str]:
                         # an execute_tool span with the MCP client span under it (merged into
                         # one call), then an OpenInference TOOL span sending mail: the worker
                         # holds crm:read only, but mail.send is in the grant: no finding
-                        with span(
-                            worker,
-                            "execute_tool crm.search",
-                            t0 + 6 * SEC,
-                            t0 + 8 * SEC,
-                            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "crm.search"},
-                        ):
-                            with span(
+                        with (
+                            span(
+                                worker,
+                                "execute_tool crm.search",
+                                t0 + 6 * SEC,
+                                t0 + 8 * SEC,
+                                {
+                                    "gen_ai.operation.name": "execute_tool",
+                                    "gen_ai.tool.name": "crm.search",
+                                },
+                            ),
+                            span(
                                 worker,
                                 "tools/call crm.search",
                                 t0 + 6 * SEC + 1000,
@@ -199,8 +206,9 @@ def fleet(sink: Collect, *, tag: str, base_ns: int = T0_NS) -> list[str]:
                                     "mcp.resource.uri": "crm://accounts/7",
                                     "server.address": "crm.internal",
                                 },
-                            ):
-                                pass
+                            ),
+                        ):
+                            pass
                         with span(
                             worker,
                             "mail.send",

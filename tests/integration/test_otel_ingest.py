@@ -22,8 +22,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from otel_spans import SEC, Collect, fleet, otlp_proto, records
 from pipeline import Pipeline, collect_expected, identity, replay_records
+
+from otel_spans import SEC, Collect, fleet, otlp_proto, records
 
 EXPECTED_CODES = {"tool_not_granted", "undelegated_actor"}
 
@@ -46,7 +47,17 @@ def _otlp_topic(pipe: Pipeline) -> str:
 def _start_adapter(pipe: Pipeline, topic: str, name: str = "ingest") -> subprocess.Popen[bytes]:
     log = open(pipe.workdir / f"{name}.log", "ab")  # noqa: SIM115  # owned by the process
     proc = subprocess.Popen(  # our own CLI, fixed arguments
-        [sys.executable, "-m", "tether.cli", "ingest", "otlp", "--topic", topic, "--trace-idle", "1"],
+        [
+            sys.executable,
+            "-m",
+            "tether.cli",
+            "ingest",
+            "otlp",
+            "--topic",
+            topic,
+            "--trace-idle",
+            "1",
+        ],
         env=pipe.env(name),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -130,7 +141,7 @@ def test_undecodable_records_and_bad_span_ids_are_dead_letters_and_the_rest_flow
     sink = Collect()
     fleet(sink, tag=pipe.prefix, base_ns=time.time_ns() - 10 * 60 * SEC)
     request_with_bad_span = otlp_proto(sink.spans)
-    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: PLC0415
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
     doc = TracesData.FromString(request_with_bad_span)
     doc.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x00" * 16

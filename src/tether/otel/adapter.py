@@ -27,14 +27,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from tether.adapters.kafka_config import consumer_config, producer_config
 from tether.models.codec import Rejected, dead_letter, encode
-from tether.models.outputs import DeadLetter, Source
+from tether.models.outputs import DeadLetter, DeadLetterReason, Source
 from tether.otel.config import MappingConfig
 from tether.otel.decode import Encoding, SpanView, UndecodableError, decode
 from tether.otel.join import Released, TraceJoiner
@@ -162,11 +162,12 @@ class OtlpIngest:
     def _take(self, msg: Message, now: float) -> None:
         error = msg.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001  # librdkafka's name
+            if error.code() != KafkaError._PARTITION_EOF:  # librdkafka's name
                 _log.warning("consumer error: %s", error)
             return
         partition, offset = msg.partition(), msg.offset()
-        assert partition is not None and offset is not None  # noqa: S101  # a real record
+        assert partition is not None  # noqa: S101  # a real record has a position
+        assert offset is not None  # noqa: S101
         self.stats["records"] += 1
         self._next[partition] = offset + 1
         data = msg.value() or b""
@@ -184,8 +185,11 @@ class OtlpIngest:
             shown = "; ".join(decoded.invalid[:5])
             more = f" and {len(decoded.invalid) - 5} more" if len(decoded.invalid) > 5 else ""  # noqa: PLR2004
             self._dead(
-                key, data, "otlp_undecodable",
-                f"{len(decoded.invalid)} span(s) skipped: {shown}{more}", source,
+                key,
+                data,
+                "otlp_undecodable",
+                f"{len(decoded.invalid)} span(s) skipped: {shown}{more}",
+                source,
             )
         self.stats["spans"] += len(decoded.spans)
         origin = _Origin(partition, offset)
@@ -249,7 +253,7 @@ class OtlpIngest:
             self._failures.append(f"{msg.topic()}: {err.str()}")
 
     def _dead(
-        self, key: bytes | None, data: bytes, reason: Any, error: str, source: Source
+        self, key: bytes | None, data: bytes, reason: DeadLetterReason, error: str, source: Source
     ) -> None:
         record = dead_letter(data, Rejected(reason, error), source, datetime.now(UTC))
         self._send(self._deadletter, key, encode(record))

@@ -20,7 +20,9 @@ def ingest() -> None:
     metavar="HOST:PORT[,...]",
     help="Kafka bootstrap servers [env TETHER_KAFKA_BOOTSTRAP; default 127.0.0.1:9092].",
 )
-@click.option("--prefix", help="tether's topic prefix [env TETHER_TOPIC_PREFIX; default 'tether.'].")
+@click.option(
+    "--prefix", help="tether's topic prefix [env TETHER_TOPIC_PREFIX; default 'tether.']."
+)
 @click.option(
     "--topic",
     envvar="TETHER_OTLP_TOPIC",
@@ -55,11 +57,20 @@ def ingest() -> None:
     help="Seconds a trace without its root span is held after its last span "
     "[default: the mapping's trace_idle_s, 10].",
 )
-@click.option("--create-topics/--no-create-topics", default=True, show_default=True,
-              help="Create tether's topics and tether.coverage at start-up.")
-@click.option("--loglevel", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def otlp(  # click passes every option
+@click.option(
+    "--create-topics/--no-create-topics",
+    "create",
+    default=True,
+    show_default=True,
+    help="Create tether's topics and tether.coverage at start-up.",
+)
+@click.option(
+    "--loglevel",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     bootstrap: str | None,
     prefix: str | None,
     topic: str,
@@ -67,7 +78,7 @@ def otlp(  # click passes every option
     group: str | None,
     mapping: Path | None,
     trace_idle_s: float | None,
-    create_topics: bool,
+    create: bool,
     loglevel: str,
 ) -> None:
     """Read OTLP traces that the OpenTelemetry Collector's Kafka exporter writes, and produce
@@ -92,7 +103,10 @@ def otlp(  # click passes every option
     TETHER_OTLP_ENCODING, TETHER_OTLP_GROUP, TETHER_OTLP_MAPPING, and the Kafka security
     settings TETHER_KAFKA__* (docs/kafka-security.md).
     """
-    from tether.adapters.kafka_admin import TopicError, create_topics as ensure  # noqa: PLC0415
+    from tether.adapters.kafka_admin import (  # noqa: PLC0415  # keep `tether --help` fast
+        TopicError,
+        create_topics,
+    )
     from tether.otel.adapter import OtlpIngest, coverage_spec  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
     from tether.settings import Settings  # noqa: PLC0415
@@ -109,14 +123,14 @@ def otlp(  # click passes every option
         raise click.ClickException(f"mapping file {mapping}: {exc}") from exc
     if trace_idle_s is not None:
         config = config.model_copy(update={"trace_idle_s": trace_idle_s})
-    if create_topics:
+    if create:
         specs = topic_specs(
             settings.topic_prefix,
             settings.partitions,
             min_insync_replicas=settings.kafka.min_insync_replicas,
         )
         try:
-            ensure(settings, [*specs, coverage_spec(settings)])
+            create_topics(settings, [*specs, coverage_spec(settings)])
         except (TopicError, TimeoutError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(69)

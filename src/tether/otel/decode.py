@@ -15,13 +15,14 @@ be parsed at all raises :class:`UndecodableError`.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
 
 Encoding = Literal["otlp_proto", "otlp_json", "auto"]
@@ -82,9 +83,10 @@ def decode(data: bytes, encoding: Encoding = "auto") -> Decoded:
 
 def _parse_proto(data: bytes) -> TracesData:
     try:
-        return TracesData.FromString(data)
+        message: TracesData = TracesData.FromString(data)
     except (DecodeError, ValueError) as exc:
         raise UndecodableError(f"not OTLP protobuf (otlp_proto): {exc}") from exc
+    return message
 
 
 def _parse_json(data: bytes) -> TracesData:
@@ -96,9 +98,10 @@ def _parse_json(data: bytes) -> TracesData:
         raise UndecodableError("otlp_json: the record is JSON but not an object")
     try:
         _hex_ids_to_base64(doc)
-        return json_format.ParseDict(doc, TracesData(), ignore_unknown_fields=True)
+        message: TracesData = json_format.ParseDict(doc, TracesData(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
         raise UndecodableError(f"not an OTLP traces payload (otlp_json): {exc}") from exc
+    return message
 
 
 def _hex_ids_to_base64(doc: dict[str, Any]) -> None:
@@ -166,7 +169,7 @@ def _flatten(message: TracesData) -> Decoded:
     return out
 
 
-def attributes(kvs: Any) -> Attributes:
+def attributes(kvs: Iterable[KeyValue]) -> Attributes:
     """``KeyValue`` list → dict of Python values (arrays as tuples, bounded; maps dropped).
 
     The first occurrence of a repeated key wins (OTLP says keys are unique; a sender that
@@ -179,7 +182,7 @@ def attributes(kvs: Any) -> Attributes:
     return out
 
 
-def _value(v: AnyValue) -> AttrValue:
+def _value(v: AnyValue) -> AttrValue:  # noqa: PLR0911  # one return per oneof case
     which = v.WhichOneof("value")
     if which == "string_value":
         return v.string_value

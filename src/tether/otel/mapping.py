@@ -51,7 +51,7 @@ WORKFLOW: Final = "workflow"
 OTHER: Final = "other"
 
 
-def span_kind(span: SpanView) -> str:
+def span_kind(span: SpanView) -> str:  # noqa: PLR0911  # one return per convention
     """What a span is to tether: a tool call, an agent or workflow invocation, or other."""
     attrs = span.attributes
     op = attrs.get(A.GEN_AI_OPERATION_NAME)
@@ -141,7 +141,7 @@ def _strs(attrs: Attributes, key: str, reasons: Counter[str]) -> list[str] | Non
     if value is None:
         return None
     if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-        return list(value)  # type: ignore[arg-type]  # checked: every item is a str
+        return [str(v) for v in value]
     if isinstance(value, str):  # a single scope, or a space-separated OAuth scope string
         return value.split()
     reasons[Reason.INVALID_ATTRIBUTE] += 1
@@ -321,17 +321,25 @@ class _Mapper:
         return None
 
     def credential(
-        self, span: SpanView, agent_span: SpanView | None, actor: str, workflow_id: str,
-        at: datetime, reasons: Counter[str],
+        self,
+        span: SpanView,
+        agent_span: SpanView | None,
+        actor: str,
+        workflow_id: str,
+        at: datetime,
+        reasons: Counter[str],
     ) -> dict[str, Any]:
         """The ``tether.credential.*`` of the span, else of its agent span when that agent is
         the actor, else of the resource; all fields from the one place that has the id. None of
         them: an *unattested* credential that makes the credential checks vacuous (and says so
         in coverage) while the grant checks still run."""
         places: list[Attributes] = [span.attributes]
-        if agent_span is not None and agent_span is not span:
-            if self.actor(agent_span, agent_span) == actor:
-                places.append(agent_span.attributes)
+        if (
+            agent_span is not None
+            and agent_span is not span
+            and self.actor(agent_span, agent_span) == actor
+        ):
+            places.append(agent_span.attributes)
         places.append(span.resource)
         for attrs in places:
             token_id = _str(attrs, A.CREDENTIAL_ID, reasons)
@@ -408,9 +416,7 @@ class _Mapper:
         entry = self.config.tools.get(tool)
         fixed = entry is not None and entry.fixed
         op = _enum(_str(attrs, A.ACTION_OPERATION, reasons), _OPERATIONS, reasons)
-        sens = _enum(
-            _str(attrs, A.ACTION_DATA_SENSITIVITY, reasons), SENSITIVITY_LEVEL, reasons
-        )
+        sens = _enum(_str(attrs, A.ACTION_DATA_SENSITIVITY, reasons), SENSITIVITY_LEVEL, reasons)
         resource = _str(attrs, A.ACTION_RESOURCE, reasons) or _str(attrs, A.MCP_RESOURCE_URI)
         destination = _str(attrs, A.ACTION_DESTINATION, reasons) or _str(attrs, A.SERVER_ADDRESS)
         if entry is not None:
@@ -484,7 +490,9 @@ class _Mapper:
             if self.emit(WorkflowCompleted, doc, span, cov):
                 cov.workflow_completed = True
 
-    def grant(self, span: SpanView, start: datetime, reasons: Counter[str]) -> dict[str, Any] | None:
+    def grant(
+        self, span: SpanView, start: datetime, reasons: Counter[str]
+    ) -> dict[str, Any] | None:
         """``tether.grant.*`` on the root span; else the mapping's grant for its workflow (or
         agent) name; else ``default_grant``; else None (no workflow.started is emitted)."""
         attrs = span.attributes
