@@ -106,8 +106,8 @@ def _parse_json(data: bytes) -> TracesData:
 
 def _hex_ids_to_base64(doc: dict[str, Any]) -> None:
     """Rewrite the hex ``traceId``/``spanId``/``parentSpanId`` of spans and links to the base64
-    that proto3 JSON parsing expects. A value that is not hex is left alone, to fail as an
-    invalid id (never silently reinterpreted as base64)."""
+    that proto3 JSON parsing expects. A value that is not hex becomes no id, so that its span
+    is rejected as invalid (never silently reinterpreted as base64)."""
     for rs in _list(doc.get("resourceSpans")):
         for ss in _list(rs.get("scopeSpans") if isinstance(rs, dict) else None):
             for span in _list(ss.get("spans") if isinstance(ss, dict) else None):
@@ -130,7 +130,7 @@ def _fix_ids(obj: dict[str, Any]) -> None:
             try:
                 raw = bytes.fromhex(value)
             except ValueError:
-                obj[key] = "!"  # not hex: make base64 parsing fail loudly, not decode garbage
+                obj[key] = ""  # not hex: no id (the span is then rejected), never base64 garbage
                 continue
             obj[key] = base64.b64encode(raw).decode("ascii")
 
