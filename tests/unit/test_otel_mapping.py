@@ -422,3 +422,50 @@ def test_events_do_not_depend_on_span_order_or_record_boundaries(
     want = sorted(e.model_dump_json() for e in _run(FLEET, []).events)
     assert sorted(e.model_dump_json() for e in _run(spans, cuts).events) == want
     assert len(want) == 21
+
+
+# --- the adversary: spans are what the agent's process says ------------------------------------------
+def test_a_trickled_trace_cannot_hold_its_records_uncommitted_forever() -> None:
+    """A sender that keeps adding spans to a rootless trace would keep it 'not idle' and its
+    first record's offset uncommitted forever (a stall). A trace is released at the latest
+    trace_max_hold_s after its first span."""
+    joiner = TraceJoiner(MappingConfig(trace_idle_s=5, trace_max_hold_s=30))
+    first = object()
+    joiner.add([sp(T1, "00000000000000ff", {**TOOL, "tether.agent.id": "w"})], first, now=0.0)
+    released = []
+    for n in range(1, 40):
+        joiner.add([sp(f"{0x100 + n:016x}", "00000000000000ff", {"x": n})], n, now=float(n))
+        released += joiner.release(now=float(n))
+    assert any(first in r.origins for r in released)
+    assert all(r.why == "max_hold" for r in released)
+
+
+def test_held_spans_are_bounded_in_total_not_only_per_trace() -> None:
+    joiner = TraceJoiner(MappingConfig(max_held_spans=100, max_spans_per_trace=50))
+    for t in range(10):
+        spans = [
+            sp(f"{s + 1:016x}", "00000000000000ff", {"x": 1}, trace_id=f"{t + 1:032x}")
+            for s in range(40)
+        ]
+        joiner.add(spans, t, now=0.0)
+        assert joiner.held_spans <= 100 + 40  # at most one record over, until the next release
+        joiner.release(now=0.0)
+        assert joiner.held_spans <= 100
+
+
+def test_a_span_from_another_process_does_not_inherit_an_agent_identity() -> None:
+    """Attribution through ancestry trusts only the process that emitted the agent span: a span
+    from another resource that names a victim's agent span as its parent is not that agent."""
+    victim = {"service.name": "planner", "k8s.pod.uid": "p1"}
+    intruder = {"service.name": "intruder", "k8s.pod.uid": "p9"}
+    spans = [
+        sp(A1, "", {**AGENT, **GRANT, **CRED}, resource=victim),
+        sp(T1, A1, {**TOOL, "gen_ai.tool.name": "shell.exec"}, resource=intruder),
+        sp(T2, A1, TOOL, resource=victim),
+    ]
+    out = map_trace(spans, MappingConfig())
+    tools = [e for e in out.events if e.event_type == "tool_call.intent"]
+    assert [(e.action.tool, e.credential.token_id) for e in tools] == [("crm.search", "jti-1")]
+    assert out.coverage[0].not_applied["no_agent"] == 1
+    trusting = map_trace(spans, MappingConfig(inherit_across_resources=True))
+    assert len([e for e in trusting.events if e.event_type == "tool_call.intent"]) == 2

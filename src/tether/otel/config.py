@@ -87,6 +87,15 @@ class MappingConfig(_Strict):
     dedupe_nested_tool_spans: bool = True
     unattested_credential_ttl_s: float = Field(default=86400.0, gt=0)
     trace_idle_s: float = Field(default=10.0, gt=0, description="flush a trace this long idle")
+    trace_max_hold_s: float = Field(
+        default=60.0, gt=0, description="flush a trace this long after its first span, at most"
+    )
+    max_held_spans: int = Field(default=200_000, ge=1, description="spans held at once, in all")
+    inherit_across_resources: bool = Field(
+        default=False,
+        description="let a span take its agent (and credential) from an agent span that "
+        "another process (resource) emitted",
+    )
     max_traces: int = Field(default=10_000, ge=1, description="traces held at once")
     max_spans_per_trace: int = Field(default=2_000, ge=1)
     remembered_traces: int = Field(

@@ -4,8 +4,10 @@ OpenTelemetry exports a span when it *ends*, so a tool span arrives before the `
 span that names its agent, and the root span (which starts the workflow) arrives last, possibly
 in a later exporter batch. The joiner buffers spans per trace and releases the trace when its
 root span has arrived (a span without a parent), or when no span of it has arrived for
-``trace_idle_s`` (the root lives in another service, or was lost), or early when the bounds
-(``max_traces``, ``max_spans_per_trace``) are reached. Spans of a trace that arrive after it was
+``trace_idle_s`` (the root lives in another service, or was lost), at the latest
+``trace_max_hold_s`` after its first span (a sender trickling spans into a trace cannot hold it,
+and the offsets of its records, forever), or early when the bounds (``max_traces``,
+``max_spans_per_trace``, ``max_held_spans`` in all) are reached. Spans of a trace that arrive after it was
 released are mapped against the remembered ancestry (``remembered_traces``, LRU).
 
 Pure: the caller passes ``now`` (seconds, any monotonic clock) and its own *origin* token per
@@ -30,6 +32,7 @@ Origin = Hashable
 class _Held:
     spans: dict[str, SpanView] = field(default_factory=dict)
     origins: list[Origin] = field(default_factory=list)
+    first_seen: float = 0.0
     last_seen: float = 0.0
     rooted: bool = False
     full: bool = False
@@ -42,7 +45,7 @@ class Released:
     trace_id: str
     mapped: Mapped
     origins: list[Origin]
-    why: str  # "root" | "idle" | "evicted" | "full" | "drain"
+    why: str  # "root" | "idle" | "max_hold" | "evicted" | "full" | "drain"
 
 
 class TraceJoiner:
@@ -54,6 +57,7 @@ class TraceJoiner:
         self._held: OrderedDict[str, _Held] = OrderedDict()  # oldest first
         self._memory: OrderedDict[str, TraceContext] = OrderedDict()
         self._evicted: list[tuple[str, _Held]] = []
+        self.held_spans = 0
 
     def __len__(self) -> int:
         """Traces held."""
@@ -66,33 +70,49 @@ class TraceJoiner:
         for span in spans:
             held = self._held.get(span.trace_id)
             if held is None:
-                held = self._held[span.trace_id] = _Held()
+                held = self._held[span.trace_id] = _Held(first_seen=now)
                 if len(self._held) > self.config.max_traces:
-                    oldest, victim = self._held.popitem(last=False)
-                    self._evicted.append((oldest, victim))
+                    self._evict()
             if not held.origins or held.origins[-1] is not origin:
                 held.origins.append(origin)
                 holds += 1
-            held.spans.setdefault(span.span_id, span)  # a duplicate span id: first one wins
+            if span.span_id not in held.spans:  # a duplicate span id: the first one wins
+                held.spans[span.span_id] = span
+                self.held_spans += 1
             held.last_seen = now
             if not span.parent_span_id:
                 held.rooted = True
             if len(held.spans) >= self.config.max_spans_per_trace:
                 held.full = True
+        while self.held_spans > self.config.max_held_spans and len(self._held) > 1:
+            self._evict()
         return holds
+
+    def _evict(self) -> None:
+        """Release the oldest held trace early (at the next :meth:`release`)."""
+        oldest, victim = self._held.popitem(last=False)
+        self.held_spans -= len(victim.spans)
+        self._evicted.append((oldest, victim))
 
     def release(self, now: float) -> list[Released]:
         """Map and release every trace that is ready (root seen, idle, full or evicted)."""
         out = [self._map(tid, held, "evicted", now) for tid, held in self._evicted]
         self._evicted.clear()
-        idle = self.config.trace_idle_s
-        ready = [
-            (tid, "root" if h.rooted else "full" if h.full else "idle")
-            for tid, h in self._held.items()
-            if h.rooted or h.full or now - h.last_seen >= idle
-        ]
+        idle, max_hold = self.config.trace_idle_s, self.config.trace_max_hold_s
+        ready = []
+        for tid, h in self._held.items():
+            if h.rooted:
+                ready.append((tid, "root"))
+            elif h.full:
+                ready.append((tid, "full"))
+            elif now - h.last_seen >= idle:
+                ready.append((tid, "idle"))
+            elif now - h.first_seen >= max_hold:
+                ready.append((tid, "max_hold"))  # a trickle of spans cannot hold it forever
         for tid, why in ready:
-            out.append(self._map(tid, self._held.pop(tid), why, now))
+            held = self._held.pop(tid)
+            self.held_spans -= len(held.spans)
+            out.append(self._map(tid, held, why, now))
         return out
 
     def drain(self, now: float) -> list[Released]:
@@ -100,6 +120,7 @@ class TraceJoiner:
         out = self.release(now)
         while self._held:
             tid, held = self._held.popitem(last=False)
+            self.held_spans -= len(held.spans)
             out.append(self._map(tid, held, "drain", now))
         return out
 

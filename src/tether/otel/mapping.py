@@ -208,13 +208,19 @@ class _Trace:
             yield current
             current = self.parents.get(current, "")
 
-    def agent_above(self, span: SpanView) -> tuple[SpanView | None, bool]:
-        """The nearest agent/workflow span above ``span``, and whether the ancestry was whole
+    def agent_above(
+        self, span: SpanView, *, same_resource: bool = False
+    ) -> tuple[SpanView | None, bool]:
+        """The nearest agent/workflow span above ``span`` (with ``same_resource``: emitted by
+        the same process, i.e. with an equal resource), and whether the ancestry was whole
         (reached a root or an agent span without a gap)."""
         last = span.span_id
         for sid in self.ancestors(span):
-            if sid in self.agents:
-                return self.agents[sid], True
+            agent = self.agents.get(sid)
+            if agent is not None:
+                if same_resource and agent.resource != span.resource:
+                    return None, True  # another process's agent: no identity to inherit
+                return agent, True
             last = sid
         whole = last == span.span_id or (last in self.parents and not self.parents[last])
         return None, whole
@@ -387,7 +393,9 @@ class _Mapper:
             cov.merged_tool_spans += 1  # an MCP span under the execute_tool span of one call
             cov.tool_calls -= 1
             return
-        agent_span, whole = self.trace.agent_above(span)
+        agent_span, whole = self.trace.agent_above(
+            span, same_resource=not self.config.inherit_across_resources
+        )
         actor = self.actor(span, agent_span)
         if actor is None:
             reasons[Reason.NO_AGENT] += 1
