@@ -138,3 +138,54 @@ def test_a_non_hex_json_id_invalidates_its_span_only() -> None:
     decoded = decode(data)
     assert len(decoded.invalid) == 1
     assert [s.trace_id for s in decoded.spans] == ["0af7651916cd43dd8448eb211c80319c"]
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            if not n:
+                return out + bytes([b])
+            out += bytes([b | 0x80])
+
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def _poison_span(depth: int) -> bytes:
+    """A Span whose one attribute nests arrays ``depth`` deep (beyond protobuf's limit)."""
+    value = _field(1, b"x")  # AnyValue.string_value
+    for _ in range(depth):
+        value = _field(5, _field(1, value))  # AnyValue.array_value.values
+    trace, span = (
+        bytes.fromhex("0af7651916cd43dd8448eb211c80319c"),
+        bytes.fromhex("b7ad6b7169203331"),
+    )
+    return _field(1, trace) + _field(2, span) + _field(9, _field(1, b"k") + _field(2, value))
+
+
+def test_one_poisoned_span_does_not_cost_the_batch_its_other_spans(spans: list) -> None:
+    """The Collector batches many processes' spans into one record: a span that protobuf
+    refuses (here: nesting too deep) must not make the other spans of the batch undecodable,
+    or any sender could hide everyone else's tool calls."""
+    doc = TracesData.FromString(otlp_proto(spans))
+    good = doc.SerializeToString()
+    poisoned = bytearray(good)
+    # a ResourceSpans of its own holding the poison span, appended to the batch
+    poisoned += _field(1, _field(2, _field(2, _poison_span(150))))
+    decoded = decode(bytes(poisoned), "otlp_proto")
+    assert len(decoded.spans) == len(spans)
+    assert len(decoded.invalid) == 1
+    assert "undecodable" in decoded.invalid[0]
+    # and inside a scope shared with good spans
+    rs = doc.resource_spans[0]
+    scope = rs.scope_spans[0].SerializeToString() + _field(2, _poison_span(150))
+    mixed = _field(1, _field(1, rs.resource.SerializeToString()) + _field(2, scope))
+    decoded = decode(mixed, "otlp_proto")
+    assert len(decoded.spans) == len(rs.scope_spans[0].spans)
+    assert len(decoded.invalid) == 1
+
+
+def test_a_truncated_record_is_undecodable() -> None:
+    with pytest.raises(UndecodableError):
+        decode(_field(1, _field(2, b"\x12\x50short")), "otlp_proto")

@@ -23,7 +23,8 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 Encoding = Literal["otlp_proto", "otlp_json", "auto"]
 ENCODINGS: Final = ("otlp_proto", "otlp_json", "auto")
@@ -77,16 +78,96 @@ def decode(data: bytes, encoding: Encoding = "auto") -> Decoded:
         raise UndecodableError("empty record")
     if encoding == "auto":
         encoding = "otlp_json" if data.lstrip()[:1] == b"{" else "otlp_proto"
-    message = _parse_json(data) if encoding == "otlp_json" else _parse_proto(data)
-    return _flatten(message)
-
-
-def _parse_proto(data: bytes) -> TracesData:
+    if encoding == "otlp_json":
+        return _flatten(_parse_json(data))
     try:
         message: TracesData = TracesData.FromString(data)
     except (DecodeError, ValueError) as exc:
-        raise UndecodableError(f"not OTLP protobuf (otlp_proto): {exc}") from exc
-    return message
+        salvaged = _salvage(data)
+        if salvaged is None or not salvaged.spans:
+            raise UndecodableError(f"not OTLP protobuf (otlp_proto): {exc}") from exc
+        return salvaged
+    return _flatten(message)
+
+
+# --- salvage: one span protobuf refuses must not cost a batch its other spans -----------------------
+# The Collector batches many processes' spans into one record; if the record fails to parse as a
+# whole (e.g. one span nests attribute arrays deeper than protobuf's limit), it is split along
+# its wire format (TracesData.resource_spans = 1, ResourceSpans.resource = 1 / scope_spans = 2,
+# ScopeSpans.spans = 2) and each span is parsed on its own.
+def _fields(data: bytes) -> list[tuple[int, bytes]] | None:
+    """The length-delimited fields of a message (number, payload); None if the wire format is
+    broken. Other wire types are skipped."""
+    out: list[tuple[int, bytes]] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, pos = _varint(data, pos)
+        if tag is None:
+            return None
+        wire = tag & 7
+        if wire == 0:  # varint
+            _, pos = _varint(data, pos)
+            if _ is None:
+                return None
+        elif wire == 1:  # 64-bit
+            pos += 8
+        elif wire == 5:  # 32-bit  # noqa: PLR2004
+            pos += 4
+        elif wire == 2:  # noqa: PLR2004  # length-delimited
+            size, pos = _varint(data, pos)
+            if size is None or pos + size > end:
+                return None
+            out.append((tag >> 3, data[pos : pos + size]))
+            pos += size
+        else:  # groups: not in OTLP
+            return None
+    return out if pos == end else None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:  # noqa: PLR2004
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None, pos
+
+
+def _salvage(data: bytes) -> Decoded | None:
+    top = _fields(data)
+    if top is None:
+        return None
+    out = Decoded()
+    for r_index, rs_bytes in enumerate(p for n, p in top if n == 1):
+        rs = _fields(rs_bytes)
+        where_r = f"resource_spans[{r_index}]"
+        if rs is None:
+            out.invalid.append(f"{where_r}: undecodable (broken wire format)")
+            continue
+        try:
+            resource = attributes(
+                Resource.FromString(b"".join(p for n, p in rs if n == 1)).attributes
+            )
+        except (DecodeError, ValueError) as exc:
+            out.invalid.append(f"{where_r}.resource: undecodable ({exc}); its spans skipped")
+            continue
+        for s_index, ss_bytes in enumerate(p for n, p in rs if n == 2):  # noqa: PLR2004
+            ss = _fields(ss_bytes)
+            where_s = f"{where_r}.scope_spans[{s_index}]"
+            if ss is None:
+                out.invalid.append(f"{where_s}: undecodable (broken wire format)")
+                continue
+            for index, span_bytes in enumerate(p for n, p in ss if n == 2):  # noqa: PLR2004
+                try:
+                    span = Span.FromString(span_bytes)
+                except (DecodeError, ValueError) as exc:
+                    out.invalid.append(f"{where_s}.spans[{index}]: undecodable ({exc})")
+                    continue
+                _add(out, span, resource, f"{where_s}.spans[{index}]")
+    return out
 
 
 def _parse_json(data: bytes) -> TracesData:
@@ -141,32 +222,36 @@ def _flatten(message: TracesData) -> Decoded:
         resource = attributes(rs.resource.attributes)
         for s_index, ss in enumerate(rs.scope_spans):
             for index, span in enumerate(ss.spans):
-                trace_id = span.trace_id.hex()
-                span_id = span.span_id.hex()
-                parent = span.parent_span_id.hex()
                 where = f"resource_spans[{r_index}].scope_spans[{s_index}].spans[{index}]"
-                if len(trace_id) != 32 or trace_id == _ZERO_TRACE:  # noqa: PLR2004
-                    out.invalid.append(f"{where}: trace_id is not 16 non-zero bytes")
-                    continue
-                if len(span_id) != 16 or span_id == _ZERO_SPAN:  # noqa: PLR2004
-                    out.invalid.append(f"{where}: span_id is not 8 non-zero bytes")
-                    continue
-                if parent and (len(parent) != 16 or parent == _ZERO_SPAN):  # noqa: PLR2004
-                    parent = ""  # an all-zero or malformed parent is no parent (OTLP spec)
-                out.spans.append(
-                    SpanView(
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        parent_span_id=parent,
-                        name=span.name,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        attributes=attributes(span.attributes),
-                        resource=resource,
-                        error=span.status.code == Status.STATUS_CODE_ERROR,
-                    )
-                )
+                _add(out, span, resource, where)
     return out
+
+
+def _add(out: Decoded, span: Span, resource: Attributes, where: str) -> None:
+    trace_id = span.trace_id.hex()
+    span_id = span.span_id.hex()
+    parent = span.parent_span_id.hex()
+    if len(trace_id) != 32 or trace_id == _ZERO_TRACE:  # noqa: PLR2004
+        out.invalid.append(f"{where}: trace_id is not 16 non-zero bytes")
+        return
+    if len(span_id) != 16 or span_id == _ZERO_SPAN:  # noqa: PLR2004
+        out.invalid.append(f"{where}: span_id is not 8 non-zero bytes")
+        return
+    if parent and (len(parent) != 16 or parent == _ZERO_SPAN):  # noqa: PLR2004
+        parent = ""  # an all-zero or malformed parent is no parent (OTLP spec)
+    out.spans.append(
+        SpanView(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=parent,
+            name=span.name,
+            start_ns=span.start_time_unix_nano,
+            end_ns=span.end_time_unix_nano,
+            attributes=attributes(span.attributes),
+            resource=resource,
+            error=span.status.code == Status.STATUS_CODE_ERROR,
+        )
+    )
 
 
 def attributes(kvs: Iterable[KeyValue]) -> Attributes:
