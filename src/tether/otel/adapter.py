@@ -20,6 +20,7 @@ notes/h6-otel.md) will be added.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -60,6 +61,17 @@ def coverage_spec(settings: Settings) -> TopicSpec:
             "min.insync.replicas": str(settings.kafka.min_insync_replicas),
         },
     )
+
+
+def tune_gc() -> None:
+    """Collect young objects every 50,000 allocations instead of 700.
+
+    Decoding allocates several objects per span attribute, all freed by reference counting
+    (spans hold no cycles); with the default threshold the cyclic collector ran so often over
+    a batch's live spans that it cost a third of the throughput (benchmarks/otel_ingest.py on
+    per-batch records: 10,800 spans/s with the default, 15,700 without collections).
+    """
+    gc.set_threshold(50_000, 20, 100)
 
 
 class _Origin:

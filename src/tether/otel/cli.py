@@ -107,7 +107,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
         TopicError,
         create_topics,
     )
-    from tether.otel.adapter import OtlpIngest, coverage_spec  # noqa: PLC0415
+    from tether.otel.adapter import OtlpIngest, coverage_spec, tune_gc  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
     from tether.settings import Settings  # noqa: PLC0415
     from tether.topics import topic_specs  # noqa: PLC0415
@@ -142,6 +142,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
         group_id=group,
     )
     adapter.install_signal_handlers()
+    tune_gc()
     click.echo(
         f"tether ingest otlp: {topic} ({encoding}) -> {settings.topic('intents')}, "
         f"group {adapter.group_id}",

@@ -275,6 +275,7 @@ class _Mapper:
         self.config = config
         self.out = Mapped()
         self.coverage: dict[str, Coverage] = {}
+        self._workflows: dict[str, str] = {}  # span id -> workflow id (asked more than once)
 
     def cov(self, workflow_id: str) -> Coverage:
         cov = self.coverage.get(workflow_id)
@@ -292,6 +293,12 @@ class _Mapper:
     def workflow_of(self, span: SpanView) -> str:
         """``tether.workflow.id`` or ``gen_ai.conversation.id`` of the span or its nearest
         agent span that has one; the resource's ``tether.workflow.id``; else the trace id."""
+        known = self._workflows.get(span.span_id)
+        if known is None:
+            known = self._workflows[span.span_id] = self._workflow_of(span)
+        return known
+
+    def _workflow_of(self, span: SpanView) -> str:
         for candidate in self._self_and_agents_above(span):
             for key in (A.WORKFLOW_ID, A.GEN_AI_CONVERSATION_ID):
                 value = candidate.attributes.get(key)
