@@ -15,6 +15,7 @@ from faust.types import TP
 from streams import codecs, faust_fixes
 from streams.input_fetch import InputFetcher
 from streams.intake import Intake
+from streams.ledger import RevocationLedger
 from streams.outputs import Publisher, routed
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
@@ -163,7 +164,11 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         Publisher(publish_many),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
-        lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
+        lag=InputLag(
+            behind=behind,
+            buffered=lambda: intake.pending > 0,
+            records=lambda p: fetcher.lag_records(p) if fetcher is not None else None,
+        ),
     )
     worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
     sync = RegistrySync(
@@ -172,6 +177,13 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         verifier_from_settings(settings),
         client_id=f"tether-registry-{worker_id}",
         local=worker.signed_here,
+    )
+    ledger = (
+        RevocationLedger(
+            settings, verifier_from_settings(settings), client_id=f"tether-ledger-{worker_id}"
+        )
+        if settings.ledger
+        else None
     )
     batch_max = settings.batch_max
 
@@ -229,6 +241,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
+        if ledger is not None:
+            ledger.stop()
         kafka.stop(timeout=10)
         alerts.stop(timeout=10)
         worker.signing.close()
@@ -245,6 +259,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         if fetcher is not None:
             fetcher.start()
         sync.start()
+        if ledger is not None:
+            ledger.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:
