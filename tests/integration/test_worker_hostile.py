@@ -30,7 +30,9 @@ from confluent_kafka.admin import (
 )
 from pipeline import PARTITIONS, Pipeline
 
+from tether.sdk.watcher import Watcher
 from tether.security import peek
+from tether.settings import Settings
 
 ORG = "spiffe://acme.example/agent/"
 
@@ -58,7 +60,7 @@ class Clocked:
             "issuer": "https://sts.acme.example",
             "subject": ORG + holder,
             "scopes": ["crm:read"],
-            "issued_at": self.at(-60),
+            "issued_at": self.at(min(-60, expires - 60)),
             "expires_at": self.at(expires),
         }
 
@@ -322,12 +324,13 @@ def test_a_shorter_revocation_never_survives_compaction(pipe: Pipeline) -> None:
     first = [r for r in got["revocations"] if r["target"] == {"kind": "token", "id": "tok-T"}]
     assert first, got["findings"]
     longest = max(datetime.fromisoformat(r["not_after"]) for r in first)
-    # workflow B, another partition: the same token id, "expired" two minutes ago
+    # workflow B, another partition: the same token id, "expired" a year ago, so this
+    # revocation's not_after (its expiry + 5 min) is already past
     send(
         pipe,
         [
             (b"wf-b", ev.started("wf-b", "coder", 2)),
-            (b"wf-b", ev.call("wf-b", "coder", 3, token="tok-T", expires=-60)),
+            (b"wf-b", ev.call("wf-b", "coder", 3, token="tok-T", expires=-365 * 86400)),
         ],
         partition=1,
     )
@@ -349,6 +352,13 @@ def test_a_shorter_revocation_never_survives_compaction(pipe: Pipeline) -> None:
     assert latest is not None
     assert latest.not_after >= longest, (latest.not_after, longest)
     assert len([r for r in _read_all(pipe) if r[2] == b"token:tok-T"]) == 1, "compaction ran"
+    # a gateway bootstrapping now still holds the revocation (its local answer: tier "low")
+    settings = Settings(
+        kafka_bootstrap=pipe.bootstrap, topic_prefix=pipe.prefix, partitions=PARTITIONS
+    )
+    with Watcher(settings) as watcher:
+        assert watcher.wait_ready(30), watcher.last_error
+        assert watcher.is_revoked(token_id="tok-T", tier="low") is True
 
 
 def test_expired_revocations_are_tombstoned(pipe: Pipeline) -> None:
@@ -369,9 +379,10 @@ def test_expired_revocations_are_tombstoned(pipe: Pipeline) -> None:
         ],
     )
     deadline = time.monotonic() + 40
-    tombstoned: set[bytes] = set()
-    revoked: dict[bytes, Any] = {}
-    while time.monotonic() < deadline:
+
+    def read() -> tuple[set[bytes], dict[bytes, Any]]:
+        tombstoned: set[bytes] = set()
+        revoked: dict[bytes, Any] = {}
         for _p, _o, k, v in _read_all(pipe):
             if k is None or k.startswith(b"heartbeat:"):
                 continue
@@ -379,13 +390,19 @@ def test_expired_revocations_are_tombstoned(pipe: Pipeline) -> None:
                 tombstoned.add(k)
             else:
                 revoked[k] = peek(v)
+        return tombstoned, revoked
+
+    while time.monotonic() < deadline:
+        tombstoned, revoked = read()
         expired = {k for k, r in revoked.items() if r.not_after < datetime.now(UTC)}
-        if expired and expired <= tombstoned:
+        if expired and expired <= tombstoned and b"token:tok-L" in revoked:
+            time.sleep(3.0)  # a live revocation must not be tombstoned later either
             break
         time.sleep(2.0)
+    tombstoned, revoked = read()
     expired = {k for k, r in revoked.items() if r.not_after < datetime.now(UTC)}
     live = {k for k, r in revoked.items() if r.not_after >= datetime.now(UTC)}
-    assert expired, revoked
+    assert expired, (revoked, tombstoned)
     assert expired <= tombstoned
     assert live
     assert not (live & tombstoned)
