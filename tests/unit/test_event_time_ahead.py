@@ -67,3 +67,28 @@ def test_an_event_dated_ahead_moves_event_time_at_most_to_the_bound(
     w.assign({0})
     asyncio.run(w.tick())
     assert w.engine.watermark <= datetime.now(UTC).timestamp() + max_ahead_s
+
+
+# -- the input lag heartbeats carry (item 9) ------------------------------------------------
+
+
+def test_input_lag_counts_from_when_a_partition_was_last_caught_up(
+    signer: SetSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams import worker as worker_module
+    from streams.worker import InputLag
+
+    now = [100.0]
+    monkeypatch.setattr(worker_module, "monotonic", lambda: now[0])
+    behind: dict[int, int] = {}
+    lag = InputLag(behind=lambda p: behind.get(p, 0) > 0, records=lambda p: behind.get(p, 0))
+    w = make_worker(signer, lag=lag)
+    w.assign({0, 1})
+    assert w.input_lag() == (0.0, 0)  # both caught up
+    behind[1] = 250
+    now[0] += 0.5
+    assert w.input_lag() == (0.5, 250)  # last seen caught up 0.5 s ago
+    now[0] += 90
+    assert w.input_lag() == (90.5, 250)  # its oldest unapplied record waited <= 90.5 s
+    behind[1] = 0
+    assert w.input_lag() == (0.0, 0)
