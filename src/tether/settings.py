@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         300.0, ge=0, description="events dated further ahead are dead letters"
     )
     max_ahead_s: float = Field(
-        1.0,
+        0.5,
         ge=0,
         description="the streaming worker's event time (its watermark) never runs further ahead "
         "of its wall clock than this: an event dated later (but within max_skew_s) is applied, "

@@ -151,6 +151,8 @@ class Pipeline:
         with self.consumer(list(names)) as c:
             while time.monotonic() < deadline:
                 msg = c.poll(0.2)
+                if msg is not None and not msg.error() and not msg.value():
+                    continue  # a tombstone (the ledger removes expired revocations)
                 if msg is not None and not msg.error():
                     doc = read_output(msg.topic(), msg.value())
                     if doc.get("kind") != "heartbeat":

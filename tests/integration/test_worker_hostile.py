@@ -139,8 +139,9 @@ def test_event_dated_ahead_cannot_fire_other_workflows_checks_early(pipe: Pipeli
     """One event dated +290 s (inside the 300 s skew bound) used to carry the watermark 290 s
     ahead, so every waiting check fired at once: a delegatee whose delegation arrived one
     second after its first call was revoked as ``undelegated_actor``. Event time now stops at
-    the wall clock (plus ``TETHER_MAX_AHEAD_S``), and the forward-dated event is still applied."""
-    pipe.start_worker("w1")
+    the wall clock (plus ``TETHER_MAX_AHEAD_S``), and the forward-dated event is still applied.
+    (The default grace period: the hand-off's own reordering must be tolerated under load.)"""
+    pipe.start_worker("w1", env={"TETHER_GRACE_S": "5"})
     pipe.wait_heartbeat("w1")
     ev = Clocked(datetime.now(UTC))
     send(pipe, [(b"wf-honest", ev.started("wf-honest", "planner", -20))])
