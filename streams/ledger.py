@@ -206,6 +206,7 @@ class RevocationLedger:
         )
         self._producer: Producer | None = None
         self._failed: list[tuple[bytes, bytes | None, int]] = []  # to publish again
+        self._goal: dict[int, int] = {}  # partition -> its end when the ledger started reading
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -235,7 +236,7 @@ class RevocationLedger:
         try:
             while not self._stopping.is_set():
                 for msg in consumer.consume(500, 0.5):
-                    self._take(msg)
+                    self._take(consumer, msg)
                 self._producer.poll(0)
                 self._retry()
                 if time.monotonic() - swept >= SWEEP_S:
@@ -247,7 +248,7 @@ class RevocationLedger:
             consumer.close()
             self._producer.flush(5.0)
 
-    def _take(self, msg: Message) -> None:
+    def _take(self, consumer: Consumer, msg: Message) -> None:
         error = msg.error()
         partition = msg.partition()
         if partition is None:
@@ -259,10 +260,25 @@ class RevocationLedger:
                 _log.warning("revocation ledger: %s", error.str())
             return
         self.state.read(partition, msg.key(), msg.value())
+        # On a busy topic the end of the partition may never be met exactly: what was there
+        # when the ledger started reading it is enough to count as caught up.
+        goal = self._goal.get(partition)
+        if goal is None:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                goal = self._goal[partition] = consumer.get_watermark_offsets(tp, timeout=5)[1]
+            except Exception as exc:  # asked again with the next record
+                _log.debug("revocation ledger: no high watermark yet (%s)", exc)
+                return
+        offset = msg.offset()
+        if offset is not None and offset + 1 >= goal:
+            self.state.caught_up(partition)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # always from the start: the compacted topic is the ledger's changelog
         self.state.assign([tp.partition for tp in partitions])
+        for tp in partitions:
+            self._goal.pop(tp.partition, None)
         consumer.assign(
             [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
         )
