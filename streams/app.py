@@ -180,7 +180,10 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     )
     ledger = (
         RevocationLedger(
-            settings, verifier_from_settings(settings), client_id=f"tether-ledger-{worker_id}"
+            settings,
+            verifier_from_settings(settings),
+            client_id=f"tether-ledger-{worker_id}",
+            floor=worker.floor,
         )
         if settings.ledger
         else None

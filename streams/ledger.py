@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -78,6 +79,47 @@ class _Partition:
     live: bool = False  # caught up with the partition's end once: corrections are made
 
 
+class RevocationFloor:
+    """The longest ``not_after`` this process knows was published per revocation key: what the
+    worker published itself, and what its ledger read on the partitions it owns. The worker
+    raises a new revocation's ``not_after`` to it before signing, so that, as far as this
+    process knows, a key's revocation is never republished shorter (the ledger corrects what
+    another worker published meanwhile). Thread-safe; entries leave once past (wall clock)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def note(self, key: str, until: float) -> float:
+        """``key`` was published until ``until``; returns the floor for it now."""
+        with self._lock:
+            current = self._until.get(key)
+            if current is None or until > current:
+                self._until[key] = until
+                heapq.heappush(self._expiry, (until, key))
+                current = until
+            now = self._clock()
+            heap = self._expiry
+            while heap and heap[0][0] < now:
+                t, old = heapq.heappop(heap)
+                if self._until.get(old) == t:
+                    del self._until[old]
+            return current
+
+    def at_least(self, rev: Revocation) -> Revocation:
+        """``rev``, its ``not_after`` raised to the floor of its key (and noted)."""
+        until = rev.not_after.timestamp()
+        floor = self.note(rev.target.key, until)
+        if floor <= until:
+            return rev
+        return rev.model_copy(update={"not_after": datetime.fromtimestamp(floor, UTC)})
+
+
 Publish = Callable[[bytes, bytes | None, int], None]
 """Publishes ``(key, value or None for a tombstone, partition)`` to the revocations topic."""
 
@@ -93,9 +135,11 @@ class LedgerState:
         *,
         tombstone_after_s: float,
         clock: Callable[[], float] = time.time,
+        floor: RevocationFloor | None = None,
     ) -> None:
         self._verify = verify
         self._publish = publish
+        self._floor = floor  # told every revocation read, for the worker's own publishes
         self.tombstone_after_s = tombstone_after_s
         self._clock = clock
         self.partitions: dict[int, _Partition] = {}
@@ -122,6 +166,8 @@ class LedgerState:
         rev = self._verify(value) if value else None
         if rev is not None:
             t = rev.not_after.timestamp()
+            if self._floor is not None:
+                self._floor.note(rev.target.key, t)
             if held is None or t >= held.not_after:
                 if held is None or t > held.not_after:
                     heapq.heappush(part.expiry, (t, key))
@@ -182,6 +228,7 @@ class RevocationLedger:
         *,
         client_id: str = "tether-ledger",
         clock: Callable[[], float] = time.time,
+        floor: RevocationFloor | None = None,
     ) -> None:
         self.topic = settings.topic(REVOCATIONS)
         self.verifier = verifier
@@ -203,6 +250,7 @@ class RevocationLedger:
             self._publish,
             tombstone_after_s=settings.tombstone_after_s,
             clock=clock,
+            floor=floor,
         )
         self._producer: Producer | None = None
         self._failed: list[tuple[bytes, bytes | None, int]] = []  # to publish again

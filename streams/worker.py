@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from streams.intake import InputRecord
+from streams.ledger import RevocationFloor
 from streams.outputs import SIZE_ERRORS, Batch, Publisher
 from streams.registry_sync import LocalSignatures
 from streams.signing import SigningPool
@@ -157,6 +158,8 @@ class Worker:
         self.signing = SigningPool(signer, settings.signing_processes)
         self.inline_max = settings.signing_inline_max  # findings' revocations signed here
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
+        # a key's revocation is never published shorter than this process knows it was
+        self.floor = RevocationFloor()
         self.worker_id = worker_id
         self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
         self._epoch: _Epoch | None = None  # steps whose state is not written yet
@@ -222,6 +225,8 @@ class Worker:
         need not wait for the rest of the batch to be applied. Whatever is not sent here stays
         in ``out`` for the end of the step (task-completion revocations, a burst, an error)."""
         revocations = out.revocations
+        at_least = self.floor.at_least
+        revocations[alarms.seen :] = [at_least(r) for r in revocations[alarms.seen :]]
         fresh = revocations[alarms.seen :]
         urgent = [r for r in fresh if r.finding_id is not None]
         if urgent and len(urgent) <= alarms.budget:
@@ -432,7 +437,8 @@ class Worker:
 
     def _collect(self, out: Outbox, batch: Batch) -> None:
         self._collect_findings(out.findings, batch)
-        batch.unsigned.extend(out.revocations)
+        at_least = self.floor.at_least
+        batch.unsigned.extend(at_least(r) for r in out.revocations)
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 

@@ -362,6 +362,36 @@ def test_a_shorter_revocation_never_survives_compaction(pipe: Pipeline) -> None:
         assert watcher.is_revoked(token_id="tok-T", tier="low") is True
 
 
+def test_a_target_is_never_republished_shorter(pipe: Pipeline) -> None:
+    """The worker itself never publishes a target's revocation with a not_after shorter than
+    one already published for it (it raises the new one's to the longest it knows): read in
+    partition order, the revocations of ``token:tok-T`` never get shorter."""
+    pipe.start_worker("w1")
+    pipe.wait_heartbeat("w1")
+    ev = Clocked(datetime.now(UTC) - timedelta(minutes=1))
+    send(
+        pipe,
+        [
+            (b"wf-a", ev.started("wf-a", "planner", 0)),
+            (b"wf-a", ev.call("wf-a", "planner", 1, token="tok-T", holder="billing")),
+        ],
+        partition=0,
+    )
+    pipe.collect(quiet_s=3.0)
+    send(
+        pipe,
+        [
+            (b"wf-b", ev.started("wf-b", "coder", 2)),
+            (b"wf-b", ev.call("wf-b", "coder", 3, token="tok-T", expires=-365 * 86400)),
+        ],
+        partition=1,
+    )
+    time.sleep(5.0)
+    seq = [peek(v).not_after for _p, _o, k, v in _read_all(pipe) if k == b"token:tok-T" and v]
+    assert len(seq) >= 2, seq
+    assert seq == sorted(seq), seq
+
+
 def test_expired_revocations_are_tombstoned(pipe: Pipeline) -> None:
     """A revocation past its not_after is removed from the compacted topic (a tombstone), so a
     gateway's bootstrap does not grow without bound; a live one is never tombstoned."""

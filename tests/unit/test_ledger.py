@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ledger import LedgerState
+from streams.ledger import LedgerState, RevocationFloor
 from tether.models.outputs import Revocation, Target
 
 NOW = 1_800_000_000.0
@@ -167,3 +167,21 @@ def test_any_sequence_of_revocations_leaves_each_live_key_at_its_longest(
         if longest + 60 >= NOW:
             assert kept is not None
             assert orjson.loads(kept)["not_after"] == longest
+
+
+def test_the_floor_raises_a_shorter_revocation_of_a_known_key() -> None:
+    now = [NOW]
+    floor = RevocationFloor(clock=lambda: now[0])
+    long = verify(rev("token:T", NOW + 3600))
+    short = verify(rev("token:T", NOW + 60))
+    other = verify(rev("token:U", NOW + 60))
+    assert long is not None
+    assert short is not None
+    assert other is not None
+    assert floor.at_least(long) == long
+    assert floor.at_least(short).not_after == long.not_after  # raised, nothing else changed
+    assert floor.at_least(short).revocation_id == short.revocation_id
+    assert floor.at_least(other) == other  # another key: untouched
+    now[0] = NOW + 7200  # both past: forgotten
+    floor.note("token:V", NOW + 9000)
+    assert len(floor) == 1
