@@ -25,6 +25,7 @@ from streams.outputs import SIZE_ERRORS, Batch, Publisher
 from streams.registry_sync import LocalSignatures
 from streams.signing import SigningPool
 from streams.tables import TableStore
+from streams.topic_limits import TopicLimits
 from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import DeliveryError, Entry
 from tether.core import Context, Outbox
@@ -116,7 +117,11 @@ def _no_count(_partition: int) -> int | None:
     return None
 
 
-OUTPUT_SUMMARY_BYTES = 1024
+FALLBACK_FACTOR = 32
+"""While a topic's ``max.message.bytes`` is unknown, a record refused as too large and larger
+than this many times ``output_reject_min_bytes`` (16 KiB by default) is given up at once."""
+
+OUTPUT_SUMMARY_BYTES = 512
 """How much of an output record refused for good its dead letter keeps (the rest is named by
 its size): the dead letter itself must be small enough to publish."""
 
@@ -153,6 +158,7 @@ class Worker:
         self.publisher = publisher
         if publisher.reject is None:
             publisher.reject = self._rejected_output
+        self.limits = TopicLimits(settings)  # read only when a record is refused as too large
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self.signing = SigningPool(signer, settings.signing_processes)
@@ -406,11 +412,14 @@ class Worker:
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
 
     def _rejected_output(self, rec: Entry, err: DeliveryError) -> Entry | None:
-        """The dead letter of an output record the broker refused for good (``Publisher``),
-        or ``None`` to keep retrying it: a revocation is never given up (it is small; a topic
-        that refuses it is broken, and gateways fail closed as heartbeats stop), and neither
-        is a record no larger than ``output_reject_min_bytes`` refused for its size (the topic
-        must be unwritable, not the record too large: hold the input until it is fixed).
+        """The dead letter of an output record the broker refused for good (``Publisher``:
+        refused alone), or ``None`` to keep retrying it. A revocation is never given up (it is
+        small; a topic that refuses it is broken, and gateways fail closed as heartbeats stop).
+        A record refused as too large is given up only when its topic works: its
+        ``max.message.bytes`` is at least ``output_reject_min_bytes`` (a topic below that, e.g.
+        set to 1, refuses everything: it is unwritable, not the record too large, so the input
+        is held until it is fixed). While the topic's limit is being read, records larger than
+        ``FALLBACK_FACTOR`` times that bound are given up at once and smaller ones wait for it.
 
         The dead letter keeps the record's first ``OUTPUT_SUMMARY_BYTES`` and names its
         topic, key, partition, size and the error. A state record given up here leaves the
@@ -421,8 +430,13 @@ class Worker:
         size = len(key or b"") + len(value or b"")
         if topic == self.topics[REVOCATIONS]:
             return None
-        if err.code in SIZE_ERRORS and size <= self.settings.output_reject_min_bytes:
-            return None
+        if err.code in SIZE_ERRORS:
+            least = self.settings.output_reject_min_bytes
+            limit = self.limits.get(topic)
+            if limit is None and size <= least * FALLBACK_FACTOR:
+                return None  # asked the broker; decided at the next attempt
+            if limit is not None and limit < least:
+                return None  # the topic refuses everything: hold
         shown = (key or b"")[:256].decode("utf-8", "replace")
         why = Rejected(
             "output_rejected",

@@ -46,12 +46,12 @@ class Settings(BaseSettings):
     )
     heartbeat_s: float = Field(1.0, gt=0)
     output_reject_min_bytes: int = Field(
-        16_384,
-        ge=1024,
-        description="an output record the broker refuses for good (too large, invalid) is "
-        "dead-lettered (reason output_rejected) when it is larger than this; a topic that "
-        "refuses smaller records is unwritable, not the record: those are held and retried "
-        "(revocations always are)",
+        512,
+        ge=1,
+        description="an output record the broker refuses for good (too large for its topic, "
+        "invalid) is dead-lettered (reason output_rejected) and the pipeline goes on, if the "
+        "topic's max.message.bytes is at least this; a topic whose limit is lower refuses "
+        "everything (unwritable): its records are held and retried (revocations always are)",
     )
     ledger: bool = Field(
         True,

@@ -215,7 +215,7 @@ def test_state_record_refused_as_too_large_is_dead_lettered_and_the_pipeline_goe
     past the broker's 1 MB). The worker used to retry it forever: intake and heartbeats
     stopped and every gateway failed closed. Now the record is dead-lettered with its reason
     (summarised, so the dead letter itself is small) and the pipeline goes on."""
-    pipe.start_worker("w1", env={"TETHER_OUTPUT_REJECT_MIN_BYTES": "2048"})
+    pipe.start_worker("w1")
     pipe.wait_heartbeat("w1")
     changelog = f"{pipe.prefix}monitor-sessions-changelog"
     _set_topic_config(pipe.bootstrap, changelog, "max.message.bytes", "6000")

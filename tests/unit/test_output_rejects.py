@@ -100,3 +100,49 @@ def test_without_reject_everything_is_retried() -> None:
     broker = Broker()
     pub = Publisher(broker.publish_many, max_backoff_s=0.05)
     assert not run(pub, batch(("state", b"wf-big", b"x" * 500, None)), timeout=0.5)
+
+
+# -- the worker's decision: give a record up, or hold it -------------------------------------
+
+
+class Limits:
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+
+    def get(self, topic: str) -> int | None:
+        return self.limit
+
+
+@pytest.mark.parametrize(
+    ("topic", "size", "limit", "given_up"),
+    [
+        ("sessions-changelog", 20_000, 6_000, True),  # too large for a working topic
+        ("sessions-changelog", 800, 600, True),  # small, but the topic works (limit >= 512)
+        ("sessions-changelog", 800, 1, False),  # the topic refuses everything: hold
+        ("sessions-changelog", 800, None, False),  # limit not read yet: wait for it
+        ("sessions-changelog", 2_000_000, None, True),  # far too large for any sane topic
+        ("revocations", 20_000, 6_000, False),  # a revocation is never given up
+    ],
+)
+def test_the_worker_gives_up_a_record_only_when_it_is_the_records_fault(
+    topic: str, size: int, limit: int | None, given_up: bool
+) -> None:
+    from streams.worker import Worker
+    from tether.security import SetSigner, generate_key
+    from worker_doubles import make_worker
+
+    w: Worker = make_worker(SetSigner(generate_key("ES256"), issuer="https://t.test"))
+    w.limits = Limits(limit)  # type: ignore[assignment]
+    name = w.topics["revocations"] if topic == "revocations" else f"t.{topic}"
+    rec: Entry = (name, b"wf-big", b"\x00" * size, 3)
+    err = DeliveryError(name, b"wf-big", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
+    instead = w._rejected_output(rec, err)
+    assert (instead is not None) == given_up
+    if instead is not None:
+        topic_out, key, value, _ = instead
+        assert topic_out == w.topics["deadletter"]
+        assert key == b"wf-big"
+        assert value is not None
+        assert len(value) < 4096
+        assert b"output_rejected" in value
+        assert b"MSG_SIZE_TOO_LARGE" in value
