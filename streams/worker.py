@@ -21,13 +21,13 @@ import orjson
 
 from streams.intake import InputRecord
 from streams.ledger import RevocationFloor
-from streams.outputs import SIZE_ERRORS, Batch, Publisher
+from streams.output_rejects import OutputRejects
+from streams.outputs import Batch, Publisher
 from streams.registry_sync import LocalSignatures
 from streams.signing import SigningPool
 from streams.tables import TableStore
-from streams.topic_limits import TopicLimits
 from streams.watermarks import PartitionWatermarks
-from tether.adapters.kafka_publisher import DeliveryError, Entry
+from tether.adapters.kafka_publisher import Entry
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
@@ -117,15 +117,6 @@ def _no_count(_partition: int) -> int | None:
     return None
 
 
-FALLBACK_FACTOR = 32
-"""While a topic's ``max.message.bytes`` is unknown, a record refused as too large and larger
-than this many times ``output_reject_min_bytes`` (16 KiB by default) is given up at once."""
-
-OUTPUT_SUMMARY_BYTES = 512
-"""How much of an output record refused for good its dead letter keeps (the rest is named by
-its size): the dead letter itself must be small enough to publish."""
-
-
 @dataclass(frozen=True, slots=True)
 class InputLag:
     """What the worker can learn of input it has not applied yet."""
@@ -156,9 +147,12 @@ class Worker:
         self.engine = WorkflowEngine(ctx, sessions)
         self.index = TokenIndex(ctx, tokens, hold_s=settings.token_hold_s)
         self.publisher = publisher
-        if publisher.reject is None:
-            publisher.reject = self._rejected_output
-        self.limits = TopicLimits(settings)  # read only when a record is refused as too large
+        self.topics = {
+            name: settings.topic(name)
+            for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
+        }
+        if publisher.reject is None:  # an output refused for good: its dead letter instead
+            publisher.reject = OutputRejects(settings, self.topics)
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self.signing = SigningPool(signer, settings.signing_processes)
@@ -170,10 +164,6 @@ class Worker:
         self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
         self._epoch: _Epoch | None = None  # steps whose state is not written yet
         self._epoch_s = settings.state_epoch_ms / 1000
-        self.topics = {
-            name: settings.topic(name)
-            for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
-        }
         self.needs_reschedule = True
         self.assigned: set[int] = set()
         self.lag = lag or InputLag()
@@ -410,44 +400,6 @@ class Worker:
         source = Source(topic=rec.topic, partition=rec.partition, offset=rec.offset)
         record = dead_letter(data, why, source, now)
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
-
-    def _rejected_output(self, rec: Entry, err: DeliveryError) -> Entry | None:
-        """The dead letter of an output record the broker refused for good (``Publisher``:
-        refused alone), or ``None`` to keep retrying it. A revocation is never given up (it is
-        small; a topic that refuses it is broken, and gateways fail closed as heartbeats stop).
-        A record refused as too large is given up only when its topic works: its
-        ``max.message.bytes`` is at least ``output_reject_min_bytes`` (a topic below that, e.g.
-        set to 1, refuses everything: it is unwritable, not the record too large, so the input
-        is held until it is fixed). While the topic's limit is being read, records larger than
-        ``FALLBACK_FACTOR`` times that bound are given up at once and smaller ones wait for it.
-
-        The dead letter keeps the record's first ``OUTPUT_SUMMARY_BYTES`` and names its
-        topic, key, partition, size and the error. A state record given up here leaves the
-        changelog one step behind the worker's memory for that key: a restart recovers the
-        earlier state (the core's caps keep state far below any sane limit; this is the
-        safety net that keeps the pipeline moving)."""
-        topic, key, value, partition = rec
-        size = len(key or b"") + len(value or b"")
-        if topic == self.topics[REVOCATIONS]:
-            return None
-        if err.code in SIZE_ERRORS:
-            least = self.settings.output_reject_min_bytes
-            limit = self.limits.get(topic)
-            if limit is None and size <= least * FALLBACK_FACTOR:
-                return None  # asked the broker; decided at the next attempt
-            if limit is not None and limit < least:
-                return None  # the topic refuses everything: hold
-        shown = (key or b"")[:256].decode("utf-8", "replace")
-        why = Rejected(
-            "output_rejected",
-            f"{err}; the {size}-byte record for {topic} (key {shown!r}) was refused for good "
-            f"and is dead-lettered instead of retried (payload: its first "
-            f"{OUTPUT_SUMMARY_BYTES} bytes)",
-        )
-        source = Source(topic=topic, partition=partition)
-        record = dead_letter((value or b"")[:OUTPUT_SUMMARY_BYTES], why, source, datetime.now(UTC))
-        self.deadletters += 1
-        return (self.topics[DEADLETTER], (key or b"")[:512] or None, encode(record), None)
 
     def _collect(self, out: Outbox, batch: Batch) -> None:
         self._collect_findings(out.findings, batch)

@@ -11,8 +11,10 @@ import asyncio
 import pytest
 from confluent_kafka import KafkaError
 
+from streams.output_rejects import OutputRejects
 from streams.outputs import Batch, Failures, Publisher
 from tether.adapters.kafka_publisher import DeliveryError, Entry
+from tether.settings import Settings
 
 LIMIT = 100  # the fake broker's max.message.bytes
 
@@ -124,23 +126,19 @@ class Limits:
         ("revocations", 20_000, 6_000, False),  # a revocation is never given up
     ],
 )
-def test_the_worker_gives_up_a_record_only_when_it_is_the_records_fault(
+def test_a_record_is_given_up_only_when_it_is_the_records_fault(
     topic: str, size: int, limit: int | None, given_up: bool
 ) -> None:
-    from streams.worker import Worker
-    from tether.security import SetSigner, generate_key
-    from worker_doubles import make_worker
-
-    w: Worker = make_worker(SetSigner(generate_key("ES256"), issuer="https://t.test"))
-    w.limits = Limits(limit)  # type: ignore[assignment]
-    name = w.topics["revocations"] if topic == "revocations" else f"t.{topic}"
+    topics = {"revocations": "t.revocations", "deadletter": "t.deadletter"}
+    rejects = OutputRejects(Settings(), topics, Limits(limit))
+    name = f"t.{topic}"
     rec: Entry = (name, b"wf-big", b"\x00" * size, 3)
     err = DeliveryError(name, b"wf-big", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
-    instead = w._rejected_output(rec, err)
+    instead = rejects(rec, err)
     assert (instead is not None) == given_up
     if instead is not None:
         topic_out, key, value, _ = instead
-        assert topic_out == w.topics["deadletter"]
+        assert topic_out == "t.deadletter"
         assert key == b"wf-big"
         assert value is not None
         assert len(value) < 4096
