@@ -51,6 +51,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streams.registry_sync import LocalSignatures
 from tether.adapters.kafka_config import consumer_config, producer_config
 from tether.models.outputs import Revocation
 from tether.security import SetRejected, SetVerifier, peek
@@ -229,9 +230,13 @@ class RevocationLedger:
         client_id: str = "tether-ledger",
         clock: Callable[[], float] = time.time,
         floor: RevocationFloor | None = None,
+        local: LocalSignatures | None = None,
     ) -> None:
         self.topic = settings.topic(REVOCATIONS)
         self.verifier = verifier
+        # the exact bytes this worker signed: taken as the revocation they were made from,
+        # without a verification (as the registry sync does; another worker's are verified)
+        self.local = local if local is not None else LocalSignatures()
         self._consumer_config = consumer_config(
             settings,
             group_id=f"{settings.group_id}.ledger",
@@ -335,6 +340,9 @@ class RevocationLedger:
         self.state.revoke([tp.partition for tp in partitions])
 
     def _verified(self, value: bytes) -> Revocation | None:
+        mine = self.local.take(value)
+        if mine is not None:
+            return mine
         try:
             record = self.verifier.verify(value)
         except SetRejected as exc:

@@ -158,6 +158,7 @@ class Worker:
         self.signing = SigningPool(signer, settings.signing_processes)
         self.inline_max = settings.signing_inline_max  # findings' revocations signed here
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
+        self.signed_for_ledger: LocalSignatures | None = None  # and to the revocation ledger
         # a key's revocation is never published shorter than this process knows it was
         self.floor = RevocationFloor()
         self.worker_id = worker_id
@@ -342,11 +343,13 @@ class Worker:
         return self._signed(revocations, tokens)
 
     def _signed(self, revocations: list[Revocation], tokens: list[bytes]) -> list[Entry]:
-        topic, local = self.topics[REVOCATIONS], self.signed_here
+        topic, local, ledger = self.topics[REVOCATIONS], self.signed_here, self.signed_for_ledger
         entries: list[Entry] = []
         for r, token in zip(revocations, tokens, strict=True):
             if local is not None:
                 local.add(token, r)
+            if ledger is not None:
+                ledger.add(token, r)
             entries.append((topic, r.target.key.encode(), token, None))
         return entries
 
