@@ -16,6 +16,7 @@ from streams import codecs, faust_fixes
 from streams.input_fetch import InputFetcher
 from streams.intake import Intake
 from streams.kafka_auth import broker_credentials
+from streams.ledger import RevocationLedger
 from streams.outputs import Publisher, routed
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
@@ -173,7 +174,11 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         Publisher(publish_many),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
-        lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
+        lag=InputLag(
+            behind=behind,
+            buffered=lambda: intake.pending > 0,
+            records=lambda p: fetcher.lag_records(p) if fetcher is not None else None,
+        ),
     )
     worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
     sync = RegistrySync(
@@ -183,6 +188,19 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         client_id=f"tether-registry-{worker_id}",
         local=worker.signed_here,
     )
+    ledger = (
+        RevocationLedger(
+            settings,
+            verifier_from_settings(settings),
+            client_id=f"tether-ledger-{worker_id}",
+            floor=worker.floor,
+            local=LocalSignatures(capacity=10_000),  # bounded: others are verified
+        )
+        if settings.ledger
+        else None
+    )
+    if ledger is not None:
+        worker.signed_for_ledger = ledger.local  # what this worker signed needs no verification
     batch_max = settings.batch_max
 
     # tether's input topics skip faust's agents: the consumer loop hands their records to the
@@ -239,6 +257,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
+        if ledger is not None:
+            ledger.stop()
         kafka.stop(timeout=10)
         alerts.stop(timeout=10)
         worker.signing.close()
@@ -255,6 +275,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         if fetcher is not None:
             fetcher.start()
         sync.start()
+        if ledger is not None:
+            ledger.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

@@ -44,7 +44,34 @@ class Settings(BaseSettings):
     max_skew_s: float = Field(
         300.0, ge=0, description="events dated further ahead are dead letters"
     )
+    max_ahead_s: float = Field(
+        0.5,
+        ge=0,
+        description="the streaming worker's event time (its watermark) never runs further ahead "
+        "of its wall clock than this: an event dated later (but within max_skew_s) is applied, "
+        "yet moves event time only to now + max_ahead_s, so it cannot fire other workflows' "
+        "waiting checks early; keep it well below grace_s",
+    )
     heartbeat_s: float = Field(1.0, gt=0)
+    output_reject_min_bytes: int = Field(
+        512,
+        ge=1,
+        description="an output record the broker refuses for good (too large for its topic, "
+        "invalid) is dead-lettered (reason output_rejected) and the pipeline goes on, if the "
+        "topic's max.message.bytes is at least this; a topic whose limit is lower refuses "
+        "everything (unwritable): its records are held and retried (revocations always are)",
+    )
+    ledger: bool = Field(
+        True,
+        description="run the revocation ledger: republishes a target's longest revocation when a "
+        "shorter one follows it on the compacted topic, and tombstones revocations past their "
+        "not_after",
+    )
+    tombstone_after_s: float = Field(
+        300.0,
+        ge=0,
+        description="the ledger tombstones a revocation this long (wall time) after its not_after",
+    )
     staleness_s: float = Field(5.0, gt=0, description="watcher fails closed beyond this")
     fail_closed_tiers: frozenset[str] = Field(
         frozenset({"high", "default"}),

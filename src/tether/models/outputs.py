@@ -73,6 +73,22 @@ class Heartbeat(Record):
         default=None, description="the greatest event time this worker has applied"
     )
     interval_s: float = Field(default=1.0, description="seconds until the next heartbeat")
+    partition: int | None = Field(
+        default=None,
+        description="the partition of the revocations topic it was published to (a worker "
+        "beats on every partition, so a watcher can tell each partition's freshness)",
+    )
+    input_lag_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="how long, at most, the worker's oldest unapplied input has waited: 0 while "
+        "it keeps up (an upper bound; from the last moment each input partition was caught up)",
+    )
+    input_lag_records: int | None = Field(
+        default=None,
+        ge=0,
+        description="records not yet taken on the worker's most lagging input partition",
+    )
 
 
 class Decision(Record):
@@ -109,6 +125,7 @@ DeadLetterReason = Literal[
     "unknown_event_type",
     "schema_violation",
     "clock_skew",
+    "output_rejected",
 ]
 
 

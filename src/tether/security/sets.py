@@ -223,7 +223,8 @@ class SetSigner:
 
 def heartbeat_jti(hb: Heartbeat) -> str:
     """Unique per heartbeat, even when a restarted worker starts its sequence again."""
-    return f"heartbeat:{hb.source}:{hb.sequence}:{round(hb.emitted_at.timestamp() * 1000)}"
+    jti = f"heartbeat:{hb.source}:{hb.sequence}:{round(hb.emitted_at.timestamp() * 1000)}"
+    return jti if hb.partition is None else f"{jti}:p{hb.partition}"  # one per partition
 
 
 # -- reading ---------------------------------------------------------------------------------
