@@ -9,13 +9,18 @@ from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
-from tether.models.events import EVENT_TYPES, InputEvent, input_event_adapter
+from tether.models.events import EVENT_MODELS, EVENT_TYPES, InputEvent, input_event_adapter
+from tether.models.known_fields import JsonFault, Spec, known_fields, model_spec
 from tether.models.outputs import DeadLetter, DeadLetterReason, Source
 
 MAX_RECORD_BYTES: Final = 64 * 1024
 _MAX_ERRORS_SHOWN: Final = 5
 _MAX_PAYLOAD_KEPT: Final = 16 * 1024
+_SPECS: Final[dict[str, Spec]] = {name: model_spec(m) for name, m in EVENT_MODELS.items()}
+_ANY_EVENT: Final[Spec] = {k: v for spec in _SPECS.values() for k, v in spec.items()}
+_UNREADABLE: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +37,7 @@ def decode_event(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> InputEven
     """Validate one record; never raises on bad input.
 
     The fast path is a single ``validate_json`` call (pydantic-core parses and validates in one
-    pass); only a rejected record pays for classification.
+    pass); only a record it refuses pays for a second look (:func:`_second_look`).
     """
     if not data:
         return Rejected("empty_record", "empty record")
@@ -40,8 +45,11 @@ def decode_event(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> InputEven
         return Rejected("oversized", f"record is {len(data)} bytes; the limit is {max_bytes}")
     try:
         event = input_event_adapter.validate_json(data)
-    except ValidationError as exc:
-        return _classify(data, exc)
+    except ValidationError:
+        decoded = _second_look(data)
+        if isinstance(decoded, Rejected):
+            return decoded
+        event = decoded
     # Precompute the POSIX times the core compares on every event (``derived`` would do it on
     # first access; doing it here saves the descriptor call on the hot path).
     event.__dict__["t"] = event.occurred_at.timestamp()
@@ -51,37 +59,69 @@ def decode_event(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> InputEven
     return event
 
 
-def _classify(data: bytes, exc: ValidationError) -> Rejected:
+def _second_look(data: bytes) -> InputEvent | Rejected:
+    """Validate the record's known fields alone, else say why it is rejected.
+
+    The fast path may have failed on an unknown field that its JSON parser cannot hold (see
+    ``known_fields``); such a record is valid. Otherwise the rejection is classified, most
+    fundamental first: not UTF-8, not JSON, not an object, schema version, event type, then
+    the fields (each named).
+    """
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         return Rejected("invalid_utf8", f"not valid UTF-8 at byte {err.start}")
     try:
-        obj: Any = orjson.loads(data)
-    except orjson.JSONDecodeError as err:
-        return Rejected("invalid_json", f"not valid JSON: {err}")
-    if not isinstance(obj, dict):
-        return Rejected("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    workflow_id = _readable_str(obj.get("workflow_id"), 256)
-    event_id = _readable_str(obj.get("event_id"), 128)
-    version = obj.get("schema_version")
-    if "schema_version" in obj and (type(version) is not int or version != 1):
-        return Rejected(
-            "unsupported_schema_version",
-            f"schema_version must be the JSON integer 1, got {orjson.dumps(version).decode()}",
-            workflow_id,
-            event_id,
-        )
-    event_type = obj.get("event_type")
-    if "event_type" in obj and event_type not in EVENT_TYPES:
-        shown = orjson.dumps(event_type).decode()[:80]
+        known = known_fields(text, _SPECS, _ANY_EVENT)
+    except JsonFault as fault:
+        reason: DeadLetterReason = "not_an_object" if fault.reason == "not_an_object" else "invalid_json"
+        return Rejected(reason, str(fault))
+    try:
+        return input_event_adapter.validate_json(known.text)
+    except ValidationError as exc:
+        return _classify(known.top, known.leaves, exc)
+
+
+def _classify(top: dict[str, str], leaves: list[tuple[str, str]], exc: ValidationError) -> Rejected:
+    workflow_id = _readable_str(_load(top.get("workflow_id")), 256)
+    event_id = _readable_str(_load(top.get("event_id")), 128)
+    if "schema_version" in top:
+        version = _load(top["schema_version"])
+        if type(version) is not int or version != 1:
+            return Rejected(
+                "unsupported_schema_version",
+                f"schema_version must be the JSON integer 1, got {top['schema_version'][:80]}",
+                workflow_id,
+                event_id,
+            )
+    if "event_type" in top and _load(top["event_type"]) not in EVENT_TYPES:
         return Rejected(
             "unknown_event_type",
-            f"event_type {shown} is not one of {', '.join(EVENT_TYPES)}",
+            f"event_type {top['event_type'][:80]} is not one of {', '.join(EVENT_TYPES)}",
             workflow_id,
             event_id,
         )
+    if any(err["type"] == "json_invalid" for err in exc.errors(include_url=False)):
+        # A known field holds what pydantic's parser cannot (a lone surrogate, a number beyond
+        # a float, nesting past 200 levels): name it.
+        for path, raw in leaves:
+            try:
+                from_json(raw)
+            except ValueError as err:
+                return Rejected(
+                    "schema_violation", f"{path}: not a readable value ({err})", workflow_id, event_id
+                )
     return Rejected("schema_violation", describe_errors(exc), workflow_id, event_id)
+
+
+def _load(raw: str | None) -> object:
+    """A top-level known member's value, or a sentinel if absent or unreadable."""
+    if raw is None:
+        return _UNREADABLE
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _UNREADABLE
 
 
 def _readable_str(value: object, limit: int) -> str | None:
