@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -74,7 +74,9 @@ def _second_look(data: bytes) -> InputEvent | Rejected:
     try:
         known = known_fields(text, _SPECS, _ANY_EVENT)
     except JsonFault as fault:
-        reason: DeadLetterReason = "not_an_object" if fault.reason == "not_an_object" else "invalid_json"
+        reason: DeadLetterReason = (
+            "not_an_object" if fault.reason == "not_an_object" else "invalid_json"
+        )
         return Rejected(reason, str(fault))
     try:
         return input_event_adapter.validate_json(known.text)
@@ -109,7 +111,10 @@ def _classify(top: dict[str, str], leaves: list[tuple[str, str]], exc: Validatio
                 from_json(raw)
             except ValueError as err:
                 return Rejected(
-                    "schema_violation", f"{path}: not a readable value ({err})", workflow_id, event_id
+                    "schema_violation",
+                    f"{path}: not a readable value ({err})",
+                    workflow_id,
+                    event_id,
                 )
     return Rejected("schema_violation", describe_errors(exc), workflow_id, event_id)
 

@@ -23,7 +23,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from json.decoder import scanstring
 from types import NoneType, UnionType
 from typing import Final, NoReturn, TypeAlias, Union, get_args, get_origin
 
@@ -80,12 +79,12 @@ def known_fields(text: str, specs: dict[str, Spec], fallback: Spec) -> KnownFiel
     Raises:
         JsonFault: ``text`` is not JSON, or is JSON but not an object.
     """
-    start = _ws(text, 0).end()
+    start = _ws(text, 0)
     if text.startswith("{", start):
         members, end = _members(text, start)
     else:
         members, end = None, _skip(text, start)
-    end = _ws(text, end).end()
+    end = _ws(text, end)
     if end != len(text):
         _fault(text, end, "extra data after the JSON value")
     if members is None:
@@ -102,14 +101,18 @@ def _event_type(raw: str | None) -> str:
     if raw is None or not raw.startswith('"'):
         return ""
     try:
-        value, _ = scanstring(raw, 1, True)
+        value, _ = _scanstring(raw, 1, True)
     except ValueError:
         return ""
     return value
 
 
 def _rebuild(
-    text: str, members: list[tuple[str, int, int]], spec: Spec, path: str, leaves: list[tuple[str, str]]
+    text: str,
+    members: list[tuple[str, int, int]],
+    spec: Spec,
+    path: str,
+    leaves: list[tuple[str, str]],
 ) -> str:
     parts = []
     for key, s, e in members:
@@ -128,9 +131,15 @@ def _rebuild(
 
 # --- scanning -----------------------------------------------------------------------------------
 
-_ws: Final = re.compile(r"[ \t\n\r]*").match
+_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
 _number: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?").match
 _literal: Final = re.compile(r"true|false|null|NaN|Infinity|-Infinity").match
+
+
+def _ws(text: str, i: int) -> int:
+    """Past the JSON whitespace at ``text[i]``."""
+    m = _WHITESPACE.match(text, i)
+    return m.end() if m is not None else i
 
 
 def _ignore(_: str) -> None:
@@ -142,7 +151,9 @@ def _ignore(_: str) -> None:
 # must accept every record the fast path would have accepted but for an unreadable field.
 _scan_once: Final[Callable[[str, int], tuple[object, int]]] = json.JSONDecoder(
     parse_int=_ignore, parse_float=_ignore, parse_constant=_ignore, strict=True
-).scan_once
+).scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, absent from typeshed
+# The C string scanner: (text, index after the opening quote, strict) -> (value, end).
+_scanstring: Final[Callable[[str, int, bool], tuple[str, int]]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 def _fault(text: str, at: int, what: str) -> NoReturn:
@@ -164,22 +175,22 @@ def _skip(text: str, i: int) -> int:
 def _members(text: str, i: int) -> tuple[list[tuple[str, int, int]], int]:
     """The members (key, value start, value end) of the object at ``text[i]`` and its end."""
     members: list[tuple[str, int, int]] = []
-    i = _ws(text, i + 1).end()
+    i = _ws(text, i + 1)
     if text.startswith("}", i):
         return members, i + 1
     while True:
         if not text.startswith('"', i):
             _fault(text, i, "expected a member name")
         key, i = _string(text, i)
-        i = _ws(text, i).end()
+        i = _ws(text, i)
         if not text.startswith(":", i):
             _fault(text, i, "expected ':'")
-        start = _ws(text, i + 1).end()
+        start = _ws(text, i + 1)
         end = _skip(text, start)
         members.append((key, start, end))
-        i = _ws(text, end).end()
+        i = _ws(text, end)
         if text.startswith(",", i):
-            i = _ws(text, i + 1).end()
+            i = _ws(text, i + 1)
         elif text.startswith("}", i):
             return members, i + 1
         else:
@@ -188,7 +199,7 @@ def _members(text: str, i: int) -> tuple[list[tuple[str, int, int]], int]:
 
 def _string(text: str, i: int) -> tuple[str, int]:
     try:
-        return scanstring(text, i + 1, True)
+        return _scanstring(text, i + 1, True)
     except ValueError as err:
         _fault(text, getattr(err, "pos", i), str(getattr(err, "msg", err)))
 
@@ -196,59 +207,55 @@ def _string(text: str, i: int) -> tuple[str, int]:
 def _skip_deep(text: str, i: int) -> int:
     """``_skip`` without recursion: for values nested deeper than the C scanner goes.
 
-    A value is read in a loop whose only state is the stack of open containers' closing
-    characters; each iteration reads one token, so the cost is linear in the value's length.
+    The only state is the stack of the open containers' closing characters; each step reads one
+    token, so the cost is linear in the value's length whatever its depth.
     """
     closers: list[str] = []
-    n = len(text)
     while True:
-        # A value starts at i.
-        i = _ws(text, i).end()
-        c = text[i] if i < n else ""
-        if c == "[":
-            i = _ws(text, i + 1).end()
-            if text.startswith("]", i):
-                i += 1
-            else:
-                closers.append("]")
-                continue
-        elif c == "{":
-            i = _ws(text, i + 1).end()
-            if text.startswith("}", i):
-                i += 1
-            else:
-                closers.append("}")
-                i = _member_name(text, i)
-                continue
-        elif c == '"':
-            i = _string(text, i)[1]
-        else:
-            m = _number(text, i) or _literal(text, i)
-            if m is None:
-                _fault(text, i, "expected a value")
-            i = m.end()
+        i = _value_or_opener(text, _ws(text, i), closers)
+        if i < 0:  # a container opened: its first value (or member) comes next
+            i = -i
+            continue
         # A value ended at i: close containers until one expects another value.
         while True:
             if not closers:
                 return i
-            i = _ws(text, i).end()
+            i = _ws(text, i)
             if text.startswith(",", i):
                 i += 1
                 if closers[-1] == "}":
-                    i = _member_name(text, _ws(text, i).end())
+                    i = _member_name(text, _ws(text, i))
                 break
-            if text.startswith(closers[-1], i):
-                closers.pop()
-                i += 1
-                continue
-            _fault(text, i, f"expected ',' or '{closers[-1]}'")
+            if not text.startswith(closers[-1], i):
+                _fault(text, i, f"expected ',' or '{closers[-1]}'")
+            closers.pop()
+            i += 1
+
+
+def _value_or_opener(text: str, i: int, closers: list[str]) -> int:
+    """Past a scalar or an empty container at ``text[i]``; or, if a container opens there, push
+    its closer and return minus the position of its first value."""
+    c = text[i : i + 1]
+    if c in ("[", "{"):
+        closer = "]" if c == "[" else "}"
+        j = _ws(text, i + 1)
+        if text.startswith(closer, j):
+            return j + 1
+        closers.append(closer)
+        return -(_member_name(text, j) if c == "{" else j)
+    if c == '"':
+        return _string(text, i)[1]
+    m = _number(text, i) or _literal(text, i)
+    if m is None:
+        _fault(text, i, "expected a value")
+    return m.end()
 
 
 def _member_name(text: str, i: int) -> int:
     """Past ``"name" :`` at ``text[i]``; the value starts after it."""
     if not text.startswith('"', i):
         _fault(text, i, "expected a member name")
-    i = _ws(text, _string(text, i)[1]).end()
+    i = _ws(text, _string(text, i)[1])
     if not text.startswith(":", i):
         _fault(text, i, "expected ':'")
     return i + 1
