@@ -20,7 +20,6 @@ _MAX_ERRORS_SHOWN: Final = 5
 _MAX_PAYLOAD_KEPT: Final = 16 * 1024
 _SPECS: Final[dict[str, Spec]] = {name: model_spec(m) for name, m in EVENT_MODELS.items()}
 _ANY_EVENT: Final[Spec] = {k: v for spec in _SPECS.values() for k, v in spec.items()}
-_UNREADABLE: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +44,8 @@ def decode_event(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> InputEven
         return Rejected("oversized", f"record is {len(data)} bytes; the limit is {max_bytes}")
     try:
         event = input_event_adapter.validate_json(data)
-    except ValidationError:
-        decoded = _second_look(data)
+    except ValidationError as exc:
+        decoded = _second_look(data, exc)
         if isinstance(decoded, Rejected):
             return decoded
         event = decoded
@@ -59,47 +58,80 @@ def decode_event(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> InputEven
     return event
 
 
-def _second_look(data: bytes) -> InputEvent | Rejected:
+class _Unreadable:
+    """A top-level member that orjson cannot load (shown as its raw text)."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+
+
+def _second_look(data: bytes, exc: ValidationError) -> InputEvent | Rejected:
     """Validate the record's known fields alone, else say why it is rejected.
 
-    The fast path may have failed on an unknown field that its JSON parser cannot hold (see
-    ``known_fields``); such a record is valid. Otherwise the rejection is classified, most
-    fundamental first: not UTF-8, not JSON, not an object, schema version, event type, then
-    the fields (each named).
+    If pydantic parsed the whole record, the fault is in a known field and the record is
+    classified as it is. If it could not parse it, the fault may lie in an unknown field its
+    parser cannot hold (see ``known_fields``): such a record is valid, and the event is what its
+    known fields alone make. Rejections are classified most fundamental first: not UTF-8, not
+    JSON, not an object, schema version, event type, then the fields (each named).
     """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         return Rejected("invalid_utf8", f"not valid UTF-8 at byte {err.start}")
+    if not any(err["type"] == "json_invalid" for err in exc.errors(include_url=False)):
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # parsed by pydantic, too big or deep for orjson: take the long way
+        else:
+            if not isinstance(obj, dict):
+                return Rejected(
+                    "not_an_object", f"expected a JSON object, got {type(obj).__name__}"
+                )
+            return _classify(obj, [], exc)
     try:
         known = known_fields(text, _SPECS, _ANY_EVENT)
     except JsonFault as fault:
-        reason: DeadLetterReason = (
-            "not_an_object" if fault.reason == "not_an_object" else "invalid_json"
-        )
-        return Rejected(reason, str(fault))
+        return Rejected(fault.reason, str(fault))
     try:
         return input_event_adapter.validate_json(known.text)
-    except ValidationError as exc:
-        return _classify(known.top, known.leaves, exc)
+    except ValidationError as known_exc:
+        top: dict[str, object] = {k: _load(raw) for k, raw in known.top.items()}
+        return _classify(top, known.leaves, known_exc)
 
 
-def _classify(top: dict[str, str], leaves: list[tuple[str, str]], exc: ValidationError) -> Rejected:
-    workflow_id = _readable_str(_load(top.get("workflow_id")), 256)
-    event_id = _readable_str(_load(top.get("event_id")), 128)
-    if "schema_version" in top:
-        version = _load(top["schema_version"])
-        if type(version) is not int or version != 1:
-            return Rejected(
-                "unsupported_schema_version",
-                f"schema_version must be the JSON integer 1, got {top['schema_version'][:80]}",
-                workflow_id,
-                event_id,
-            )
-    if "event_type" in top and _load(top["event_type"]) not in EVENT_TYPES:
+def _load(raw: str) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _Unreadable(raw)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, _Unreadable):
+        return value.raw[:80]
+    return orjson.dumps(value).decode()[:80]
+
+
+def _classify(
+    top: dict[str, object], leaves: list[tuple[str, str]], exc: ValidationError
+) -> Rejected:
+    """The rejection of a record whose top-level members are ``top`` (see ``_second_look``)."""
+    workflow_id = _readable_str(top.get("workflow_id"), 256)
+    event_id = _readable_str(top.get("event_id"), 128)
+    version = top.get("schema_version")
+    if "schema_version" in top and (type(version) is not int or version != 1):
+        return Rejected(
+            "unsupported_schema_version",
+            f"schema_version must be the JSON integer 1, got {_shown(version)}",
+            workflow_id,
+            event_id,
+        )
+    event_type = top.get("event_type")
+    if "event_type" in top and event_type not in EVENT_TYPES:
         return Rejected(
             "unknown_event_type",
-            f"event_type {top['event_type'][:80]} is not one of {', '.join(EVENT_TYPES)}",
+            f"event_type {_shown(event_type)} is not one of {', '.join(EVENT_TYPES)}",
             workflow_id,
             event_id,
         )
@@ -110,23 +142,9 @@ def _classify(top: dict[str, str], leaves: list[tuple[str, str]], exc: Validatio
             try:
                 from_json(raw)
             except ValueError as err:
-                return Rejected(
-                    "schema_violation",
-                    f"{path}: not a readable value ({err})",
-                    workflow_id,
-                    event_id,
-                )
+                error = f"{path}: not a readable value ({err})"
+                return Rejected("schema_violation", error, workflow_id, event_id)
     return Rejected("schema_violation", describe_errors(exc), workflow_id, event_id)
-
-
-def _load(raw: str | None) -> object:
-    """A top-level known member's value, or a sentinel if absent or unreadable."""
-    if raw is None:
-        return _UNREADABLE
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _UNREADABLE
 
 
 def _readable_str(value: object, limit: int) -> str | None:

@@ -19,12 +19,13 @@ deep costs a few milliseconds, paid only by records the fast path refused.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import NoneType, UnionType
-from typing import Final, NoReturn, TypeAlias, Union, get_args, get_origin
+from typing import Final, Literal, NoReturn, TypeAlias, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -54,7 +55,7 @@ def _nested_model(annotation: object) -> type[BaseModel] | None:
 class JsonFault(ValueError):
     """The record is not JSON (``reason`` ``invalid_json``) or not an object (``not_an_object``)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Literal["invalid_json", "not_an_object"], message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -131,9 +132,56 @@ def _rebuild(
 
 # --- scanning -----------------------------------------------------------------------------------
 
-_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
-_number: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?").match
-_literal: Final = re.compile(r"true|false|null|NaN|Infinity|-Infinity").match
+_WS: Final = r"[ \t\n\r]*"
+# A JSON string as Python's strict scanner takes it: no raw control characters, the JSON escapes
+# only, and any \uXXXX (a lone surrogate too).
+_STRING: Final = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_MEMBER_NAME: Final = rf"{_STRING}{_WS}:"
+_OPENER: Final = rf"\[+|\{{{_WS}{_MEMBER_NAME}"
+_SCALAR: Final = (
+    r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|NaN|Infinity|-Infinity"
+)
+_ATOM: Final = rf"(?:{_STRING}|{_SCALAR})"
+# A value with no container inside it: a scalar, or an array or object of scalars.
+_FLAT: Final = (
+    rf"(?:{_ATOM}"
+    rf"|\[{_WS}(?:{_ATOM}(?:{_WS},{_WS}{_ATOM})*+{_WS})?\]"
+    rf"|\{{{_WS}(?:{_MEMBER_NAME}{_WS}{_ATOM}(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_ATOM})*+{_WS})?\}})"
+)
+# One token of a value being skipped, after whitespace. A run of openers (``[`` or
+# ``{"name":``), a run of closers, and a run of flat values with their separators are one token
+# each, so Python steps are few whatever the depth or the width.
+_TOKEN: Final = re.compile(
+    rf"""{_WS}(?:
+      (?P<open>(?:{_OPENER})(?:{_WS}(?:{_OPENER}))*+)
+    | (?P<empty_open>\{{)
+    | (?P<close>[\]}}]+(?:{_WS}[\]}}]+)*+)
+    | (?P<next_member>,{_WS}{_MEMBER_NAME})
+    | (?P<comma>,)
+    | (?P<members>{_FLAT}(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++)
+    | (?P<elements>{_FLAT}(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++)
+    | (?P<flat>{_FLAT})
+    )""",
+    re.VERBOSE,
+)
+_OPEN, _EMPTY_OPEN, _CLOSE, _NEXT_MEMBER, _COMMA, _MEMBERS, _ELEMENTS, _FLAT_VALUE = (
+    _TOKEN.groupindex[name]
+    for name in (
+        "open", "empty_open", "close", "next_member", "comma", "members", "elements", "flat"
+    )
+)  # fmt: skip
+_SEPARATORS: Final = {(_NEXT_MEMBER, "}"), (_COMMA, "]")}
+# Runs of values with separators: valid only inside the container whose separators they use.
+_RUNS: Final = {(_MEMBERS, "}"), (_ELEMENTS, "]")}
+_OBJECT_OPENER: Final = re.compile(rf"\{{{_WS}{_MEMBER_NAME}")
+_CLOSER: Final = re.compile(r"[\]}]")
+_NO_WS: Final = str.maketrans("", "", " \t\n\r")
+_WHITESPACE: Final = re.compile(_WS)
+_MEMBER_START: Final = re.compile(rf"{_WS}(?P<name>{_STRING}){_WS}:{_WS}")
+_AFTER_MEMBER: Final = re.compile(rf"{_WS}([,}}])")
+
+# What may come next while skipping.
+_VALUE, _VALUE_OR_CLOSE, _MEMBER_OR_CLOSE, _COMMA_OR_CLOSE = range(4)
 
 
 def _ws(text: str, i: int) -> int:
@@ -161,7 +209,13 @@ def _fault(text: str, at: int, what: str) -> NoReturn:
 
 
 def _skip(text: str, i: int) -> int:
-    """The end of the JSON value that starts at ``text[i]``."""
+    """The end of the JSON value that starts at ``text[i]``.
+
+    The C scanner builds the value (then drops it): with the cyclic GC paused, as tens of
+    thousands of nested lists would otherwise trigger collection after collection (5x slower).
+    """
+    paused = gc.isenabled()
+    gc.disable()
     try:
         return _scan_once(text, i)[1]
     except StopIteration:
@@ -170,92 +224,97 @@ def _skip(text: str, i: int) -> int:
         return _skip_deep(text, i)
     except ValueError as err:
         _fault(text, getattr(err, "pos", i), str(getattr(err, "msg", err)))
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _members(text: str, i: int) -> tuple[list[tuple[str, int, int]], int]:
-    """The members (key, value start, value end) of the object at ``text[i]`` and its end."""
+    """The members (name, value start, value end) of the object at ``text[i]`` and its end."""
     members: list[tuple[str, int, int]] = []
     i = _ws(text, i + 1)
     if text.startswith("}", i):
         return members, i + 1
     while True:
-        if not text.startswith('"', i):
-            _fault(text, i, "expected a member name")
-        key, i = _string(text, i)
-        i = _ws(text, i)
-        if not text.startswith(":", i):
-            _fault(text, i, "expected ':'")
-        start = _ws(text, i + 1)
-        end = _skip(text, start)
-        members.append((key, start, end))
-        i = _ws(text, end)
-        if text.startswith(",", i):
-            i = _ws(text, i + 1)
-        elif text.startswith("}", i):
-            return members, i + 1
-        else:
-            _fault(text, i, "expected ',' or '}'")
-
-
-def _string(text: str, i: int) -> tuple[str, int]:
-    try:
-        return _scanstring(text, i + 1, True)
-    except ValueError as err:
-        _fault(text, getattr(err, "pos", i), str(getattr(err, "msg", err)))
+        m = _MEMBER_START.match(text, i)
+        if m is None:
+            _fault(text, i, "expected a member name and ':'")
+        name = m["name"]
+        key = name[1:-1] if "\\" not in name else _scanstring(name, 1, True)[0]
+        end = _skip(text, m.end())
+        members.append((key, m.end(), end))
+        after = _AFTER_MEMBER.match(text, end)
+        if after is None:
+            _fault(text, end, "expected ',' or '}'")
+        i = after.end()
+        if after[1] == "}":
+            return members, i
 
 
 def _skip_deep(text: str, i: int) -> int:
-    """``_skip`` without recursion: for values nested deeper than the C scanner goes.
+    """``_skip`` without recursion, for values nested deeper than the C scanner goes.
 
-    The only state is the stack of the open containers' closing characters; each step reads one
-    token, so the cost is linear in the value's length whatever its depth.
+    The state is what may come next and the stack of open containers' closing characters; a
+    run of openers or of closers is one token, so the cost is linear in the value's length and
+    a deep but regular value costs a few Python steps in all.
     """
     closers: list[str] = []
-    while True:
-        i = _value_or_opener(text, _ws(text, i), closers)
-        if i < 0:  # a container opened: its first value (or member) comes next
-            i = -i
-            continue
-        # A value ended at i: close containers until one expects another value.
-        while True:
-            if not closers:
-                return i
-            i = _ws(text, i)
-            if text.startswith(",", i):
-                i += 1
-                if closers[-1] == "}":
-                    i = _member_name(text, _ws(text, i))
+    expect = _VALUE
+    scan = _TOKEN.scanner(text, i).match  # type: ignore[attr-defined]  # untyped in typeshed
+    while (m := scan()) is not None:
+        kind = m.lastindex
+        if expect <= _VALUE_OR_CLOSE and (
+            kind == _FLAT_VALUE or (closers and (kind, closers[-1]) in _RUNS)
+        ):
+            expect = _COMMA_OR_CLOSE
+        elif kind == _OPEN and expect <= _VALUE_OR_CLOSE:
+            run = m[_OPEN]
+            closers.extend(_OBJECT_OPENER.sub("}", run).replace("[", "]").translate(_NO_WS))
+            expect = _VALUE_OR_CLOSE if run.endswith("[") else _VALUE
+        elif kind == _EMPTY_OPEN and expect <= _VALUE_OR_CLOSE:
+            closers.append("}")
+            expect = _MEMBER_OR_CLOSE
+        elif kind == _CLOSE and expect >= _VALUE_OR_CLOSE:
+            run = m[_CLOSE].translate(_NO_WS)
+            depth = len(closers)
+            if len(run) >= depth:  # the value ends within this run
+                if "".join(reversed(closers)) != run[:depth]:
+                    break
+                return _past_closers(text, m.start(_CLOSE), depth)
+            if "".join(reversed(closers[-len(run) :])) != run:
                 break
-            if not text.startswith(closers[-1], i):
-                _fault(text, i, f"expected ',' or '{closers[-1]}'")
-            closers.pop()
-            i += 1
+            del closers[-len(run) :]
+            expect = _COMMA_OR_CLOSE
+        elif expect == _COMMA_OR_CLOSE and (kind, closers[-1]) in _SEPARATORS:
+            expect = _VALUE
+        else:
+            break
+        if not closers:  # a flat value at the top: the value is complete
+            return int(m.end())
+    _fault(text, _ws(text, m.start() if m is not None else _scan_end(text, i)), "unexpected text")
 
 
-def _value_or_opener(text: str, i: int, closers: list[str]) -> int:
-    """Past a scalar or an empty container at ``text[i]``; or, if a container opens there, push
-    its closer and return minus the position of its first value."""
-    c = text[i : i + 1]
-    if c in ("[", "{"):
-        closer = "]" if c == "[" else "}"
-        j = _ws(text, i + 1)
-        if text.startswith(closer, j):
-            return j + 1
-        closers.append(closer)
-        return -(_member_name(text, j) if c == "{" else j)
-    if c == '"':
-        return _string(text, i)[1]
-    m = _number(text, i) or _literal(text, i)
-    if m is None:
-        _fault(text, i, "expected a value")
-    return m.end()
+def _past_closers(text: str, at: int, count: int) -> int:
+    """The position after the ``count``-th closing character from ``text[at]`` (where at
+    least ``count`` closers follow, with only whitespace between them)."""
+    if text.startswith("]" * count, at) or text.startswith("}" * count, at):
+        return at + count  # the usual run, without whitespace
+    # Whitespace between: bisect on how many closers a prefix holds (C-level counts, no
+    # per-character Python step).
+    lo, hi = at + count, len(text)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if text.count("]", at, mid) + text.count("}", at, mid) < count:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
-def _member_name(text: str, i: int) -> int:
-    """Past ``"name" :`` at ``text[i]``; the value starts after it."""
-    if not text.startswith('"', i):
-        _fault(text, i, "expected a member name")
-    i = _ws(text, _string(text, i)[1])
-    if not text.startswith(":", i):
-        _fault(text, i, "expected ':'")
-    return i + 1
+def _scan_end(text: str, i: int) -> int:
+    """Where the token scanner starting at ``i`` stopped (for the error position)."""
+    end = i
+    scan = _TOKEN.scanner(text, i).match  # type: ignore[attr-defined]  # untyped in typeshed
+    while (m := scan()) is not None:
+        end = m.end()
+    return end
