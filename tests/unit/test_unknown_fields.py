@@ -5,6 +5,7 @@ thing in a known field is still a dead letter naming the field."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from builders import call, completed, delegate, started
 from tether.models.codec import MAX_RECORD_BYTES, Rejected, decode_event
+from tether.models.known_fields import JsonFault, _skip_deep
 
 BASES: dict[str, dict[str, Any]] = {
     "started": started("wf-1", "planner", "tok-1"),
@@ -322,3 +324,42 @@ def _insert(record: bytes, where: str, key: str, raw: bytes) -> bytes:
     anchor = orjson.dumps(where) + b":{"
     i = record.index(anchor) + len(anchor)
     return record[:i] + member + b"," + record[i:]
+
+
+# --- the deep skipper agrees with Python's json on what is JSON ---------------------------------
+
+
+def _accepts_json(text: str) -> bool:
+    try:
+        json.loads(text, parse_int=lambda _: 0, parse_float=lambda _: 0.0)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _accepts_skip(text: str) -> bool:
+    try:
+        return _skip_deep(text, 0) == len(text.rstrip(" \t\n\r"))
+    except JsonFault:
+        return False
+
+
+# (spaces only: inserted inside a string too, where a newline would be a raw control character)
+_spaces = st.sampled_from(["", " ", "  "])
+_json_with_ws = st.tuples(_json, _spaces, _spaces).map(
+    lambda t: t[0].decode().replace(",", f"{t[1]},{t[2]}").replace(":", f"{t[2]}:{t[1]}")
+)
+_mutations = st.sampled_from(["", ",", "]", "}", "[", "{", ":", '"', "1", "x", " ", "\\"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(doc=_json_with_ws, depth=st.integers(0, 1500), at=st.floats(0, 1), insert=_mutations)
+def test_the_deep_skipper_accepts_exactly_json(
+    doc: str, depth: int, at: float, insert: str
+) -> None:
+    text = "[" * depth + doc + "]" * depth
+    assert _accepts_skip(text), text[depth : depth + 80]
+    i = int(at * len(text))
+    mutated = text[:i] + insert + text[i + 1 :]
+    if depth < 900:  # Python's json answers only below its recursion limit
+        assert _accepts_skip(mutated) == _accepts_json(mutated), mutated[max(0, i - 40) : i + 40]

@@ -142,25 +142,34 @@ _SCALAR: Final = (
     r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|NaN|Infinity|-Infinity"
 )
 _ATOM: Final = rf"(?:{_STRING}|{_SCALAR})"
-# A value with no container inside it: a scalar, or an array or object of scalars.
-_FLAT: Final = (
-    rf"(?:{_ATOM}"
-    rf"|\[{_WS}(?:{_ATOM}(?:{_WS},{_WS}{_ATOM})*+{_WS})?\]"
-    rf"|\{{{_WS}(?:{_MEMBER_NAME}{_WS}{_ATOM}(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_ATOM})*+{_WS})?\}})"
-)
-# One token of a value being skipped, after whitespace. A run of openers (``[`` or
-# ``{"name":``), a run of closers, and a run of flat values with their separators are one token
-# each, so Python steps are few whatever the depth or the width.
+
+
+def _shallow(item: str) -> str:
+    """A JSON value that is ``item``, or an array or object of ``item`` values."""
+    member = rf"{_MEMBER_NAME}{_WS}{item}"
+    return (
+        rf"(?:{item}"
+        rf"|\[{_WS}(?:{item}(?:{_WS},{_WS}{item})*+{_WS})?\]"
+        rf"|\{{{_WS}(?:{member}(?:{_WS},{_WS}{member})*+{_WS})?\}})"
+    )
+
+
+# A value nested at most two deep (``[[1]]``, ``{"a":[1]}``): one token however wide it is.
+_FLAT: Final = _shallow(_shallow(_ATOM))
+# One token of a value being skipped, after whitespace. A run of shallow values with their
+# separators (tried first: ``[[1]],[[1]]`` is not a run of openers), a run of openers (``[`` or
+# ``{"name":``) and a run of closers are one token each, so Python steps are few whatever the
+# depth or the width.
 _TOKEN: Final = re.compile(
     rf"""{_WS}(?:
-      (?P<open>(?:{_OPENER})(?:{_WS}(?:{_OPENER}))*+)
+      (?P<members>{_FLAT}(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++)
+    | (?P<elements>{_FLAT}(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++)
+    | (?P<flat>{_FLAT})
+    | (?P<open>(?:{_OPENER})(?:{_WS}(?:{_OPENER}))*+)
     | (?P<empty_open>\{{)
     | (?P<close>[\]}}]+(?:{_WS}[\]}}]+)*+)
     | (?P<next_member>,{_WS}{_MEMBER_NAME})
     | (?P<comma>,)
-    | (?P<members>{_FLAT}(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++)
-    | (?P<elements>{_FLAT}(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++)
-    | (?P<flat>{_FLAT})
     )""",
     re.VERBOSE,
 )
