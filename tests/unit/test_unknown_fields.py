@@ -363,3 +363,59 @@ def test_the_deep_skipper_accepts_exactly_json(
     mutated = text[:i] + insert + text[i + 1 :]
     if depth < 900:  # Python's json answers only below its recursion limit
         assert _accepts_skip(mutated) == _accepts_json(mutated), mutated[max(0, i - 40) : i + 40]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b'"\\ud800"',
+        b'"\\udfff\\ud800"',
+        b'"\\u0000"',
+        b'""',
+        b'"occurred\\u005fat_"',
+        b'"' + b"k" * 30000 + b'"',
+    ],
+    ids=["lone surrogate", "reversed pair", "NUL", "empty", "escaped near-known", "30k chars"],
+)
+def test_an_unknown_member_name_is_ignored_whatever_it_is(name: bytes) -> None:
+    expected = decode_event(orjson.dumps(BASES["call"]))
+    data = orjson.dumps(BASES["call"])
+    for where in (b"{", b'"credential":{', b'"action":{'):
+        i = data.index(where) + len(where)
+        got = decode_event(data[:i] + name + b':{"deep":' + deep(2000) + b"}," + data[i:])
+        assert got == expected, getattr(got, "error", got)
+
+
+def test_a_known_member_name_written_with_escapes_is_the_known_field() -> None:
+    """``"occurred\\u005fat"`` is ``occurred_at``, on the fast path and on the second look."""
+    data = orjson.dumps(BASES["call"]).replace(b'"occurred_at"', b'"occurred\\u005fat"')
+    fast = decode_event(data)
+    slow = decode_event(data[:-1] + b',"x":' + deep(2000) + b"}")
+    assert not isinstance(fast, Rejected)
+    assert slow == fast
+    bad = data.replace(b'"2026-11-28T14:00:01Z"', b'"1795860001"')
+    for record in (bad, bad[:-1] + b',"x":' + deep(2000) + b"}"):
+        got = decode_event(record)
+        assert isinstance(got, Rejected)
+        assert "occurred_at" in got.error
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.sampled_from(list(HOSTILE.values())),
+    edits=st.lists(
+        st.tuples(st.floats(0, 1), st.integers(0, 2), st.binary(min_size=0, max_size=3)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_decoding_never_raises_on_a_mangled_hostile_record(
+    raw: bytes, edits: list[tuple[float, int, bytes]]
+) -> None:
+    """``decode_event`` never raises on bad input: hostile records with random byte edits."""
+    data = with_raw(BASES["call"], "credential", "x", raw)
+    for at, cut, insert in edits:
+        i = int(at * len(data))
+        data = data[:i] + insert + data[i + cut :]
+    got = decode_event(data)
+    assert isinstance(got, Rejected) or got.workflow_id
