@@ -156,15 +156,17 @@ def _shallow(item: str) -> str:
 
 # A value nested at most two deep (``[[1]]``, ``{"a":[1]}``): one token however wide it is.
 _FLAT: Final = _shallow(_shallow(_ATOM))
-# One token of a value being skipped, after whitespace. A run of shallow values with their
-# separators (tried first: ``[[1]],[[1]]`` is not a run of openers), a run of openers (``[`` or
+# One token of a value being skipped, after whitespace. A shallow value and the run of shallow
+# values that follows it with their separators (tried first: ``[[1]],[[1]]`` is not a run of
+# openers), a run of openers (``[`` or
 # ``{"name":``) and a run of closers are one token each, so Python steps are few whatever the
 # depth or the width.
 _TOKEN: Final = re.compile(
     rf"""{_WS}(?:
-      (?P<members>{_FLAT}(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++)
-    | (?P<elements>{_FLAT}(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++)
-    | (?P<flat>{_FLAT})
+      (?P<flat>{_FLAT}(?:
+          (?P<members>(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++)
+        | (?P<elements>(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++)
+      )?)
     | (?P<open>(?:{_OPENER})(?:{_WS}(?:{_OPENER}))*+)
     | (?P<empty_open>\{{)
     | (?P<close>[\]}}]+(?:{_WS}[\]}}]+)*+)
@@ -180,8 +182,6 @@ _OPEN, _EMPTY_OPEN, _CLOSE, _NEXT_MEMBER, _COMMA, _MEMBERS, _ELEMENTS, _FLAT_VAL
     )
 )  # fmt: skip
 _SEPARATORS: Final = {(_NEXT_MEMBER, "}"), (_COMMA, "]")}
-# Runs of values with separators: valid only inside the container whose separators they use.
-_RUNS: Final = {(_MEMBERS, "}"), (_ELEMENTS, "]")}
 _OBJECT_OPENER: Final = re.compile(rf"\{{{_WS}{_MEMBER_NAME}")
 _CLOSER: Final = re.compile(r"[\]}]")
 _NO_WS: Final = str.maketrans("", "", " \t\n\r")
@@ -272,9 +272,7 @@ def _skip_deep(text: str, i: int) -> int:
     scan = _TOKEN.scanner(text, i).match  # type: ignore[attr-defined]  # untyped in typeshed
     while (m := scan()) is not None:
         kind = m.lastindex
-        if expect <= _VALUE_OR_CLOSE and (
-            kind == _FLAT_VALUE or (closers and (kind, closers[-1]) in _RUNS)
-        ):
+        if kind == _FLAT_VALUE and expect <= _VALUE_OR_CLOSE and _fits(m, closers):
             expect = _COMMA_OR_CLOSE
         elif kind == _OPEN and expect <= _VALUE_OR_CLOSE:
             run = m[_OPEN]
@@ -301,6 +299,15 @@ def _skip_deep(text: str, i: int) -> int:
         if not closers:  # a flat value at the top: the value is complete
             return int(m.end())
     _fault(text, _ws(text, m.start() if m is not None else _scan_end(text, i)), "unexpected text")
+
+
+def _fits(m: re.Match[str], closers: list[str]) -> bool:
+    """Whether a flat value's run of further members or elements suits the open container."""
+    if m.start(_MEMBERS) >= 0:
+        return closers[-1:] == ["}"]
+    if m.start(_ELEMENTS) >= 0:
+        return closers[-1:] == ["]"]
+    return True
 
 
 def _past_closers(text: str, at: int, count: int) -> int:
