@@ -419,3 +419,48 @@ def test_decoding_never_raises_on_a_mangled_hostile_record(
         data = data[:i] + insert + data[i + cut :]
     got = decode_event(data)
     assert isinstance(got, Rejected) or got.workflow_id
+
+
+def _chain(depth: int, before: list[bytes], after: list[bytes], kinds: list[bool]) -> str:
+    """A value nested ``depth`` deep, each level an array or object (``kinds``) with scalars
+    before and after its child: the shapes the skipper reads as runs of units."""
+    out, close = [], []
+    for level in range(depth):
+        is_object = kinds[level % len(kinds)]
+        pre = before[level % len(before)]
+        post = after[level % len(after)]
+        if is_object:
+            out.append(b'{"p":' + pre + b',"c":' if pre else b'{"c":')
+            close.append((b',"q":' + post if post else b"") + b"}")
+        else:
+            out.append(b"[" + (pre + b"," if pre else b""))
+            close.append((b"," + post if post else b"") + b"]")
+    return (b"".join(out) + b"0" + b"".join(reversed(close))).decode()
+
+
+_scalar_text = st.one_of(st.just(b""), _number, _text, st.sampled_from([b"true", b"null"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    depth=st.integers(1, 1200),
+    before=st.lists(_scalar_text, min_size=1, max_size=3),
+    after=st.lists(_scalar_text, min_size=1, max_size=3),
+    kinds=st.lists(st.booleans(), min_size=1, max_size=3),
+    at=st.floats(0, 1),
+    insert=_mutations,
+)
+def test_the_deep_skipper_reads_interleaved_chains_exactly(
+    depth: int,
+    before: list[bytes],
+    after: list[bytes],
+    kinds: list[bool],
+    at: float,
+    insert: str,
+) -> None:
+    text = _chain(depth, before, after, kinds)
+    assert _accepts_skip(text)
+    i = int(at * len(text))
+    mutated = text[:i] + insert + text[i + 1 :]
+    if depth < 900:
+        assert _accepts_skip(mutated) == _accepts_json(mutated), mutated[max(0, i - 40) : i + 40]

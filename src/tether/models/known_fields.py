@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from types import NoneType, UnionType
 from typing import Final, Literal, NoReturn, TypeAlias, Union, get_args, get_origin
 
@@ -138,7 +139,6 @@ _WS: Final = r"[ \t\n\r]*"
 # only, and any \uXXXX (a lone surrogate too).
 _STRING: Final = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
 _MEMBER_NAME: Final = rf"{_STRING}{_WS}:"
-_OPENER: Final = rf"\[+|\{{{_WS}{_MEMBER_NAME}"
 _SCALAR: Final = (
     r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|NaN|Infinity|-Infinity"
 )
@@ -157,41 +157,52 @@ def _shallow(item: str) -> str:
 
 # A value nested at most two deep (``[[1]]``, ``{"a":[1]}``): one token however wide it is.
 _FLAT: Final = _shallow(_shallow(_ATOM))
-# One token of a value being skipped, after whitespace. A shallow value and the run of shallow
-# values that follows it with their separators (tried first: ``[[1]],[[1]]`` is not a run of
-# openers), a run of openers (``[`` or
-# ``{"name":``) and a run of closers are one token each, so Python steps are few whatever the
-# depth or the width.
+_MORE_ELEMENTS: Final = rf"(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++"
+_MORE_MEMBERS: Final = rf"(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++"
+# An opening unit: openers, then the scalars and separators that follow before the next
+# container opens (``[[1,2,`` or ``{"a":1,"b":``).
+_BRACKETS: Final = rf"\[+(?:{_WS}\[+)*+"
+_ARRAY_OPENING: Final = rf"{_BRACKETS}(?:{_WS}{_ATOM}{_WS},)*+"
+_OBJECT_OPENING: Final = rf"\{{{_WS}{_MEMBER_NAME}(?:{_WS}{_ATOM}{_WS},{_WS}{_MEMBER_NAME})*+"
+_OPENING: Final = rf"(?:{_ARRAY_OPENING}|{_OBJECT_OPENING})"
+# A closing unit: closers, then the scalars that follow them in the parent (``]],3,4``).
+_CLOSERS: Final = rf"[\]}}]+(?:{_WS}[\]}}]+)*+"
+_AFTER_CLOSE_ELEMENTS: Final = rf"(?:{_WS},{_WS}{_ATOM}(?!{_WS}:))++"
+_AFTER_CLOSE_MEMBERS: Final = rf"(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_ATOM})++"
+_CLOSING: Final = rf"{_CLOSERS}(?:{_AFTER_CLOSE_ELEMENTS}|{_AFTER_CLOSE_MEMBERS})?"
+# One token of a value being skipped, after whitespace: a shallow value with the run of
+# shallow values after it (tried first: ``[[1]],[[1]]`` is not a run of openers), a run of
+# opening units, or a run of closing units. Python steps are few whatever the depth or width:
+# ``[1,[1,[1,...]]]`` is three tokens, ``[[[1],2],3]`` three.
 _TOKEN: Final = re.compile(
     rf"""{_WS}(?:
-      (?P<flat>{_FLAT}(?:
-          (?P<members>(?:{_WS},{_WS}{_MEMBER_NAME}{_WS}{_FLAT})++)
-        | (?P<elements>(?:{_WS},{_WS}{_FLAT}(?!{_WS}:))++)
-      )?)
-    | (?P<open>(?:{_OPENER})(?:{_WS}(?:{_OPENER}))*+)
-    | (?P<empty_open>\{{)
-    | (?P<close>[\]}}]+(?:{_WS}[\]}}]+)*+)
+      (?P<flat>{_FLAT}(?:(?P<members>{_MORE_MEMBERS})|(?P<elements>{_MORE_ELEMENTS}))?)
+    | (?P<open>{_OPENING}(?:{_WS}{_OPENING})*+)
+    | (?P<close>{_CLOSING}(?:{_WS}{_CLOSING})*+)
     | (?P<next_member>,{_WS}{_MEMBER_NAME})
     | (?P<comma>,)
     )""",
     re.VERBOSE,
 )
-_OPEN, _EMPTY_OPEN, _CLOSE, _NEXT_MEMBER, _COMMA, _MEMBERS, _ELEMENTS, _FLAT_VALUE = (
+_OPEN, _CLOSE, _NEXT_MEMBER, _COMMA, _MEMBERS, _ELEMENTS, _FLAT_VALUE = (
     _TOKEN.groupindex[name]
-    for name in (
-        "open", "empty_open", "close", "next_member", "comma", "members", "elements", "flat"
-    )
-)  # fmt: skip
+    for name in ("open", "close", "next_member", "comma", "members", "elements", "flat")
+)
 _SEPARATORS: Final = {(_NEXT_MEMBER, "}"), (_COMMA, "]")}
-_OBJECT_OPENER: Final = re.compile(rf"\{{{_WS}{_MEMBER_NAME}")
-_CLOSER: Final = re.compile(r"[\]}]")
+# Each opening unit of a run: its array openers, or "" for an object.
+_OPENING_KIND: Final = re.compile(rf"({_BRACKETS})(?:{_WS}{_ATOM}{_WS},)*+|{_OBJECT_OPENING}")
+# Each closing unit of a run: its closers, then the scalars after them if they are elements
+# (group 2) or members (group 3) of the container the unit returns to.
+_CLOSING_KIND: Final = re.compile(
+    rf"({_CLOSERS})(?:({_AFTER_CLOSE_ELEMENTS})|({_AFTER_CLOSE_MEMBERS}))?"
+)
 _NO_WS: Final = str.maketrans("", "", " \t\n\r")
 _WHITESPACE: Final = re.compile(_WS)
 _MEMBER_START: Final = re.compile(rf"{_WS}(?P<name>{_STRING}){_WS}:{_WS}")
 _AFTER_MEMBER: Final = re.compile(rf"{_WS}([,}}])")
 
 # What may come next while skipping.
-_VALUE, _VALUE_OR_CLOSE, _MEMBER_OR_CLOSE, _COMMA_OR_CLOSE = range(4)
+_VALUE, _VALUE_OR_CLOSE, _COMMA_OR_CLOSE = range(3)
 
 
 def _ws(text: str, i: int) -> int:
@@ -264,9 +275,9 @@ def _members(text: str, i: int) -> tuple[list[tuple[str, int, int]], int]:
 def _skip_deep(text: str, i: int) -> int:
     """``_skip`` without recursion, for values nested deeper than the C scanner goes.
 
-    The state is what may come next and the stack of open containers' closing characters; a
-    run of openers or of closers is one token, so the cost is linear in the value's length and
-    a deep but regular value costs a few Python steps in all.
+    The state is what may come next and the stack of open containers' closing characters. A
+    token is a run (see ``_TOKEN``) whose parts are checked against the stack with a few string
+    operations, so the cost is linear in the value's length, with few Python steps per token.
     """
     closers: list[str] = []
     expect = _VALUE
@@ -277,21 +288,15 @@ def _skip_deep(text: str, i: int) -> int:
             expect = _COMMA_OR_CLOSE
         elif kind == _OPEN and expect <= _VALUE_OR_CLOSE:
             run = m[_OPEN]
-            closers.extend(_OBJECT_OPENER.sub("}", run).replace("[", "]").translate(_NO_WS))
+            for unit in _OPENING_KIND.findall(run):
+                closers.extend("]" * unit.count("[") if unit else "}")
             expect = _VALUE_OR_CLOSE if run.endswith("[") else _VALUE
-        elif kind == _EMPTY_OPEN and expect <= _VALUE_OR_CLOSE:
-            closers.append("}")
-            expect = _MEMBER_OR_CLOSE
         elif kind == _CLOSE and expect >= _VALUE_OR_CLOSE:
-            run = m[_CLOSE].translate(_NO_WS)
-            depth = len(closers)
-            if len(run) >= depth:  # the value ends within this run
-                if "".join(reversed(closers)) != run[:depth]:
-                    break
-                return _past_closers(text, m.start(_CLOSE), depth)
-            if "".join(reversed(closers[-len(run) :])) != run:
+            end = _close(text, m.start(_CLOSE), m.end(), closers)
+            if end is None:
                 break
-            del closers[-len(run) :]
+            if not closers:
+                return end
             expect = _COMMA_OR_CLOSE
         elif expect == _COMMA_OR_CLOSE and (kind, closers[-1]) in _SEPARATORS:
             expect = _VALUE
@@ -311,13 +316,57 @@ def _fits(m: re.Match[str], closers: list[str]) -> bool:
     return True
 
 
+def _close(text: str, start: int, end: int, closers: list[str]) -> int | None:
+    """Apply the closing units in ``text[start:end]`` to ``closers``; None if they do not fit.
+
+    Each unit's closers must match the stack, and scalars after them must be elements or
+    members as the container they return to requires. If the stack empties (the value ends),
+    the position just after the closer that emptied it is returned: what follows belongs to the
+    caller. Otherwise ``end``. Cost: linear in the closers consumed, not in the stack's depth.
+    """
+    if "," not in text[start:end]:  # closers only (the usual case)
+        return _close_plain(text, start, end, closers)
+    depth = len(closers)
+    units = [
+        (run.translate(_NO_WS), elements, members)
+        for run, elements, members in _CLOSING_KIND.findall(text, start, end)
+    ]
+    need = min(depth, sum(len(run) for run, _, _ in units) + 1)  # +1: the last unit's parent
+    top = "".join(reversed(closers[depth - need :]))  # the stack, top first, as far as needed
+    done = 0
+    for n, (run, elements, members) in enumerate(units):
+        if done + len(run) >= depth:  # the value ends within this unit
+            if top[done:] != run[: depth - done]:
+                return None
+            closers.clear()
+            unit_start = next(islice(_CLOSING_KIND.finditer(text, start, end), n, None)).start()
+            return _past_closers(text, unit_start, depth - done)
+        if top[done : done + len(run)] != run:
+            return None
+        done += len(run)
+        parent = top[done]
+        if (elements and parent != "]") or (members and parent != "}"):
+            return None
+    del closers[depth - done :]
+    return end
+
+
+def _close_plain(text: str, start: int, end: int, closers: list[str]) -> int | None:
+    """``_close`` for a run of closers alone."""
+    run = text[start:end].translate(_NO_WS)
+    depth = len(closers)
+    count = min(len(run), depth)
+    if "".join(reversed(closers[depth - count :])) != run[:count]:
+        return None
+    del closers[depth - count :]
+    return end if closers else _past_closers(text, start, count)
+
+
 def _past_closers(text: str, at: int, count: int) -> int:
-    """The position after the ``count``-th closing character from ``text[at]`` (where at
-    least ``count`` closers follow, with only whitespace between them)."""
+    """The position after the ``count``-th closer of the run of closers at ``text[at]``."""
     if text.startswith("]" * count, at) or text.startswith("}" * count, at):
         return at + count  # the usual run, without whitespace
-    # Whitespace between: bisect on how many closers a prefix holds (C-level counts, no
-    # per-character Python step).
+    # Whitespace between: bisect on how many closers a prefix holds (C-level counts).
     lo, hi = at + count, len(text)
     while lo < hi:
         mid = (lo + hi) // 2
