@@ -82,9 +82,11 @@ def shapes() -> dict[str, bytes]:
         "arrays 201 deep, side by side": _with(_wide(_deep(b"[", b"]", room=402), ROOM)),
         "deep, then 30k numbers": _with(b"[" * wrap + _wide(b"1", inner_room) + b"]" * wrap),
         "deep, then [[1]] x 10k": _with(b"[" * wrap + _wide(b"[[1]]", inner_room) + b"]" * wrap),
-        "deep, then [[[1]]] x 8k": _with(b"[" * wrap + _wide(b"[[[1]]]", inner_room) + b"]" * wrap),
+        "deep, then [[[1]]] x 8k (worst found)": _with(
+            b"[" * wrap + _wide(b"[[[1]]]", inner_room) + b"]" * wrap
+        ),
         "deep, whitespace between": _with(_deep(b"[ ", b"] ")),
-        "[1,[1,[1,... chain (worst found)": _with(_deep(b"[1,", b"]")),
+        "[1,[1,[1,... chain": _with(_deep(b"[1,", b"]")),
         "[[[1],2],3]... chain": _with(b"[" * (ROOM // 4) + b"1" + b"],2" * (ROOM // 4 - 1) + b"]"),
     }
 
@@ -94,7 +96,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     plain = decode_event(PLAIN)
-    print(f"{'shape':36s} {'bytes':>6s}  {'result':16s} {'µs/record':>10s}")
+    print(f"{'shape':38s} {'bytes':>6s}  {'result':16s} {'µs/record':>10s}")
     for name, data in shapes().items():
         got = decode_event(data)
         expected_ok = not name.startswith("invalid")
@@ -107,7 +109,7 @@ def main() -> None:
             for _ in range(n):
                 decode_event(data)
             best = min(best, (time.process_time() - began) / n)
-        print(f"{name:36s} {len(data):6d}  {type(got).__name__:16s} {best * 1e6:10.1f}")
+        print(f"{name:38s} {len(data):6d}  {type(got).__name__:16s} {best * 1e6:10.1f}")
 
 
 if __name__ == "__main__":
