@@ -139,4 +139,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "delegation.granted",
     "workflow.completed",
 )
+EVENT_MODELS: dict[str, type[_Event]] = {
+    "workflow.started": WorkflowStarted,
+    "tool_call.intent": ToolCallIntent,
+    "delegation.granted": DelegationGranted,
+    "workflow.completed": WorkflowCompleted,
+}
 input_event_adapter: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
