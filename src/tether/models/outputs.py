@@ -73,6 +73,16 @@ class Heartbeat(Record):
         default=None, description="the greatest event time this worker has applied"
     )
     interval_s: float = Field(default=1.0, description="seconds until the next heartbeat")
+    partition: int | None = Field(
+        default=None,
+        description="the partition of the revocations topic this heartbeat was written to "
+        "(a watcher counts it only for that partition); absent: a heartbeat of an older worker",
+    )
+    input_lag_s: float | None = Field(
+        default=None,
+        description="how far the emitting worker's input lags (seconds): a watcher is stale "
+        "while any worker reports more than its bound",
+    )
 
 
 class Decision(Record):

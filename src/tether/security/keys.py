@@ -319,6 +319,9 @@ class KeySource:
         self._lock = threading.Lock()
         self.reads = 0
         """Attempts to read the JWKS (successful or not)."""
+        self.generation = 0
+        """Successful reads of the JWKS: a record held for an unknown ``kid`` is given up only
+        once a read counted here after it still lacks that key (never while reads fail)."""
         self.last_error: str | None = None
 
     def find(self, kid: str) -> Key | None:
@@ -367,6 +370,7 @@ class KeySource:
             return False
         self._keys = keys
         self.last_error = None
+        self.generation += 1
         return True
 
     def _read(self) -> bytes:

@@ -370,6 +370,14 @@ class SetVerifier:
         self._lock = threading.Lock()
 
     @property
+    def key_generation(self) -> int | None:
+        """Successful reads of a key source that rereads its JWKS (``KeySource.generation``);
+        None for keys that never change. A reader holding a record with an unknown ``kid``
+        gives it up only after a read that succeeded later still lacks that key."""
+        generation = getattr(self._keys, "generation", None)
+        return generation if isinstance(generation, int) else None
+
+    @property
     def remembered(self) -> int:
         """``jti`` values currently held for replay detection."""
         return len(self._seen)
