@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="gateways trust a Redis 'not revoked' only while the registry sync has "
         "vouched for every partition within this many seconds (and every sync mark says synced)",
     )
+    watcher_hold_s: float = Field(
+        60.0,
+        ge=0,
+        description="least time a watcher waits for an unknown signing key to reach the JWKS "
+        "before giving a record up (and then only after a JWKS read that succeeded since)",
+    )
     watcher_hold_max: int = Field(
         100_000,
         ge=1,

@@ -120,6 +120,7 @@ class Watcher:
             verifier=verifier or verifier_from_settings(settings, clock=clock),
             max_input_lag_s=settings.max_input_lag_s,
             hold_max=settings.watcher_hold_max,
+            hold_s=settings.watcher_hold_s,
         )
         self.is_revoked = self.revocations.is_revoked
         """``is_revoked(token_id=, workflow_id=, workload_id=, delegation_id=, *, tier=)``.

@@ -222,8 +222,13 @@ class SetSigner:
 
 
 def heartbeat_jti(hb: Heartbeat) -> str:
-    """Unique per heartbeat, even when a restarted worker starts its sequence again."""
-    return f"heartbeat:{hb.source}:{hb.sequence}:{round(hb.emitted_at.timestamp() * 1000)}"
+    """Unique per heartbeat, even when a restarted worker starts its sequence again, and when
+    it writes one heartbeat per partition with one sequence number and time (the partition is
+    part of it then: otherwise a watcher would take the second as a replay of the first)."""
+    at = round(hb.emitted_at.timestamp() * 1000)
+    if hb.partition is None:
+        return f"heartbeat:{hb.source}:{hb.sequence}:{at}"
+    return f"heartbeat:{hb.source}:p{hb.partition}:{hb.sequence}:{at}"
 
 
 # -- reading ---------------------------------------------------------------------------------
