@@ -74,6 +74,7 @@ class _Held(NamedTuple):
     generation: int | None  # the key source's generation before it was first verified
     after_wait: int | None  # the generation once it had waited HOLD_S (set then)
     value: bytes
+    partition: int | None  # where it was read
 
 
 @dataclass
@@ -219,6 +220,7 @@ class RevocationSet:
         self._hold_max = hold_max
         self._hold_max_bytes = hold_max_bytes
         self._hold_s = hold_s
+        self._pass_generation: int | None = None  # key generation at the last full pass
         self._log_rejection = _RejectionLog()
         self._count_lock = threading.Lock()
         self.last_heartbeat: float | None = None
@@ -328,7 +330,7 @@ class RevocationSet:
             record = self._verifier.verify(value)
         except SetRejected as exc:
             if exc.reason == "unknown_kid":
-                self._hold(value, generation)
+                self._hold(value, generation, partition)
             else:
                 self.stats.records += 1
                 self._reject(exc)
@@ -343,13 +345,32 @@ class RevocationSet:
         A record still unknown is given up (``unknown_kid``) only once it has waited ``hold_s``
         and a JWKS read that succeeded after that still lacks its key; with a key source that
         never changes (``key_generation`` None), after ``hold_s``.
+
+        A flood of held records is not re-verified twice a second for nothing: the oldest is
+        verified first as a probe (a miss may reread the JWKS), and the rest only when it
+        verified, the keys were read since the last pass, or the oldest's wait is over.
         """
         if not self._held:
             return []
         now = self._clock()
+        applied: list[Revocation | Heartbeat] = []
+        oldest = self._held[0]
+        due = oldest.after_wait is None and now - oldest.since >= self._hold_s
+        if not due:
+            try:
+                record = self._verifier.verify(oldest.value)
+            except SetRejected as exc:
+                after = self._verifier.key_generation
+                if exc.reason == "unknown_kid" and after in (None, self._pass_generation):
+                    return []  # no JWKS read since the last pass: nothing else can change
+            else:
+                self._held.popleft()
+                self._held_bytes -= len(oldest.value)
+                self._apply_verified(record, oldest.partition)
+                applied.append(record)
         pending, self._held = self._held, deque()
         self._held_bytes = 0
-        applied: list[Revocation | Heartbeat] = []
+        self._pass_generation = self._verifier.key_generation
         for held in pending:
             before = self._verifier.key_generation
             try:
@@ -363,7 +384,7 @@ class RevocationSet:
                         continue
                 self._reject(exc)
                 continue
-            self._apply_verified(record, None)
+            self._apply_verified(record, held.partition)
             applied.append(record)
         self.stats.held = len(self._held)
         self._refresh()
@@ -435,14 +456,14 @@ class RevocationSet:
         else:
             self.add(record)
 
-    def _hold(self, value: bytes, generation: int | None) -> None:
+    def _hold(self, value: bytes, generation: int | None, partition: int | None) -> None:
         if len(self._held) >= self._hold_max or (
             self._held and self._held_bytes + len(value) > self._hold_max_bytes
         ):
             self.stats.hold_full += 1
             raise HoldFull(f"{len(self._held)} records ({self._held_bytes} bytes) held already")
         self.stats.records += 1
-        self._held.append(_Held(self._clock(), generation, None, value))
+        self._held.append(_Held(self._clock(), generation, None, value, partition))
         self._held_bytes += len(value)
         self.stats.held = len(self._held)
         self._log_rejection(SetRejected("unknown_kid", "held until the JWKS knows its key"))
