@@ -112,6 +112,7 @@ class _Waiting:
     since: float  # monotonic time first seen
     after_wait: int | None = None  # the key generation once it had waited hold_s
     retry_at: float = 0.0
+    reread: bool = False  # sought back to ``offset``: what arrives now is read again in order
 
 
 class RegistrySync:
@@ -240,9 +241,15 @@ class RegistrySync:
         for partition, waiting in list(self._waiting.items()):
             if now < waiting.retry_at:
                 continue
-            consumer.resume([TopicPartition(self.topic, partition)])
-            consumer.seek(TopicPartition(self.topic, partition, waiting.offset))
+            tp = TopicPartition(self.topic, partition)
+            consumer.resume([tp])  # then seek: a resume alone goes on after what was skipped
+            try:
+                consumer.seek(TopicPartition(self.topic, partition, waiting.offset))
+            except KafkaException:
+                consumer.pause([tp])  # nothing read past the waiting record; next time
+                raise
             waiting.retry_at = now + self.retry_s
+            waiting.reread = True
 
     def _unknown_key(self, partition: int, offset: int, before: int | None) -> bool:
         """A record with an unknown key at ``offset``: True to give it up, False to wait on it."""
@@ -260,6 +267,7 @@ class RegistrySync:
             if generation > waiting.after_wait:
                 return True
         waiting.retry_at = now + self.retry_s
+        waiting.reread = False
         self._stopped_at[partition] = offset
         return False
 
@@ -412,8 +420,9 @@ class RegistrySync:
                     _log.warning("revocations feed: %s", error.str())
                 continue
             partition, offset = msg.partition(), msg.offset()
+            waiting = self._waiting.get(partition) if partition is not None else None
             if partition in self._stopped_at or (
-                partition in self._waiting and (offset or 0) < self._waiting[partition].offset
+                waiting is not None and (not waiting.reread or (offset or 0) < waiting.offset)
             ):
                 continue  # behind a record that waits for its key: read again later
             value = msg.value()

@@ -318,9 +318,13 @@ class Watcher:
         if not self._paused or self.revocations.held > self._hold_max // 2:
             return
         for partition, offset in list(self._paused.items()):
-            tp = TopicPartition(self.topic, partition, offset)
-            consumer.resume([TopicPartition(self.topic, partition)])
-            consumer.seek(tp)  # raises (kept paused, retried) if the consumer is not ready
+            whole = TopicPartition(self.topic, partition)
+            consumer.resume([whole])  # then seek: a resume alone goes on after what was skipped
+            try:
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException:
+                consumer.pause([whole])  # still paused: retried at the next housekeeping
+                raise
             del self._paused[partition]
         self._set_behind()
 
