@@ -116,3 +116,16 @@ def test_a_call_with_an_unknown_tier_fails_closed(clock):
     assert rset.is_revoked(token_id="t", tier="HIGH") is True
     assert rset.is_revoked(token_id="t", tier="critical") is True
     assert rset.stats.fail_open == 1
+
+
+def test_the_watcher_takes_its_tiers_from_the_settings_and_refuses_unknown_ones(monkeypatch):
+    from tether.sdk.watcher import Watcher
+
+    watcher = Watcher(Settings(kafka_bootstrap="127.0.0.1:1", fail_closed_tiers={"high"}))
+    assert watcher.is_revoked(token_id="t", tier="high") is True
+    assert watcher.is_revoked(token_id="t", tier="default") is False  # not configured to deny
+    with pytest.raises(ValueError, match="critical"):
+        Watcher(Settings(kafka_bootstrap="127.0.0.1:1"), fail_closed_tiers={"critical"})
+    monkeypatch.setenv("TETHER_FAIL_CLOSED_TIERS", '["HIGH", "default"]')
+    with pytest.raises(ValueError, match="HIGH"):
+        Settings()

@@ -24,7 +24,6 @@ from tether.adapters.kafka_config import consumer_config
 from tether.adapters.registry import Clock, RevocationLookup
 from tether.models.outputs import Heartbeat, Revocation
 from tether.sdk.revocation_set import (
-    DEFAULT_FAIL_CLOSED_TIERS,
     HoldFull,
     RecordVerifier,
     RevocationSet,
@@ -82,7 +81,7 @@ class Watcher:
         *,
         topic: str | None = None,
         staleness_s: float | None = None,
-        fail_closed_tiers: Collection[str] = DEFAULT_FAIL_CLOSED_TIERS,
+        fail_closed_tiers: Collection[str] | None = None,
         registry: RevocationLookup | None = None,
         from_beginning: bool = True,
         on_record: OnRecord | None = None,
@@ -97,7 +96,8 @@ class Watcher:
             topic: the revocations topic (default: ``<prefix>revocations``).
             staleness_s: heartbeat age beyond which answers are in doubt (default: from
                 settings); ``math.inf`` disables the check.
-            fail_closed_tiers: tiers denied when in doubt; other tiers are allowed and counted.
+            fail_closed_tiers: tiers denied when in doubt; other tiers are allowed and counted
+                (default: ``TETHER_FAIL_CLOSED_TIERS``; an unknown tier name is a ValueError).
             registry: shared fallback (e.g. :class:`~tether.adapters.redis_registry.RedisRegistry`)
                 asked only while the feed is stale; it answers "not revoked" only while the
                 registry sync vouches for it.
@@ -114,7 +114,9 @@ class Watcher:
         self.topic = topic or settings.topic(REVOCATIONS)
         self.revocations = RevocationSet(
             staleness_s=settings.staleness_s if staleness_s is None else staleness_s,
-            fail_closed_tiers=fail_closed_tiers,
+            fail_closed_tiers=(
+                settings.fail_closed_tiers if fail_closed_tiers is None else fail_closed_tiers
+            ),
             registry=registry,
             clock=clock,
             verifier=verifier or verifier_from_settings(settings, clock=clock),
