@@ -227,6 +227,9 @@ class RegistrySync:
                 last[partition] = max(last.get(partition, -1), offset + 1)
         for partition, offset in self._stopped_at.items():
             last[partition] = offset
+        for partition, waiting in self._waiting.items():  # still waiting: never past it
+            if partition in last:
+                last[partition] = min(last[partition], waiting.offset)
         return [TopicPartition(self.topic, p, o) for p, o in sorted(last.items())]
 
     def _stop_partitions(self, consumer: Consumer) -> None:

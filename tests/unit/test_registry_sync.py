@@ -128,3 +128,11 @@ def test_a_record_whose_key_is_unknown_stops_its_partition_instead_of_being_skip
     assert sync.held == 1
     offsets = {tp.partition: tp.offset for tp in sync._offsets(batch)}  # type: ignore[arg-type]
     assert offsets == {0: 11, 1: 6}  # never committed past the record that waits
+    # read again before the key is known: nothing it skips is committed past the record
+    sync._stopped_at = {}
+    again = [Msg(rotated.revocation(unknown), at=11), Msg(signer.revocation(after), at=12)]
+    sync._waiting[0].reread = True
+    assert sync.parse(again) == []  # type: ignore[arg-type]
+    stale = [Msg(signer.revocation(after), at=12)]
+    sync._stopped_at = {}
+    assert {tp.partition: tp.offset for tp in sync._offsets(stale)} == {0: 11}  # type: ignore[arg-type]
