@@ -73,6 +73,12 @@ def mark_inbound(monitor: Any, batch: Sequence[Any]) -> None:
         inbound[tp] = now
 
 
+def web_bind(settings: Settings) -> str:
+    """Where faust's web server listens: loopback unless ``TETHER_WEB_HOST`` says otherwise
+    (faust itself binds every interface as soon as a port is given)."""
+    return settings.web_host
+
+
 def _started(kafka: KafkaPublisher) -> KafkaPublisher:
     kafka.start()  # idempotent: the producer connects on first use
     return kafka
@@ -103,6 +109,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         table_standby_replicas=0,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
+        web_bind=web_bind(settings),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         # A dead worker's partitions move once the broker gives up on it: keep that short.

@@ -21,6 +21,11 @@ _alg_option = click.option(
     type=click.Choice(["RS256", "ES256"]),
     help="RS256 (RSA, the CAEP interoperability profile; generate's default) or ES256 (P-256).",
 )
+_issuer_option = click.option(
+    "--issuer",
+    help="Bind the key to this issuer (an 'iss' member: watchers accept it for no other) "
+    "[default: TETHER_ISSUER, i.e. urn:tether:monitor; rotate: the current key's].",
+)
 _bits_option = click.option(
     "--bits",
     type=click.IntRange(min=2048),
@@ -73,8 +78,11 @@ def keys() -> None:
 @_dir_option
 @_alg_option
 @_bits_option
+@_issuer_option
 @click.option("--force", is_flag=True, help="Replace an existing pair (its SETs stop verifying).")
-def generate(directory: Path | None, alg: str | None, bits: int, force: bool) -> None:
+def generate(  # one parameter per option
+    directory: Path | None, alg: str | None, bits: int, issuer: str | None, force: bool
+) -> None:
     """Create a signing key pair: DIR/signing.jwk.json (private) and DIR/jwks.json (public).
 
     The key id (kid) is the key's RFC 7638 thumbprint. Refuses to overwrite an existing key
@@ -88,10 +96,12 @@ def generate(directory: Path | None, alg: str | None, bits: int, force: bool) ->
     Environment: TETHER_HOME (.tether), the default directory's parent.
     """
     from tether.security.keys import generate_files, keep_out_of_git  # noqa: PLC0415
+    from tether.settings import Settings  # noqa: PLC0415
 
     where = _directory(directory)
+    bound = issuer or Settings().issuer
     try:
-        files = generate_files(where, alg or "RS256", bits=bits, force=force)  # type: ignore[arg-type]  # a click.Choice
+        files = generate_files(where, alg or "RS256", bits=bits, force=force, issuer=bound)  # type: ignore[arg-type]  # a click.Choice
         if directory is None:
             keep_out_of_git(where)
     except (FileExistsError, ValueError) as exc:
@@ -107,7 +117,8 @@ def generate(directory: Path | None, alg: str | None, bits: int, force: bool) ->
 @_dir_option
 @_alg_option
 @_bits_option
-def rotate(directory: Path | None, alg: str | None, bits: int) -> None:
+@_issuer_option
+def rotate(directory: Path | None, alg: str | None, bits: int, issuer: str | None) -> None:
     """Sign with a new key from now on, keeping the old public keys in the JWKS.
 
     Adds the new public key to DIR/jwks.json first, then replaces DIR/signing.jwk.json. Old
@@ -135,7 +146,7 @@ def rotate(directory: Path | None, alg: str | None, bits: int) -> None:
 
     where = _directory(directory)
     try:
-        files = rotate_files(where, alg, bits=bits)  # type: ignore[arg-type]  # a click.Choice
+        files = rotate_files(where, alg, bits=bits, issuer=issuer)  # type: ignore[arg-type]  # a click.Choice
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

@@ -11,6 +11,7 @@ from tether.sdk.events import (
 )
 from tether.sdk.revocation_set import (
     DEFAULT_FAIL_CLOSED_TIERS,
+    HoldFull,
     RecordVerifier,
     RevocationSet,
     WatcherStats,
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_FAIL_CLOSED_TIERS",
     "EmitFailedError",
     "Emitter",
+    "HoldFull",
     "InvalidEventError",
     "RecordVerifier",
     "RevocationSet",
