@@ -293,6 +293,7 @@ class KeySource:
         max_age_s: float | None = 3600.0,
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        parse: Callable[[bytes, str], dict[str, Key]] | None = None,
     ) -> None:
         """Read keys from ``location`` (a path, or an ``http://`` / ``https://`` URL).
 
@@ -302,6 +303,8 @@ class KeySource:
             max_age_s: reread a JWKS this old on the next lookup (None: never).
             timeout_s: network timeout of one URL read.
             clock: monotonic seconds; tests inject a fake.
+            parse: turns the document into keys by kid (default ``parse_jwks``: RS256/ES256
+                public keys; telemetry sources also accept HS256 secrets, see ``sources``).
         """
         text = str(location)
         scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -314,6 +317,7 @@ class KeySource:
         self._stale_at = -math.inf  # monotonic time after which the JWKS is reread
         self._timeout_s = timeout_s
         self._clock = clock
+        self._parse = parse or parse_jwks
         self._keys: dict[str, Key] = {}
         self._read_at: float | None = None
         self._lock = threading.Lock()
@@ -355,7 +359,7 @@ class KeySource:
         self._stale_at = now + self._max_age_s
         self.reads += 1
         try:
-            keys = parse_jwks(self._read(), self.location)
+            keys = self._parse(self._read(), self.location)
         except (OSError, ValueError) as exc:
             self.last_error = str(exc)
             _log.warning(

@@ -1,0 +1,253 @@
+"""The source gate: between decoding and the core, decides how far to believe each record.
+
+For every decoded event it checks, in order: the record's proof (which registered source sent
+it), what that source may assert (``sources.yaml``), and the presented token, if any (against
+the trusted issuers). The outcome is one of:
+
+- the event, labelled with a ``Trust`` (its source, whether it was authenticated, whether its
+  credential was verified, and which responses it may not cause), for the core to apply;
+- a ``Rejected`` (``unauthenticated_source`` / ``unauthorized_assertion``) for the dead-letter
+  topic, in ``enforce`` mode: the record changes no state;
+- ``None``: the presented token failed verification and the event is not applied (enforce); a
+  ``credential_invalid`` finding went to ``out``.
+
+In ``audit`` mode nothing is refused and no response is held back: every record is applied and
+labelled (``authenticated: false`` when it would have been refused). The rules and their reasons
+are in docs/SECURITY.md. The gate does no I/O of its own (key sets reread through ``KeySource``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Final
+
+from tether.core import codes as C
+from tether.core.config import DetectionConfig
+from tether.core.violations import Outbox, Stamp, Violation, emit
+from tether.models.codec import Rejected
+from tether.models.events import Credential, InputEvent, Trust
+from tether.security.proof import Header, check_mac, parse_header, split
+from tether.security.sources import Registry, Source, secret_of
+from tether.security.tokens import TokenVerifier
+
+Initiator = Callable[[str], str | None]
+"""The initiator of a workflow, if tether has seen it start (a session lookup)."""
+
+_FIRED_MAX: Final = 65536
+_HEADERS_MAX: Final = 4096
+
+
+class SourceGate:
+    """Authenticates and authorizes input records (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: Registry | None,
+        tokens: TokenVerifier | None,
+        cfg: DetectionConfig,
+    ) -> None:
+        self.registry = registry
+        self.tokens = tokens
+        self.cfg = cfg
+        self.enforce = registry is not None and registry.mode == "enforce"
+        self._headers: dict[bytes, Header | str] = {}
+        self._secrets: dict[tuple[str, str], tuple[object, bytes]] = {}
+        self._trusts: dict[tuple[object, ...], Trust] = {}
+        self._fired: set[str] = set()
+
+    def admit(
+        self, data: bytes, event: InputEvent, initiator: Initiator, now: Stamp, out: Outbox
+    ) -> InputEvent | Rejected | None:
+        """Label ``event`` (decoded from ``data``), refuse it, or consume it (see module)."""
+        source: Source | None = None
+        problem: tuple[str, str] | None = None
+        if self.registry is not None:
+            found = self._authenticate(data)
+            if isinstance(found, str):
+                problem = ("unauthenticated_source", found)
+            else:
+                source = found
+                why = _authorize(source, event, initiator)
+                if why is not None:
+                    problem = ("unauthorized_assertion", why)
+        if problem is not None and self.enforce:
+            return Rejected(problem[0], problem[1], event.workflow_id, event.event_id)  # type: ignore[arg-type]  # one of the two reasons
+        authenticated = source is not None and problem is None
+        token = event.presented_token
+        verified = False
+        if token is not None:
+            verified = self._verify_token(event, token, authenticated, source, now, out)
+            if not verified and self.enforce:
+                return None
+        if source is not None and authenticated and not verified:
+            why = _asserted_credential(source, event)
+            if why is not None:
+                if self.enforce:
+                    return Rejected(
+                        "unauthorized_assertion", why, event.workflow_id, event.event_id
+                    )
+                authenticated = False
+        withhold: tuple[str, ...] = ()
+        if self.enforce and source is not None:
+            withhold = _withhold(source, event, initiator, verified)
+        if self.registry is None and not verified and token is None:
+            return event  # no registry and nothing verified: today's behaviour, unlabelled
+        event.__dict__["trust"] = self._trust(
+            source.name if source is not None else None, authenticated, verified, withhold
+        )
+        return event
+
+    def _verify_token(
+        self,
+        event: InputEvent,
+        token: str,
+        authenticated: bool,
+        source: Source | None,
+        now: Stamp,
+        out: Outbox,
+    ) -> bool:
+        """Put the verified credential in place of the asserted one; False (and a finding)
+        when the token does not verify."""
+        cred = self.tokens.verify(token) if self.tokens is not None else "no trusted issuers"
+        if isinstance(cred, str):
+            self._invalid(event, token, cred, authenticated, source, now, out)
+            return False
+        _replace_credential(event, cred)
+        return True
+
+    def _authenticate(self, data: bytes) -> Source | str:
+        proof = split(data)
+        if isinstance(proof, str):
+            return proof
+        header = self._headers.get(proof.header_b64)
+        if header is None:
+            header = parse_header(proof.header_b64)
+            if len(self._headers) >= _HEADERS_MAX:
+                self._headers.clear()
+            self._headers[proof.header_b64] = header
+        if isinstance(header, str):
+            return header
+        assert self.registry is not None  # noqa: S101  # only called with a registry
+        source = self.registry.sources.get(header.source)
+        if source is None:
+            return f"source {header.source!r} is not in the registry"
+        key = source.keys.find(header.kid)
+        if key is None:
+            return f"source {source.name!r} has no key {header.kid!r}"
+        slot = (source.name, header.kid)
+        known = self._secrets.get(slot)
+        if known is None or known[0] is not key:
+            known = (key, secret_of(key))
+            self._secrets[slot] = known
+        if not check_mac(proof, known[1]):
+            return f"the proof does not verify with source {source.name!r}'s key {header.kid!r}"
+        return source
+
+    def _invalid(
+        self,
+        event: InputEvent,
+        token: str,
+        why: str,
+        authenticated: bool,
+        source: Source | None,
+        now: Stamp,
+        out: Outbox,
+    ) -> None:
+        """``credential_invalid``: quarantine the presenter, only on its own source's word.
+
+        No token is revoked: an invalid token's ``jti`` is the presenter's word, and revoking
+        it would let anyone revoke any token id by presenting garbage under that id."""
+        digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+        agent = event.agent.workload_id
+        withhold = () if authenticated and self.enforce else ("quarantine_workload",)
+        v = Violation(
+            code=C.CREDENTIAL_INVALID,
+            key=(event.workflow_id, agent, digest),
+            workflow_id=event.workflow_id,
+            workload_id=agent,
+            event_time=event.t,
+            evidence=(event.event_id,),
+            summary=f"{agent} presented a token that does not verify: {why}",
+            trust=self._trust(source.name if source else None, authenticated, False, withhold),
+        )
+        fid = v.finding_id
+        if fid in self._fired or not self.cfg.enabled(v.code):
+            return
+        if len(self._fired) >= _FIRED_MAX:
+            self._fired.clear()
+        self._fired.add(fid)
+        emit(v, self.cfg, now, out)
+
+    def _trust(
+        self, source: str | None, authenticated: bool, verified: bool, withhold: tuple[str, ...]
+    ) -> Trust:
+        key = (source, authenticated, verified, withhold)
+        trust = self._trusts.get(key)
+        if trust is None:
+            trust = Trust(
+                source=source,
+                authenticated=authenticated,
+                credential_verified=verified,
+                withhold=list(withhold),
+            )
+            self._trusts[key] = trust
+        return trust
+
+
+def _authorize(source: Source, event: InputEvent, initiator: Initiator) -> str | None:  # noqa: PLR0911  # one return per rule reads best
+    """Why ``source`` may not assert ``event`` (None: it may)."""
+    kind = event.event_type
+    name = source.name
+    if kind not in source.event_types:
+        return f"source {name!r} may not emit {kind}"
+    agent = event.agent.workload_id
+    if agent not in source.workloads:
+        return f"source {name!r} may not speak for workload {agent}"
+    if kind == "workflow.started" and not source.start:
+        return f"source {name!r} may not start workflows (assert grants)"
+    if kind == "delegation.granted" and agent not in source.delegate_for:
+        return f"source {name!r} may not grant delegations on behalf of {agent}"
+    if kind == "workflow.completed" and source.complete != "any":
+        if source.complete == "none":
+            return f"source {name!r} may not complete workflows"
+        started_by = initiator(event.workflow_id)
+        if started_by is None:
+            return f"source {name!r} may complete only workflows it started; this one has not"
+        if started_by not in source.workloads:
+            return f"source {name!r} may not complete a workflow started by {started_by}"
+    return None
+
+
+def _asserted_credential(source: Source, event: InputEvent) -> str | None:
+    """An unverified credential is believed only for subjects its source speaks for."""
+    cred = event.credential
+    if cred is None or source.trusted_credentials or cred.subject in source.workloads:
+        return None
+    return (
+        f"source {source.name!r} asserts a credential of {cred.subject}, a workload it may not "
+        "speak for (present the token itself to have it verified)"
+    )
+
+
+def _withhold(
+    source: Source, event: InputEvent, initiator: Initiator, verified: bool
+) -> tuple[str, ...]:
+    """The responses this event may not cause: a token only on a verified credential or a
+    source trusted to check them; a workflow only on the word of an orchestrator or of a source
+    that speaks for the workflow's initiator."""
+    withhold: list[str] = []
+    if not verified and not source.trusted_credentials:
+        withhold.append("revoke_token")
+    if source.complete != "any" and event.event_type != "workflow.started":
+        started_by = initiator(event.workflow_id)
+        if started_by is None or started_by not in source.workloads:
+            withhold.append("revoke_workflow")
+    return tuple(withhold)
+
+
+def _replace_credential(event: InputEvent, cred: Credential) -> None:
+    """The verified credential stands in for the asserted one (the event is fresh from the
+    decoder and not shared)."""
+    cred.__dict__["expires_t"] = cred.expires_at.timestamp()
+    event.__dict__["credential"] = cred
