@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 from pipeline import Pipeline
-from sources_world import World
 
 from builders import call, completed, delegate, started, wl
+from sources_world import World
 
 ATTACKER = wl("attacker")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
-from sources_world import World, plain_replay
 
 from builders import call, completed, delegate, started, wl
+from sources_world import World, plain_replay
 from tether.security.proof import SourceKey
 
 VICTIM = {"workloads": {wl("victim")}, "tokens": {"jti-v"}, "workflows": {"wf-v"}}
@@ -78,7 +78,9 @@ def test_framing_with_stolen_token_id_revokes_the_victims_token_without_a_regist
     world: World,
 ) -> None:
     framed = call("wf-b", "attacker", "jti-v", holder="victim", t=1)  # before the victim's use
-    out = plain_replay([orjson.dumps(framed), *(orjson.loads(x) and x for x in victim_story(world))])
+    out = plain_replay(
+        [orjson.dumps(framed), *(orjson.loads(x) and x for x in victim_story(world))]
+    )
     assert any(r["target"] == {"kind": "token", "id": "jti-v"} for r in out.revocations)
 
 
@@ -194,9 +196,7 @@ def test_self_granted_delegation_hides_the_intruder_without_a_registry(world: Wo
         pytest.param(delegate("wf-v", "helper", "attacker", "jti-h", t=15), id="from_victims_peer"),
     ],
 )
-def test_self_granted_authority_is_refused_in_enforce(
-    world: World, forged: dict[str, Any]
-) -> None:
+def test_self_granted_authority_is_refused_in_enforce(world: World, forged: dict[str, Any]) -> None:
     act = attacker(world, call(forged["workflow_id"], "attacker", "jti-b", t=16))
     out = world.replay([*victim_story(world), attacker(world, forged), act])
     assert out.reasons() == ["unauthorized_assertion"]
@@ -208,7 +208,9 @@ def test_self_granted_authority_is_refused_in_enforce(
 
 
 def test_intrusion_revokes_the_victims_workflow_without_a_registry(world: World) -> None:
-    out = plain_replay([*victim_story(world), orjson.dumps(call("wf-v", "attacker", "jti-b", t=25))])
+    out = plain_replay(
+        [*victim_story(world), orjson.dumps(call("wf-v", "attacker", "jti-b", t=25))]
+    )
     assert any(r["target"] == {"kind": "workflow", "id": "wf-v"} for r in out.revocations)
 
 
@@ -240,6 +242,5 @@ def test_a_legitimate_delegation_chain_runs_clean_in_enforce(world: World) -> No
     assert not out.deadletters
     assert not out.findings
     decisions = out.of("decision")
-    assert decisions and all(
-        d["authenticated"] and d["source"] == "victim-agents" for d in decisions
-    )
+    assert decisions
+    assert all(d["authenticated"] and d["source"] == "victim-agents" for d in decisions)
