@@ -139,6 +139,12 @@ def read_jwks(path: Path) -> list[dict[str, Any]]:
     return [k for k in keys if isinstance(k, dict)]
 
 
+def write_secret_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
+    """Write a JWKS of secret keys (a telemetry source's HS256 keys): mode 0600."""
+    body = orjson.dumps({"keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
+    _write_atomically(path, body, mode=0o600)
+
+
 def write_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
     """Write a public JWKS (mode 0644)."""
     body = orjson.dumps({"keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hmac
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import orjson
@@ -139,6 +140,15 @@ class SourceKey:
         if jwk.get("kty") != "oct" or not isinstance(k, str) or not isinstance(kid, str):
             raise ValueError("a source key is an oct JWK with kid and k")
         return cls(source, kid, _unb64(k.encode()))
+
+    @classmethod
+    def load(cls, source: str, path: str | Path) -> SourceKey:
+        """The newest key of a key file written by ``tether keys source`` (a JWKS)."""
+        doc = orjson.loads(Path(path).read_bytes())
+        keys = doc.get("keys") if isinstance(doc, dict) else None
+        if not isinstance(keys, list) or not keys or not isinstance(keys[-1], dict):
+            raise ValueError(f"{path} holds no source key")
+        return cls.from_jwk(source, keys[-1])
 
     def jwk(self) -> dict[str, str]:
         """The key as an ``oct`` JWK, for the source's key set in the registry (a secret)."""
