@@ -40,11 +40,23 @@ def test_a_signed_record_is_the_record_plus_a_last_proof_member() -> None:
     assert proof.signed.endswith(record)
 
 
+@pytest.mark.parametrize("resource_len", [0, 200, 1100, 2048])
+def test_records_of_any_length_verify(tmp_path: Path, resource_len: int) -> None:
+    """The proof is looked for near the record's end, whatever the record's length."""
+    world = World(tmp_path)
+    event = call("wf-v", "victim", "jti-v")
+    event["action"]["resource"] = "r" * resource_len
+    admitted = _admit(world.gate(), world.sign("victim-agents", event))
+    assert not isinstance(admitted, Rejected), admitted
+    assert admitted.trust.authenticated
+
+
 @pytest.mark.parametrize(
     ("mutate", "why"),
     [
         (lambda b: b[:-1] + b',"x":1}', "last member"),
-        (lambda b: b.replace(b'"proof":"', b'"proof":"!'), "compact JWS"),
+        (lambda b: b.replace(b"..", b"."), "compact JWS"),
+        (lambda b: b[:-3] + b'!"}', "not base64url"),
         (lambda b: b.replace(b"..", b".eyJ9."), "detached"),
         (lambda b: orjson.dumps(orjson.loads(b) | {"proof": None}), "no proof"),
     ],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from time import monotonic
 from typing import Final
 
 from tether.core import codes as C
@@ -27,7 +28,7 @@ from tether.core.config import DetectionConfig
 from tether.core.violations import Outbox, Stamp, Violation, emit
 from tether.models.codec import Rejected
 from tether.models.events import Credential, InputEvent, Trust
-from tether.security.proof import Header, check_mac, parse_header, split
+from tether.security.proof import check_mac, parse_header, split
 from tether.security.sources import Registry, Source, secret_of
 from tether.security.tokens import TokenVerifier
 
@@ -36,6 +37,10 @@ Initiator = Callable[[str], str | None]
 
 _FIRED_MAX: Final = 65536
 _HEADERS_MAX: Final = 4096
+_RECHECK_S: Final = 1.0  # how long a proof header's source and key are taken as known
+
+_Signer = tuple[Source | str, bytes, float]
+"""A proof header's source and secret (or why it has none) and when to look again."""
 
 
 class SourceGate:
@@ -51,8 +56,7 @@ class SourceGate:
         self.tokens = tokens
         self.cfg = cfg
         self.enforce = registry is not None and registry.mode == "enforce"
-        self._headers: dict[bytes, Header | str] = {}
-        self._secrets: dict[tuple[str, str], tuple[object, bytes]] = {}
+        self._signers: dict[bytes, _Signer] = {}
         self._trusts: dict[tuple[object, ...], Trust] = {}
         self._fired: set[str] = set()
 
@@ -120,29 +124,39 @@ class SourceGate:
         proof = split(data)
         if isinstance(proof, str):
             return proof
-        header = self._headers.get(proof.header_b64)
-        if header is None:
-            header = parse_header(proof.header_b64)
-            if len(self._headers) >= _HEADERS_MAX:
-                self._headers.clear()
-            self._headers[proof.header_b64] = header
+        now = monotonic()
+        signer = self._signers.get(proof.header_b64)
+        if signer is None or now >= signer[2]:
+            signer = self._signer(proof.header_b64, now)
+        found, secret, _ = signer
+        if isinstance(found, str):
+            return found
+        if not check_mac(proof, secret):
+            return f"the proof does not verify with the key of source {found.name!r}"
+        return found
+
+    def _signer(self, header_b64: bytes, now: float) -> _Signer:
+        """The source and secret a proof header names (rechecked every ``_RECHECK_S``, so a
+        key removed from its key set stops verifying once the set is reread)."""
+        header = parse_header(header_b64)
+        signer: _Signer
         if isinstance(header, str):
-            return header
-        assert self.registry is not None  # noqa: S101  # only called with a registry
-        source = self.registry.sources.get(header.source)
-        if source is None:
-            return f"source {header.source!r} is not in the registry"
-        key = source.keys.find(header.kid)
-        if key is None:
-            return f"source {source.name!r} has no key {header.kid!r}"
-        slot = (source.name, header.kid)
-        known = self._secrets.get(slot)
-        if known is None or known[0] is not key:
-            known = (key, secret_of(key))
-            self._secrets[slot] = known
-        if not check_mac(proof, known[1]):
-            return f"the proof does not verify with source {source.name!r}'s key {header.kid!r}"
-        return source
+            signer = (header, b"", now + _RECHECK_S)
+        else:
+            assert self.registry is not None  # noqa: S101  # only called with a registry
+            source = self.registry.sources.get(header.source)
+            key = source.keys.find(header.kid) if source is not None else None
+            if source is None:
+                signer = (f"source {header.source!r} is not in the registry", b"", now + _RECHECK_S)
+            elif key is None:
+                why = f"source {source.name!r} has no key {header.kid!r}"
+                signer = (why, b"", now + _RECHECK_S)
+            else:
+                signer = (source, secret_of(key), now + _RECHECK_S)
+        if len(self._signers) >= _HEADERS_MAX:
+            self._signers.clear()
+        self._signers[header_b64] = signer
+        return signer
 
     def _invalid(
         self,

@@ -19,6 +19,7 @@ Why HMAC rather than a signature per event: docs/SECURITY.md ("Why HMAC").
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,10 @@ import orjson
 
 _MARK: Final = b',"proof":"'
 _TAIL: Final = b'"}'
-_B64URL: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_JWS_CHARS: Final = _B64URL + b"."
 MAX_HEADER: Final = 1024
+_MAC_B64_LEN: Final = 43  # 32 bytes of HMAC-SHA256, base64url without padding
+_SEARCH: Final = MAX_HEADER + _MAC_B64_LEN + 16  # how far from the end the proof may start
+_URL_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64(data: bytes) -> bytes:
@@ -70,23 +72,27 @@ class Proof:
 
 
 def split(data: bytes) -> Proof | str:  # noqa: PLR0911  # one return per malformation
-    """Take a record's proof apart; a string says why there is none to check."""
-    at = data.rfind(_MARK)
+    """Take a record's proof apart; a string says why there is none to check.
+
+    The hot path of ``enforce`` mode (every record): C-level byte operations only. The
+    characters of the JWS are not checked one by one: a header is accepted only as the exact
+    bytes ``parse_header`` read, and a MAC that is not base64url cannot match."""
+    at = data.rfind(_MARK, max(0, len(data) - _SEARCH))
     if at < 0:
         return "the record carries no proof"
     if not data.endswith(_TAIL):
         return "the proof must be the record's last member"
-    jws = data[at + len(_MARK) : -len(_TAIL)]
-    if jws.translate(None, _JWS_CHARS) or jws.count(b".") != 2:  # noqa: PLR2004  # 3 segments
+    parts = data[at + len(_MARK) : -len(_TAIL)].split(b".")
+    if len(parts) != 3:  # noqa: PLR2004  # header, payload, signature
         return "the proof is not a compact JWS"
-    header_b64, payload, mac_b64 = jws.split(b".")
+    header_b64, payload, mac_b64 = parts
     if payload:
         return "the proof must have a detached payload"
-    if len(header_b64) > MAX_HEADER:
-        return "the proof's header is too long"
+    if len(mac_b64) != _MAC_B64_LEN:
+        return "the proof's signature is not an HS256 MAC"
     try:
-        mac = _unb64(mac_b64)
-    except ValueError:
+        mac = binascii.a2b_base64(mac_b64.translate(_URL_TO_STD) + b"=", strict_mode=True)
+    except binascii.Error:
         return "the proof's signature is not base64url"
     return Proof(header_b64 + b"." + data[:at] + b"}", header_b64, mac)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from tether.security.keys import KeySource
 _log = logging.getLogger(__name__)
 
 Mode = Literal["enforce", "audit"]
+_MEMO_MAX = 65536  # workload ids remembered per pattern set
 MIN_HMAC_KEY_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
 
 
@@ -84,6 +85,7 @@ class Workloads:
     exact: frozenset[str]
     prefixes: tuple[str, ...]
     anything: bool
+    _memo: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, patterns: list[str]) -> Workloads:
@@ -104,6 +106,15 @@ class Workloads:
             return False
         if self.anything or workload_id in self.exact:
             return True
+        memo = self._memo
+        hit = memo.get(workload_id)
+        if hit is None:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[workload_id] = hit = self._below(workload_id)
+        return hit
+
+    def _below(self, workload_id: str) -> bool:
         for prefix in self.prefixes:
             if workload_id.startswith(prefix):
                 rest = workload_id[len(prefix) :].split("/")
