@@ -302,3 +302,31 @@ def test_token_verification_is_cached_per_token(tmp_path: Path, issuer: Any) -> 
     for _ in range(1000):
         assert not isinstance(verifier.verify(token), str)
     assert verifier.verified == 1  # one signature check, whatever the number of events
+
+
+def test_a_check_waiting_in_saved_state_keeps_its_events_trust(tmp_path: Path) -> None:
+    """An intrusion waits a grace period for a delegation; a worker restart in between must
+    not give the intruder back the power to revoke the victim's workflow."""
+    from tether.core.fold import fire_due
+    from tether.models.state_codec import dump_session, load_session
+
+    world = World(tmp_path)
+    gate = world.gate()
+    mon = Monitor(Context(DetectionConfig(grace_s=5)))
+    for line in (
+        world.sign("victim-agents", started("wf-v", "victim", "jti-v", t=10)),
+        world.sign("attacker-agents", call("wf-v", "attacker", "jti-b", t=20)),
+    ):
+        event = decode_event(line)
+        assert not isinstance(event, Rejected)
+        admitted = gate.admit(line, event, lambda _wf: wl("victim"), 0.0, Outbox())
+        assert not isinstance(admitted, Rejected | None)
+        mon.process(admitted)
+    saved = mon.sessions["wf-v"]
+    assert saved.pending
+    back = load_session(dump_session(saved))
+    out = Outbox()
+    fire_due(back, 1e12, mon.ctx, 0.0, out, [])
+    assert [f.code for f in out.findings] == ["undelegated_actor"]
+    assert out.findings[0].withheld == ["revoke_token", "revoke_workflow"]
+    assert [(r.target.kind, r.target.id) for r in out.revocations] == [("workload", wl("attacker"))]
