@@ -129,6 +129,8 @@ class Replayer:
         out = self._out
         process = self.monitor.process_into
         gate = self.gate
+        admit = gate.admit if gate is not None else None
+        initiator = self._initiator
         n, events, blank = stats.lines, stats.events, stats.blank
         try:
             for line in lines:
@@ -140,8 +142,12 @@ class Replayer:
                     blank += 1
                     continue
                 decoded = decode_event(data)
-                if gate is not None and not isinstance(decoded, Rejected):
-                    admitted = self._admit(data, decoded, out)
+                if admit is not None and not isinstance(decoded, Rejected):
+                    admitted = admit(data, decoded, initiator, decoded.t, out)
+                    if out.findings:  # credential_invalid
+                        self._emit(out)
+                        out.findings.clear()
+                        out.revocations.clear()
                     if admitted is None:
                         continue
                     decoded = admitted

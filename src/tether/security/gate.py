@@ -18,8 +18,12 @@ are in docs/SECURITY.md. The gate does no I/O of its own (key sets reread throug
 
 from __future__ import annotations
 
+import binascii
 import hashlib
+from binascii import a2b_base64
 from collections.abc import Callable
+from hmac import compare_digest
+from hmac import digest as hmac_digest
 from time import monotonic
 from typing import Final
 
@@ -27,8 +31,17 @@ from tether.core import codes as C
 from tether.core.config import DetectionConfig
 from tether.core.violations import Outbox, Stamp, Violation, emit
 from tether.models.codec import Rejected
-from tether.models.events import Credential, InputEvent, Trust
-from tether.security.proof import check_mac, parse_header, split
+from tether.models.events import Credential, InputEvent, ToolCallIntent, Trust
+from tether.security.proof import (
+    _MAC_B64_LEN,
+    _MARK,
+    _SEARCH,
+    _TAIL,
+    _URL_TO_STD,
+    check_mac,
+    parse_header,
+    split,
+)
 from tether.security.sources import Registry, Source, secret_of
 from tether.security.tokens import TokenVerifier
 
@@ -37,6 +50,8 @@ Initiator = Callable[[str], str | None]
 
 _FIRED_MAX: Final = 65536
 _HEADERS_MAX: Final = 4096
+_MARK_LEN: Final = len(_MARK)
+_TAIL_LEN: Final = len(_TAIL)
 _RECHECK_S: Final = 1.0  # how long a proof header's source and key are taken as known
 
 _Signer = tuple[Source | str, bytes, float]
@@ -58,12 +73,29 @@ class SourceGate:
         self.enforce = registry is not None and registry.mode == "enforce"
         self._signers: dict[bytes, _Signer] = {}
         self._trusts: dict[tuple[object, ...], Trust] = {}
+        # the trust of every authorized, unverified event of a source whose responses do not
+        # depend on the workflow (it checks credentials and may complete any workflow)
+        self._static: dict[str, Trust] = {
+            s.name: self._trust(s.name, True, False, ())
+            for s in (registry.sources.values() if registry is not None else ())
+            if s.trusted_credentials and s.complete == "any"
+        }
         self._fired: set[str] = set()
 
     def admit(
         self, data: bytes, event: InputEvent, initiator: Initiator, now: Stamp, out: Outbox
     ) -> InputEvent | Rejected | None:
         """Label ``event`` (decoded from ``data``), refuse it, or consume it (see module)."""
+        if self.enforce and type(event) is ToolCallIntent and event.presented_token is None:
+            trust = self._tool_call(data, event, initiator)
+            if trust is not None:
+                event.__dict__["trust"] = trust
+                return event  # (anything else takes the full path, which says why)
+        return self._admit(data, event, initiator, now, out)
+
+    def _admit(
+        self, data: bytes, event: InputEvent, initiator: Initiator, now: Stamp, out: Outbox
+    ) -> InputEvent | Rejected | None:
         source: Source | None = None
         problem: tuple[str, str] | None = None
         if self.registry is not None:
@@ -101,6 +133,43 @@ class SourceGate:
             source.name if source is not None else None, authenticated, verified, withhold
         )
         return event
+
+    def _tool_call(  # noqa: PLR0911  # a flat hot path: one early exit per check
+        self, data: bytes, event: ToolCallIntent, initiator: Initiator
+    ) -> Trust | None:
+        """The hot path of ``enforce``: a well-formed, authorized tool call from a known source
+        (the rules of ``_authenticate``, ``_authorize`` and ``_asserted_credential``, inlined
+        for the common case; None sends the record down the full path)."""
+        at = data.rfind(_MARK, max(0, len(data) - _SEARCH))
+        if at < 0 or not data.endswith(_TAIL):
+            return None
+        parts = data[at + _MARK_LEN : -_TAIL_LEN].split(b".")
+        if len(parts) != 3 or parts[1] or len(parts[2]) != _MAC_B64_LEN:  # noqa: PLR2004
+            return None
+        signer = self._signers.get(parts[0])
+        if signer is None or monotonic() >= signer[2]:
+            return None
+        source, secret, _ = signer
+        if type(source) is not Source:
+            return None
+        try:
+            mac = a2b_base64(parts[2].translate(_URL_TO_STD) + b"=", strict_mode=True)
+        except binascii.Error:
+            return None
+        signed = b"".join((parts[0], b".", memoryview(data)[:at], b"}"))
+        if not compare_digest(hmac_digest(secret, signed, "sha256"), mac):
+            return None
+        workloads = source.workloads
+        if (
+            "tool_call.intent" not in source.event_types
+            or event.agent.workload_id not in workloads
+            or (not source.trusted_credentials and event.credential.subject not in workloads)
+        ):
+            return None
+        static = self._static.get(source.name)
+        if static is not None:
+            return static
+        return self._trust(source.name, True, False, _withhold(source, event, initiator, False))
 
     def _verify_token(
         self,
