@@ -330,3 +330,28 @@ def test_a_check_waiting_in_saved_state_keeps_its_events_trust(tmp_path: Path) -
     assert [f.code for f in out.findings] == ["undelegated_actor"]
     assert out.findings[0].withheld == ["revoke_token", "revoke_workflow"]
     assert [(r.target.kind, r.target.id) for r in out.revocations] == [("workload", wl("attacker"))]
+
+
+def test_tether_replay_takes_the_registry(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    world = World(tmp_path)
+    lines = [
+        world.sign("victim-agents", started("wf-v", "victim", "jti-v", t=10)),
+        world.sign("attacker-agents", call("wf-v", "victim", "jti-b", holder="attacker", t=20)),
+        orjson.dumps(call("wf-v", "victim", "jti-b", t=21)),
+    ]
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    args = ["replay", "-q", "--sources", str(world.registry_path), str(tmp_path / "in.jsonl")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = [orjson.loads(x) for x in result.stdout_bytes.splitlines()]
+    assert [r.get("reason") for r in records] == [
+        "unauthorized_assertion",
+        "unauthenticated_source",
+    ]
+    audit = CliRunner().invoke(main, [*args[:2], "--sources-mode", "audit", *args[2:]])
+    assert audit.exit_code == 0
+    assert "unauthenticated_source" in audit.stdout  # the file's own mode (enforce) wins
