@@ -31,7 +31,7 @@ from tether.core import codes as C
 from tether.core.config import DetectionConfig
 from tether.core.violations import Outbox, Stamp, Violation, emit
 from tether.models.codec import Rejected
-from tether.models.events import Credential, InputEvent, ToolCallIntent, Trust
+from tether.models.events import Credential, InputEvent, Trust
 from tether.security.proof import (
     _MAC_B64_LEN,
     _MARK,
@@ -86,8 +86,8 @@ class SourceGate:
         self, data: bytes, event: InputEvent, initiator: Initiator, now: Stamp, out: Outbox
     ) -> InputEvent | Rejected | None:
         """Label ``event`` (decoded from ``data``), refuse it, or consume it (see module)."""
-        if self.enforce and type(event) is ToolCallIntent and event.presented_token is None:
-            trust = self._tool_call(data, event, initiator)
+        if self.enforce and event.presented_token is None:
+            trust = self._fast(data, event, initiator)
             if trust is not None:
                 event.__dict__["trust"] = trust
                 return event  # (anything else takes the full path, which says why)
@@ -134,12 +134,12 @@ class SourceGate:
         )
         return event
 
-    def _tool_call(  # noqa: PLR0911  # a flat hot path: one early exit per check
-        self, data: bytes, event: ToolCallIntent, initiator: Initiator
+    def _fast(  # noqa: PLR0911  # a flat hot path: one early exit per check
+        self, data: bytes, event: InputEvent, initiator: Initiator
     ) -> Trust | None:
-        """The hot path of ``enforce``: a well-formed, authorized tool call from a known source
+        """The hot path of ``enforce``: a well-formed, authorized record from a known source
         (the rules of ``_authenticate``, ``_authorize`` and ``_asserted_credential``, inlined
-        for the common case; None sends the record down the full path)."""
+        for the common cases; None sends the record down the full path, which says why)."""
         at = data.rfind(_MARK, max(0, len(data) - _SEARCH))
         if at < 0 or not data.endswith(_TAIL):
             return None
@@ -160,11 +160,18 @@ class SourceGate:
         if not compare_digest(hmac_digest(secret, signed, "sha256"), mac):
             return None
         workloads = source.workloads
-        if (
-            "tool_call.intent" not in source.event_types
-            or event.agent.workload_id not in workloads
-            or (not source.trusted_credentials and event.credential.subject not in workloads)
+        kind = event.event_type
+        agent = event.agent.workload_id
+        if kind not in source.event_types or agent not in workloads:
+            return None
+        if kind != "tool_call.intent" and not (
+            (kind == "workflow.started" and source.start)
+            or (kind == "delegation.granted" and agent in source.delegate_for)
+            or (kind == "workflow.completed" and source.complete == "any")
         ):
+            return None
+        cred = event.credential
+        if cred is not None and not source.trusted_credentials and cred.subject not in workloads:
             return None
         static = self._static.get(source.name)
         if static is not None:
