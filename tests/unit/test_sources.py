@@ -227,6 +227,7 @@ def test_a_verified_token_replaces_the_asserted_credential(tmp_path: Path, issue
     assert event.credential.scopes == ["crm:read", "crm:write"]
     assert event.trust.credential_verified is True
     assert "revoke_token" not in event.trust.withhold  # a verified token may be revoked
+    assert event.presented_token is None  # never kept in state (a bearer token)
 
 
 def test_an_invalid_token_is_a_finding_against_the_presenter_never_a_crash(

@@ -338,6 +338,8 @@ def _withhold(
 
 def _replace_credential(event: InputEvent, cred: Credential) -> None:
     """The verified credential stands in for the asserted one (the event is fresh from the
-    decoder and not shared)."""
+    decoder and not shared). The token itself is dropped: a check that waits keeps its event
+    in the session's state, and a bearer token has no business in a changelog topic."""
     cred.__dict__["expires_t"] = cred.expires_at.timestamp()
     event.__dict__["credential"] = cred
+    event.__dict__["presented_token"] = None
