@@ -51,6 +51,14 @@ def test_records_of_any_length_verify(tmp_path: Path, resource_len: int) -> None
     assert admitted.trust.authenticated
 
 
+def test_trailing_whitespace_after_a_signed_record_is_forgiven(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    line = world.sign("victim-agents", call("wf-v", "victim", "jti-v")) + b" \r\n"
+    admitted = _admit(world.gate(), line)
+    assert not isinstance(admitted, Rejected), admitted
+    assert admitted.trust.authenticated
+
+
 @pytest.mark.parametrize(
     ("mutate", "why"),
     [

@@ -140,8 +140,10 @@ class SourceGate:
         """The hot path of ``enforce``: a well-formed, authorized record from a known source
         (the rules of ``_authenticate``, ``_authorize`` and ``_asserted_credential``, inlined
         for the common cases; None sends the record down the full path, which says why)."""
+        if not data.endswith(_TAIL):
+            return None  # (the full path forgives trailing whitespace)
         at = data.rfind(_MARK, max(0, len(data) - _SEARCH))
-        if at < 0 or not data.endswith(_TAIL):
+        if at < 0:
             return None
         parts = data[at + _MARK_LEN : -_TAIL_LEN].split(b".")
         if len(parts) != 3 or parts[1] or len(parts[2]) != _MAC_B64_LEN:  # noqa: PLR2004

@@ -77,6 +77,8 @@ def split(data: bytes) -> Proof | str:  # noqa: PLR0911  # one return per malfor
     The hot path of ``enforce`` mode (every record): C-level byte operations only. The
     characters of the JWS are not checked one by one: a header is accepted only as the exact
     bytes ``parse_header`` read, and a MAC that is not base64url cannot match."""
+    if not data.endswith(_TAIL):
+        data = data.rstrip(b" \t\r\n")  # a line's end, as a file or a terminal left it
     at = data.rfind(_MARK, max(0, len(data) - _SEARCH))
     if at < 0:
         return "the record carries no proof"
