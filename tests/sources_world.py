@@ -37,10 +37,11 @@ class World:
     root: Path
     mode: str = "enforce"
     keys: dict[str, SourceKey] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(SOURCES))
 
     def __post_init__(self) -> None:
         lines = [f"mode: {self.mode}", "sources:"]
-        for name, spec in SOURCES.items():
+        for name, spec in self.sources.items():
             key = SourceKey.generate(name)
             self.keys[name] = key
             write_jwks(self.root / f"{name}.jwks.json", [key.jwk()])

@@ -178,6 +178,34 @@ def test_workflow_squatting_is_refused_in_enforce(world: World, sign: bool) -> N
     assert not out.harmed(workloads={wl("orch")}, tokens={"jti-o"}, workflows={"wf-next"})
 
 
+def test_workflow_squatting_between_start_capable_sources_is_refused_by_namespaces(
+    tmp_path: Path,
+) -> None:
+    """Two sources that may both start workflows: each in its own workflow-id namespace, so a
+    compromised one cannot pre-start the other's predictable ids."""
+    sources = {
+        "orchestrator": {
+            "workloads": [wl("orch")],
+            "start": True,
+            "complete": "any",
+            "workflow_ids": ["wf-next", "wf-orch-*"],
+        },
+        "victim-agents": {"workloads": [wl("victim")], "start": True},
+        "attacker-agents": {
+            "workloads": [wl("attacker")],
+            "start": True,
+            "workflow_ids": ["wf-attacker-*"],
+        },
+    }
+    world = World(tmp_path, sources=sources)
+    out = world.replay(squat(world, sign=True))
+    assert out.reasons() == ["unauthorized_assertion"]
+    assert not out.against(wl("orch"))
+    assert not out.harmed(workloads={wl("orch")}, tokens={"jti-o"}, workflows={"wf-next"})
+    own = world.replay([attacker(world, started("wf-attacker-1", "attacker", "jti-b"))])
+    assert not own.deadletters
+
+
 # -- self-granted authority --------------------------------------------------------------------
 
 

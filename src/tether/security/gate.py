@@ -167,7 +167,7 @@ class SourceGate:
         if kind not in source.event_types or agent not in workloads:
             return None
         if kind != "tool_call.intent" and not (
-            (kind == "workflow.started" and source.start)
+            (kind == "workflow.started" and source.start and source.workflow_ids is None)
             or (kind == "delegation.granted" and agent in source.delegate_for)
             or (kind == "workflow.completed" and source.complete == "any")
         ):
@@ -296,8 +296,12 @@ def _authorize(source: Source, event: InputEvent, initiator: Initiator) -> str |
     agent = event.agent.workload_id
     if agent not in source.workloads:
         return f"source {name!r} may not speak for workload {agent}"
-    if kind == "workflow.started" and not source.start:
-        return f"source {name!r} may not start workflows (assert grants)"
+    if kind == "workflow.started":
+        if not source.start:
+            return f"source {name!r} may not start workflows (assert grants)"
+        ids = source.workflow_ids
+        if ids is not None and event.workflow_id not in ids:
+            return f"source {name!r} may not start workflow {event.workflow_id!r} (workflow_ids)"
     if kind == "delegation.granted" and agent not in source.delegate_for:
         return f"source {name!r} may not grant delegations on behalf of {agent}"
     if kind == "workflow.completed" and source.complete != "any":

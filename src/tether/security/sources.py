@@ -46,6 +46,11 @@ class SourceSpec(BaseModel):
     event_types: list[str] = Field(default_factory=lambda: list(EVENT_TYPES))
     workloads: list[str] = Field(default_factory=list, description="workloads it speaks for")
     start: bool = Field(False, description="may start workflows (assert grants)")
+    workflow_ids: list[str] | None = Field(
+        None,
+        description="workflow ids it may start: exact ids or prefixes ending in '*' (default: "
+        "any); disjoint namespaces stop one start-capable source squatting another's ids",
+    )
     complete: Literal["any", "own", "none"] = Field(
         "own",
         description="any workflow (an orchestrator), own (workflows whose initiator it "
@@ -123,6 +128,29 @@ class Workloads:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowIds:
+    """Workflow ids a source may start: exact ids and prefixes (``wf-planner-*``); None: any."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, patterns: list[str] | None) -> WorkflowIds | None:
+        if patterns is None or "*" in patterns:
+            return None
+        exact = frozenset(p for p in patterns if not p.endswith("*"))
+        prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+        if any("*" in p for p in (*exact, *prefixes)):
+            raise ValueError("workflow id patterns: '*' only at the end")
+        return cls(exact, prefixes)
+
+    def __contains__(self, workflow_id: object) -> bool:
+        return isinstance(workflow_id, str) and (
+            workflow_id in self.exact or workflow_id.startswith(self.prefixes)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """A registered source, ready for the gate."""
 
@@ -134,6 +162,7 @@ class Source:
     start: bool
     complete: Literal["any", "own", "none"]
     trusted_credentials: bool
+    workflow_ids: WorkflowIds | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,5 +253,6 @@ def load_registry(
             start=s.start,
             complete=s.complete,
             trusted_credentials=s.trusted_credentials,
+            workflow_ids=WorkflowIds.of(s.workflow_ids),
         )
     return Registry(sources, spec.mode or default_mode, str(path))
