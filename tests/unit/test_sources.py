@@ -37,7 +37,7 @@ def test_a_signed_record_is_the_record_plus_a_last_proof_member() -> None:
     assert orjson.loads(signed) == {**orjson.loads(record), "proof": orjson.loads(signed)["proof"]}
     proof = split(signed)
     assert not isinstance(proof, str)
-    assert proof.signed.endswith(record)
+    assert proof.record == record
 
 
 @pytest.mark.parametrize("resource_len", [0, 200, 1100, 2048])
@@ -49,6 +49,27 @@ def test_records_of_any_length_verify(tmp_path: Path, resource_len: int) -> None
     admitted = _admit(world.gate(), world.sign("victim-agents", event))
     assert not isinstance(admitted, Rejected), admitted
     assert admitted.trust.authenticated
+
+
+def test_a_standard_detached_jws_from_a_jose_library_verifies_too(tmp_path: Path) -> None:
+    """An emitter in another language may use its JOSE library's detached compact JWS (payload
+    base64url-encoded, no "b64" header): accepted, at the cost of encoding the record."""
+    from joserfc import jws
+    from joserfc.jwk import OctKey
+
+    world = World(tmp_path)
+    key = world.keys["victim-agents"]
+    record = orjson.dumps(call("wf-v", "victim", "jti-v"))
+    header = {"alg": "HS256", "kid": key.kid, "iss": "victim-agents"}
+    lenient = jws.JWSRegistry(strict_check_header=False)  # "iss" is not a registered header
+    compact = jws.serialize_compact(header, record, OctKey.import_key(key.jwk()), registry=lenient)
+    head, _, sig = compact.split(".")
+    line = record[:-1] + f',"proof":"{head}..{sig}"}}'.encode()
+    admitted = _admit(world.gate(), line)
+    assert not isinstance(admitted, Rejected), admitted
+    assert admitted.trust.source == "victim-agents"
+    forged = line.replace(b'"crm.search"', b'"crm.delete"')
+    assert isinstance(_admit(world.gate(), forged), Rejected)
 
 
 def test_trailing_whitespace_after_a_signed_record_is_forgiven(tmp_path: Path) -> None:

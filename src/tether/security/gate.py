@@ -54,8 +54,9 @@ _MARK_LEN: Final = len(_MARK)
 _TAIL_LEN: Final = len(_TAIL)
 _RECHECK_S: Final = 1.0  # how long a proof header's source and key are taken as known
 
-_Signer = tuple[Source | str, bytes, float]
-"""A proof header's source and secret (or why it has none) and when to look again."""
+_Signer = tuple[Source | str, bytes, float, bool]
+"""A proof header's source and secret (or why it has none), when to look again, and whether
+its payload is unencoded (RFC 7797)."""
 
 
 class SourceGate:
@@ -151,8 +152,8 @@ class SourceGate:
         signer = self._signers.get(parts[0])
         if signer is None or monotonic() >= signer[2]:
             return None
-        source, secret, _ = signer
-        if type(source) is not Source:
+        source, secret, _, unencoded = signer
+        if type(source) is not Source or not unencoded:
             return None
         try:
             mac = a2b_base64(parts[2].translate(_URL_TO_STD) + b"=", strict_mode=True)
@@ -206,10 +207,10 @@ class SourceGate:
         signer = self._signers.get(proof.header_b64)
         if signer is None or now >= signer[2]:
             signer = self._signer(proof.header_b64, now)
-        found, secret, _ = signer
+        found, secret, _, unencoded = signer
         if isinstance(found, str):
             return found
-        if not check_mac(proof, secret):
+        if not check_mac(proof, secret, unencoded=unencoded):
             return f"the proof does not verify with the key of source {found.name!r}"
         return found
 
@@ -219,18 +220,19 @@ class SourceGate:
         header = parse_header(header_b64)
         signer: _Signer
         if isinstance(header, str):
-            signer = (header, b"", now + _RECHECK_S)
+            signer = (header, b"", now + _RECHECK_S, True)
         else:
             assert self.registry is not None  # noqa: S101  # only called with a registry
             source = self.registry.sources.get(header.source)
             key = source.keys.find(header.kid) if source is not None else None
             if source is None:
-                signer = (f"source {header.source!r} is not in the registry", b"", now + _RECHECK_S)
+                why = f"source {header.source!r} is not in the registry"
+                signer = (why, b"", now + _RECHECK_S, True)
             elif key is None:
                 why = f"source {source.name!r} has no key {header.kid!r}"
-                signer = (why, b"", now + _RECHECK_S)
+                signer = (why, b"", now + _RECHECK_S, True)
             else:
-                signer = (source, secret_of(key), now + _RECHECK_S)
+                signer = (source, secret_of(key), now + _RECHECK_S, header.unencoded)
         if len(self._signers) >= _HEADERS_MAX:
             self._signers.clear()
         self._signers[header_b64] = signer

@@ -60,15 +60,21 @@ class Header:
 
     source: str
     kid: str
+    unencoded: bool = True  # RFC 7797 "b64": false (tether's emitters); else a plain JWS
 
 
 @dataclass(frozen=True, slots=True)
 class Proof:
-    """A proof taken apart: the signed bytes, the header and the MAC."""
+    """A proof taken apart: the record it covers, the header and the MAC."""
 
-    signed: bytes  # <b64url(header)> "." record-without-proof
+    record: bytes  # the record without its proof member
     header_b64: bytes
     mac: bytes
+
+    def signing_input(self, unencoded: bool = True) -> bytes:
+        """``b64url(header) "." payload``: the record itself (b64 false) or its base64url."""
+        payload = self.record if unencoded else _b64(self.record)
+        return self.header_b64 + b"." + payload
 
 
 def split(data: bytes) -> Proof | str:  # noqa: PLR0911  # one return per malformation
@@ -96,10 +102,10 @@ def split(data: bytes) -> Proof | str:  # noqa: PLR0911  # one return per malfor
         mac = binascii.a2b_base64(mac_b64.translate(_URL_TO_STD) + b"=", strict_mode=True)
     except binascii.Error:
         return "the proof's signature is not base64url"
-    return Proof(header_b64 + b"." + data[:at] + b"}", header_b64, mac)
+    return Proof(data[:at] + b"}", header_b64, mac)
 
 
-def parse_header(header_b64: bytes) -> Header | str:
+def parse_header(header_b64: bytes) -> Header | str:  # noqa: PLR0911  # one return per fault
     """The source and key a header names, if it is a header tether accepts."""
     try:
         doc = orjson.loads(_unb64(header_b64))
@@ -109,17 +115,21 @@ def parse_header(header_b64: bytes) -> Header | str:
         return "the proof's header is not a JSON object"
     if doc.get("alg") != "HS256":
         return f"the proof's alg must be HS256, not {str(doc.get('alg'))[:32]!r}"
-    if doc.get("b64") is not False or doc.get("crit") != ["b64"]:
-        return 'the proof\'s header must say "b64":false and "crit":["b64"] (RFC 7797)'
+    unencoded = "b64" in doc
+    if unencoded and (doc.get("b64") is not False or doc.get("crit") != ["b64"]):
+        return 'the proof\'s header must say "b64":false with "crit":["b64"] (RFC 7797)'
+    if not unencoded and "crit" in doc:
+        return "the proof's header names critical extensions tether does not know"
     source, kid = doc.get("iss"), doc.get("kid")
     if not isinstance(source, str) or not source or not isinstance(kid, str) or not kid:
         return "the proof's header must name the source (iss) and its key (kid)"
-    return Header(source[:128], kid[:256])
+    return Header(source[:128], kid[:256], unencoded)
 
 
-def check_mac(proof: Proof, secret: bytes) -> bool:
-    """Whether the MAC is right for these bytes under ``secret`` (constant time)."""
-    return hmac.compare_digest(hmac.digest(secret, proof.signed, "sha256"), proof.mac)
+def check_mac(proof: Proof, secret: bytes, *, unencoded: bool = True) -> bool:
+    """Whether the MAC is right for the record under ``secret`` (constant time)."""
+    signed = proof.signing_input(unencoded)
+    return hmac.compare_digest(hmac.digest(secret, signed, "sha256"), proof.mac)
 
 
 @dataclass(frozen=True, slots=True)
