@@ -385,3 +385,44 @@ def test_tether_replay_takes_the_registry(tmp_path: Path) -> None:
     audit = CliRunner().invoke(main, [*args[:2], "--sources-mode", "audit", *args[2:]])
     assert audit.exit_code == 0
     assert "unauthenticated_source" in audit.stdout  # the file's own mode (enforce) wins
+
+
+@pytest.mark.parametrize("key_len", [32, 64, 65, 100])
+def test_precomputed_hmac_states_agree_with_hmac(key_len: int) -> None:
+    import hmac
+    import os
+
+    from tether.security.proof import hmac_states
+
+    secret, prefix, record = os.urandom(key_len), b"eyJhbGciOi.", os.urandom(900)
+    inner, outer = (h.copy() for h in hmac_states(secret, prefix))
+    inner.update(record)
+    outer.update(inner.digest())
+    assert outer.digest() == hmac.digest(secret, prefix + record, "sha256")
+
+
+def test_the_hot_path_and_the_full_path_agree(tmp_path: Path) -> None:
+    """Every record the inlined path admits, the full path admits with the same trust; a record
+    the full path refuses, the inlined path does not admit."""
+    world = World(tmp_path)
+    gate = world.gate()
+    first = world.sign("victim-agents", started("wf-v", "victim", "jti-v"))
+    _admit(gate, first)  # learns the header's source and key
+    cases = [
+        world.sign("victim-agents", call("wf-v", "victim", "jti-v")),
+        world.sign("victim-agents", call("wf-v", "helper", "jti-h")),
+        world.sign("victim-agents", call("wf-v", "attacker", "jti-b")),  # not its workload
+        world.sign("victim-agents", call("wf-v", "victim", "jti-b", holder="attacker")),
+        world.sign("victim-agents", call("wf-v", "victim", "jti-v")).replace(b"crm.", b"crx."),
+    ]
+    for line in cases:
+        event = decode_event(line)
+        assert not isinstance(event, Rejected)
+        fast = gate._fast(line, event, lambda _wf: wl("victim"))
+        full = gate._admit(line, decode_event(line), lambda _wf: wl("victim"), 0.0, Outbox())  # type: ignore[arg-type]
+        if fast is None:
+            assert isinstance(full, Rejected), line
+        else:
+            assert not isinstance(full, Rejected | None)
+            assert full.trust == fast
+    assert gate._fast(cases[0], decode_event(cases[0]), lambda _wf: wl("victim")) is not None  # type: ignore[arg-type]

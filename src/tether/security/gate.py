@@ -23,9 +23,8 @@ import hashlib
 from binascii import a2b_base64
 from collections.abc import Callable
 from hmac import compare_digest
-from hmac import digest as hmac_digest
 from time import monotonic
-from typing import Final
+from typing import Any, Final
 
 from tether.core import codes as C
 from tether.core.config import DetectionConfig
@@ -39,6 +38,7 @@ from tether.security.proof import (
     _TAIL,
     _URL_TO_STD,
     check_mac,
+    hmac_states,
     parse_header,
     split,
 )
@@ -54,9 +54,9 @@ _MARK_LEN: Final = len(_MARK)
 _TAIL_LEN: Final = len(_TAIL)
 _RECHECK_S: Final = 1.0  # how long a proof header's source and key are taken as known
 
-_Signer = tuple[Source | str, bytes, float, bool]
-"""A proof header's source and secret (or why it has none), when to look again, and whether
-its payload is unencoded (RFC 7797)."""
+_Signer = tuple[Source | str, bytes, float, bool, tuple[Any, Any] | None]
+"""A proof header's source and secret (or why it has none), when to look again, whether its
+payload is unencoded (RFC 7797), and the HMAC states with the key and header hashed in."""
 
 
 class SourceGate:
@@ -152,15 +152,18 @@ class SourceGate:
         signer = self._signers.get(parts[0])
         if signer is None or monotonic() >= signer[2]:
             return None
-        source, secret, _, unencoded = signer
-        if type(source) is not Source or not unencoded:
+        source, _, _, _, states = signer
+        if type(source) is not Source or states is None:
             return None
         try:
             mac = a2b_base64(parts[2].translate(_URL_TO_STD) + b"=", strict_mode=True)
         except binascii.Error:
             return None
-        signed = b"".join((parts[0], b".", memoryview(data)[:at], b"}"))
-        if not compare_digest(hmac_digest(secret, signed, "sha256"), mac):
+        inner, outer = states[0].copy(), states[1].copy()
+        inner.update(memoryview(data)[:at])
+        inner.update(b"}")
+        outer.update(inner.digest())
+        if not compare_digest(outer.digest(), mac):
             return None
         workloads = source.workloads
         kind = event.event_type
@@ -207,7 +210,7 @@ class SourceGate:
         signer = self._signers.get(proof.header_b64)
         if signer is None or now >= signer[2]:
             signer = self._signer(proof.header_b64, now)
-        found, secret, _, unencoded = signer
+        found, secret, _, unencoded, _ = signer
         if isinstance(found, str):
             return found
         if not check_mac(proof, secret, unencoded=unencoded):
@@ -220,19 +223,21 @@ class SourceGate:
         header = parse_header(header_b64)
         signer: _Signer
         if isinstance(header, str):
-            signer = (header, b"", now + _RECHECK_S, True)
+            signer = (header, b"", now + _RECHECK_S, True, None)
         else:
             assert self.registry is not None  # noqa: S101  # only called with a registry
             source = self.registry.sources.get(header.source)
             key = source.keys.find(header.kid) if source is not None else None
             if source is None:
                 why = f"source {header.source!r} is not in the registry"
-                signer = (why, b"", now + _RECHECK_S, True)
+                signer = (why, b"", now + _RECHECK_S, True, None)
             elif key is None:
                 why = f"source {source.name!r} has no key {header.kid!r}"
-                signer = (why, b"", now + _RECHECK_S, True)
+                signer = (why, b"", now + _RECHECK_S, True, None)
             else:
-                signer = (source, secret_of(key), now + _RECHECK_S, header.unencoded)
+                secret = secret_of(key)
+                states = hmac_states(secret, header_b64 + b".") if header.unencoded else None
+                signer = (source, secret, now + _RECHECK_S, header.unencoded, states)
         if len(self._signers) >= _HEADERS_MAX:
             self._signers.clear()
         self._signers[header_b64] = signer

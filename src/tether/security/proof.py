@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,22 @@ def parse_header(header_b64: bytes) -> Header | str:  # noqa: PLR0911  # one ret
     if not isinstance(source, str) or not source or not isinstance(kid, str) or not kid:
         return "the proof's header must name the source (iss) and its key (kid)"
     return Header(source[:128], kid[:256], unencoded)
+
+
+_BLOCK: Final = 64  # SHA-256's block size (RFC 2104)
+_IPAD: Final = bytes(0x36 for _ in range(_BLOCK))
+_OPAD: Final = bytes(0x5C for _ in range(_BLOCK))
+
+
+def hmac_states(secret: bytes, prefix: bytes = b"") -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256 (RFC 2104) with the key and ``prefix`` already hashed in: the inner and outer
+    hash states. Copying them per record skips the key set-up (about half of an HMAC of a
+    1 KB record) and the copy of the record that prepending the header would take."""
+    key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(a ^ b for a, b in zip(key, _IPAD, strict=True)) + prefix)
+    outer = hashlib.sha256(bytes(a ^ b for a, b in zip(key, _OPAD, strict=True)))
+    return inner, outer
 
 
 def check_mac(proof: Proof, secret: bytes, *, unencoded: bool = True) -> bool:
