@@ -30,6 +30,7 @@ from core_replay import DEFAULT_CORPUS, Sink, ensure_corpus
 
 from tether.bootstrap import monitor
 from tether.demo.sources import fleet_sources
+from tether.models.codec import Rejected
 from tether.replay import Replayer
 from tether.security.gate import SourceGate
 from tether.settings import Settings
@@ -81,16 +82,21 @@ def scheme_costs(record: bytes) -> dict[str, float]:
     from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa  # noqa: PLC0415
 
-    from tether.security.proof import SourceKey, check_mac, split  # noqa: PLC0415
+    from tether.core import Outbox  # noqa: PLC0415
+    from tether.models.codec import decode_event  # noqa: PLC0415
 
-    key = SourceKey.generate("bench")
-    signed = key.sign(record)
-    proof = split(signed)
-    assert not isinstance(proof, str)  # noqa: S101
+    with tempfile.TemporaryDirectory() as tmp:
+        key, gate = fleet_sources(Path(tmp), Settings().detection())
+        signed = key.sign(record)
+        event = decode_event(signed)
+        assert not isinstance(event, Rejected)  # noqa: S101
+        out = Outbox()
+        gate.admit(signed, event, lambda _wf: None, 0.0, out)  # learns the header
 
-    def hs256() -> bool:
-        p = split(signed)
-        return not isinstance(p, str) and check_mac(p, key.secret)
+        def hs256() -> object:
+            return gate.admit(signed, event, lambda _wf: None, 0.0, out)
+
+        gate_us = per_call_us(hs256, 20000)
 
     ed = ed25519.Ed25519PrivateKey.generate()
     ed_sig = ed.sign(record)
@@ -102,7 +108,7 @@ def scheme_costs(record: bytes) -> dict[str, float]:
     rs_sig = rsa_key.sign(record, padding.PKCS1v15(), hashes.SHA256())
     rs_pub = rsa_key.public_key()
     return {
-        "HS256 (tether: split + HMAC-SHA256)": per_call_us(hs256, 20000),
+        "HS256 (tether's gate: proof + rules + label)": gate_us,
         "EdDSA (Ed25519) verify": per_call_us(lambda: ed_pub.verify(ed_sig, record), 3000),
         "ES256 (P-256) verify": per_call_us(
             lambda: es_pub.verify(es_sig, record, ec.ECDSA(hashes.SHA256())), 2000
