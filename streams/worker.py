@@ -28,6 +28,7 @@ from streams.signing import SigningPool
 from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import Entry
+from tether.bootstrap import source_gate
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
@@ -53,15 +54,19 @@ def encode_use(use: CredentialUse) -> bytes:
             use.event_id,
             use.inherited,
             use.expires_at,
+            use.owner,
         ]
     )
 
 
 def decode_use(data: bytes) -> CredentialUse:
     """The inverse of ``encode_use``."""
-    token_id, workload, workflow, t, event_id, inherited, expires = orjson.loads(data)
+    token_id, workload, workflow, t, event_id, inherited, expires, *more = orjson.loads(data)
     # workload ids repeat across the fleet: one copy, shared by every token's state
-    return CredentialUse(token_id, intern(workload), workflow, t, event_id, inherited, expires)
+    owner = bool(more and more[0])
+    return CredentialUse(
+        token_id, intern(workload), workflow, t, event_id, inherited, expires, owner
+    )
 
 
 FIRE_MAX = 2000
@@ -179,6 +184,8 @@ class Worker:
         self.revocation_partitions = settings.partitions  # heartbeats go to every one of them
         self.events = 0
         self.deadletters = 0
+        # authenticates and authorizes each record (a missing or bad registry stops the worker)
+        self.gate = source_gate(settings, ctx.cfg)
 
     # -- intents --------------------------------------------------------------------------
 
@@ -381,6 +388,11 @@ class Worker:
                     decoded.workflow_id,
                     decoded.event_id,
                 )
+            if self.gate is not None and not isinstance(decoded, Rejected):
+                admitted = self.gate.admit(data, decoded, self._initiator, now, out)
+                if admitted is None:  # an invalid presented token: a finding, nothing applied
+                    return
+                decoded = admitted
             if isinstance(decoded, Rejected):
                 self._dead(rec, data, decoded, now, batch)
                 return
@@ -395,6 +407,10 @@ class Worker:
             self._dead(
                 rec, data, Rejected("schema_violation", f"internal error: {exc!r}"), now, batch
             )
+
+    def _initiator(self, workflow_id: str) -> str | None:
+        s = self.sessions.get(workflow_id)
+        return s.started.initiator if s is not None and s.started is not None else None
 
     def _dead(
         self, rec: InputRecord, data: bytes, why: Rejected, now: datetime, batch: Batch

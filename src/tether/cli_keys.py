@@ -152,3 +152,41 @@ def rotate(directory: Path | None, alg: str | None, bits: int, issuer: str | Non
     except OSError as exc:
         raise click.ClickException(f"cannot rotate keys in {where}: {exc.strerror}") from exc
     _report("now signing with", files)
+
+
+@keys.command("source")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the source's key files go (next to sources.yaml).",
+)
+def source(name: str, directory: Path) -> None:
+    """Give the telemetry source NAME a new HS256 key (docs/SECURITY.md).
+
+    Writes DIR/NAME.jwk.json, the key its emitters sign with (SourceKey.load), and adds the
+    key to DIR/NAME.jwks.json, the key set sources.yaml names for NAME. Both are secrets (mode
+    0600). Run it again to rotate: the key set keeps the old key until you remove it, once
+    every emitter signs with the new one.
+
+    \b
+    Example:
+      tether keys source planners --dir /etc/tether/sources
+    """
+    from tether.security.keys import read_jwks, write_secret_jwks  # noqa: PLC0415
+    from tether.security.proof import SourceKey  # noqa: PLC0415
+
+    key = SourceKey.generate(name)
+    keyset = directory / f"{name}.jwks.json"
+    mine = directory / f"{name}.jwk.json"
+    try:
+        keys_now = read_jwks(keyset)
+        write_secret_jwks(keyset, [*keys_now, key.jwk()])
+        write_secret_jwks(mine, [key.jwk()])
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot write {name}'s keys in {directory}: {exc}") from exc
+    click.echo(f"source {name}: new key {key.kid} ({len(keys_now) + 1} in its key set)")
+    click.echo(f"  key set  {keyset}  (sources.yaml: keys: {keyset.name})")
+    click.echo(f"  emitter  {mine}  (SourceKey.load({name!r}, path))")

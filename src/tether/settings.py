@@ -249,6 +249,18 @@ class Settings(BaseSettings):
         None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"
     )
     home: Path = Field(Path(".tether"), description="tether's local state: development keys")
+    # authenticated telemetry (docs/SECURITY.md)
+    sources: Path | None = Field(
+        None, description="the source registry (sources.yaml); unset: inputs are unauthenticated"
+    )
+    sources_mode: Literal["enforce", "audit"] = Field(
+        "enforce", description="when sources.yaml names no mode: enforce refuses, audit labels"
+    )
+    trusted_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description="issuer -> JWKS path or https URL: presented tokens (JWTs) are verified "
+        "against these (JSON in TETHER_TRUSTED_ISSUERS)",
+    )
 
     @field_validator("fail_closed_tiers")
     @classmethod

@@ -52,6 +52,8 @@ def decode_event(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> InputEven
     # Precompute the POSIX times the core compares on every event (``derived`` would do it on
     # first access; doing it here saves the descriptor call on the hot path).
     event.__dict__["t"] = event.occurred_at.timestamp()
+    if event.trust is not None:  # tether's own label: an emitter cannot set it
+        event.__dict__["trust"] = None
     cred = event.credential
     if cred is not None:
         cred.__dict__["expires_t"] = cred.expires_at.timestamp()

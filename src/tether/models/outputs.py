@@ -33,6 +33,20 @@ class Finding(Record):
     shadow: bool = Field(
         default=False, description="true when the response was reported but not enforced"
     )
+    authenticated: bool | None = Field(
+        None,
+        description="with a source registry: whether the event that caused it was authenticated "
+        "and authorized (absent without a registry)",
+    )
+    source: str | None = Field(None, description="the telemetry source that emitted the cause")
+    credential_verified: bool | None = Field(
+        None, description="whether the credential was verified (a JWT) or only asserted"
+    )
+    withheld: list[Response] | None = Field(
+        None,
+        description="responses not enforced because the cause's source may not cause them "
+        "(docs/SECURITY.md)",
+    )
 
 
 class Target(Record):
@@ -104,6 +118,9 @@ class Decision(Record):
     policy_ids: list[str]
     policy_revision: str | None = None
     evaluated_at: AwareDatetime
+    authenticated: bool | None = None
+    source: str | None = None
+    credential_verified: bool | None = None
 
 
 class Source(Record):
@@ -126,6 +143,8 @@ DeadLetterReason = Literal[
     "schema_violation",
     "clock_skew",
     "output_rejected",
+    "unauthenticated_source",
+    "unauthorized_assertion",
 ]
 
 

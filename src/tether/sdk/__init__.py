@@ -17,6 +17,7 @@ from tether.sdk.revocation_set import (
     WatcherStats,
 )
 from tether.sdk.watcher import Watcher
+from tether.security.proof import SourceKey
 
 __all__ = [
     "DEFAULT_FAIL_CLOSED_TIERS",
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidEventError",
     "RecordVerifier",
     "RevocationSet",
+    "SourceKey",
     "Watcher",
     "WatcherStats",
     "new_delegation_granted",

@@ -153,6 +153,12 @@ def read_jwks(path: Path) -> list[dict[str, Any]]:
     return [k for k in keys if isinstance(k, dict)]
 
 
+def write_secret_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
+    """Write a JWKS of secret keys (a telemetry source's HS256 keys): mode 0600."""
+    body = orjson.dumps({"keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
+    _write_atomically(path, body, mode=0o600)
+
+
 def write_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
     """Write a public JWKS (mode 0644)."""
     body = orjson.dumps({"keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
@@ -339,6 +345,7 @@ class KeySource:
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         allow_http: bool = False,
+        parse: Callable[[bytes, str], dict[str, Key]] | None = None,
     ) -> None:
         """Read keys from ``location`` (a path, or an ``https://`` URL; ``http://`` only with
         ``allow_http``: anyone on the path could swap the keys).
@@ -350,6 +357,8 @@ class KeySource:
             timeout_s: network timeout of one URL read.
             clock: monotonic seconds; tests inject a fake.
             allow_http: accept a plain ``http://`` URL (``TETHER_JWKS_ALLOW_HTTP``).
+            parse: turns the document into keys by kid (default ``parse_jwks``: RS256/ES256
+                public keys; telemetry sources also accept HS256 secrets, see ``sources``).
         """
         text = str(location)
         scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -368,6 +377,7 @@ class KeySource:
         self._stale_at = -math.inf  # monotonic time after which the JWKS is reread
         self._timeout_s = timeout_s
         self._clock = clock
+        self._parse = parse or parse_jwks
         self._keys: dict[str, Key] = {}
         self._read_at: float | None = None
         self._lock = threading.Lock()
@@ -412,7 +422,7 @@ class KeySource:
         self._stale_at = now + self._max_age_s
         self.reads += 1
         try:
-            keys = parse_jwks(self._read(), self.location)
+            keys = self._parse(self._read(), self.location)
         except (OSError, ValueError) as exc:
             self.last_error = str(exc)
             _log.warning(
