@@ -16,6 +16,7 @@ from streams import codecs, faust_fixes
 from streams.input_fetch import InputFetcher
 from streams.intake import Intake
 from streams.kafka_auth import broker_credentials
+from streams.ledger import RevocationLedger
 from streams.outputs import Publisher, routed
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
@@ -72,6 +73,12 @@ def mark_inbound(monitor: Any, batch: Sequence[Any]) -> None:
         inbound[tp] = now
 
 
+def web_bind(settings: Settings) -> str:
+    """Where faust's web server listens: loopback unless ``TETHER_WEB_HOST`` says otherwise
+    (faust itself binds every interface as soon as a port is given)."""
+    return settings.web_host
+
+
 def _started(kafka: KafkaPublisher) -> KafkaPublisher:
     kafka.start()  # idempotent: the producer connects on first use
     return kafka
@@ -102,6 +109,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         table_standby_replicas=0,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
+        web_bind=web_bind(settings),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         # A dead worker's partitions move once the broker gives up on it: keep that short.
@@ -173,7 +181,11 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         Publisher(publish_many),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
-        lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
+        lag=InputLag(
+            behind=behind,
+            buffered=lambda: intake.pending > 0,
+            records=lambda p: fetcher.lag_records(p) if fetcher is not None else None,
+        ),
     )
     worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
     sync = RegistrySync(
@@ -183,6 +195,19 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         client_id=f"tether-registry-{worker_id}",
         local=worker.signed_here,
     )
+    ledger = (
+        RevocationLedger(
+            settings,
+            verifier_from_settings(settings),
+            client_id=f"tether-ledger-{worker_id}",
+            floor=worker.floor,
+            local=LocalSignatures(capacity=10_000),  # bounded: others are verified
+        )
+        if settings.ledger
+        else None
+    )
+    if ledger is not None:
+        worker.signed_for_ledger = ledger.local  # what this worker signed needs no verification
     batch_max = settings.batch_max
 
     # tether's input topics skip faust's agents: the consumer loop hands their records to the
@@ -239,6 +264,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
+        if ledger is not None:
+            ledger.stop()
         kafka.stop(timeout=10)
         alerts.stop(timeout=10)
         worker.signing.close()
@@ -255,6 +282,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         if fetcher is not None:
             fetcher.start()
         sync.start()
+        if ledger is not None:
+            ledger.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

@@ -69,6 +69,17 @@ def main() -> None:
     show_default=True,
     help="Stamp records with event time (reproducible) or the wall clock.",
 )
+@click.option(
+    "--sources",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Source registry (sources.yaml): authenticate and authorize every event "
+    "[env TETHER_SOURCES].",
+)
+@click.option(
+    "--sources-mode",
+    type=click.Choice(["enforce", "audit"]),
+    help="When the registry names no mode: enforce refuses, audit labels [default: enforce].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
 def replay(
     file: str,
@@ -80,6 +91,8 @@ def replay(
     policy_pack: str | None,
     no_policy: bool,
     clock: str,
+    sources: Path | None,
+    sources_mode: str | None,
     quiet: bool,
 ) -> None:
     """Run the detectors over FILE, a JSON Lines file of input events ('-' for stdin).
@@ -109,7 +122,7 @@ def replay(
        "occurred_at":"2026-11-28T14:00:00.120Z","workflow_id":"wf-42","agent":{...},
        "credential":{...},"action":{"tool":"crm.search","operation":"read",...}}
     """
-    from tether.bootstrap import monitor  # noqa: PLC0415
+    from tether.bootstrap import monitor, source_gate  # noqa: PLC0415
     from tether.cli_progress import progress_reader  # noqa: PLC0415
     from tether.replay import Replayer, summary_lines  # noqa: PLC0415
 
@@ -119,13 +132,16 @@ def replay(
         max_chain_length=max_chain_length,
         policy=False if no_policy else None,
         policy_pack=policy_pack,
+        sources=sources,
+        sources_mode=sources_mode,
     )
     try:
         mon = monitor(settings, policy_dir=policy_dir, decisions=decisions)
+        gate = source_gate(settings, mon.ctx.cfg)
     except Exception as exc:  # a policy error must name its file and stop before reading input
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer
-    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock)
+    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock, gate=gate)
     with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
         stats = rep.run(lines.lines(), lines.tick)
     out.flush()
