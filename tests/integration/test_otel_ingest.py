@@ -192,3 +192,52 @@ def test_a_killed_adapter_loses_nothing_and_its_rerun_duplicates_are_ignored(
     assert identity(got)["findings"] == identity(expected)["findings"]
     assert identity(got)["revocations"] == identity(expected)["revocations"]
     assert sorted(f["code"] for f in got["findings"]) == sorted(list(EXPECTED_CODES) * copies)
+
+
+def _registry(tmp: Path, name: str = "otel") -> Path:
+    """A sources.yaml in enforce mode in which the adapter is a source that speaks for the
+    fleet's agents and may start and complete their workflows (keys by `tether keys source`)."""
+    subprocess.run(  # our own CLI, fixed arguments
+        [sys.executable, "-m", "tether.cli", "keys", "source", name, "--dir", str(tmp)],
+        check=True,
+        capture_output=True,
+    )
+    path = tmp / "sources.yaml"
+    path.write_text(
+        "mode: enforce\nsources:\n"
+        f"  - name: {name}\n    keys: {name}.jwks.json\n"
+        '    workloads: ["spiffe://acme.example/agent/*"]\n'
+        "    start: true\n    complete: any\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_the_adapter_is_a_source_the_registry_authenticates(
+    pipe: Pipeline, monkeypatch: pytest.MonkeyPatch, signed: bool
+) -> None:
+    """With a source registry in enforce mode, the adapter's events count only when signed
+    with its source key: signed, the fleet's violations are found; unsigned, every event is a
+    dead letter `unauthenticated_source` and nothing is judged."""
+    monkeypatch.setenv("TETHER_SOURCES", str(_registry(pipe.workdir)))
+    if signed:
+        monkeypatch.setenv("TETHER_OTLP_SOURCE_KEY", str(pipe.workdir / "otel.jwk.json"))
+    topic = _otlp_topic(pipe)
+    pipe.start_worker("w1")
+    pipe.wait_heartbeat("w1")
+    _start_adapter(pipe, topic)
+    sink = Collect()
+    fleet(sink, tag=pipe.prefix, base_ns=time.time_ns() - 10 * 60 * SEC)
+    _produce(pipe, topic, records(sink.spans, encoding="otlp_proto", per_trace=True))
+    events = _intents(pipe, want=21)
+    assert len(events) == 21, pipe.log("ingest")
+    if signed:
+        expected = replay_records(events)
+        got = collect_expected(pipe, expected)
+        assert sorted(f["code"] for f in got["findings"]) == sorted(EXPECTED_CODES)
+        assert all(f.get("authenticated") for f in got["findings"]), got["findings"]
+        assert not got["deadletter"]
+    else:
+        got = pipe.collect(quiet_s=6.0, timeout=90.0, until=21)
+        assert [d["reason"] for d in got["deadletter"]] == ["unauthenticated_source"] * 21
+        assert not got["findings"]

@@ -13,9 +13,11 @@ configured by :mod:`tether.adapters.kafka_config`, so TLS/SASL apply here too):
    partition, the offset below which no record still has spans held in the join.
 
 A crash between 3 and 4 re-reads the records; their events have the same ids (derived from the
-trace and span ids) and the worker ignores them as duplicates. Every record the adapter
-produces goes through :meth:`OtlpIngest._send`, the one place where a source signature (see
-notes/h6-otel.md) will be added.
+trace and span ids) and the worker ignores them as duplicates.
+
+The adapter is a telemetry source like any other: given its source key (``sources.yaml``,
+docs/SECURITY.md), it signs every event it produces, and the worker's source registry decides
+what those events may assert (docs/otel.md, "Trust").
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tether.models.outputs import DeadLetter, DeadLetterReason, Source
 from tether.otel.config import MappingConfig
 from tether.otel.decode import Encoding, SpanView, UndecodableError, decode
 from tether.otel.join import Released, TraceJoiner
+from tether.security.proof import SourceKey
 from tether.settings import Settings
 from tether.topics import DEADLETTER, INTENTS, TopicSpec
 
@@ -92,7 +95,7 @@ class DeliveryFailedError(RuntimeError):
 class OtlpIngest:
     """The adapter loop. ``run()`` until ``stop()`` (or SIGTERM/SIGINT via the CLI)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # keyword-only options with defaults
         self,
         settings: Settings,
         mapping: MappingConfig,
@@ -103,9 +106,12 @@ class OtlpIngest:
         client_id: str = "tether-ingest-otlp",
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         clock: Callable[[], float] = time.time,
+        source_key: SourceKey | None = None,
     ) -> None:
-        """Configure; nothing connects until :meth:`run`."""
+        """Configure; nothing connects until :meth:`run`. With ``source_key`` every event is
+        signed as that source's (a proof the worker's source registry verifies)."""
         self.settings = settings
+        self.source_key = source_key
         self.source_topic = source_topic
         self.encoding: Encoding = encoding
         self.max_record_bytes = max_record_bytes
@@ -213,7 +219,10 @@ class OtlpIngest:
     def _publish(self, released: list[Released]) -> None:
         for item in released:
             for event in item.mapped.events:
-                self._send(self._intents, event.workflow_id.encode(), encode(event))
+                data = encode(event)
+                if self.source_key is not None:
+                    data = self.source_key.sign(data)
+                self._send(self._intents, event.workflow_id.encode(), data)
                 self.stats["events"] += 1
             for cov in item.mapped.coverage:
                 self._send(self._coverage, cov.workflow_id.encode(), encode(cov))

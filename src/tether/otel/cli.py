@@ -58,6 +58,20 @@ def ingest() -> None:
     "[default: the mapping's trace_idle_s, 10].",
 )
 @click.option(
+    "--source-key",
+    envvar="TETHER_OTLP_SOURCE_KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="This source's key file (`tether keys source NAME`): sign every event "
+    "[env TETHER_OTLP_SOURCE_KEY].",
+)
+@click.option(
+    "--source",
+    "source_name",
+    envvar="TETHER_OTLP_SOURCE",
+    help="Its name in the worker's sources.yaml [env TETHER_OTLP_SOURCE; default: the "
+    "mapping's source, 'otel'].",
+)
+@click.option(
     "--create-topics/--no-create-topics",
     "create",
     default=True,
@@ -78,6 +92,8 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     group: str | None,
     mapping: Path | None,
     trace_idle_s: float | None,
+    source_key: Path | None,
+    source_name: str | None,
     create: bool,
     loglevel: str,
 ) -> None:
@@ -97,10 +113,12 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
       tether ingest otlp                                    otlp_spans, auto-detected encoding
       tether ingest otlp --topic otel.traces --encoding otlp_json --mapping otel-mapping.yaml
       TETHER_OTLP_TOPIC=otlp_spans TETHER_KAFKA_BOOTSTRAP=kafka:9092 tether ingest otlp
+      tether keys source otel --dir keys && tether ingest otlp --source-key keys/otel.jwk.json
 
     \b
     Environment (flags win): TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_OTLP_TOPIC,
-    TETHER_OTLP_ENCODING, TETHER_OTLP_GROUP, TETHER_OTLP_MAPPING, and the Kafka security
+    TETHER_OTLP_ENCODING, TETHER_OTLP_GROUP, TETHER_OTLP_MAPPING, TETHER_OTLP_SOURCE_KEY,
+    TETHER_OTLP_SOURCE, and the Kafka security
     settings TETHER_KAFKA__* (docs/kafka-security.md).
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415  # keep `tether --help` fast
@@ -109,6 +127,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     )
     from tether.otel.adapter import OtlpIngest, coverage_spec, tune_gc  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
+    from tether.security.proof import SourceKey  # noqa: PLC0415
     from tether.settings import Settings  # noqa: PLC0415
     from tether.topics import topic_specs  # noqa: PLC0415
 
@@ -123,6 +142,14 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
         raise click.ClickException(f"mapping file {mapping}: {exc}") from exc
     if trace_idle_s is not None:
         config = config.model_copy(update={"trace_idle_s": trace_idle_s})
+    if source_name is not None:
+        config = config.model_copy(update={"source": source_name})
+    key = None
+    if source_key is not None:
+        try:
+            key = SourceKey.load(config.source, source_key)
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(f"source key {source_key}: {exc}") from exc
     if create:
         specs = topic_specs(
             settings.topic_prefix,
@@ -140,6 +167,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
         source_topic=topic,
         encoding=encoding,  # type: ignore[arg-type]  # one of click's choices
         group_id=group,
+        source_key=key,
     )
     adapter.install_signal_handlers()
     tune_gc()
