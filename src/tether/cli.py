@@ -191,6 +191,12 @@ def _open_input(file: str) -> IO[bytes]:
 )
 @click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
 @click.option(
+    "--otel",
+    is_flag=True,
+    help="The same fleet as OpenTelemetry GenAI spans, through `tether ingest otlp`'s "
+    "decoding and mapping (docs/otel.md), in process.",
+)
+@click.option(
     "--write",
     "write_to",
     metavar="FILE",
@@ -206,6 +212,7 @@ def demo(  # click passes every option
     no_live: bool,
     kafka: bool,
     no_worker: bool,
+    otel: bool,
     write_to: str | None,
 ) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
@@ -230,6 +237,7 @@ def demo(  # click passes every option
       tether demo --no-live --rate 0                # as fast as possible, plain lines
       tether demo --write events.jsonl              # a sample file: try `tether replay` on it
       tether demo --kafka                           # through Kafka and a worker (make services)
+      tether demo --otel                            # the fleet as OpenTelemetry spans
 
     \b
     Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
@@ -242,6 +250,10 @@ def demo(  # click passes every option
     if write_to is not None:
         _write_sample(write_to, workflows=workflows, seed=seed, attack_rate=attack_rate)
         return
+    if otel:
+        from tether.otel.demo import run_otel_demo  # noqa: PLC0415
+
+        sys.exit(run_otel_demo(workflows=workflows, seed=seed, attack_rate=attack_rate))
     if kafka:
         from tether.cli_stream import require_broker  # noqa: PLC0415
         from tether.demo.kafka import run_kafka_demo  # noqa: PLC0415

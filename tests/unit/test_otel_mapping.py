@@ -249,6 +249,15 @@ CASES = [
         reasons={"no_credential": 1, "delegation_scopes_inferred": 1},
     ),
     Case(
+        "a root span stating tether.workflow.outcome completes its workflow, whatever the mode",
+        [
+            sp(A1, "", {**_wf(AGENT), **GRANT, **CRED}),
+            sp(B1, "", {**_wf(AGENT), "tether.workflow.outcome": "cancelled"}),
+        ],
+        ["workflow.started", "workflow.completed"],
+        check={},
+    ),
+    Case(
         "the same workload invoking a sub-agent hands nothing off",
         [sp(A1, "", {**AGENT, **GRANT, **CRED}), sp(B1, A1, {**AGENT, **CRED})],
         ["workflow.started", "workflow.completed"],

@@ -43,6 +43,7 @@ OPENINFERENCE_TOOL_NAME: Final = "tool.name"
 
 # --- tether.* (what no convention carries) ---------------------------------------------------------
 WORKFLOW_ID: Final = "tether.workflow.id"
+WORKFLOW_OUTCOME: Final = "tether.workflow.outcome"  # on a root span: its end completes it
 AGENT_ID: Final = "tether.agent.id"  # the workload id (e.g. a SPIFFE id)
 
 CREDENTIAL_ID: Final = "tether.credential.id"  # the token's jti

@@ -42,6 +42,7 @@ UNATTESTED_ISSUER: Final = "urn:tether:otel:unattested"
 UNKNOWN_ISSUER: Final = "urn:tether:otel:issuer-not-stated"
 _OPERATIONS: Final = frozenset({"read", "write", "delete", "execute", "transfer", "admin"})
 _AUTONOMY: Final = frozenset({"low", "medium", "high"})
+_OUTCOMES: Final = frozenset({"success", "failure", "cancelled"})
 
 
 # --- span kinds -----------------------------------------------------------------------------------
@@ -255,6 +256,8 @@ def map_trace(
     out = mapper.out
     out.events.sort(key=lambda e: (e.occurred_at, _ORDER[e.event_type], e.event_id))
     for cov in mapper.coverage.values():
+        if cov.workflow_started:  # another outermost span (a completion, a hand-off) had none
+            cov.not_applied.pop(Reason.NO_GRANT, None)
         if evicted:
             cov.not_applied[Reason.EVICTED] += 1
         out.coverage.append(cov.finish(now))
@@ -492,16 +495,24 @@ class _Mapper:
             if self.emit(WorkflowStarted, doc, span, cov):
                 cov.workflow_started = True
         mode = self.config.complete_workflows
-        if mode == "always" or (mode == "trace" and workflow_id == span.trace_id):
+        stated = _enum(_str(span.attributes, A.WORKFLOW_OUTCOME, reasons), _OUTCOMES, reasons)
+        if (
+            stated is not None
+            or mode == "always"
+            or (mode == "trace" and workflow_id == span.trace_id)
+        ):
+            end = _ts(span.end_ns)
             doc = {
                 "schema_version": 1,
                 "event_type": "workflow.completed",
                 "event_id": f"otel:{span.trace_id}:{span.span_id}:completed",
-                "occurred_at": _ts(span.end_ns),
+                "occurred_at": end,
                 "workflow_id": workflow_id,
                 "agent": {"workload_id": actor},
-                "outcome": "failure" if span.error else "success",
+                "outcome": stated or ("failure" if span.error else "success"),
             }
+            if _str(span.attributes, A.CREDENTIAL_ID) is not None:
+                doc["credential"] = self.credential(span, span, actor, workflow_id, end, reasons)
             if self.emit(WorkflowCompleted, doc, span, cov):
                 cov.workflow_completed = True
 
