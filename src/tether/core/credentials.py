@@ -16,9 +16,6 @@ from tether.core.config import DetectionConfig
 from tether.core.violations import Outbox, Stamp, Violation, emit
 from tether.models.session import PairUse, TokenState
 
-MAX_PAIRS = 256  # per token; beyond this a sprayed token is already flagged many times over
-
-
 @dataclass(frozen=True, slots=True)
 class CredentialUse:
     """One workload's use of a token in one workflow (its earliest known use there)."""
@@ -39,7 +36,15 @@ def observe(
     now: Stamp,
     out: Outbox,
 ) -> TokenState:
-    """Fold one use into the token's state; emit what it newly reveals."""
+    """Fold one use into the token's state; emit what it newly reveals.
+
+    Only what the use changes is compared (the use against the others, and the others against
+    it): O(pairs) per use, never O(pairs²). At most ``limits.token_pairs`` (workload, workflow)
+    uses are remembered per token; a use past that is still compared with them both ways, and
+    its own findings are not remembered (raised again, with the same id, if it is reported
+    again), so a widely shared token costs bounded state and time and still reveals a new
+    workload presenting it.
+    """
     st = state if state is not None else TokenState(use.token_id)
     st.expires_at = max(st.expires_at, use.expires_at)
     pairs = st.pairs
@@ -52,50 +57,104 @@ def observe(
         ):
             return st
         use_t, use_id = min((prev.t, prev.event_id), (use.t, use.event_id))
-        pairs[i] = PairUse(workload, workflow, use_t, use_id, prev.inherited and use.inherited)
+        pairs[i] = new = PairUse(workload, workflow, use_t, use_id, prev.inherited and use.inherited)
+        kept = True
         break
     else:
-        if len(pairs) >= MAX_PAIRS:
-            return st
-        pairs.append(PairUse(workload, workflow, use.t, use.event_id, use.inherited))
-    _scan(st, use.expires_at, cfg, now, out)
+        new = PairUse(workload, workflow, use.t, use.event_id, use.inherited)
+        kept = len(pairs) < cfg.limits.token_pairs
+        if kept:
+            pairs.append(new)
+    if not new.inherited:
+        _compare(st, new, kept, use.expires_at, cfg, now, out)
     return st
 
 
-def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out: Outbox) -> None:
-    live = [u for u in st.pairs if not u.inherited]
-    if len(live) < 2:  # noqa: PLR2004  # reuse needs two uses
+def _compare(  # noqa: PLR0913  # the pair and where its findings go
+    st: TokenState,
+    new: PairUse,
+    kept: bool,
+    expires: float,
+    cfg: DetectionConfig,
+    now: Stamp,
+    out: Outbox,
+) -> None:
+    """Findings between ``new`` and every other live (not inherited) use of the token: ``new``
+    is flagged after the earliest use before it by another workload (credential_reuse) and
+    after the earliest by the same workload in another workflow (shared); each later use is
+    flagged after ``new`` the same way. Monotone, so the findings do not depend on the order uses arrive in."""
+    key = (new.t, new.event_id)
+    reuse: PairUse | None = None
+    shared: PairUse | None = None
+    for o in st.pairs:
+        if o is new or o.inherited:
+            continue
+        if (o.t, o.event_id) < key:
+            if o.workload_id != new.workload_id:
+                if reuse is None or (o.t, o.event_id) < (reuse.t, reuse.event_id):
+                    reuse = o
+            elif o.workflow_id != new.workflow_id and (
+                shared is None or (o.t, o.event_id) < (shared.t, shared.event_id)
+            ):
+                shared = o
+        elif (o.t, o.event_id) > key:
+            if o.workload_id != new.workload_id:
+                _flag(st, o, new, C.CREDENTIAL_REUSE, True, expires, cfg, now, out)
+            elif o.workflow_id != new.workflow_id:
+                _flag(st, o, new, C.CREDENTIAL_SHARED, True, expires, cfg, now, out)
+    if reuse is not None:
+        _flag(st, new, reuse, C.CREDENTIAL_REUSE, kept, expires, cfg, now, out)
+    if shared is not None:
+        _flag(st, new, shared, C.CREDENTIAL_SHARED, kept, expires, cfg, now, out)
+
+
+def _flag(  # noqa: PLR0913  # one finding's facts
+    st: TokenState,
+    u: PairUse,
+    o: PairUse,
+    code: str,
+    remember: bool,
+    expires: float,
+    cfg: DetectionConfig,
+    now: Stamp,
+    out: Outbox,
+) -> None:
+    """Raise ``code`` for use ``u``, presented after ``o`` (once per token, workload, workflow
+    and code; ``flagged`` spares deriving the finding id of one already raised)."""
+    if not cfg.enabled(code):
         return
-    for u in live:
-        workload, workflow = u.workload_id, u.workflow_id
-        key = (u.t, u.event_id)
-        for o in live:
-            if (o.t, o.event_id) >= key:
-                continue
-            other_w, other_f = o.workload_id, o.workflow_id
-            if other_w != workload:
-                code, why = C.CREDENTIAL_REUSE, f"by {other_w} in workflow {other_f}"
-            elif other_f != workflow:
-                code, why = C.CREDENTIAL_SHARED, f"in workflow {other_f}"
-            else:
-                continue
-            v = Violation(
-                code=code,
-                key=(st.token_id, workload, workflow),
-                workflow_id=workflow,
-                workload_id=workload,
-                event_time=u.t,
-                evidence=(o.event_id, u.event_id),
-                summary=f"token {st.token_id} presented by {workload} here after it was "
-                f"presented {why}",
-                token_id=st.token_id,
-                token_expires=expires,
-            )
-            fid = v.finding_id
-            fired = st.fired
-            if (fired is not None and fid in fired) or not cfg.enabled(code):
-                continue
-            if fired is None:
-                st.fired = fired = set()
-            fired.add(fid)
-            emit(v, cfg, now, out)
+    flagged = st.flagged
+    mark = (code, u.workload_id, u.workflow_id)
+    if flagged is not None and mark in flagged:
+        return
+    if code == C.CREDENTIAL_REUSE:
+        why = f"by {o.workload_id} in workflow {o.workflow_id}"
+    else:
+        why = f"in workflow {o.workflow_id}"
+    v = Violation(
+        code=code,
+        key=(st.token_id, u.workload_id, u.workflow_id),
+        workflow_id=u.workflow_id,
+        workload_id=u.workload_id,
+        event_time=u.t,
+        evidence=(o.event_id, u.event_id),
+        summary=f"token {st.token_id} presented by {u.workload_id} here after it was "
+        f"presented {why}",
+        token_id=st.token_id,
+        token_expires=expires,
+    )
+    fid = v.finding_id
+    fired = st.fired
+    if fired is not None and fid in fired:
+        if flagged is None:
+            st.flagged = flagged = set()
+        flagged.add(mark)
+        return
+    if remember:
+        if fired is None:
+            st.fired = fired = set()
+        fired.add(fid)
+        if flagged is None:
+            st.flagged = flagged = set()
+        flagged.add(mark)
+    emit(v, cfg, now, out)

@@ -21,6 +21,7 @@ from tether.models.session import (
     UseRec,
     shared_set,
 )
+from tether.models.state_size import measure
 
 STATE_VERSION = 2  # sessions; 2: the start's grant facts inline, empty fields left out
 _READABLE = frozenset({1, STATE_VERSION})  # version 1 sessions still load
@@ -154,6 +155,8 @@ def dump_session(s: Session) -> bytes:
         doc["cp"] = True
     if s.seq:
         doc["sq"] = s.seq
+    if s.limited:
+        doc["lx"] = True
     return dumps(doc)
 
 
@@ -212,6 +215,8 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.last_time = doc["lt"]
     s.seq = doc.get("sq", 0)
     s.partition = doc.get("pt", -1)
+    s.limited = doc.get("lx", False)
+    measure(s)
     return s
 
 
