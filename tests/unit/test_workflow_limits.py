@@ -18,6 +18,7 @@ from tether.core import codes as C
 from tether.core.engine import Monitor
 from tether.core.fold import wake_at
 from tether.models.state_codec import dump_session, dump_token, load_session
+from tether.models.state_size import measure
 
 RECORD_CAP = 256 * 1024  # far below the broker's 1 MB; the defaults keep a record under it
 
@@ -39,6 +40,9 @@ def _run(events: Iterable[dict[str, Any]], *, check_every: int = 1) -> tuple[Mon
     findings.extend(out.findings)
     for s in m.sessions.values():
         biggest = max(biggest, len(dump_session(s)))
+        counted = s.state_bytes, s.seen_bytes
+        measure(s)  # the running counts never drift from what the session holds
+        assert (s.state_bytes, s.seen_bytes) == counted
     return m, biggest, findings
 
 

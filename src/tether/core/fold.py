@@ -43,8 +43,9 @@ from tether.models.session import (
 )
 from tether.models.state_size import (
     delegation_cost,
+    SEEN_OVERHEAD,
     id_cost,
-    measure,
+    jlen,
     pending_cost,
     recent_cost,
     seen_cost,
@@ -83,11 +84,16 @@ def fold(
     seen[event.event_id] = t
     s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
-    s.seen_bytes += seen_cost(event.event_id)
+    eid = event.event_id  # its cost inline (seen_cost): this runs for every event
+    if eid.isascii() and eid.isprintable() and '"' not in eid and "\\" not in eid:
+        s.seen_bytes += len(eid) + SEEN_OVERHEAD
+    else:
+        s.seen_bytes += seen_cost(eid)
     if len(seen) > _SEEN_PRUNE_AT:
         _expire_seen(s, cfg.dedup_window_s)
-    if s.seen_bytes > cfg.limits.event_id_bytes:
-        _shed_seen(s, cfg.limits.event_id_bytes)
+    limits = cfg.limits
+    if s.seen_bytes > limits.event_id_bytes:
+        _shed_seen(s, limits.event_id_bytes)
     cred = event.credential
     if type(event) is WorkflowStarted:
         if s.started is None:
@@ -278,7 +284,10 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
     while recent and recent[0].t < horizon:
         s.state_bytes -= recent_cost(recent[0])
         del recent[0]
-    if len(recent) >= cfg.limits.recent or not _fits(s, cost, cfg):
+    limits = cfg.limits
+    if len(recent) >= limits.recent or (
+        s.state_bytes + cost > limits.state_bytes and not _fits(s, cost, cfg)
+    ):
         _over_limits(s, act, "recent calls", cfg, now, out)
         while recent and (len(recent) >= cfg.limits.recent or not _fits(s, cost, cfg)):
             s.state_bytes -= recent_cost(recent[0])
@@ -304,6 +313,7 @@ def _track_token(  # noqa: PLR0913  # the event's facts, read once by the caller
     if seen is None:
         _add_token(s, event, token_id, expires, t, cfg, now, out)
     elif t < seen.first_use:
+        s.state_bytes += jlen(event_id) - jlen(seen.event_id)
         seen.first_use, seen.event_id = t, event_id
     done = s.completed_at
     if done is not None and t <= done:
@@ -503,6 +513,7 @@ def _record_use(  # noqa: PLR0913  # as _evaluate
         return
     earlier = (t, event.event_id) < (rec.t, rec.event_id)
     if earlier:
+        s.state_bytes += jlen(event.event_id) - jlen(rec.event_id)
         rec.t, rec.event_id = t, event.event_id
     if rec.inherited and not inherited:
         rec.inherited = False
@@ -662,9 +673,15 @@ def _compact(s: Session) -> None:
     s.compacted = True
     s.seen = {}
     s.unsettled = 0
+    s.state_bytes -= sum(
+        token_cost(tok.token_id, tok.event_id)
+        + sum(use_cost(tok.token_id, u.workload_id, u.event_id) for u in tok.recorded())
+        for tok in s.tokens
+    ) + sum(recent_cost(a) for a in s.recent or ())
+    s.seen_bytes = 0
+    s.settle_at = _INF
     s.forget_tokens()
     s.recent = None
-    measure(s)
 
 
 def wake_at(s: Session, cfg: DetectionConfig) -> float:

@@ -7,8 +7,8 @@ keeps a running count of the bytes its growable containers add to the record
 costs below, and refuses or sheds what would pass the caps (``tether.core.config.StateLimits``).
 
 Costs are upper bounds of what the codec writes: strings as orjson escapes them (exact for
-anything unusual, ``len`` for the printable ASCII ids nearly every event carries), and every
-number at its longest form.
+anything unusual, ``len`` for the printable ASCII ids nearly every event carries; a cruder
+bound for recent calls, on the hot path), and every number at its longest form.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def jlen(s: str) -> int:
     if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
         return len(s) + 2
     return len(orjson.dumps(s))
+
+
+SEEN_OVERHEAD: Final = NUM + 4  # a remembered event id's bytes beside its own: quotes, time
 
 
 def seen_cost(event_id: str) -> int:
@@ -58,8 +61,10 @@ def pending_cost(event: InputEvent) -> int:
 
 
 def recent_cost(act: ActRef) -> int:
-    """One recent call: ``[t,"eid","wl","tok",exp],``."""
-    return jlen(act.event_id) + jlen(act.workload_id) + jlen(act.token_id) + 2 * NUM + 8
+    """One recent call: ``[t,"eid","wl","tok",exp],``, bounded without reading the strings
+    (every character takes at most 6 bytes, escaped as ``\\u00XX``): this is paid twice per call, and
+    a workflow holds only a grace period of them."""
+    return 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + 2 * NUM + 14
 
 
 def id_cost(value: str) -> int:
