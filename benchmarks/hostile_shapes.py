@@ -32,11 +32,11 @@ from typing import Any
 
 import orjson
 
+from streams.gc_freeze import GcFreezer
 from tether.bootstrap import monitor
 from tether.demo.fleet import FleetConfig, iter_json_lines
 from tether.models import InputEvent, input_event_adapter
 from tether.settings import Settings
-from streams.gc_freeze import GcFreezer
 
 T0 = datetime(2026, 11, 28, 14, 0, 0, tzinfo=UTC)
 ORG = "spiffe://acme.example/agent/"

@@ -54,7 +54,7 @@ def test_pending_events_near_the_record_bound_stay_bounded() -> None:
     # Calls into a workflow whose start has not arrived all wait a grace period, each ~60 KiB.
     scopes = [_long("scope-", j) for j in range(230)]
     events = [call("wf-p", "planner", "tok-p", t=1 + i * 0.01, scopes=scopes) for i in range(40)]
-    m, biggest, findings = _run(events)
+    _m, biggest, findings = _run(events)
     assert biggest < RECORD_CAP
     assert len(_limits(findings)) == 1
     assert _limits(findings)[0].severity == "high"
@@ -149,9 +149,7 @@ def test_many_findings_in_one_workflow_stay_bounded() -> None:
     def events() -> Iterable[dict[str, Any]]:
         yield started("wf-f", "planner", "tok-0")
         for i in range(3000):  # each a scope escalation with its own token: a finding each
-            yield call(
-                "wf-f", "planner", _long("t", i, 100), t=1 + i * 0.001, scopes=["admin:all"]
-            )
+            yield call("wf-f", "planner", _long("t", i, 100), t=1 + i * 0.001, scopes=["admin:all"])
 
     _, biggest, findings = _run(events(), check_every=100)
     assert biggest < RECORD_CAP

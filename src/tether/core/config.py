@@ -18,8 +18,10 @@ class StateLimits(BaseModel):
     held). With the defaults a session record stays under 256 KiB: the start (bounded by the
     64 KiB input record) + ``event_id_bytes`` + ``state_bytes``. Passing a cap other than
     ``event_id_bytes`` raises ``workflow_limits_exceeded`` once (the workflow is revoked) and
-    what did not fit is dropped as ``docs``/notes describe; event ids are summarised without a
-    finding (an honest busy workflow remembers the most recent ones).
+    what did not fit is dropped (``tether.core.fold``: never a check on the event itself, and
+    only ever in the direction of more findings); event ids are summarised without a finding
+    (an honest busy workflow remembers the most recent ones). Each is a setting
+    (``TETHER_LIMIT_<NAME>``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

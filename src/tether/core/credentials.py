@@ -16,6 +16,7 @@ from tether.core.config import DetectionConfig
 from tether.core.violations import Outbox, Stamp, Violation, emit
 from tether.models.session import PairUse, TokenState
 
+
 @dataclass(frozen=True, slots=True)
 class CredentialUse:
     """One workload's use of a token in one workflow (its earliest known use there)."""
@@ -57,7 +58,9 @@ def observe(
         ):
             return st
         use_t, use_id = min((prev.t, prev.event_id), (use.t, use.event_id))
-        pairs[i] = new = PairUse(workload, workflow, use_t, use_id, prev.inherited and use.inherited)
+        pairs[i] = new = PairUse(
+            workload, workflow, use_t, use_id, prev.inherited and use.inherited
+        )
         kept = True
         break
     else:
@@ -70,7 +73,7 @@ def observe(
     return st
 
 
-def _compare(  # noqa: PLR0913  # the pair and where its findings go
+def _compare(  # the pair and where its findings go
     st: TokenState,
     new: PairUse,
     kept: bool,
@@ -99,13 +102,53 @@ def _compare(  # noqa: PLR0913  # the pair and where its findings go
                 shared = o
         elif (o.t, o.event_id) > key:
             if o.workload_id != new.workload_id:
-                _flag(st, o, new, C.CREDENTIAL_REUSE, True, expires, cfg, now, out)
+                _flag(
+                    st,
+                    o,
+                    new,
+                    C.CREDENTIAL_REUSE,
+                    remember=True,
+                    expires=expires,
+                    cfg=cfg,
+                    now=now,
+                    out=out,
+                )
             elif o.workflow_id != new.workflow_id:
-                _flag(st, o, new, C.CREDENTIAL_SHARED, True, expires, cfg, now, out)
+                _flag(
+                    st,
+                    o,
+                    new,
+                    C.CREDENTIAL_SHARED,
+                    remember=True,
+                    expires=expires,
+                    cfg=cfg,
+                    now=now,
+                    out=out,
+                )
     if reuse is not None:
-        _flag(st, new, reuse, C.CREDENTIAL_REUSE, kept, expires, cfg, now, out)
+        _flag(
+            st,
+            new,
+            reuse,
+            C.CREDENTIAL_REUSE,
+            remember=kept,
+            expires=expires,
+            cfg=cfg,
+            now=now,
+            out=out,
+        )
     if shared is not None:
-        _flag(st, new, shared, C.CREDENTIAL_SHARED, kept, expires, cfg, now, out)
+        _flag(
+            st,
+            new,
+            shared,
+            C.CREDENTIAL_SHARED,
+            remember=kept,
+            expires=expires,
+            cfg=cfg,
+            now=now,
+            out=out,
+        )
 
 
 def _flag(  # noqa: PLR0913  # one finding's facts
@@ -113,6 +156,7 @@ def _flag(  # noqa: PLR0913  # one finding's facts
     u: PairUse,
     o: PairUse,
     code: str,
+    *,
     remember: bool,
     expires: float,
     cfg: DetectionConfig,

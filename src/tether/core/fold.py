@@ -42,8 +42,8 @@ from tether.models.session import (
     UseRec,
 )
 from tether.models.state_size import (
-    delegation_cost,
     SEEN_OVERHEAD,
+    delegation_cost,
     id_cost,
     jlen,
     pending_cost,
@@ -161,6 +161,8 @@ def _over_limits(
     if s.limited:
         return
     s.limited = True
+    token: str | None
+    expires: float | None
     if isinstance(event, ActRef):
         workload, t, evidence = event.workload_id, event.t, event.event_id
         token, expires = event.token_id, event.token_expires
@@ -298,7 +300,7 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
         s.recent = deque(recent)
 
 
-def _track_token(  # noqa: PLR0913  # the event's facts, read once by the caller
+def _track_token(  # the event's facts, read once by the caller
     s: Session,
     event: InputEvent,
     token_id: str,
@@ -320,7 +322,7 @@ def _track_token(  # noqa: PLR0913  # the event's facts, read once by the caller
         _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out)
 
 
-def _add_token(  # noqa: PLR0913  # as _track_token
+def _add_token(  # as _track_token
     s: Session,
     event: InputEvent,
     token_id: str,
@@ -465,7 +467,7 @@ def _evaluate(
         out.decisions.append(_decision(event, verdict, outcome, now))
 
 
-def _record_use(  # noqa: PLR0913  # as _evaluate
+def _record_use(  # as _evaluate
     s: Session,
     event: InputEvent,
     t: float,
@@ -496,7 +498,12 @@ def _record_use(  # noqa: PLR0913  # as _evaluate
             _over_limits(s, event, "credential uses", cfg, now, out)
             uses.append(
                 CredentialUse(
-                    cred.token_id, workload, s.workflow_id, t, event.event_id, inherited,
+                    cred.token_id,
+                    workload,
+                    s.workflow_id,
+                    t,
+                    event.event_id,
+                    inherited,
                     cred.expires_t,
                 )
             )
