@@ -166,5 +166,23 @@ def test_a_limited_session_round_trips_through_the_codec() -> None:
     s = m.sessions["wf-p"]
     back = load_session(dump_session(s))
     assert back.limited
-    assert back.state_bytes == s.state_bytes
     assert wake_at(back, m.ctx.cfg) == wake_at(s, m.ctx.cfg)
+    measure(back)  # on first use
+    assert back.state_bytes == s.state_bytes
+
+
+def test_a_session_recovered_mid_flood_stays_bounded() -> None:
+    """A worker restarted mid-flood counts the recovered session's bytes on first use."""
+    m = Monitor(Context(DetectionConfig()))
+    m.process(parse(started("wf-t", "planner", "tok-0")))
+    for i in range(2000):
+        if i % 500 == 0:  # a restart: every session reloaded from its record
+            for wf, s in list(m.sessions.items()):
+                m.sessions[wf] = load_session(dump_session(s), wf)
+            m.workflows.reschedule_all()
+        m.process(parse(call("wf-t", "planner", _long("tok-", i, 256), t=1 + i * 0.001)))
+    s = m.sessions["wf-t"]
+    assert len(dump_session(s)) < RECORD_CAP
+    counted = s.state_bytes
+    measure(s)
+    assert s.state_bytes == counted

@@ -46,6 +46,7 @@ from tether.models.state_size import (
     delegation_cost,
     id_cost,
     jlen,
+    measure,
     pending_cost,
     recent_cost,
     seen_cost,
@@ -77,6 +78,8 @@ def fold(
 ) -> Session:
     """Apply one event to its workflow's session. Duplicate ``event_id``s are ignored."""
     s = session if session is not None else Session(event.workflow_id)
+    if s.state_bytes < 0:
+        measure(s)  # loaded from its record: counted on first use
     seen = s.seen
     if event.event_id in seen:
         return s
@@ -619,6 +622,8 @@ def fire_due(
     time has come. Returns ``None`` when the session should be deleted."""
     cfg = ctx.cfg
     grace = cfg.grace_s
+    if s.state_bytes < 0:
+        measure(s)  # loaded from its record: counted on first use
     if s.pending:
         due = [p for p in s.pending if p.deadline < watermark]
         if due:

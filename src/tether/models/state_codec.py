@@ -21,7 +21,7 @@ from tether.models.session import (
     UseRec,
     shared_set,
 )
-from tether.models.state_size import measure
+from tether.models.state_size import loaded
 
 STATE_VERSION = 2  # sessions; 2: the start's grant facts inline, empty fields left out
 _READABLE = frozenset({1, STATE_VERSION})  # version 1 sessions still load
@@ -216,7 +216,7 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.seq = doc.get("sq", 0)
     s.partition = doc.get("pt", -1)
     s.limited = doc.get("lx", False)
-    measure(s)
+    loaded(s)
     return s
 
 

@@ -72,6 +72,22 @@ def id_cost(value: str) -> int:
     return jlen(value) + 1
 
 
+UNMEASURED: Final = -1  # ``Session.state_bytes`` of a loaded session not yet measured
+
+
+def loaded(s: Session) -> None:
+    """Prepare a session just loaded from its record: what the driver reads at once (the
+    earliest unreported use, for its wake-up) now; its byte counts on first use (``measure``
+    when ``state_bytes`` is ``UNMEASURED``), so that recovering many sessions does not pay for
+    them."""
+    if s.unsettled:
+        s.settle_at = min(
+            (u.t for tok in s.tokens for u in tok.recorded() if not u.reported),
+            default=float("inf"),
+        )
+    s.state_bytes = UNMEASURED
+
+
 def measure(s: Session) -> None:
     """Recompute a session's derived bookkeeping from its containers (after loading a record)."""
     total = 0
