@@ -87,16 +87,7 @@ def fold(
     seen[event.event_id] = t
     s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
-    eid = event.event_id  # its cost inline (seen_cost): this runs for every event
-    if eid.isascii() and eid.isprintable() and '"' not in eid and "\\" not in eid:
-        s.seen_bytes += len(eid) + SEEN_OVERHEAD
-    else:
-        s.seen_bytes += seen_cost(eid)
-    if len(seen) > _SEEN_PRUNE_AT:
-        _expire_seen(s, cfg.dedup_window_s)
-    limits = cfg.limits
-    if s.seen_bytes > limits.event_id_bytes:
-        _shed_seen(s, limits.event_id_bytes)
+    _count_id(s, event.event_id, cfg)
     cred = event.credential
     if type(event) is WorkflowStarted:
         if s.started is None:
@@ -117,6 +108,19 @@ def fold(
         _complete(s, event, t, cfg, now, out)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
     return s
+
+
+def _count_id(s: Session, eid: str, cfg: DetectionConfig) -> None:
+    """Count a remembered event id's bytes; bound the ids by time and by bytes."""
+    if eid.isascii() and eid.isprintable() and '"' not in eid and "\\" not in eid:
+        s.seen_bytes += len(eid) + SEEN_OVERHEAD  # seen_cost, inline: this runs for every event
+    else:
+        s.seen_bytes += seen_cost(eid)
+    if len(s.seen) > _SEEN_PRUNE_AT:
+        _expire_seen(s, cfg.dedup_window_s)
+    cap = cfg.limits.event_id_bytes
+    if s.seen_bytes > cap:
+        _shed_seen(s, cap)
 
 
 def _add_delegation(
