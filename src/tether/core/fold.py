@@ -42,6 +42,7 @@ from tether.models.session import (
     UseRec,
 )
 from tether.models.state_size import (
+    RECENT_OVERHEAD,
     SEEN_OVERHEAD,
     delegation_cost,
     id_cost,
@@ -81,13 +82,19 @@ def fold(
     if s.state_bytes < 0:
         measure(s)  # loaded from its record: counted on first use
     seen = s.seen
-    if event.event_id in seen:
+    eid = event.event_id
+    if eid in seen:
         return s
     t = event.t
-    seen[event.event_id] = t
+    seen[eid] = t
     s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
-    _count_id(s, event.event_id, cfg)
+    if eid.isascii() and eid.isprintable() and '"' not in eid and "\\" not in eid:
+        s.seen_bytes += len(eid) + SEEN_OVERHEAD  # seen_cost, inline: this runs for every event
+    else:
+        s.seen_bytes += seen_cost(eid)
+    if len(seen) > _SEEN_PRUNE_AT or s.seen_bytes > cfg.limits.event_id_bytes:
+        _bound_ids(s, cfg)
     cred = event.credential
     if type(event) is WorkflowStarted:
         if s.started is None:
@@ -110,12 +117,8 @@ def fold(
     return s
 
 
-def _count_id(s: Session, eid: str, cfg: DetectionConfig) -> None:
-    """Count a remembered event id's bytes; bound the ids by time and by bytes."""
-    if eid.isascii() and eid.isprintable() and '"' not in eid and "\\" not in eid:
-        s.seen_bytes += len(eid) + SEEN_OVERHEAD  # seen_cost, inline: this runs for every event
-    else:
-        s.seen_bytes += seen_cost(eid)
+def _bound_ids(s: Session, cfg: DetectionConfig) -> None:
+    """Bound the remembered event ids by time (the dedup window) and by bytes."""
     if len(s.seen) > _SEEN_PRUNE_AT:
         _expire_seen(s, cfg.dedup_window_s)
     cap = cfg.limits.event_id_bytes
@@ -283,7 +286,8 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
     so that a burst of calls into one workflow trims in O(1) per call. Past the caps (a flood
     of calls within one grace period) the oldest go first.
     """
-    cost = recent_cost(act)
+    # recent_cost, inline (as below): this runs for every call
+    cost = 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + RECENT_OVERHEAD
     recent = s.recent
     if recent is None:
         s.recent = [act]
@@ -291,7 +295,10 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
         return
     horizon = s.last_time - cfg.grace_s  # the watermark is at least last_time
     while recent and recent[0].t < horizon:
-        s.state_bytes -= recent_cost(recent[0])
+        old = recent[0]
+        s.state_bytes -= (
+            6 * (len(old.event_id) + len(old.workload_id) + len(old.token_id)) + RECENT_OVERHEAD
+        )
         del recent[0]
     limits = cfg.limits
     if len(recent) >= limits.recent or (

@@ -64,7 +64,10 @@ def recent_cost(act: ActRef) -> int:
     """One recent call: ``[t,"eid","wl","tok",exp],``, bounded without reading the strings
     (every character takes at most 6 bytes, escaped as ``\\u00XX``): this is paid twice per call, and
     a workflow holds only a grace period of them."""
-    return 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + 2 * NUM + 14
+    return 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + RECENT_OVERHEAD
+
+
+RECENT_OVERHEAD: Final = 2 * NUM + 14
 
 
 def id_cost(value: str) -> int:
