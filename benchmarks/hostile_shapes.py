@@ -165,6 +165,17 @@ def pending_uncovered(n: int) -> Iterator[Raw]:
         yield _call("wf-unc", "stranger", f"tok-s{i % 64}", f"c-{i}", 1 + 4.0 * i / n)
 
 
+def delegation_fan_in_mid(n: int) -> Iterator[Raw]:
+    """A variant: the delegations to one delegatee come from a delegatee of the initiator, so
+    every act searches the chain above each covering delegation."""
+    yield _started("wf-mid", "planner", "tok-planner", "s-0")
+    yield _delegate("wf-mid", "planner", "mid", "tok-planner", "d-top", "d-top", 0.5)
+    for i in range((n - 2) // 2):
+        t = 1 + i * 0.01
+        yield _delegate("wf-mid", "mid", "worker", "tok-mid", f"d-{i}", f"d-{i}", t)
+        yield _call("wf-mid", "worker", "tok-worker", f"c-{i}", t + 0.001)
+
+
 def delegation_chain(n: int) -> Iterator[Raw]:
     """A variant: one long chain of delegations, each new delegatee delegating on and acting."""
     yield _started("wf-chain", "a0", "tok-a0", "s-0")
@@ -192,6 +203,7 @@ SHAPES: dict[str, Callable[[int], Iterator[Raw]]] = {
     "delegation_fan_in": delegation_fan_in,
     "token_spray_backdated": token_spray,
     "pending_uncovered": pending_uncovered,
+    "delegation_fan_in_mid": delegation_fan_in_mid,
     "delegation_chain": delegation_chain,
     "token_spray_workloads": token_spray_workloads,
 }
