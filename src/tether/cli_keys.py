@@ -171,6 +171,8 @@ def source(name: str, directory: Path) -> None:
     0600). Run it again to rotate: the key set keeps the old key until you remove it, once
     every emitter signs with the new one.
 
+    Environment: none (the worker and `tether replay` find the key set through TETHER_SOURCES).
+
     \b
     Example:
       tether keys source planners --dir /etc/tether/sources
