@@ -478,3 +478,14 @@ def test_a_span_from_another_process_does_not_inherit_an_agent_identity() -> Non
     assert out.coverage[0].not_applied["no_agent"] == 1
     trusting = map_trace(spans, MappingConfig(inherit_across_resources=True))
     assert len([e for e in trusting.events if e.event_type == "tool_call.intent"]) == 2
+
+
+def test_remembered_ancestry_is_bounded_in_spans_too() -> None:
+    """Released traces are remembered for late spans; many large traces must not make that
+    memory grow past the held-spans bound."""
+    joiner = TraceJoiner(MappingConfig(max_held_spans=100, remembered_traces=1000))
+    for t in range(20):
+        spans = [sp(f"{s + 1:016x}", "", {"x": 1}, trace_id=f"{t + 1:032x}") for s in range(40)]
+        joiner.add(spans, t, now=0.0)
+        joiner.release(now=0.0)
+        assert joiner.remembered_spans <= 100

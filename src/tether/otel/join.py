@@ -58,6 +58,7 @@ class TraceJoiner:
         self._memory: OrderedDict[str, TraceContext] = OrderedDict()
         self._evicted: list[tuple[str, _Held]] = []
         self.held_spans = 0
+        self.remembered_spans = 0  # parents kept in self._memory, in all
 
     def __len__(self) -> int:
         """Traces held."""
@@ -128,10 +129,17 @@ class TraceJoiner:
         context = self._memory.pop(trace_id, None)
         spans = list(held.spans.values())
         mapped = map_trace(spans, self.config, context=context, now=now, evicted=why == "evicted")
+        if context is not None:
+            self.remembered_spans -= len(context.parents)
         if self.config.remembered_traces:
             context = context or TraceContext()
             context.absorb(spans)
             self._memory[trace_id] = context
-            while len(self._memory) > self.config.remembered_traces:
-                self._memory.popitem(last=False)
+            self.remembered_spans += len(context.parents)
+            while self._memory and (
+                len(self._memory) > self.config.remembered_traces
+                or self.remembered_spans > self.config.max_held_spans
+            ):
+                _, old = self._memory.popitem(last=False)
+                self.remembered_spans -= len(old.parents)
         return Released(trace_id, mapped, held.origins, why)
