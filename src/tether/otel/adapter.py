@@ -153,7 +153,10 @@ class OtlpIngest:
         last_log = time.monotonic()
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(_BATCH, timeout=0.2)
+                # wait for one record, then take what is already fetched: consume() alone
+                # would wait out its whole timeout for a full batch (latency on a quiet topic)
+                first = consumer.poll(0.2)
+                messages = [first, *consumer.consume(_BATCH - 1, timeout=0)] if first else []
                 now = self.clock()
                 for msg in messages:
                     self._take(msg, now)
