@@ -25,6 +25,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline import Pipeline, collect_expected, identity, replay_records
 
 from otel_spans import SEC, Collect, fleet, otlp_proto, records
+from tether.otel.config import MappingConfig
+from tether.otel.decode import decode
+from tether.otel.join import TraceJoiner
 
 EXPECTED_CODES = {"tool_not_granted", "undelegated_actor"}
 
@@ -73,16 +76,35 @@ def _produce(pipe: Pipeline, topic: str, recs: list[tuple[bytes | None, bytes]])
     assert producer.flush(30) == 0
 
 
-def _intents(pipe: Pipeline, want: int, timeout: float = 90.0) -> list[bytes]:
-    """The events the adapter produced, read back from the intents topic."""
+def _intents(
+    pipe: Pipeline, want: int, timeout: float = 90.0, *, distinct: bool = False
+) -> list[bytes]:
+    """The events the adapter produced, read back from the intents topic, until ``want`` of
+    them (``distinct``: ``want`` different event ids, duplicates kept) or the timeout."""
     got: list[bytes] = []
+    ids: set[str] = set()
     deadline = time.monotonic() + timeout
     with pipe.consumer([pipe.topic("intents")]) as c:
-        while time.monotonic() < deadline and len(got) < want:
+        while time.monotonic() < deadline and (len(ids) if distinct else len(got)) < want:
             msg = c.poll(0.2)
             if msg is not None and not msg.error():
                 got.append(msg.value())
+                ids.add(orjson.loads(msg.value())["event_id"])
     return got
+
+
+def _expected_ids(recs: list[tuple[bytes | None, bytes]]) -> set[str]:
+    """The event ids one uninterrupted adapter gives for ``recs`` (mapped in process)."""
+    return {e.event_id for r in _released(recs) for e in r.mapped.events}
+
+
+def _released(recs: list[tuple[bytes | None, bytes]]) -> list[Any]:
+    joiner = TraceJoiner(MappingConfig())
+    out: list[Any] = []
+    for n, (_, value) in enumerate(recs):
+        joiner.add(decode(value).spans, n, 0.0)
+        out += joiner.release(0.0)
+    return out + joiner.drain(0.0)
 
 
 def _read(pipe: Pipeline, name: str, quiet_s: float = 3.0) -> list[dict[str, Any]]:
@@ -184,9 +206,10 @@ def test_a_killed_adapter_loses_nothing_and_its_rerun_duplicates_are_ignored(
     _produce(pipe, topic, recs[half:])
     _start_adapter(pipe, topic, "ingest2")
 
-    events = _intents(pipe, want=21 * copies)
+    events = _intents(pipe, want=21 * copies, distinct=True)
     distinct = {orjson.loads(e)["event_id"]: e for e in events}
-    assert len(distinct) == 21 * copies, pipe.log("ingest2")
+    missing = _expected_ids(recs) - set(distinct)
+    assert not missing, (missing, pipe.log("ingest1"), pipe.log("ingest2"))
     expected = replay_records(list(distinct.values()))
     got = collect_expected(pipe, expected)
     assert identity(got)["findings"] == identity(expected)["findings"]

@@ -11,8 +11,11 @@ and the offsets of its records, forever), or early when the bounds (``max_traces
 released are mapped against the remembered ancestry (``remembered_traces``, LRU).
 
 Pure: the caller passes ``now`` (seconds, any monotonic clock) and its own *origin* token per
-record, and gets back, with each released trace, the origins it held: the adapter commits a
-Kafka offset only once no held trace refers to it.
+record. Origins come back *settled* (``why="settled"``, nothing to map) only once their trace
+can no longer need them: ``trace_idle_s`` after the trace's last activity following its
+release, or when its remembered ancestry is dropped. The remembered ancestry lives in memory
+only, so until then a restart must re-read those records to rebuild it; the adapter commits a
+Kafka offset only once every origin at or below it is settled.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Released:
     trace_id: str
     mapped: Mapped
     origins: list[Origin]
-    why: str  # "root" | "idle" | "max_hold" | "evicted" | "full" | "drain"
+    why: str  # "root" | "idle" | "max_hold" | "evicted" | "full" | "drain" | "settled"
 
 
 class TraceJoiner:
@@ -59,6 +62,10 @@ class TraceJoiner:
         self._evicted: list[tuple[str, _Held]] = []
         self.held_spans = 0
         self.remembered_spans = 0  # parents kept in self._memory, in all
+        # released traces whose origins wait to settle, in order of first release:
+        # trace id -> (first release, last activity, origins)
+        self._unsettled: OrderedDict[str, tuple[float, float, list[Origin]]] = OrderedDict()
+        self._settled: list[Released] = []
 
     def __len__(self) -> int:
         """Traces held."""
@@ -114,7 +121,23 @@ class TraceJoiner:
             held = self._held.pop(tid)
             self.held_spans -= len(held.spans)
             out.append(self._map(tid, held, why, now))
+        # Oldest first; the head waits for its trace to go quiet, but never longer than
+        # trace_max_hold_s, so no origin waits longer than that behind it (a trickle of late
+        # spans cannot keep offsets uncommitted; past that bound a restart maps such late
+        # spans without their ancestry: coverage says ancestry_incomplete).
+        while self._unsettled:
+            tid, (first, last, _) = next(iter(self._unsettled.items()))
+            quiet = now - last >= idle and tid not in self._held
+            if not quiet and now - first < max_hold:
+                break
+            self._settle(tid)
+        out += self._settled
+        self._settled = []
         return out
+
+    def _settle(self, trace_id: str) -> None:
+        _, _, origins = self._unsettled.pop(trace_id)
+        self._settled.append(Released(trace_id, Mapped(), origins, "settled"))
 
     def drain(self, now: float) -> list[Released]:
         """Map and release everything held (shutdown)."""
@@ -123,6 +146,10 @@ class TraceJoiner:
             tid, held = self._held.popitem(last=False)
             self.held_spans -= len(held.spans)
             out.append(self._map(tid, held, "drain", now))
+        while self._unsettled:
+            self._settle(next(iter(self._unsettled)))
+        out += self._settled
+        self._settled = []
         return out
 
     def _map(self, trace_id: str, held: _Held, why: str, now: float) -> Released:
@@ -140,6 +167,11 @@ class TraceJoiner:
                 len(self._memory) > self.config.remembered_traces
                 or self.remembered_spans > self.config.max_held_spans
             ):
-                _, old = self._memory.popitem(last=False)
+                old_id, old = self._memory.popitem(last=False)
                 self.remembered_spans -= len(old.parents)
-        return Released(trace_id, mapped, held.origins, why)
+                if old_id in self._unsettled:  # its ancestry is gone: nothing left to protect
+                    self._settle(old_id)
+            first, _, origins = self._unsettled.get(trace_id, (now, now, []))
+            self._unsettled[trace_id] = (first, now, [*origins, *held.origins])  # keeps its place
+            return Released(trace_id, mapped, [], why)
+        return Released(trace_id, mapped, held.origins, why)  # nothing remembered: settled now
