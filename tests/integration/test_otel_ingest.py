@@ -107,11 +107,18 @@ def _released(recs: list[tuple[bytes | None, bytes]]) -> list[Any]:
     return out + joiner.drain(0.0)
 
 
-def _read(pipe: Pipeline, name: str, quiet_s: float = 3.0) -> list[dict[str, Any]]:
+def _read(
+    pipe: Pipeline, name: str, quiet_s: float = 3.0, *, want: int = 0, timeout: float = 90.0
+) -> list[dict[str, Any]]:
+    """Records of a topic: at least ``want`` of them (or the timeout), then until nothing new
+    arrives for ``quiet_s`` (a quiet period alone says little on a loaded machine)."""
     out: list[dict[str, Any]] = []
     last = time.monotonic()
+    deadline = last + timeout
     with pipe.consumer([pipe.topic(name)]) as c:
-        while time.monotonic() - last < quiet_s:
+        while time.monotonic() < deadline and (
+            len(out) < want or time.monotonic() - last < quiet_s
+        ):
             msg = c.poll(0.2)
             if msg is not None and not msg.error():
                 out.append(orjson.loads(msg.value()))
@@ -177,7 +184,7 @@ def test_undecodable_records_and_bad_span_ids_are_dead_letters_and_the_rest_flow
             (None, doc.SerializeToString()),
         ],
     )
-    dead = _read(pipe, "deadletter", quiet_s=6.0)
+    dead = _read(pipe, "deadletter", want=4)
     reasons = sorted(d["reason"] for d in dead)
     assert reasons == ["otlp_undecodable"] * 4, (dead, pipe.log("ingest"))
     assert any("trace_id is not 16 non-zero bytes" in d["error"] for d in dead)
