@@ -156,7 +156,10 @@ class OtlpIngest:
                 # wait for one record, then take what is already fetched: consume() alone
                 # would wait out its whole timeout for a full batch (latency on a quiet topic)
                 first = consumer.poll(0.2)
-                messages = [first, *consumer.consume(_BATCH - 1, timeout=0)] if first else []
+                # `is not None`: a Message's truth is its length, and an empty record is falsy
+                messages = (
+                    [first, *consumer.consume(_BATCH - 1, timeout=0)] if first is not None else []
+                )
                 now = self.clock()
                 for msg in messages:
                     self._take(msg, now)
