@@ -342,6 +342,7 @@ def _policy_violation(
         summary=f"policy {ids} forbids {action.operation} with {action.tool}",
         token_id=cred.token_id,
         token_expires=cred.expires_t,
+        token_issuer=cred.issuer,
         workflow_not_after=start.not_after if start is not None else None,
         severity=outcome.severity,
         policy_ids=outcome.policy_ids,

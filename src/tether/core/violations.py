@@ -25,6 +25,7 @@ class Violation:
     summary: str
     token_id: str | None = None
     token_expires: float | None = None
+    token_issuer: str | None = None  # the credential's iss, when the violating event carried it
     delegation_id: str | None = None
     delegation_expires: float | None = None
     workflow_not_after: float | None = None
@@ -110,6 +111,7 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
                 issued_at=now,
                 not_after=ts(not_after),
                 evidence=list(v.evidence),
+                token_issuer=v.token_issuer if kind == "token" else None,
             )
         )
 
