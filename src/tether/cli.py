@@ -454,6 +454,53 @@ def _mount_stream_commands() -> None:
 _mount_stream_commands()
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The request mapping and routes (TOML; docs/gateways.md). Default: bearer jti, XFCC.",
+)
+@click.option(
+    "--http",
+    "http_listen",
+    default="127.0.0.1:8181",
+    show_default=True,
+    help="Forward-auth listener HOST:PORT ('' to disable).",
+)
+@click.option("--grpc", "grpc_listen", default="", help="Envoy ext_authz gRPC HOST:PORT.")
+@click.option("--health", "health_listen", default="", help="GET /healthz on its own HOST:PORT.")
+def gateway(
+    config_path: Path | None, http_listen: str, grpc_listen: str, health_listen: str
+) -> None:
+    """Answer proxies' authorization checks from the revocations feed (forward-auth, ext_authz).
+
+    2xx allows, 403 denies (header x-tether-reason says why), 503 when it cannot decide and
+    the route's tier fails closed. Follows the revocations topic with the same settings as
+    `tether watch` (TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_JWKS, TETHER_ISSUER,
+    TETHER_STALENESS_S). Proxy snippets: docs/gateways.md.
+    """
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from tether.gateway.server import load_config, serve  # noqa: PLC0415
+
+    try:
+        config = load_config(config_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(
+        serve(
+            _settings(),
+            config,
+            http=http_listen or None,
+            grpc_listen=grpc_listen or None,
+            health=health_listen or None,
+        )
+    )
+
+
 def _mount_keys_commands() -> None:
     from tether.cli_keys import keys  # noqa: PLC0415  # signing keys for revocations
 
