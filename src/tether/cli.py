@@ -501,6 +501,35 @@ def gateway(
     )
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="base_url, state_dir and the receivers (TOML; docs/gateways.md).",
+)
+@click.option("--listen", default="127.0.0.1:8282", show_default=True, help="HOST:PORT.")
+def ssf(config_path: Path, listen: str) -> None:
+    """An SSF 1.0 transmitter of the revocations: push (RFC 8935) and poll (RFC 8936).
+
+    Re-signs each revocation for the receiving stream's audience with the worker's key
+    (TETHER_SIGNING_KEY; the JWKS at /jwks.json). Each stream's position is its own consumer
+    group: a restart loses and skips nothing. Receiver setup: docs/gateways.md.
+    """
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from tether.ssf.server import load_config, serve  # noqa: PLC0415
+
+    try:
+        config = load_config(config_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(_settings(), config, listen))
+
+
 def _mount_keys_commands() -> None:
     from tether.cli_keys import keys  # noqa: PLC0415  # signing keys for revocations
 
