@@ -164,6 +164,33 @@ def test_unreadable_mcp_body_takes_the_strict_tier():
     assert facts.unreadable
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tools/shell.exec",
+        "//tools/shell.exec",
+        "/%74ools/shell.exec",
+        "/public/../tools/shell.exec",
+        "/./tools/./shell.exec?x=/public",
+        "/tools/shell%2eexec#frag",
+    ],
+)
+def test_a_path_spelled_differently_takes_the_same_route(path):
+    facts, tiers = request_facts(CONFIG, path, {})
+    assert facts.route is not None
+    assert facts.route.match.startswith("/tools/")
+    assert facts.tools == {"shell.exec"}
+    assert tiers == {"high"}
+
+
+def test_an_oversized_mcp_body_is_unreadable_not_toolless():
+    config = CONFIG.model_copy(update={"max_body_bytes": 64})
+    body = b'{"method":"tools/call","params":{"name":"shell.exec"},"pad":"' + b"x" * 100 + b'"}'
+    facts, tiers = request_facts(config, "/mcp", {}, body)
+    assert "high" in tiers
+    assert facts.unreadable
+
+
 def test_original_uri_header_names_the_path_for_forward_auth():
     facts, _ = request_facts(CONFIG, "/auth", {"x-original-uri": ["/tools/db.drop"]})
     assert facts.path == "/tools/db.drop"

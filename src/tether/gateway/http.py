@@ -31,9 +31,8 @@ def check_app(gateway: Gateway) -> web.Application:
 
     async def check(request: web.Request) -> web.Response:
         body = None
-        limit = gateway.config.max_body_bytes
-        if request.can_read_body and (request.content_length or 0) <= limit:
-            body = await request.content.read(limit + 1)
+        if request.can_read_body:  # a prefix past the limit reads as "unreadable", never as none
+            body = await request.content.read(gateway.config.max_body_bytes + 1)
         verdict = gateway.check(request.path_qs, _headers(request), body, trust_uri_headers=True)
         headers = {DECISION_HEADER: verdict.outcome, REASON_HEADER: verdict.reason}
         if verdict.degraded:

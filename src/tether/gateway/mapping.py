@@ -141,7 +141,7 @@ def request_facts(
     path = original[0] if original else path
     if config.path_prefix and path.startswith(config.path_prefix):
         path = path[len(config.path_prefix) :] or "/"
-    path = path.split("?", 1)[0].split("#", 1)[0]
+    path = normalize_path(path)
     facts = Facts(path=path, route=config.route(path))
     _identities(config, headers, facts)
     route = facts.route
@@ -160,6 +160,27 @@ def request_facts(
             facts.tools.update(tools)
     tiers.update(config.tool_tiers[t] for t in facts.tools if t in config.tool_tiers)
     return facts, tiers
+
+
+def normalize_path(raw: str) -> str:
+    """The path routes are matched against, as an upstream resolves it: no query or fragment,
+    percent-decoded, ``.``/``..`` segments resolved, repeated slashes collapsed.
+
+    Matching the raw path would let ``/%74ools/x``, ``//tools/x`` or ``/a/../tools/x`` miss the
+    route that ``/tools/x`` matches while the upstream serves the same resource.
+    """
+    path = unquote(raw.split("?", 1)[0].split("#", 1)[0])
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    trailing = "/" if path.endswith("/") and segments else ""
+    return "/" + "/".join(segments) + trailing
 
 
 def _identities(config: GatewayConfig, headers: Headers, facts: Facts) -> None:
