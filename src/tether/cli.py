@@ -476,9 +476,17 @@ def gateway(
     """Answer proxies' authorization checks from the revocations feed (forward-auth, ext_authz).
 
     2xx allows, 403 denies (header x-tether-reason says why), 503 when it cannot decide and
-    the route's tier fails closed. Follows the revocations topic with the same settings as
-    `tether watch` (TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_JWKS, TETHER_ISSUER,
-    TETHER_STALENESS_S). Proxy snippets: docs/gateways.md.
+    the route's tier fails closed. Proxy snippets and the mapping: docs/gateways.md.
+
+    \b
+    Examples:
+      tether gateway                                  # forward-auth on 127.0.0.1:8181
+      tether gateway --grpc 127.0.0.1:9191 --health 127.0.0.1:8182 --config gateway.toml
+
+    \b
+    Environment: as `tether watch`: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_JWKS,
+    TETHER_ISSUER, TETHER_STALENESS_S, TETHER_FAIL_CLOSED_TIERS (unless the mapping sets
+    fail_closed_tiers).
     """
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
@@ -516,6 +524,14 @@ def ssf(config_path: Path, listen: str) -> None:
     Re-signs each revocation for the receiving stream's audience with the worker's key
     (TETHER_SIGNING_KEY; the JWKS at /jwks.json). Each stream's position is its own consumer
     group: a restart loses and skips nothing. Receiver setup: docs/gateways.md.
+
+    \b
+    Example:
+      tether ssf --config ssf.toml --listen 127.0.0.1:8282
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SIGNING_KEY (the key SETs
+    are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER.
     """
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415

@@ -89,7 +89,9 @@ class GatewayConfig(BaseModel):
     unreadable_tool_tier: str = Field(
         "high", description="the tier of a call whose tool cannot be read (body not JSON)"
     )
-    fail_closed_tiers: frozenset[str] = frozenset({"default", "high"})
+    fail_closed_tiers: frozenset[str] | None = Field(
+        None, description="tiers that deny when in doubt; unset: TETHER_FAIL_CLOSED_TIERS"
+    )
     max_body_bytes: int = Field(1 << 20, gt=0)
 
     @field_validator(

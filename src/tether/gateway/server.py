@@ -52,8 +52,10 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT)."""
+    if config.fail_closed_tiers is None:
+        config = config.model_copy(update={"fail_closed_tiers": settings.fail_closed_tiers})
     watcher = Watcher(
-        settings, fail_closed_tiers=config.fail_closed_tiers, client_id="tether-gateway"
+        settings, fail_closed_tiers=config.fail_closed_tiers or (), client_id="tether-gateway"
     )
     watcher.start()
     gateway = Gateway(config, watcher.revocations)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tether.gateway.decide import Revocations, Verdict, decide
 from tether.gateway.mapping import GatewayConfig, Headers, request_facts
+from tether.sdk.revocation_set import DEFAULT_FAIL_CLOSED_TIERS
 
 
 @dataclass
@@ -25,6 +26,11 @@ class Gateway:
         """Answer with ``config``'s mapping from ``revocations`` (``Watcher.revocations``)."""
         self.config = config
         self.revocations = revocations
+        self.fail_closed = (
+            config.fail_closed_tiers
+            if config.fail_closed_tiers is not None
+            else DEFAULT_FAIL_CLOSED_TIERS
+        )
         self.stats = GatewayStats()
         self._lock = threading.Lock()
 
@@ -45,7 +51,7 @@ class Gateway:
         if not trust_uri_headers and config.original_uri_headers:
             headers = {k: v for k, v in headers.items() if k not in config.original_uri_headers}
         facts, tiers = request_facts(config, path, headers, body)
-        verdict = decide(facts, tiers, self.revocations, config.fail_closed_tiers)
+        verdict = decide(facts, tiers, self.revocations, self.fail_closed)
         with self._lock:
             self.stats.verdicts[f"{verdict.outcome}:{verdict.reason}"] += 1
         return verdict
