@@ -13,7 +13,9 @@ a `tether worker` on fresh topics, `tether gateway` following its revocations, a
    both and the p99 the gateway adds.
 2. **intent -> first 403**: `--probes` times, a fresh token calls through nginx (allowed), the
    agent emits a scope-escalating intent, and nginx is polled every 2 ms until it answers 403;
-   prints p50/p99 of the time from producing the intent to that 403.
+   prints p50/p99 of the time from producing the intent to that 403: first idle, then (with
+   `--background RATE`, e.g. 5600 = 50 % of P2's 11,200/s in docs/benchmarks.md) while another
+   process offers the fleet mix (tether.demo.fleet) to the same worker at RATE events/s.
 
 Results also go to benchmarks/out/gateway_latency.json. Figures, not assertions: the machine
 (and what else runs on it) decides them; the load generator shares the cores it measures.
@@ -26,6 +28,7 @@ import asyncio
 import base64
 import http.client
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -107,7 +110,38 @@ async def load(rig: Rig, rate: float, seconds: float) -> dict[str, list[float]]:
     return lat
 
 
-def probes(pipe: Pipeline, rig: Rig, count: int) -> list[float]:
+def background(bootstrap: str, topic: str, rate: float, seconds: float, ready) -> None:
+    """Offer the fleet mix (dated from now) to ``topic`` at ``rate`` events/s, open loop."""
+    from confluent_kafka import Producer  # noqa: PLC0415  # in the child process only
+
+    from tether.demo.fleet import FleetConfig, iter_json_lines  # noqa: PLC0415
+
+    lines = list(
+        iter_json_lines(
+            FleetConfig(seed=11, workflows=int(rate * seconds / 12) + 100, start=datetime.now(UTC))
+        )
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    ready.set()
+    start = time.perf_counter()
+    for i, line in enumerate(lines):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        key = orjson.loads(line).get("workflow_id", "").encode()
+        while True:
+            try:
+                producer.produce(topic, value=line, key=key)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(30)
+
+
+def probes(pipe: Pipeline, rig: Rig, count: int, first_index: int = 0) -> list[float]:
     def status(token: str) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", rig.guarded, timeout=5)
         try:
@@ -121,7 +155,7 @@ def probes(pipe: Pipeline, rig: Rig, count: int) -> list[float]:
     settings = Settings(kafka_bootstrap=pipe.bootstrap, topic_prefix=pipe.prefix, partitions=4)
     out = []
     with Emitter(settings, client_id="bench-agent") as emitter:
-        for i in range(count):
+        for i in range(first_index, first_index + count):
             now = datetime.now(UTC)
             token, wf = f"jti-probe-{i}-{pipe.prefix}", f"wf-probe-{i}"
 
@@ -182,6 +216,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--background", type=float, default=0.0, help="events/s during probes")
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory(prefix="tether-gw-bench-") as tmp:
@@ -202,7 +237,29 @@ def main() -> int:
             )
             first = probes(pipe, rig, args.probes)
             to_403 = summary(first)
-            print(f"intent -> nginx's first 403 over {len(first)} probes: {to_403}")
+            print(f"intent -> nginx's first 403 over {len(first)} probes (idle): {to_403}")
+            loaded = None
+            if args.background > 0:
+                mp = multiprocessing.get_context("spawn")
+                ready = mp.Event()
+                proc = mp.Process(
+                    target=background,
+                    args=(pipe.bootstrap, pipe.topic("intents"), args.background, 90.0, ready),
+                    daemon=True,
+                )
+                proc.start()
+                try:
+                    ready.wait(300)
+                    time.sleep(3.0)  # the load reaches the worker
+                    under_load = probes(pipe, rig, args.probes, first_index=args.probes)
+                finally:
+                    proc.terminate()
+                    proc.join(10)
+                loaded = summary(under_load)
+                print(
+                    f"intent -> nginx's first 403 over {len(under_load)} probes at "
+                    f"{args.background:.0f} events/s of background: {loaded}"
+                )
         finally:
             rig.stop()
             pipe.stop_all()
@@ -213,6 +270,8 @@ def main() -> int:
         "guarded": guarded,
         "p99_added_ms": added,
         "intent_to_first_403": to_403,
+        "background_rate": args.background,
+        "intent_to_first_403_under_load": loaded,
     }
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)

@@ -197,6 +197,7 @@ class Transmitter:
         config.write_text(
             f'base_url = "{self.url}"\nstate_dir = "{tmp / "ssf-state"}"\n'
             f'[[receivers]]\nname = "push"\ntoken = "{PUSH_TOKEN}"\naudience = "{PUSH_AUD}"\n'
+            'push_url_prefixes = ["http://127.0.0.1:"]\n'
             f'[[receivers]]\nname = "poll"\ntoken = "{POLL_TOKEN}"\naudience = "{POLL_AUD}"\n'
         )
         self.config = config
@@ -361,6 +362,16 @@ def test_push_and_poll_lose_nothing_across_a_kill(rig) -> None:
 def test_stream_management(rig) -> None:
     settings, keys, tx = rig["settings"], rig["keys"], rig["tx"]
     assert api(tx, "GET", "/ssf/stream", "wrong-token-0123456789")[0] == 401
+    # a receiver's push stream may point only where its configuration allows (no SSRF)
+    for url in ("http://10.0.0.1/events", "file:///etc/passwd", "http://127.0.0.1.evil.example/"):
+        status, _ = api(
+            tx,
+            "POST",
+            "/ssf/stream",
+            PUSH_TOKEN,
+            {"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}},
+        )
+        assert status == 400, url
     status, stream = api(
         tx, "POST", "/ssf/stream", POLL_TOKEN, {"delivery": {"method": "urn:ietf:rfc:8936"}}
     )

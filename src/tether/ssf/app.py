@@ -201,8 +201,13 @@ def ssf_app(tx: Transmitter) -> web.Application:  # noqa: PLR0915  # the handler
         delivery = dict(body.get("delivery") or {"method": POLL})
         if delivery.get("method") == POLL:
             delivery["endpoint_url"] = f"{tx.base_url}/ssf/poll/{stream_id}"
-        elif delivery.get("method") == PUSH and not delivery.get("endpoint_url"):
-            raise web.HTTPBadRequest(text="push delivery needs an endpoint_url")
+        elif delivery.get("method") == PUSH:
+            url = delivery.get("endpoint_url")
+            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                raise web.HTTPBadRequest(text="push delivery needs an http(s) endpoint_url")
+            allowed = receiver.push_url_prefixes
+            if allowed and not url.startswith(allowed):
+                raise web.HTTPBadRequest(text="endpoint_url is not one this receiver may use")
         requested = body.get("events_requested", list(EVENTS_SUPPORTED))
         try:
             return Stream(
