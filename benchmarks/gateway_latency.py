@@ -114,6 +114,7 @@ def background(bootstrap: str, topic: str, rate: float, seconds: float, ready) -
     """Offer the fleet mix (dated from now) to ``topic`` at ``rate`` events/s, open loop."""
     from confluent_kafka import Producer  # noqa: PLC0415  # in the child process only
 
+    from tether.adapters.kafka_config import producer_config  # noqa: PLC0415
     from tether.demo.fleet import FleetConfig, iter_json_lines  # noqa: PLC0415
 
     lines = list(
@@ -121,7 +122,12 @@ def background(bootstrap: str, topic: str, rate: float, seconds: float, ready) -
             FleetConfig(seed=11, workflows=int(rate * seconds / 12) + 100, start=datetime.now(UTC))
         )
     )
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    config = producer_config(
+        Settings(kafka_bootstrap=bootstrap),
+        client_id="bench-background",
+        overrides={"linger.ms": 5},
+    )
+    producer = Producer(config)
     ready.set()
     start = time.perf_counter()
     for i, line in enumerate(lines):

@@ -41,25 +41,29 @@ _log = logging.getLogger("tether.worker")
 
 
 def encode_use(use: CredentialUse) -> bytes:
-    """A credential use on the wire (compact)."""
-    return dumps(
-        [
-            use.token_id,
-            use.workload_id,
-            use.workflow_id,
-            use.t,
-            use.event_id,
-            use.inherited,
-            use.expires_at,
-        ]
-    )
+    """A credential use on the wire (compact; the token's issuer last, when known)."""
+    fields = [
+        use.token_id,
+        use.workload_id,
+        use.workflow_id,
+        use.t,
+        use.event_id,
+        use.inherited,
+        use.expires_at,
+    ]
+    if use.issuer is not None:
+        fields.append(use.issuer)
+    return dumps(fields)
 
 
 def decode_use(data: bytes) -> CredentialUse:
-    """The inverse of ``encode_use``."""
-    token_id, workload, workflow, t, event_id, inherited, expires = orjson.loads(data)
+    """The inverse of ``encode_use`` (also reads uses written without an issuer)."""
+    token_id, workload, workflow, t, event_id, inherited, expires, *rest = orjson.loads(data)
+    issuer = intern(rest[0]) if rest and isinstance(rest[0], str) else None
     # workload ids repeat across the fleet: one copy, shared by every token's state
-    return CredentialUse(token_id, intern(workload), workflow, t, event_id, inherited, expires)
+    return CredentialUse(
+        token_id, intern(workload), workflow, t, event_id, inherited, expires, issuer
+    )
 
 
 FIRE_MAX = 2000

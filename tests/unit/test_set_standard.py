@@ -9,7 +9,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from builders import call, started
+from builders import call, completed, started
 from scenarios import run
 from sdk_helpers import heartbeat, revocation
 from tether.security import SetRejected, SetSigner, SetVerifier, StaticKeys, generate_key
@@ -149,3 +149,79 @@ def test_the_audience_setting_reaches_the_workers_signer(tmp_path, monkeypatch):
     assert settings.set_audience == "urn:acme:pep"
     assert signer_from_settings(settings).audience == "urn:acme:pep"
     assert Settings(home=tmp_path, _env_file=None).set_audience  # never empty by default
+
+
+def _issuer_of_every_token_revocation(events, cfg=None):
+    result = run(events, cfg)
+    tokens = [r for r in result.out.revocations if r.target.kind == "token"]
+    assert tokens, result.out
+    return {(r.reason, r.token_issuer) for r in tokens}
+
+
+def test_task_completed_revocations_name_the_tokens_issuer():
+    events = [
+        started("wf-c", "a", "jti-c"),
+        call("wf-c", "a", "jti-c", t=1),
+        completed("wf-c", "a"),
+    ]
+    assert _issuer_of_every_token_revocation(events) == {("task_completed", STS)}
+
+
+def test_late_activity_revocations_name_the_tokens_issuer():
+    events = [
+        started("wf-l", "a", "jti-l"),
+        completed("wf-l", "a", t=5),
+        call("wf-l", "a", "jti-late", t=9),
+    ]
+    issuers = _issuer_of_every_token_revocation(events)
+    assert all(issuer == STS for _reason, issuer in issuers), issuers
+
+
+def test_unknown_workflow_revocations_name_the_tokens_issuer():
+    from tether.core import DetectionConfig
+
+    events = [call("wf-u", "a", "jti-u", t=1), call("wf-u", "a", "jti-u", t=30)]
+    cfg = DetectionConfig(response={"unknown_workflow": ("revoke_token",)})
+    issuers = _issuer_of_every_token_revocation(events, cfg)
+    assert all(issuer == STS for _reason, issuer in issuers), issuers
+
+
+def test_the_issuer_survives_the_session_codec():
+    from builders import parse
+    from tether.core import Context, DetectionConfig, Monitor
+    from tether.models.state_codec import dump_session, load_session
+
+    sessions: dict = {}
+    mon = Monitor(Context(DetectionConfig()), sessions=sessions)
+    mon.process(parse(started("wf-s", "a", "jti-s")))
+    mon.process(parse(call("wf-s", "a", "jti-s", t=1)))
+    again = load_session(dump_session(sessions["wf-s"]))
+    assert [t.issuer for t in again.tokens] == [STS]
+    assert [a.token_issuer for a in again.recent or ()] == [STS]
+
+
+def test_credential_reuse_revocations_name_the_tokens_issuer():
+    events = [
+        started("wf-r1", "a", "jti-r"),
+        call("wf-r1", "a", "jti-r", t=1),
+        started("wf-r2", "b", "jti-b", t=2),
+        call("wf-r2", "b", "jti-r", holder="a", t=3),
+    ]
+    issuers = _issuer_of_every_token_revocation(events)
+    assert ("credential_reuse", STS) in issuers
+    assert all(issuer == STS for _reason, issuer in issuers), issuers
+
+
+def test_the_issuer_crosses_the_credential_uses_topic_and_the_token_state():
+    from streams.worker import decode_use, encode_use
+    from tether.core.credentials import CredentialUse
+    from tether.models.session import TokenState
+    from tether.models.state_codec import dump_token, load_token
+
+    use = CredentialUse("jti", "wl", "wf", 1.0, "e1", False, 9.0, STS)
+    assert decode_use(encode_use(use)) == use
+    old = CredentialUse("jti", "wl", "wf", 1.0, "e1", False, 9.0)
+    assert decode_use(encode_use(old)) == old  # uses written before the issuer was kept
+    st = TokenState("jti", 9.0, issuer=STS)
+    assert load_token(dump_token(st)).issuer == STS
+    assert load_token(dump_token(TokenState("jti", 9.0))).issuer is None

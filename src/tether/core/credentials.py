@@ -30,6 +30,7 @@ class CredentialUse:
     event_id: str
     inherited: bool
     expires_at: float
+    issuer: str | None = None  # the token's iss, named in its revocation's SET
 
 
 def observe(
@@ -42,6 +43,8 @@ def observe(
     """Fold one use into the token's state; emit what it newly reveals."""
     st = state if state is not None else TokenState(use.token_id)
     st.expires_at = max(st.expires_at, use.expires_at)
+    if st.issuer is None and use.issuer is not None:
+        st.issuer = use.issuer
     pairs = st.pairs
     workload, workflow = use.workload_id, use.workflow_id
     for i, prev in enumerate(pairs):
@@ -90,6 +93,7 @@ def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out:
                 f"presented {why}",
                 token_id=st.token_id,
                 token_expires=expires,
+                token_issuer=st.issuer,
             )
             fid = v.finding_id
             fired = st.fired

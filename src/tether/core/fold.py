@@ -25,6 +25,7 @@ from tether.core.violations import (
     emit,
 )
 from tether.models.events import (
+    Credential,
     DelegationGranted,
     InputEvent,
     ToolCallIntent,
@@ -82,10 +83,17 @@ def fold(
     elif type(event) is DelegationGranted:
         _add_delegation(s, event)
     if cred is not None:
-        _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now, out)
+        _track_token(s, cred, t, event.event_id, cfg, now, out)
     if type(event) is ToolCallIntent:
         cred = event.credential
-        act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id, cred.expires_t)
+        act = ActRef(
+            t,
+            event.event_id,
+            event.agent.workload_id,
+            cred.token_id,
+            cred.expires_t,
+            sys.intern(cred.issuer),
+        )
         _remember(s, act, cfg.grace_s)
         if (s.started is None or s.started.started_at > t) and (
             s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
@@ -138,19 +146,22 @@ def _remember(s: Session, act: ActRef, grace: float) -> None:
 
 def _track_token(
     s: Session,
-    token_id: str,
-    expires: float,
+    cred: Credential,
     t: float,
     event_id: str,
     cfg: DetectionConfig,
     now: Stamp,
     out: Outbox,
 ) -> None:
+    token_id, expires = cred.token_id, cred.expires_t
     seen = s.token(token_id)
     if seen is None:
-        s.add_token(TokenSeen(token_id, t, expires, event_id))
-    elif t < seen.first_use:
-        seen.first_use, seen.event_id = t, event_id
+        s.add_token(TokenSeen(token_id, t, expires, event_id, issuer=sys.intern(cred.issuer)))
+    else:
+        if t < seen.first_use:
+            seen.first_use, seen.event_id = t, event_id
+        if seen.issuer is None:  # a state written before issuers were kept
+            seen.issuer = sys.intern(cred.issuer)
     done = s.completed_at
     if done is not None and t <= done:
         _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out)
@@ -174,8 +185,18 @@ def _revoke_on_completion(
     elif token_id in revoked:
         return
     revoked.add(token_id)
+    seen = s.token(token_id)
     out.revocations.append(
-        completion_revocation(s.workflow_id, token_id, expires, done, evidence, cfg, now)
+        completion_revocation(
+            s.workflow_id,
+            token_id,
+            expires,
+            done,
+            evidence,
+            cfg,
+            now,
+            token_issuer=seen.issuer if seen is not None else None,
+        )
     )
 
 
@@ -211,6 +232,7 @@ def _late_after_completion(
         summary=f"tool call {act.t - done:.3f}s after the workflow completed",
         token_id=act.token_id,
         token_expires=act.token_expires,
+        token_issuer=act.token_issuer,
         workflow_not_after=start.not_after if start is not None else None,
     )
     _fire(s, v, cfg, now, out)
@@ -272,7 +294,11 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
     assert cred is not None  # noqa: S101  # checked by the caller
     token = s.token(cred.token_id)
     if token is None:  # tracked when the event was folded; kept robust all the same
-        token = s.add_token(TokenSeen(cred.token_id, t, cred.expires_t, event.event_id))
+        token = s.add_token(
+            TokenSeen(
+                cred.token_id, t, cred.expires_t, event.event_id, issuer=sys.intern(cred.issuer)
+            )
+        )
     workload = event.agent.workload_id
     inherited = verdict.identity is Identity.INHERITED
     rec = token.use_by(workload)
@@ -314,6 +340,7 @@ def _settle_uses(s: Session, watermark: float, grace: float, uses: list[Credenti
                     event_id=rec.event_id,
                     inherited=rec.inherited,
                     expires_at=rec.expires_at,
+                    issuer=token.issuer,
                 )
             )
 
@@ -404,6 +431,7 @@ def fire_due(
                     summary="tool calls in a workflow that was never started",
                     token_id=first.token_id,
                     token_expires=first.token_expires,
+                    token_issuer=first.token_issuer,
                 ),
                 cfg,
                 now,

@@ -147,6 +147,8 @@ def completion_revocation(
     evidence: str,
     cfg: DetectionConfig,
     stamp: Stamp,
+    *,
+    token_issuer: str | None = None,
 ) -> Revocation:
     """``workflow.completed`` revokes a credential used in the workflow (reason task_completed)."""
     now = as_datetime(stamp)
@@ -159,6 +161,7 @@ def completion_revocation(
         issued_at=now,
         not_after=ts(max(token_expires, completed_at) + cfg.revocation_margin_s),
         evidence=[evidence],
+        token_issuer=token_issuer,
     )
 
 

@@ -168,6 +168,7 @@ class ActRef(NamedTuple):
     workload_id: str
     token_id: str
     token_expires: float
+    token_issuer: str | None = None  # the credential's iss (named in a token revocation's SET)
 
 
 @dataclass(slots=True)
@@ -300,6 +301,7 @@ class TokenSeen:
     expires_at: float
     event_id: str
     uses: UseRec | list[UseRec] | None = None
+    issuer: str | None = None  # the credential's iss (interned: one string per STS)
 
     def recorded(self) -> Sequence[UseRec]:
         """The recorded uses, one per workload, in the order they were first recorded."""
@@ -355,6 +357,7 @@ class TokenState:
     pairs: list[PairUse] = field(default_factory=list)
     fired: set[str] | None = None  # finding ids raised (None until the first: most never do)
     partition: int = -1  # the credential-uses partition this token lives on (streaming only)
+    issuer: str | None = None  # the token's iss, from the first use that named it
     # processing time of its last use, for the streaming worker's hold (0: not yet known);
     # not serialized, not part of equality
     used_at: float = field(default=0.0, compare=False, repr=False)
