@@ -225,3 +225,24 @@ def test_the_issuer_crosses_the_credential_uses_topic_and_the_token_state():
     st = TokenState("jti", 9.0, issuer=STS)
     assert load_token(dump_token(st)).issuer == STS
     assert load_token(dump_token(TokenState("jti", 9.0))).issuer is None
+
+
+def test_a_token_presented_with_two_issuers_names_the_same_one_in_any_order():
+    """Until inputs are verified, a token id can arrive with different issuers; which one its
+    revocation names must not depend on arrival order (replays and workers agree)."""
+
+    def with_issuer(event, issuer):
+        event["credential"]["issuer"] = issuer
+        return event
+
+    def names(order):
+        events = [
+            started("wf-o", "a", "jti-o"),
+            with_issuer(call("wf-o", "a", "jti-o", t=1, eid="c1"), "https://b.example"),
+            with_issuer(call("wf-o", "a", "jti-o", t=2, eid="c2"), "https://a.example"),
+            completed("wf-o", "a", t=5),
+        ]
+        head, *calls, tail = events
+        return _issuer_of_every_token_revocation([head, *(calls[i] for i in order), tail])
+
+    assert names([0, 1]) == names([1, 0])

@@ -43,8 +43,8 @@ def observe(
     """Fold one use into the token's state; emit what it newly reveals."""
     st = state if state is not None else TokenState(use.token_id)
     st.expires_at = max(st.expires_at, use.expires_at)
-    if st.issuer is None and use.issuer is not None:
-        st.issuer = use.issuer
+    if use.issuer is not None and (st.issuer is None or use.issuer < st.issuer):
+        st.issuer = use.issuer  # the least of those presented: the same in any arrival order
     pairs = st.pairs
     workload, workflow = use.workload_id, use.workflow_id
     for i, prev in enumerate(pairs):

@@ -160,7 +160,7 @@ def _track_token(
     else:
         if t < seen.first_use:
             seen.first_use, seen.event_id = t, event_id
-        if seen.issuer is None:  # a state written before issuers were kept
+        if seen.issuer is None or cred.issuer < seen.issuer:  # any arrival order: the least
             seen.issuer = sys.intern(cred.issuer)
     done = s.completed_at
     if done is not None and t <= done:
