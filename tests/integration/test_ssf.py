@@ -443,6 +443,14 @@ def test_stream_management(rig) -> None:
     while time.monotonic() < deadline and set(poller.received) != expected:
         poller.poll_once(immediately=False)
     assert set(poller.received) == expected
+    # at most max_streams (10) per receiver: each stream is a Kafka consumer
+    extra = [
+        api(tx, "POST", "/ssf/stream", POLL_TOKEN, {"delivery": {"method": "urn:ietf:rfc:8936"}})
+        for _ in range(10)
+    ]
+    assert [status for status, _ in extra] == [201] * 9 + [409]
+    for _status, body in extra[:9]:
+        assert api(tx, "DELETE", f"/ssf/stream?stream_id={body['stream_id']}", POLL_TOKEN)[0] == 204
     # delete
     assert api(tx, "DELETE", f"/ssf/stream?stream_id={sid}", POLL_TOKEN)[0] == 204
     assert api(tx, "GET", f"/ssf/stream?stream_id={sid}", POLL_TOKEN)[0] == 404

@@ -224,6 +224,9 @@ def ssf_app(tx: Transmitter) -> web.Application:  # noqa: PLR0915  # the handler
 
     async def create(request: web.Request) -> web.Response:
         body = await _json(request)
+        receiver = owner(request)
+        if len(tx.store.owned(receiver.name)) >= receiver.max_streams:
+            return _error(409, f"at most {receiver.max_streams} streams per receiver")
         stream = build(request, body, new_stream_id())
         tx.store.put(stream)
         tx.start_pump(stream.stream_id)

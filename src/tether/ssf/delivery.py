@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import aiohttp
 import orjson
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from tether.adapters.kafka_config import consumer_config
 from tether.models.outputs import Heartbeat, Revocation
@@ -115,7 +115,7 @@ class StreamPump:
     async def run(self) -> None:
         """Deliver until cancelled or the stream is deleted."""
         consumer = Consumer(self._config)
-        consumer.subscribe([self.topic])
+        await self._assign(consumer)
         self._consumer = consumer
         try:
             while True:
@@ -136,6 +136,34 @@ class StreamPump:
         finally:
             self._consumer = None
             await asyncio.to_thread(consumer.close)
+
+    async def _assign(self, consumer: Consumer) -> None:
+        """Every partition, from the stream's committed position (else the beginning).
+
+        Assigned, not subscribed: a restarted transmitter resumes at once, instead of waiting
+        for the group coordinator to expire the killed member's session (45 s by default).
+        """
+        while True:
+            try:
+                metadata = await asyncio.to_thread(consumer.list_topics, self.topic, 10.0)
+                topic = metadata.topics.get(self.topic)
+                if topic is None or topic.error is not None or not topic.partitions:
+                    raise LookupError(f"topic {self.topic} is not available")
+                wanted = [TopicPartition(self.topic, p) for p in sorted(topic.partitions)]
+                committed = await asyncio.to_thread(consumer.committed, wanted, 10.0)
+            except (KafkaException, LookupError) as exc:
+                _log.warning("ssf stream %s: waiting for %s: %s", self.stream_id, self.topic, exc)
+                await asyncio.sleep(1.0)
+                continue
+            consumer.assign(
+                [
+                    TopicPartition(
+                        self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    )
+                    for tp in committed
+                ]
+            )
+            return
 
     def _stream_owned(self) -> Stream | None:
         for stream in self.store.all():

@@ -34,6 +34,9 @@ class Receiver(BaseModel):
     name: str = Field(min_length=1)
     token: str = Field(min_length=16, description="the bearer token (at least 16 characters)")
     audience: str = Field(min_length=1, description="the aud of every SET of its streams")
+    max_streams: int = Field(
+        10, ge=1, description="streams it may hold at once (each is a Kafka consumer)"
+    )
     push_url_prefixes: tuple[str, ...] = Field(
         (),
         description="push endpoint_url must start with one of these (empty: any URL). Set it: "
