@@ -15,6 +15,8 @@ import orjson
 import pytest
 from aiohttp import ClientSession, web
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdk_helpers import T0, FakeClock, heartbeat, revocation
 from tether.gateway import GatewayConfig, Route, decide, request_facts
@@ -394,3 +396,54 @@ def test_envoy_ext_authz_over_grpc(revset, signer):
     assert {h.header.key: h.header.value for h in sneaky.denied_response.headers}[
         "x-tether-reason"
     ] == "missing_token"
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+_ids = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    clean_tokens=st.lists(_ids, max_size=4),
+    clean_workflows=st.lists(_ids, max_size=4),
+    where=st.sampled_from(["token", "workflow-header", "baggage", "xfcc"]),
+    position=st.integers(min_value=0, max_value=8),
+    duplicate=st.booleans(),
+)
+def test_one_revoked_identity_anywhere_among_clean_ones_is_always_denied(
+    signer, clean_tokens, clean_workflows, where, position, duplicate
+):
+    clock = FakeClock(T0 + timedelta(seconds=1))
+    verifier = SetVerifier(StaticKeys([signer.public_jwk()]), issuer=ISSUER, clock=clock)
+    rs = RevocationSet(staleness_s=5.0, verifier=verifier, clock=clock)
+    rs.apply(b"heartbeat:w1", signer.heartbeat(heartbeat(T0)))
+    rs.mark_ready()
+    bad = "zz-revoked"
+    kind = {"token": "token", "xfcc": "workload"}.get(where, "workflow")
+    ident = f"spiffe://acme.example/{bad}" if kind == "workload" else bad
+    revoke(rs, signer, kind, ident, "r-prop")
+    tokens = [bearer(t) for t in clean_tokens] or [bearer("j-ok")]
+    workflows = [w for w in clean_workflows if w != bad]
+    headers: dict[str, list[str]] = {"authorization": tokens}
+    if workflows:
+        headers["x-tether-workflow"] = [", ".join(workflows)]
+    if where == "token":
+        tokens.insert(position % (len(tokens) + 1), bearer(bad))
+    elif where == "workflow-header":
+        values = [*workflows]
+        values.insert(position % (len(values) + 1), bad)
+        headers["x-tether-workflow"] = [", ".join(values)]
+    elif where == "baggage":
+        members = [f"k{i}=v{i}" for i in range(position)] + [f"tether.workflow={bad}"]
+        headers["baggage"] = [",".join(members)]
+    else:
+        elements = [
+            f"By=spiffe://proxy{i};URI=spiffe://acme.example/clean{i}" for i in range(position)
+        ]
+        elements.insert(position // 2, f"By=spiffe://p;URI={ident}")
+        headers["x-forwarded-client-cert"] = [",".join(elements)]
+    if duplicate:
+        headers = {k: [*v, *v] for k, v in headers.items()}
+    v = verdict(rs, headers=headers)
+    assert (v.status, v.reason) == (403, f"{kind}_revoked")
