@@ -447,3 +447,13 @@ def test_one_revoked_identity_anywhere_among_clean_ones_is_always_denied(
         headers = {k: [*v, *v] for k, v in headers.items()}
     v = verdict(rs, headers=headers)
     assert (v.status, v.reason) == (403, f"{kind}_revoked")
+
+
+def test_envoy_http_mode_path_prefix_is_stripped_before_routing():
+    config = CONFIG.model_copy(update={"path_prefix": "/check"})
+    facts, tiers = request_facts(config, "/check/tools/shell.exec?q=1", {})
+    assert facts.path == "/tools/shell.exec"
+    assert facts.tools == {"shell.exec"}
+    assert tiers == {"high"}
+    other, _ = request_facts(config, "/checkout/x", {})
+    assert other.path == "/checkout/x"  # a prefix ends at a segment boundary

@@ -141,8 +141,9 @@ def request_facts(
     """
     original = [v for h in config.original_uri_headers for v in headers.get(h, ())]
     path = original[0] if original else path
-    if config.path_prefix and path.startswith(config.path_prefix):
-        path = path[len(config.path_prefix) :] or "/"
+    prefix = config.path_prefix.rstrip("/")
+    if prefix and (path == prefix or path.startswith((prefix + "/", prefix + "?"))):
+        path = path[len(prefix) :] or "/"
     path = normalize_path(path)
     facts = Facts(path=path, route=config.route(path))
     _identities(config, headers, facts)
