@@ -457,3 +457,36 @@ def test_envoy_http_mode_path_prefix_is_stripped_before_routing():
     assert tiers == {"high"}
     other, _ = request_facts(config, "/checkout/x", {})
     assert other.path == "/checkout/x"  # a prefix ends at a segment boundary
+
+
+def test_forward_auth_reads_an_oversized_body_as_unreadable(revset, clock):
+    """Padding a body past the limit must not shed its tool's tier (HTTP front end)."""
+    config = GatewayConfig(
+        routes=(Route(match="/mcp", tier="low", tool="mcp"),),
+        tool_tiers={"shell.exec": "high"},
+        fail_closed_tiers=frozenset({"high"}),
+        max_body_bytes=64,
+    )
+    clock.advance(60)  # stale: the tier decides
+    body = b'{"method":"tools/call","params":{"name":"shell.exec"},"pad":"' + b"x" * 200 + b'"}'
+
+    async def scenario():
+        runner = web.AppRunner(check_app(Gateway(config, revset)))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with ClientSession() as http:
+                out = []
+                for data in (body, body[:40]):  # oversized; small but not JSON
+                    async with http.post(
+                        f"http://127.0.0.1:{port}/mcp",
+                        data=data,
+                        headers={"Authorization": bearer("j-ok")},
+                    ) as r:
+                        out.append(r.status)
+                return out
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == [503, 503]
