@@ -37,6 +37,7 @@ DELEGATION_DEPTH_EXCEEDED: Final = "delegation_depth_exceeded"
 ACTIVITY_AFTER_COMPLETION: Final = "activity_after_completion"
 UNKNOWN_WORKFLOW: Final = "unknown_workflow"
 POLICY_DENIED: Final = "policy_denied"
+GRANT_CONFLICT: Final = "grant_conflict"
 TASK_COMPLETED: Final = "task_completed"  # a revocation reason, not a finding
 
 # OWASP Top 10 for Agentic Applications: ASI02 tool misuse, ASI03 identity and privilege abuse,
@@ -148,6 +149,13 @@ RULES: Final[dict[str, Rule]] = {
         ),
         Rule(
             POLICY_DENIED, "high", ("revoke_token",), ("ASI02",), "per-call policy forbids the call"
+        ),
+        Rule(
+            GRANT_CONFLICT,
+            "high",
+            ("revoke_workflow",),
+            ("ASI03", "ASI10"),
+            "a second workflow.started with a different grant or initiator",
         ),
     )
 }

@@ -95,7 +95,7 @@ def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out:
             fired = st.fired
             if (fired is not None and fid in fired) or not cfg.enabled(code):
                 continue
+            emit(v, cfg, now, out)  # first: remembered as raised only once it was
             if fired is None:
                 st.fired = fired = set()
             fired.add(fid)
-            emit(v, cfg, now, out)

@@ -17,6 +17,7 @@ from tether.core.config import DetectionConfig
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
 from tether.core.violations import (
+    Failure,
     Outbox,
     Stamp,
     Violation,
@@ -40,11 +41,14 @@ from tether.models.session import (
     StartInfo,
     TokenSeen,
     UseRec,
+    same_grant,
 )
 
 _SEEN_PRUNE_AT = 4096  # event ids remembered per workflow before old ones are pruned
 _SEEN_SLACK = 1.125  # see _expire_seen
 _RECENT_LIST_MAX = 32  # see _remember
+_STARTS_KEPT = 16  # later starts of one workflow remembered to compare the next ones with
+_EARLY_KEPT = 64  # events kept to be judged again when a (earlier) start arrives: _rejudge
 _INF = float("inf")
 
 
@@ -77,8 +81,9 @@ def fold(
         _expire_seen(s, cfg.dedup_window_s)
     cred = event.credential
     if type(event) is WorkflowStarted:
-        if s.started is None:
-            s.started = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
+        start = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
+        if _start(s, start, cfg, now, out):
+            _rejudge(s, ctx, now, out, uses)
     elif type(event) is DelegationGranted:
         _add_delegation(s, event)
     if cred is not None:
@@ -94,7 +99,83 @@ def fold(
     elif type(event) is WorkflowCompleted:
         _complete(s, event, t, cfg, now, out)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
+    if type(event) is not WorkflowStarted:
+        _keep_early(s, event, cfg.grace_s)
     return s
+
+
+def _keep_early(s: Session, event: InputEvent, grace: float) -> None:
+    """Keep an event that a start arriving later could still judge differently: one dated
+    before the start known or within a grace period after it (an earlier start can arrive only
+    while events dated up to its own time plus the grace period arrive)."""
+    start = s.started
+    if start is not None and s.last_time > start.started_at + grace:
+        s.early = None  # no earlier start can arrive any more (within the grace period)
+        return
+    if start is not None and event.t > start.started_at + grace:
+        return
+    early = s.early
+    if early is None:
+        s.early = [event]
+    elif len(early) < _EARLY_KEPT:
+        early.append(event)
+
+
+def _rejudge(s: Session, ctx: Context, now: Stamp, out: Outbox, uses: list[CredentialUse]) -> None:
+    """The workflow's first start arrived, or an earlier start with a different grant replaced
+    it: judge again, under it, the events judged before it arrived (their decisions stand; what
+    they newly reveal is raised, deduplicated against what was raised already). An act dated
+    before the start may arrive, and be decided, long before its start: the first start judges
+    it whenever it comes."""
+    for event in s.early or ():
+        _evaluate(s, event, event.t, ctx, now, out, uses, final=False, decide=False)
+
+
+def _start(s: Session, new: StartInfo, cfg: DetectionConfig, now: Stamp, out: Outbox) -> bool:
+    """A ``workflow.started``: the earliest start in event time (ties: the smaller event id) is
+    the workflow's grant, whatever the arrival order. A start that differs from an earlier one
+    (grant or initiator) raises ``grant_conflict`` for the later of the two: the condition is
+    "some earlier start differs", so the set of findings does not depend on arrival order.
+    Returns whether the events kept in ``early`` are to be judged again: the first start (acts
+    dated before it are judged as if made at it), or an earlier start with a different grant."""
+    current = s.started
+    if current is None:
+        s.started = new
+        s.rewake = True
+        return bool(s.early)  # acts that came before any start: judge them at the start
+    others = s.other_starts
+    for known in (current, *(others or ())):
+        if not same_grant(known, new):
+            early, late = sorted((known, new), key=_start_order)
+            _fire(s, _grant_conflict(s, early, late), cfg, now, out)
+    if others is None:
+        s.other_starts = others = []
+    replaced = _start_order(new) < _start_order(current)
+    if replaced:
+        s.started = new
+        new, current = current, new
+        s.rewake = True
+    if len(others) < _STARTS_KEPT:
+        others.append(new)
+    return replaced and not same_grant(new, current)
+
+
+def _start_order(start: StartInfo) -> tuple[float, str]:
+    return (start.started_at, start.event_id)
+
+
+def _grant_conflict(s: Session, early: StartInfo, late: StartInfo) -> Violation:
+    return Violation(
+        code=C.GRANT_CONFLICT,
+        key=(s.workflow_id, late.event_id),
+        workflow_id=s.workflow_id,
+        workload_id=late.initiator,
+        event_time=late.started_at,
+        evidence=(early.event_id, late.event_id),
+        summary=f"workflow started again by {late.initiator} with a different grant or "
+        f"initiator; the earliest start ({early.event_id}) stays the grant",
+        workflow_not_after=max(early.not_after, late.not_after),
+    )
 
 
 def _add_delegation(s: Session, event: DelegationGranted) -> None:
@@ -146,6 +227,9 @@ def _track_token(
     now: Stamp,
     out: Outbox,
 ) -> None:
+    s.tokens_until = max(
+        s.tokens_until, expires
+    )  # outlives compaction: how long this workflow is remembered
     seen = s.token(token_id)
     if seen is None:
         s.add_token(TokenSeen(token_id, t, expires, event_id))
@@ -169,14 +253,14 @@ def _revoke_on_completion(
     if not cfg.revoke_on_completion or cfg.shadow:
         return
     revoked = s.completion_revoked
-    if revoked is None:
-        s.completion_revoked = revoked = set()
-    elif token_id in revoked:
+    if revoked is not None and token_id in revoked:
         return
-    revoked.add(token_id)
     out.revocations.append(
         completion_revocation(s.workflow_id, token_id, expires, done, evidence, cfg, now)
     )
+    if revoked is None:
+        s.completion_revoked = revoked = set()
+    revoked.add(token_id)
 
 
 def _complete(
@@ -221,15 +305,15 @@ def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: Stamp, out: Outbo
         return
     fid = v.finding_id
     fired = s.fired
+    if fired is not None and fid in fired:
+        return
+    emit(v, cfg, now, out)  # first: a finding is remembered as raised only once it was
     if fired is None:
         s.fired = fired = set()
-    elif fid in fired:
-        return
     fired.add(fid)
-    emit(v, cfg, now, out)
 
 
-def _evaluate(
+def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
     s: Session,
     event: InputEvent,
     t: float,
@@ -239,6 +323,7 @@ def _evaluate(
     uses: list[CredentialUse],
     *,
     final: bool,
+    decide: bool = True,
 ) -> None:
     cfg = ctx.cfg
     verdict = check_event(s, event, final=final, max_chain=cfg.max_chain_length)
@@ -254,13 +339,13 @@ def _evaluate(
         _record_use(s, event, t, verdict)
     if verdict.waiting and not final:
         s.seq += 1
-        wait = Pending(t + cfg.grace_s, s.seq, event)
+        wait = Pending(t + cfg.grace_s, s.seq, event, quiet=not decide)
         if s.pending is None:
             s.pending = [wait]
         else:
             s.pending.append(wait)
         s.rewake = True
-    elif type(event) is ToolCallIntent and cfg.emit_decisions:
+    elif type(event) is ToolCallIntent and cfg.emit_decisions and decide:
         out.decisions.append(_decision(event, verdict, outcome, now))
 
 
@@ -372,19 +457,26 @@ def fire_due(
     now: Stamp,
     out: Outbox,
     uses: list[CredentialUse],
+    *,
+    end: bool = False,
 ) -> Session | None:
-    """Decide every check due before ``watermark``, then compact or drop the session when its
-    time has come. Returns ``None`` when the session should be deleted."""
+    """Decide every check due before ``watermark`` (every check: ``end``, the end of input),
+    then compact or drop the session when its time has come. Returns ``None`` when the
+    session should be deleted."""
     cfg = ctx.cfg
     grace = cfg.grace_s
     if s.pending:
-        due = [p for p in s.pending if p.deadline < watermark]
+        due = [p for p in s.pending if end or p.deadline < watermark]
         if due:
-            s.pending = [p for p in s.pending if p.deadline >= watermark] or None
+            s.pending = [p for p in s.pending if not end and p.deadline >= watermark] or None
             due.sort(key=lambda p: (p.deadline, p.seq))
             for p in due:
-                t = p.event.t
-                _evaluate(s, p.event, t, ctx, now, out, uses, final=True)
+                try:
+                    _evaluate(
+                        s, p.event, p.event.t, ctx, now, out, uses, final=True, decide=not p.quiet
+                    )
+                except Exception as exc:  # one event's failure is its own
+                    out.failures.append(Failure.of(s.workflow_id, exc, p.event))
     if s.unsettled:
         _settle_uses(s, watermark, grace, uses)
     first = s.unknown
@@ -408,6 +500,8 @@ def fire_due(
                 now,
                 out,
             )
+    if s.early is not None and s.started is not None and watermark > s.started.started_at + grace:
+        s.early = None
     recent = s.recent
     if recent is not None:
         while recent and recent[0].t + grace < watermark:
@@ -420,9 +514,10 @@ def fire_due(
 def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | None:
     done = s.completed_at
     if done is not None:
-        if watermark > done + max(cfg.completed_retention_s, cfg.grace_s):
+        if watermark > forget_at(s, cfg):
             return None
         if not s.compacted and watermark > max(done, s.last_time) + cfg.grace_s and not s.pending:
+            _prune_seen(s, watermark - cfg.dedup_window_s)
             _compact(s)
     elif watermark > s.last_time + cfg.idle_timeout_s:
         return None
@@ -431,10 +526,31 @@ def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | 
     return s
 
 
+def forget_at(s: Session, cfg: DetectionConfig) -> float:
+    """The event time after which a completed workflow is forgotten.
+
+    Not before ``completed_retention_s`` after its completion; not while one of its event ids is
+    still within the dedup window (a redelivery must stay a duplicate: no second decision, no
+    ``unknown_workflow`` for a benign workflow); and not while a credential used in it can still
+    be presented (its expiry plus the revocation margin), so that a call made with it after the
+    completion raises ``activity_after_completion``, not the weaker ``unknown_workflow``. The last
+    is bounded by ``completed_memory_max_s`` after completion (a token that claims to expire in
+    9999 does not pin the workflow forever; past that bound it is ``unknown_workflow``).
+    """
+    done = s.completed_at
+    assert done is not None  # noqa: S101  # callers hold a completed session
+    tokens = min(s.tokens_until + cfg.revocation_margin_s, done + cfg.completed_memory_max_s)
+    return max(
+        done + max(cfg.completed_retention_s, cfg.grace_s),
+        s.last_time + cfg.dedup_window_s,
+        tokens,
+    )
+
+
 def _compact(s: Session) -> None:
-    """Free what a completed workflow no longer needs; keep what judges late activity."""
+    """Free what a completed workflow no longer needs; keep what judges late activity and the
+    event ids still within the dedup window (pruned by the caller)."""
     s.compacted = True
-    s.seen = {}
     s.unsettled = 0
     s.forget_tokens()
     s.recent = None
@@ -449,9 +565,11 @@ def wake_at(s: Session, cfg: DetectionConfig) -> float:
     if s.unsettled:
         unreported = (r.t for tok in s.tokens for r in tok.recorded() if not r.reported)
         due = min(due, min(unreported) + grace)
+    if s.early is not None and s.started is not None:
+        due = min(due, s.started.started_at + grace)
     done = s.completed_at
     if done is not None:
         if not s.compacted:
             due = min(due, max(done, s.last_time) + grace)
-        return min(due, done + max(cfg.completed_retention_s, grace))
+        return min(due, forget_at(s, cfg))
     return min(due, s.last_time + cfg.idle_timeout_s)

@@ -109,6 +109,7 @@ DeadLetterReason = Literal[
     "unknown_event_type",
     "schema_violation",
     "clock_skew",
+    "internal_error",
 ]
 
 

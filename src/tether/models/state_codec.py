@@ -104,7 +104,7 @@ def _unstart(v: list[Any] | None, version: int, one: _Once) -> StartInfo | None:
     )
 
 
-def dump_session(s: Session) -> bytes:
+def dump_session(s: Session) -> bytes:  # noqa: PLR0912  # one branch per optional field
     """Serialize a session. Fields at their initial value are left out (smaller records)."""
     doc: dict[str, Any] = {
         "v": STATE_VERSION,
@@ -143,7 +143,10 @@ def dump_session(s: Session) -> bytes:
     if s.completion_revoked:
         doc["cr"] = sorted(s.completion_revoked)
     if s.pending:
-        doc["p"] = [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending]
+        doc["p"] = [
+            [p.deadline, p.seq, p.event.model_dump_json(), *([1] if p.quiet else [])]
+            for p in s.pending
+        ]
     if s.recent:
         doc["r"] = [_act(a) for a in s.recent]
     if s.unknown is not None:
@@ -154,6 +157,10 @@ def dump_session(s: Session) -> bytes:
         doc["cp"] = True
     if s.seq:
         doc["sq"] = s.seq
+    if s.tokens_until:
+        doc["tu"] = s.tokens_until
+    if s.other_starts:
+        doc["os"] = [_start(x) for x in s.other_starts]
     return dumps(doc)
 
 
@@ -200,8 +207,8 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.completion_revoked = {one(tok) for tok in doc["cr"]} if doc.get("cr") else None
     if doc.get("p"):
         s.pending = [
-            Pending(deadline, seq, input_event_adapter.validate_json(ev))
-            for deadline, seq, ev in doc["p"]
+            Pending(p[0], p[1], input_event_adapter.validate_json(p[2]), len(p) > 3)  # noqa: PLR2004
+            for p in doc["p"]
         ]
     if doc.get("r"):
         s.recent = [_unact(a, one) for a in doc["r"]]
@@ -211,6 +218,9 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.compacted = doc.get("cp", False)
     s.last_time = doc["lt"]
     s.seq = doc.get("sq", 0)
+    s.tokens_until = doc.get("tu", 0.0)  # absent (earlier records): forgotten as before
+    if doc.get("os"):
+        s.other_starts = [x for v in doc["os"] if (x := _unstart(v, version, one)) is not None]
     s.partition = doc.get("pt", -1)
     return s
 
