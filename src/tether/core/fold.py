@@ -141,7 +141,7 @@ def _start(s: Session, new: StartInfo, cfg: DetectionConfig, now: Stamp, out: Ou
     current = s.started
     if current is None:
         s.started = new
-        s.rewake = True
+        _rearm(s, new, cfg.grace_s)
         return bool(s.early)  # acts that came before any start: judge them at the start
     others = s.other_starts
     for known in (current, *(others or ())):
@@ -153,11 +153,20 @@ def _start(s: Session, new: StartInfo, cfg: DetectionConfig, now: Stamp, out: Ou
     replaced = _start_order(new) < _start_order(current)
     if replaced:
         s.started = new
+        _rearm(s, new, cfg.grace_s)
         new, current = current, new
-        s.rewake = True
     if len(others) < _STARTS_KEPT:
         others.append(new)
     return replaced and not same_grant(new, current)
+
+
+def _rearm(s: Session, start: StartInfo, grace: float) -> None:
+    """Checks waiting on acts dated before ``start`` are judged as at the start: they wait until
+    a grace period after it (for the delegations dated up to then), whenever they came."""
+    for p in s.pending or ():
+        if p.event.t < start.started_at:
+            p.deadline = max(p.deadline, start.started_at + grace)
+    s.rewake = True
 
 
 def _start_order(start: StartInfo) -> tuple[float, str]:
@@ -339,7 +348,11 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         _record_use(s, event, t, verdict)
     if verdict.waiting and not final:
         s.seq += 1
-        wait = Pending(t + cfg.grace_s, s.seq, event, quiet=not decide)
+        # an act dated before the start is judged as at the start: it waits for what may still
+        # arrive dated up to the start's grace period
+        start = s.started
+        at = t if start is None or start.started_at <= t else start.started_at
+        wait = Pending(at + cfg.grace_s, s.seq, event, quiet=not decide)
         if s.pending is None:
             s.pending = [wait]
         else:

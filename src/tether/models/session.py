@@ -213,8 +213,8 @@ class Session:
     unknown: ActRef | None = None  # earliest call dated before any known start
     unknown_done: bool = False
     compacted: bool = False
-    # events a start arriving late could still judge differently (see fold._rejudge); kept in
-    # memory only, until the grace period after the start has passed
+    # events a start arriving late could still judge differently (see fold._rejudge), until
+    # the grace period after the start has passed
     early: list[InputEvent] | None = None
     last_time: float = 0.0
     tokens_until: float = 0.0  # the latest expiry of a credential used in the workflow

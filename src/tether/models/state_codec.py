@@ -157,8 +157,10 @@ def dump_session(s: Session) -> bytes:  # noqa: PLR0912  # one branch per option
         doc["cp"] = True
     if s.seq:
         doc["sq"] = s.seq
-    if s.tokens_until:
-        doc["tu"] = s.tokens_until
+    if s.tokens_until > max((t.expires_at for t in s.tokens), default=0.0):
+        doc["tu"] = s.tokens_until  # else it is the latest expiry of the tokens written above
+    if s.early:
+        doc["e"] = [ev.model_dump_json() for ev in s.early]
     if s.other_starts:
         doc["os"] = [_start(x) for x in s.other_starts]
     return dumps(doc)
@@ -218,7 +220,9 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.compacted = doc.get("cp", False)
     s.last_time = doc["lt"]
     s.seq = doc.get("sq", 0)
-    s.tokens_until = doc.get("tu", 0.0)  # absent (earlier records): forgotten as before
+    s.tokens_until = doc.get("tu", max((t.expires_at for t in s.tokens), default=0.0))
+    if doc.get("e"):
+        s.early = [input_event_adapter.validate_json(ev) for ev in doc["e"]]
     if doc.get("os"):
         s.other_starts = [x for v in doc["os"] if (x := _unstart(v, version, one)) is not None]
     s.partition = doc.get("pt", -1)
