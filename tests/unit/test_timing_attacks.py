@@ -336,3 +336,35 @@ def test_outputs_are_stamped_within_the_datetime_range() -> None:
     out.extend(mon.flush())
     assert all(f.detected_at.year == 9999 for f in out.findings)
     assert at(0)  # builders in use
+
+
+def test_the_worker_dead_letters_a_failed_event_and_keeps_the_rest(signer: SetSigner) -> None:
+    published: list[Any] = []
+
+    async def publish_many(entries: list[Any]) -> list[Any]:
+        published.extend(entries)
+        return []
+
+    batch = [
+        *_escalation("wf-a", "tok-a"),
+        call("wf-a", "planner", "tok-a-p", t=2, tool="boom", eid="bad"),
+        *_escalation("wf-b", "tok-b"),
+    ]
+
+    async def scenario() -> None:
+        w = make_worker(signer, publish_many=publish_many)
+        w.engine.ctx = Context(w.engine.ctx.cfg, _Exploding())
+        await w.on_intents(records(*batch))
+        await w.drain()
+
+    asyncio.run(scenario())
+    dead = [orjson.loads(e[2]) for e in published if e[0] == "tether.deadletter"]
+    assert [(d["reason"], d["event_id"], d["source"]["offset"]) for d in dead] == [
+        ("internal_error", "bad", 2)
+    ]
+    assert "policy engine fell over" in dead[0]["error"]
+    findings = [orjson.loads(e[2]) for e in published if e[0] == "tether.findings"]
+    assert {(f["code"], f["workflow_id"]) for f in findings} == {
+        ("scope_escalation", "wf-a"),
+        ("scope_escalation", "wf-b"),
+    }

@@ -70,18 +70,19 @@ class WorkflowEngine:
         stamp: Stamp = now if now is not None else self.watermark
         wf = event.workflow_id
         before = self.sessions.get(wf)
+        applied = True
         try:
             s = fold(before, event, self.ctx, stamp, out, uses)
         except Exception as exc:  # one event's failure is its own
             out.failures.append(Failure.of(wf, exc, event))
             if before is None:
                 return False  # nothing was stored: as if the event had never come
-            s = before
+            s, applied = before, False
             s.seen.pop(event.event_id, None)
         self.sessions[wf] = s  # always write back: a table-backed store persists on assignment
         if s.rewake:
             self._schedule(s)
-        return True
+        return applied
 
     def advance(
         self,
