@@ -48,7 +48,9 @@ _SEEN_PRUNE_AT = 4096  # event ids remembered per workflow before old ones are p
 _SEEN_SLACK = 1.125  # see _expire_seen
 _RECENT_LIST_MAX = 32  # see _remember
 _STARTS_KEPT = 16  # later starts of one workflow remembered to compare the next ones with
-_EARLY_KEPT = 64  # events kept to be judged again when a (earlier) start arrives: _rejudge
+# events kept to be judged again when a (earlier) start arrives (see _rejudge): bounds the
+# state record (they are in it) and the cost of a re-judgment, done at most _STARTS_KEPT times
+_EARLY_KEPT = 16
 _INF = float("inf")
 
 
@@ -155,8 +157,9 @@ def _start(s: Session, new: StartInfo, cfg: DetectionConfig, now: Stamp, out: Ou
         s.started = new
         _rearm(s, new, cfg.grace_s)
         new, current = current, new
-    if len(others) < _STARTS_KEPT:
-        others.append(new)
+    if len(others) >= _STARTS_KEPT:
+        return False  # a flood of starts: still compared and reordered, no longer re-judged
+    others.append(new)
     return replaced and not same_grant(new, current)
 
 
