@@ -1,12 +1,13 @@
-# tether developer entry points. `make check` runs what CI runs plus lint and types;
-# CI itself (.ci/run) runs `make test`.
+# tether developer entry points. `make check` is exactly what CI (.ci/run) runs: ruff check,
+# ruff format --check and mypy strict (seconds), then `make test`.
 #
 #   make demo        zero-setup demo (only Python 3.11 needed: no Java, Kafka or Redis)
 #   make test        all tests, incl. integration against real Kafka + Redis (started for you)
 #   make unit        unit tests only, no services
 #   make soak        long fault-injection runs (tests/fault -m soak; sizes: TETHER_SOAK_*), ~1 h
-#   make check       ruff check + ruff format --check + mypy, then `make test`
-#   make services    start Apache Kafka (KRaft) + Redis on loopback; services-down stops them
+#   make check       ruff check + ruff format --check + mypy, then `make test` (= CI, .ci/run)
+#   make services    start Apache Kafka (KRaft) + Redis on loopback, and a second, secured broker
+#                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
 #   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
 #   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
@@ -77,8 +78,10 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-services:
+# The secured broker creates its ACLs with tether itself (confluent-kafka): it needs the venv.
+services: venv
 	bash scripts/services.sh up
+	TETHER_VENV_PYTHON=$(abspath $(BIN))/python bash scripts/services.sh up-secure
 
 services-down:
 	bash scripts/services.sh down
@@ -92,7 +95,7 @@ services-clean:
 schemas: venv
 	$(BIN)/tether schemas export
 
-# Starts its own workers on fresh topics; results in benchmarks/out/ (see README "Benchmarks").
+# Starts its own workers on fresh topics; results in benchmarks/out/ (see docs/benchmarks.md).
 ARGS ?=
 bench: venv services
 	$(SERVICES_ENV) $(BIN)/python benchmarks/harness.py $(ARGS)

@@ -1,7 +1,7 @@
 """Input events the harness makes itself: latency probes and mid-flight sessions (P3, P5, P6).
 
 Everything is built as plain dicts and serialized with orjson (no validation on the hot path);
-the shapes follow DESIGN.md's contract, and the unit of each builder is one workflow.
+the shapes follow the contract (docs/contract.md), and the unit of each builder is one workflow.
 
 * A **probe** is a workflow whose initiator calls a tool its grant does not list: the worker
   decides `tool_not_granted` on arrival (no grace period to wait for, whatever the watermark)

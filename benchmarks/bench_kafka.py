@@ -28,6 +28,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from tether.adapters.kafka_config import admin_config, consumer_config
 from tether.settings import Settings
 
 _TIMEOUT = 10.0
@@ -43,9 +44,16 @@ def create_topics(bootstrap: str, prefix: str, partitions: int) -> None:
         raise RuntimeError(f"tether topics create failed: {done.stderr.strip()}")
 
 
+def admin_client(bootstrap: str) -> AdminClient:
+    """An admin client for ``bootstrap``, logged in as the ``TETHER_KAFKA__*`` settings say."""
+    config = admin_config(Settings(kafka_bootstrap=bootstrap), client_id="bench-admin")
+    config["log_level"] = 3  # errors only
+    return AdminClient(config)
+
+
 def delete_run(bootstrap: str, prefix: str) -> list[str]:
     """Delete every topic and consumer group whose name starts with ``prefix``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = admin_client(bootstrap)
     topics = [t for t in admin.list_topics(timeout=_TIMEOUT).topics if t.startswith(prefix)]
     if topics:
         for future in admin.delete_topics(topics, operation_timeout=30).values():
@@ -73,22 +81,24 @@ def delete_run(bootstrap: str, prefix: str) -> list[str]:
 
 def topics_like(bootstrap: str, prefix: str, suffix: str) -> list[str]:
     """Existing topics with this prefix and suffix (faust names changelogs itself)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = admin_client(bootstrap)
     names = admin.list_topics(timeout=_TIMEOUT).topics
     return sorted(t for t in names if t.startswith(prefix) and t.endswith(suffix))
 
 
 def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "log_level": 3,  # errors only: no informational lines on the harness's stderr
-            "group.id": group or f"bench-peek-{uuid.uuid4().hex[:10]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-        }
+        consumer_config(
+            Settings(kafka_bootstrap=bootstrap),
+            group_id=group or f"bench-peek-{uuid.uuid4().hex[:10]}",
+            client_id="bench-peek",
+            overrides={
+                "log_level": 3,  # errors only: no informational lines on the harness's stderr
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,
+                "isolation.level": "read_uncommitted",
+            },
+        )
     )
 
 

@@ -12,7 +12,7 @@ created with `tether topics create`, deleted at the end unless --keep-topics), l
 (benchmarks/loadgen.py) that produce with the SDK Emitter on a wall-clock schedule (open loop),
 and the SDK Watcher as the gateway. Children die with the harness (also on Ctrl-C or kill -9).
 
-Figures (targets in brackets; see README "Benchmarks" for the method of each):
+Figures (targets in brackets; see docs/benchmarks.md for the method of each):
   P1  core events/s on one core over a realistic fleet, default Cedar pack   [>= 50,000/s]
   P2  max sustainable intents/s through one `tether worker`, all outputs on  [>= 10,000/s,
       stretch 25,000]; P2/P1; the same for a naive one-event-at-a-time faust agent

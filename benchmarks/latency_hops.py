@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_kafka import PROBE_PREFIX, _consumer, decode_revocation, delete_run
+from bench_kafka import PROBE_PREFIX, _consumer, admin_client, decode_revocation, delete_run
 from bench_sweep import (
     Corpus,
     latency_summary,
@@ -36,7 +36,7 @@ from bench_sweep import (
     standalone_context,
 )
 from confluent_kafka import OFFSET_END, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 OUT = Path(__file__).resolve().parent / "out"
 HOPS = ("emitter", "worker", "gateway", "total")
@@ -45,7 +45,7 @@ _PROBE = PROBE_PREFIX.encode()
 
 def broker_time(bootstrap: str, topics: list[str]) -> None:
     """Have the broker stamp every record of ``topics`` with its append time."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin_client(bootstrap)
     entry = ConfigEntry(
         "message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET
     )

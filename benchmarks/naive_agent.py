@@ -28,6 +28,7 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from streams.kafka_auth import broker_credentials
 from streams.worker import encode_use
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
@@ -96,10 +97,11 @@ def _app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id or f"{settings.topic_prefix}naive",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings.kafka),  # as the worker's
         store="memory://",
         datadir=str(settings.home / "faust" / "{conf.name}-data"),  # as the worker's
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.replication_factor,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,

@@ -18,6 +18,7 @@ import uuid
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tether.adapters.kafka_config import admin_config
 from tether.adapters.kafka_publisher import Entry, KafkaPublisher
 from tether.settings import Settings
 
@@ -50,8 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     topic = f"bench-publish-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
-    for future in admin.create_topics([NewTopic(topic, 6, 1)]).values():
+    admin = AdminClient(admin_config(settings, client_id="bench-publish-admin"))
+    replicas = settings.kafka.replication_factor
+    for future in admin.create_topics([NewTopic(topic, 6, replicas)]).values():
         future.result(30)
     try:
         with KafkaPublisher(settings, client_id="bench-publish") as publisher:

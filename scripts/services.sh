@@ -4,16 +4,27 @@
 #     Apache Kafka jars on Maven Central (resolved by scripts/kafka/pom.xml);
 #   * Redis 7 from Debian's redis-server package.
 #
-# Usage: scripts/services.sh up|down|status|env|clean
+# Usage: scripts/services.sh up|down|status|env|clean|up-secure|down-secure|env-secure USER
 #   up      install what is missing, start both (idempotent: running services are left alone)
-#   down    stop both (idempotent)
+#   down    stop both, and the secured broker if it runs (idempotent)
 #   status  show what runs where
 #   env     print the TETHER_* variables for a shell: eval "$(scripts/services.sh env)"
-#   clean   down, then delete .services/ (Kafka jars, logs, data)
+#   clean   down, then delete .services/ (Kafka jars, logs, data, certificates)
+#   up-secure    a second broker beside the first, secured as docs/kafka-security.md describes:
+#                one SASL_SSL listener (SCRAM-SHA-512 users admin, worker, agent, gateway;
+#                certificates made here with openssl and keytool), StandardAuthorizer, and
+#                tether's ACLs per principal for the prefix 'tether.' (tether topics acls --apply)
+#   down-secure  stop the secured broker
+#   env-secure USER   the TETHER_* variables of a client logged in as USER (admin, worker, agent,
+#                gateway; agent-mtls: agent by client certificate on the MTLS listener):
+#                eval "$(scripts/services.sh env-secure agent)"
 #
 # Settings (environment): TETHER_KAFKA_PORT (9092), TETHER_KAFKA_CONTROLLER_PORT (9093),
 # TETHER_REDIS_PORT (6379), TETHER_KAFKA_HEAP_OPTS ("-Xms256m -Xmx512m"),
-# TETHER_SERVICES_DIR (<repo>/.services), TETHER_SERVICES_TIMEOUT (seconds to wait, 120).
+# TETHER_SERVICES_DIR (<repo>/.services), TETHER_SERVICES_TIMEOUT (seconds to wait, 120);
+# the secured broker: TETHER_KAFKA_SECURE_PORT (9094, SASL_SSL), TETHER_KAFKA_SECURE_MTLS_PORT
+# (9096, TLS with client certificates), TETHER_KAFKA_SECURE_CONTROLLER_PORT (9095, the same), TETHER_VENV_PYTHON (<repo>/.venv/bin/python: the Python
+# with confluent-kafka that creates the ACLs).
 #
 # Kafka and Redis are ephemeral test services: every fresh start formats a new, empty Kafka
 # log directory, and Redis runs without persistence.
@@ -28,6 +39,10 @@ REDIS_PORT="${TETHER_REDIS_PORT:-6379}"
 KAFKA_HEAP_OPTS="${TETHER_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 WAIT_SECONDS="${TETHER_SERVICES_TIMEOUT:-120}"
 PYTHON="${TETHER_PROBE_PYTHON:-python3}"
+SECURE_PORT="${TETHER_KAFKA_SECURE_PORT:-9094}"
+SECURE_CONTROLLER_PORT="${TETHER_KAFKA_SECURE_CONTROLLER_PORT:-9095}"
+SECURE_MTLS_PORT="${TETHER_KAFKA_SECURE_MTLS_PORT:-9096}"
+VENV_PYTHON="${TETHER_VENV_PYTHON:-$ROOT/.venv/bin/python}"
 
 KAFKA_POM="$ROOT/scripts/kafka/pom.xml"
 KAFKA_DIR="$SVC_DIR/kafka"
@@ -35,6 +50,13 @@ KAFKA_LIBS="$KAFKA_DIR/libs"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_PID="$KAFKA_DIR/kafka.pid"
 KAFKA_LOG="$KAFKA_DIR/kafka.log"
+SECURE_DIR="$SVC_DIR/kafka-secure"
+SECURE_DATA="$SECURE_DIR/data"
+SECURE_PID="$SECURE_DIR/kafka.pid"
+SECURE_LOG="$SECURE_DIR/kafka.log"
+SECURE_TLS="$SECURE_DIR/tls"
+SECURE_CLIENTS="$SECURE_DIR/clients"
+SECURE_USERS=(admin worker agent gateway)
 REDIS_DIR="$SVC_DIR/redis"
 REDIS_PID="$REDIS_DIR/redis.pid"
 REDIS_LOG="$REDIS_DIR/redis.log"
@@ -180,7 +202,7 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$KAFKA_DATA
-# tether creates every topic explicitly (DESIGN.md: never by broker auto-creation).
+# tether creates every topic explicitly (docs/contract.md: never by broker auto-creation).
 auto.create.topics.enable=false
 num.partitions=1
 default.replication.factor=1
@@ -277,6 +299,238 @@ print(cid)')
 }
 
 # ---------------------------------------------------------------------------------------------
+# Secured Kafka (up-secure): a second broker, beside the plaintext one, for the ACL tests
+# ---------------------------------------------------------------------------------------------
+# Listeners: SECURE (SASL_SSL, SCRAM-SHA-512) for every client and between brokers, as User:admin;
+# MTLS (SSL, client certificate required) for clients that log in with a certificate instead, as
+# User:<the certificate's CN> (one is made: CN=agent, the user `agent-mtls` of env-secure);
+# CONTROLLER (SSL, client certificate required) for the broker's own link to its controller, as
+# User:broker. Both principals are super users; everyone else gets only
+# the ACLs `tether topics acls` grants. Nothing listens in plaintext.
+
+new_secret() { "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+
+make_secure_tls() {
+  # A CA, and a broker certificate it signs (SAN 127.0.0.1 and localhost), in PKCS#12 stores
+  # for the JVM; clients verify the broker with ca.crt. Made once; `clean` removes them.
+  local tls=$SECURE_TLS pass
+  if [[ -s $tls/broker.p12 && -s $tls/truststore.p12 && -s $tls/store.password && -s $tls/agent.crt ]]; then
+    return 0
+  fi
+  command -v openssl >/dev/null || die "openssl is required for the secured broker's certificates"
+  command -v keytool >/dev/null || die "keytool (from the JDK) is required for the secured broker"
+  rm -rf "$tls"
+  mkdir -p "$tls"
+  chmod 700 "$tls"
+  pass=$(new_secret)
+  printf '%s' "$pass" >"$tls/store.password"
+  local sslog="$tls/openssl.log"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+      -keyout "$tls/ca.key" -out "$tls/ca.crt" -subj "/CN=tether-local-ca" &&
+      openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$tls/broker.key" \
+        -out "$tls/broker.csr" -subj "/CN=broker" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
+        >"$tls/broker.ext" &&
+      openssl x509 -req -sha256 -days 3650 -in "$tls/broker.csr" -CA "$tls/ca.crt" \
+        -CAkey "$tls/ca.key" -CAcreateserial -extfile "$tls/broker.ext" -out "$tls/broker.crt" &&
+      openssl pkcs12 -export -name broker -in "$tls/broker.crt" -inkey "$tls/broker.key" \
+        -certfile "$tls/ca.crt" -out "$tls/broker.p12" -passout "pass:$pass" &&
+      keytool -importcert -noprompt -alias tether-local-ca -file "$tls/ca.crt" \
+        -keystore "$tls/truststore.p12" -storetype PKCS12 -storepass "$pass" &&
+      # a client certificate for the MTLS listener, its key encrypted (TETHER_KAFKA__SSL_KEY_PASSWORD)
+      new_secret | tr -d '\n' >"$tls/agent.keypass" &&
+      openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$tls/agent.plain.key" \
+        -out "$tls/agent.csr" -subj "/CN=agent" &&
+      printf 'extendedKeyUsage=clientAuth\n' >"$tls/agent.ext" &&
+      openssl x509 -req -sha256 -days 3650 -in "$tls/agent.csr" -CA "$tls/ca.crt" \
+        -CAkey "$tls/ca.key" -CAcreateserial -extfile "$tls/agent.ext" -out "$tls/agent.crt" &&
+      openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$tls/agent.plain.key" -out "$tls/agent.key" \
+        -passout "file:$tls/agent.keypass" &&
+      rm -f "$tls/agent.plain.key"
+  } >"$sslog" 2>&1 || {
+    tail -n 20 "$sslog" >&2
+    die "could not make the secured broker's certificates (log: $sslog)"
+  }
+  log "kafka-secure: made a local CA and broker certificate in $tls"
+}
+
+write_secure_config() {
+  local pass admin_pw
+  pass=$(<"$SECURE_TLS/store.password")
+  admin_pw=$(<"$SECURE_CLIENTS/admin.password")
+  cat >"$SECURE_DIR/server.properties" <<PROPS
+# Generated by scripts/services.sh up-secure: single-node KRaft broker, SASL_SSL only, with ACLs.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$HOST:$SECURE_CONTROLLER_PORT
+listeners=SECURE://$HOST:$SECURE_PORT,MTLS://$HOST:$SECURE_MTLS_PORT,CONTROLLER://$HOST:$SECURE_CONTROLLER_PORT
+advertised.listeners=SECURE://$HOST:$SECURE_PORT,MTLS://$HOST:$SECURE_MTLS_PORT,CONTROLLER://$HOST:$SECURE_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SECURE
+listener.security.protocol.map=SECURE:SASL_SSL,MTLS:SSL,CONTROLLER:SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$SECURE_TLS/broker.p12
+ssl.keystore.password=$pass
+ssl.key.password=$pass
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$SECURE_TLS/truststore.p12
+ssl.truststore.password=$pass
+ssl.endpoint.identification.algorithm=https
+listener.name.controller.ssl.client.auth=required
+listener.name.mtls.ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:broker
+allow.everyone.if.no.acl.found=false
+log.dirs=$SECURE_DATA
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.segment.bytes=16777216
+log.cleaner.backoff.ms=1000
+delete.topic.enable=true
+PROPS
+  chmod 600 "$SECURE_DIR/server.properties"
+  cp "$KAFKA_DIR/log4j2.properties" "$SECURE_DIR/log4j2.properties"
+}
+
+write_secure_clients() {
+  # One password per user, new on every fresh start (the storage is formatted anew with them);
+  # env-secure prints a client's settings, pointing at its password file.
+  rm -rf "$SECURE_CLIENTS"
+  mkdir -p "$SECURE_CLIENTS"
+  chmod 700 "$SECURE_CLIENTS"
+  local user
+  for user in "${SECURE_USERS[@]}"; do
+    (umask 077 && new_secret | tr -d '\n' >"$SECURE_CLIENTS/$user.password")
+    cat >"$SECURE_CLIENTS/$user.env" <<VARS
+TETHER_KAFKA_BOOTSTRAP=$HOST:$SECURE_PORT
+TETHER_KAFKA__SECURITY_PROTOCOL=SASL_SSL
+TETHER_KAFKA__SASL_MECHANISM=SCRAM-SHA-512
+TETHER_KAFKA__SASL_USERNAME=$user
+TETHER_KAFKA__SASL_PASSWORD_FILE=$SECURE_CLIENTS/$user.password
+TETHER_KAFKA__SSL_CA_FILE=$SECURE_TLS/ca.crt
+VARS
+  done
+  cat >"$SECURE_CLIENTS/agent-mtls.env" <<VARS
+TETHER_KAFKA_BOOTSTRAP=$HOST:$SECURE_MTLS_PORT
+TETHER_KAFKA__SECURITY_PROTOCOL=SSL
+TETHER_KAFKA__SSL_CA_FILE=$SECURE_TLS/ca.crt
+TETHER_KAFKA__SSL_CERT_FILE=$SECURE_TLS/agent.crt
+TETHER_KAFKA__SSL_KEY_FILE=$SECURE_TLS/agent.key
+TETHER_KAFKA__SSL_KEY_PASSWORD=$(<"$SECURE_TLS/agent.keypass")
+VARS
+  chmod 600 "$SECURE_CLIENTS/agent-mtls.env"
+}
+
+secure_python() {
+  # The project's Python (confluent-kafka), logged in as admin, tether importable from here.
+  [[ -x $VENV_PYTHON ]] || die "the secured broker needs the project's venv ($VENV_PYTHON) to create its ACLs: run 'make venv' first, or set TETHER_VENV_PYTHON"
+  local vars=()
+  mapfile -t vars <"$SECURE_CLIENTS/admin.env"
+  env PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" "${vars[@]}" "$VENV_PYTHON" "$@"
+}
+
+# Exit 0 once the admin logs in (SASL_SSL, the broker verified against the CA) and sees a broker.
+WAIT_PY='import sys
+from tether.adapters.kafka_admin import wait_for_broker
+from tether.settings import Settings
+wait_for_broker(Settings(), timeout=float(sys.argv[1]))'
+
+kafka_secure_up() {
+  if pid_alive "$SECURE_PID" kafka.Kafka && [[ -s $SECURE_CLIENTS/admin.env ]]; then
+    if secure_python -c "$WAIT_PY" 30 >/dev/null 2>&1; then
+      log "kafka-secure: already running (pid $(<"$SECURE_PID")) on $HOST:$SECURE_PORT"
+      return 0
+    fi
+    log "kafka-secure: pid $(<"$SECURE_PID") runs but does not answer; restarting it"
+    stop_pid "$SECURE_PID" kafka.Kafka kafka-secure
+  fi
+  local port
+  for port in "$SECURE_PORT" "$SECURE_MTLS_PORT" "$SECURE_CONTROLLER_PORT"; do
+    if port_open "$port"; then
+      die "port $HOST:$port (secured Kafka) is in use; set TETHER_KAFKA_SECURE_PORT, TETHER_KAFKA_SECURE_MTLS_PORT and TETHER_KAFKA_SECURE_CONTROLLER_PORT"
+    fi
+  done
+  [[ -x $VENV_PYTHON ]] || die "the secured broker needs the project's venv ($VENV_PYTHON) to create its ACLs: run 'make venv' first, or set TETHER_VENV_PYTHON"
+  ensure_java_maven
+  resolve_kafka_jars
+  write_kafka_config # for its log4j2.properties, shared with the plaintext broker
+  mkdir -p "$SECURE_DIR"
+  chmod 700 "$SECURE_DIR"
+  make_secure_tls
+  write_secure_clients
+  write_secure_config
+
+  rm -rf "$SECURE_DATA"
+  mkdir -p "$SECURE_DATA"
+  local cluster_id user scram=()
+  cluster_id=$("$PYTHON" -c '
+import base64, uuid
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(cid)')
+  # SCRAM users exist from the first start: StorageTool writes them into the new metadata log.
+  for user in "${SECURE_USERS[@]}"; do
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(<"$SECURE_CLIENTS/$user.password")]")
+  done
+  if ! java -Dlog4j2.configurationFile="$SECURE_DIR/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
+    --cluster-id "$cluster_id" --config "$SECURE_DIR/server.properties" "${scram[@]}" \
+    >"$SECURE_DIR/format.log" 2>&1; then
+    tail -n 40 "$SECURE_DIR/format.log" >&2
+    die "kafka-secure: formatting the log directory failed (log: $SECURE_DIR/format.log)"
+  fi
+
+  log "kafka-secure: starting Apache Kafka $(kafka_version) (KRaft, SASL_SSL, ACLs) on $HOST:$SECURE_PORT"
+  # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
+  setsid nohup java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$SECURE_DIR/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$SECURE_DIR/server.properties" \
+    >"$SECURE_LOG" 2>&1 </dev/null &
+  echo $! >"$SECURE_PID"
+
+  local started=$SECONDS
+  while ((SECONDS - started < WAIT_SECONDS)) && ! port_open "$SECURE_PORT"; do
+    pid_alive "$SECURE_PID" kafka.Kafka || break
+    sleep 0.25
+  done
+  # Ready once the admin logs in (SASL_SSL, broker verified against the CA) and sees the broker;
+  # then tether's ACLs for the default prefix (tests grant the same for prefixes of their own).
+  if ! secure_python -m tether.cli topics acls --apply --wait "$WAIT_SECONDS" \
+    >"$SECURE_DIR/acls.log" 2>&1; then
+    log "kafka-secure: no ACLs after ${WAIT_SECONDS}s; $SECURE_DIR/acls.log and the last lines of $SECURE_LOG:"
+    tail -n 10 "$SECURE_DIR/acls.log" >&2 || true
+    tail -n 30 "$SECURE_LOG" >&2 || true
+    stop_pid "$SECURE_PID" kafka.Kafka kafka-secure
+    die "the secured kafka did not start"
+  fi
+  log "kafka-secure: ready after $((SECONDS - started))s (pid $(<"$SECURE_PID"), log $SECURE_LOG); clients: eval \"\$(scripts/services.sh env-secure admin|worker|agent|gateway)\""
+}
+
+print_env_secure() {
+  local user=${1:-}
+  [[ " ${SECURE_USERS[*]} agent-mtls " == *" $user "* ]] ||
+    die "env-secure takes one of: ${SECURE_USERS[*]} agent-mtls"
+  [[ -s $SECURE_CLIENTS/$user.env ]] || die "the secured broker is not set up: scripts/services.sh up-secure"
+  sed 's/^/export /' "$SECURE_CLIENTS/$user.env"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------------
 redis_server_version() { redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p'; }
@@ -356,6 +610,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  if [[ -e $SECURE_PID ]]; then stop_pid "$SECURE_PID" kafka.Kafka kafka-secure; fi
   stop_pid "$KAFKA_PID" kafka.Kafka kafka
   stop_pid "$REDIS_PID" redis-server redis
 }
@@ -380,6 +635,9 @@ cmd_status() {
   else
     echo "redis: down"; rc=1
   fi
+  if pid_alive "$SECURE_PID" kafka.Kafka; then
+    echo "kafka-secure: up    pid $(<"$SECURE_PID")  $HOST:$SECURE_PORT (SASL_SSL, ACLs)  clients: scripts/services.sh env-secure USER"
+  fi
   return $rc
 }
 
@@ -395,6 +653,9 @@ case "${1:-}" in
   status) cmd_status ;;
   env) print_env | sed 's/^/export /' ;;
   clean) cmd_clean ;;
+  up-secure) kafka_secure_up ;;
+  down-secure) stop_pid "$SECURE_PID" kafka.Kafka kafka-secure ;;
+  env-secure) print_env_secure "${2:-}" ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2

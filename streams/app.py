@@ -15,6 +15,8 @@ from faust.types import TP
 from streams import codecs, faust_fixes
 from streams.input_fetch import InputFetcher
 from streams.intake import Intake
+from streams.kafka_auth import broker_credentials
+from streams.ledger import RevocationLedger
 from streams.outputs import Publisher, routed
 from streams.recovery import FastRecovery
 from streams.registry_sync import LocalSignatures, RegistrySync
@@ -38,8 +40,13 @@ def consumer_of(app: faust.App) -> Any:
     return app.consumer
 
 
-def _table(app: faust.App, name: str, partitions: int, value_codec: str) -> Any:
-    table: Any = app.Table(name, partitions=partitions)
+def _table(app: faust.App, name: str, partitions: int, value_codec: str, settings: Settings) -> Any:
+    table: Any = app.Table(
+        name,
+        partitions=partitions,
+        # its changelog is as durable as tether's own topics (TETHER_KAFKA__MIN_INSYNC_REPLICAS)
+        extra_topic_configs={"min.insync.replicas": str(settings.kafka.min_insync_replicas)},
+    )
     # faust derives serializers from key_type/value_type, and state is not a faust Record: set
     # tether's codecs on the table and on its changelog topic (already made when the table was
     # registered), so that writes and recovery both use them.
@@ -66,6 +73,12 @@ def mark_inbound(monitor: Any, batch: Sequence[Any]) -> None:
         inbound[tp] = now
 
 
+def web_bind(settings: Settings) -> str:
+    """Where faust's web server listens: loopback unless ``TETHER_WEB_HOST`` says otherwise
+    (faust itself binds every interface as soon as a port is given)."""
+    return settings.web_host
+
+
 def _started(kafka: KafkaPublisher) -> KafkaPublisher:
     kafka.start()  # idempotent: the producer connects on first use
     return kafka
@@ -81,6 +94,7 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings.kafka),  # as the librdkafka clients
         store="memory://",
         # Tables live in memory; faust still creates its data directory: keep it under
         # tether's home rather than the working directory.
@@ -88,10 +102,14 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # the tables' changelogs: replicated as tether's own topics (TETHER_KAFKA__*)
+        topic_replication_factor=settings.kafka.replication_factor,
+        # faust's leader-election topic: tether runs no leader-only task, so it is never made
+        topic_disable_leader=True,
         table_standby_replicas=0,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
+        web_bind=web_bind(settings),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         # A dead worker's partitions move once the broker gives up on it: keep that short.
@@ -117,8 +135,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         )
 
     intents, uses = source(intents_name), source(uses_name)
-    sessions_table = _table(app, "sessions", n, codecs.SESSION)
-    tokens_table = _table(app, "tokens", n, codecs.TOKEN)
+    sessions_table = _table(app, "sessions", n, codecs.SESSION, settings)
+    tokens_table = _table(app, "tokens", n, codecs.TOKEN, settings)
 
     tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
 
@@ -163,7 +181,11 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         Publisher(publish_many),
         signer_from_settings(settings),  # a missing or unfit key stops the worker here
         worker_id=worker_id,
-        lag=InputLag(behind=behind, buffered=lambda: intake.pending > 0),
+        lag=InputLag(
+            behind=behind,
+            buffered=lambda: intake.pending > 0,
+            records=lambda p: fetcher.lag_records(p) if fetcher is not None else None,
+        ),
     )
     worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
     sync = RegistrySync(
@@ -173,6 +195,19 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         client_id=f"tether-registry-{worker_id}",
         local=worker.signed_here,
     )
+    ledger = (
+        RevocationLedger(
+            settings,
+            verifier_from_settings(settings),
+            client_id=f"tether-ledger-{worker_id}",
+            floor=worker.floor,
+            local=LocalSignatures(capacity=10_000),  # bounded: others are verified
+        )
+        if settings.ledger
+        else None
+    )
+    if ledger is not None:
+        worker.signed_for_ledger = ledger.local  # what this worker signed needs no verification
     batch_max = settings.batch_max
 
     # tether's input topics skip faust's agents: the consumer loop hands their records to the
@@ -229,6 +264,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
+        if ledger is not None:
+            ledger.stop()
         kafka.stop(timeout=10)
         alerts.stop(timeout=10)
         worker.signing.close()
@@ -245,6 +282,8 @@ def build(settings: Settings) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # o
         if fetcher is not None:
             fetcher.start()
         sync.start()
+        if ledger is not None:
+            ledger.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

@@ -158,6 +158,16 @@ class InputFetcher:
         taken = last + 1 if last is not None else (start or 0)
         return taken < high
 
+    def lag_records(self, partition: int) -> int | None:
+        """Records of a ``lag_topic`` partition not taken yet (None: not known yet)."""
+        high = self._high.get(partition)
+        if high is None or high < 0:
+            return None
+        last = self._last.get(self._tp(self.lag_topic, partition))
+        start = self._start.get(self._tp(self.lag_topic, partition))
+        taken = last + 1 if last is not None else (start or 0)
+        return max(0, high - taken)
+
     def stop(self) -> None:
         """Stop reading and close the consumer (the worker is shutting down)."""
         self._stop.set()

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaError
+
 from tether.adapters.kafka_publisher import DeliveryError, Entry
 from tether.models.outputs import Revocation
 
@@ -15,6 +17,24 @@ _log = logging.getLogger("tether.worker")
 Failures = list[tuple[Entry, DeliveryError]]
 PublishMany = Callable[[list[Entry]], Awaitable[Failures]]
 """Publishes records and returns, once the broker has answered for all, those that failed."""
+Reject = Callable[[Entry, DeliveryError], Entry | None]
+"""Given a record the broker refused for good, what to publish instead (its dead letter), or
+``None`` to keep retrying it (a revocation; a record small enough that the topic, not the
+record, must be at fault)."""
+
+PERMANENT = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,  # larger than the topic's max.message.bytes (or ours)
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,  # e.g. refused by a broker-side validation
+    }
+)
+"""Produce errors about the record itself: sending the same bytes again can never succeed."""
+
+SIZE_ERRORS = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
+)
 
 
 def routed(urgent_topics: Collection[str], urgent: PublishMany, bulk: PublishMany) -> PublishMany:
@@ -25,7 +45,7 @@ def routed(urgent_topics: Collection[str], urgent: PublishMany, bulk: PublishMan
     librdkafka's ``linger.ms`` is one setting per producer, and it sends one request per
     partition: the worker's decisions, credential uses and state reach ~30 partitions, and with
     a 1 ms linger all its outputs took ~1,500 produce requests a second at 5,600 intents/s
-    (librdkafka's statistics, 2026-12-01). A second producer lets the routine records wait to
+    (librdkafka's statistics). A second producer lets the routine records wait to
     share requests while revocations and findings leave at once."""
     topics = frozenset(urgent_topics)
 
@@ -69,14 +89,30 @@ class Publisher:
     """Publishes batches with at-least-once delivery: failed records are retried until Kafka
     acknowledges them (ids derive from causes, so a duplicate is harmless). While it retries,
     the caller is blocked and no input offset moves: a lost revocation would be a security hole.
+
+    Except for a record the broker refuses for good (``PERMANENT``: too large for the topic,
+    invalid): the same bytes can never be accepted, and retrying them forever stalled the whole
+    worker (intake, heartbeats, every gateway failing closed). Such a record is first sent
+    again on its own (refused in a batch, it may have been the batch that was too large), then,
+    if still refused, handed to ``reject``, whose replacement (a small dead letter naming the
+    record and the error) is published instead; the other records of the batch go on. Without
+    ``reject``, or when it answers ``None``, the record is retried like any other.
     """
 
-    def __init__(self, publish_many: PublishMany, *, max_backoff_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        publish_many: PublishMany,
+        *,
+        max_backoff_s: float = 2.0,
+        reject: Reject | None = None,
+    ) -> None:
         self.publish_many = publish_many
+        self.reject = reject
         self._max_backoff = max_backoff_s
         self.failing_since: float | None = None
         self.published = 0
         self.retries = 0
+        self.rejected = 0  # records refused for good and replaced by their dead letter
 
     async def send(self, batch: Batch) -> None:
         """Publish every record of ``batch``; return once all are acknowledged."""
@@ -109,9 +145,17 @@ class Publisher:
             except Exception as exc:  # could not even queue them: same as failing them all
                 failures = [(rec, DeliveryError(rec[0], rec[1], repr(exc))) for rec in pending]
             self.published += len(pending) - len(failures)
+            instead: list[Entry] = []
+            if failures and self.reject is not None:
+                failures, instead = await self._judge(
+                    failures, alone=len(pending) == 1, reject=self.reject
+                )
             if not failures:
-                self.failing_since = None
-                return
+                if not instead:
+                    self.failing_since = None
+                    return
+                pending = instead  # the dead letters of records refused for good
+                continue
             if self.failing_since is None:
                 self.failing_since = loop.time()
             self.retries += len(failures)
@@ -125,7 +169,42 @@ class Publisher:
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
-            pending = [rec for rec, _ in failures]
+            pending = [rec for rec, _ in failures] + instead
+
+    async def _judge(
+        self, failures: Failures, *, alone: bool, reject: Reject
+    ) -> tuple[Failures, list[Entry]]:
+        """Split ``failures`` into those to retry and the replacements of records refused for
+        good. A record refused in a batch is sent again on its own first, awaited before the
+        next (librdkafka would batch them together again): only a refusal of the record alone
+        says something about the record."""
+        retry: Failures = []
+        instead: list[Entry] = []
+        for rec, first in failures:
+            err = first
+            if err.code not in PERMANENT:
+                retry.append((rec, err))
+                continue
+            if not alone:
+                try:
+                    again = await self.publish_many([rec])
+                except Exception as exc:  # could not even queue it: retry with the others
+                    again = [(rec, DeliveryError(rec[0], rec[1], repr(exc)))]
+                if not again:
+                    self.published += 1
+                    continue
+                err = again[0][1]
+                if err.code not in PERMANENT:
+                    retry.append((rec, err))
+                    continue
+            replacement = reject(rec, err)
+            if replacement is None:
+                retry.append((rec, err))
+            else:
+                self.rejected += 1
+                _log.error("%s; publishing its dead letter instead of retrying it", err)
+                instead.append(replacement)
+        return retry, instead
 
     def stuck_for(self, now: float) -> float:
         """Seconds the publisher has been failing (0 when healthy)."""

@@ -20,12 +20,15 @@ from typing import Any
 import orjson
 
 from streams.intake import InputRecord
+from streams.ledger import RevocationFloor
+from streams.output_rejects import OutputRejects
 from streams.outputs import Batch, Publisher
 from streams.registry_sync import LocalSignatures
 from streams.signing import SigningPool
 from streams.tables import TableStore
 from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import Entry
+from tether.bootstrap import source_gate
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
@@ -52,15 +55,19 @@ def encode_use(use: CredentialUse) -> bytes:
             use.event_id,
             use.inherited,
             use.expires_at,
+            use.owner,
         ]
     )
 
 
 def decode_use(data: bytes) -> CredentialUse:
     """The inverse of ``encode_use``."""
-    token_id, workload, workflow, t, event_id, inherited, expires = orjson.loads(data)
+    token_id, workload, workflow, t, event_id, inherited, expires, *more = orjson.loads(data)
     # workload ids repeat across the fleet: one copy, shared by every token's state
-    return CredentialUse(token_id, intern(workload), workflow, t, event_id, inherited, expires)
+    owner = bool(more and more[0])
+    return CredentialUse(
+        token_id, intern(workload), workflow, t, event_id, inherited, expires, owner
+    )
 
 
 FIRE_MAX = 2000
@@ -112,12 +119,17 @@ def _no_partition(_partition: int) -> bool:
     return False
 
 
+def _no_count(_partition: int) -> int | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class InputLag:
     """What the worker can learn of input it has not applied yet."""
 
     behind: Callable[[int], bool] = _no_partition  # an intents partition has records unread
     buffered: Callable[[], bool] = _nothing  # records were read but not handed over yet
+    records: Callable[[int], int | None] = _no_count  # records not taken yet on a partition
 
 
 class Worker:
@@ -141,19 +153,24 @@ class Worker:
         self.engine = WorkflowEngine(ctx, sessions)
         self.index = TokenIndex(ctx, tokens, hold_s=settings.token_hold_s)
         self.publisher = publisher
+        self.topics = {
+            name: settings.topic(name)
+            for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
+        }
+        if publisher.reject is None:  # an output refused for good: its dead letter instead
+            publisher.reject = OutputRejects(settings, self.topics)
         self.heartbeats = Publisher(publisher.publish_many)
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self.signing = SigningPool(signer, settings.signing_processes)
         self.inline_max = settings.signing_inline_max  # findings' revocations signed here
         self.signed_here: LocalSignatures | None = None  # given to the registry sync, if any
+        self.signed_for_ledger: LocalSignatures | None = None  # and to the revocation ledger
+        # a key's revocation is never published shorter than this process knows it was
+        self.floor = RevocationFloor()
         self.worker_id = worker_id
         self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
         self._epoch: _Epoch | None = None  # steps whose state is not written yet
         self._epoch_s = settings.state_epoch_ms / 1000
-        self.topics = {
-            name: settings.topic(name)
-            for name in (FINDINGS, DECISIONS, REVOCATIONS, DEADLETTER, CREDENTIAL_USES)
-        }
         self.needs_reschedule = True
         self.assigned: set[int] = set()
         self.lag = lag or InputLag()
@@ -162,9 +179,14 @@ class Worker:
         )
         self._advanced_at = monotonic()  # wall time of the last watermark advance
         self._record_at = monotonic()  # wall time of the last input record
+        self._ahead = float("inf")  # the current step's event-time limit (submit_intents)
         self._heartbeats = 0
+        self._caught_up_at: dict[int, float] = {}  # intents partition -> wall time last caught up
+        self.revocation_partitions = settings.partitions  # heartbeats go to every one of them
         self.events = 0
         self.deadletters = 0
+        # authenticates and authorizes each record (a missing or bad registry stops the worker)
+        self.gate = source_gate(settings, ctx.cfg)
 
     # -- intents --------------------------------------------------------------------------
 
@@ -186,6 +208,7 @@ class Worker:
         batch = Batch()
         skew = self.settings.max_skew_s
         horizon = now.timestamp() + skew
+        self._ahead = now.timestamp() + self.settings.max_ahead_s
         before = self.engine.watermark
         self._record_at = monotonic()
         alarms = _Alarms(self.inline_max)
@@ -207,6 +230,8 @@ class Worker:
         need not wait for the rest of the batch to be applied. Whatever is not sent here stays
         in ``out`` for the end of the step (task-completion revocations, a burst, an error)."""
         revocations = out.revocations
+        at_least = self.floor.at_least
+        revocations[alarms.seen :] = [at_least(r) for r in revocations[alarms.seen :]]
         fresh = revocations[alarms.seen :]
         urgent = [r for r in fresh if r.finding_id is not None]
         if urgent and len(urgent) <= alarms.budget:
@@ -326,11 +351,13 @@ class Worker:
         return self._signed(revocations, tokens)
 
     def _signed(self, revocations: list[Revocation], tokens: list[bytes]) -> list[Entry]:
-        topic, local = self.topics[REVOCATIONS], self.signed_here
+        topic, local, ledger = self.topics[REVOCATIONS], self.signed_here, self.signed_for_ledger
         entries: list[Entry] = []
         for r, token in zip(revocations, tokens, strict=True):
             if local is not None:
                 local.add(token, r)
+            if ledger is not None:
+                ledger.add(token, r)
             entries.append((topic, r.target.key.encode(), token, None))
         return entries
 
@@ -362,6 +389,11 @@ class Worker:
                     decoded.workflow_id,
                     decoded.event_id,
                 )
+            if self.gate is not None and not isinstance(decoded, Rejected):
+                admitted = self.gate.admit(data, decoded, self._initiator, now, out)
+                if admitted is None:  # an invalid presented token: a finding, nothing applied
+                    return
+                decoded = admitted
             if isinstance(decoded, Rejected):
                 self._dead(rec, data, decoded, now, batch)
                 return
@@ -374,13 +406,19 @@ class Worker:
                 why = Rejected("internal_error", f.error, f.workflow_id, decoded.event_id)
                 self._dead(rec, data, why, now, batch)
                 return
-            self.watermarks.observe(rec.partition, decoded.t)
+            # an event dated ahead of the wall clock is applied, but moves event time no
+            # further than max_ahead_s past it: it cannot fire others' waiting checks early
+            self.watermarks.observe(rec.partition, min(decoded.t, self._ahead))
             self.events += 1
         except Exception as exc:  # never let one record stop the worker or vanish
             _log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
             self._dead(
                 rec, data, Rejected("internal_error", f"internal error: {exc!r}"), now, batch
             )
+
+    def _initiator(self, workflow_id: str) -> str | None:
+        s = self.sessions.get(workflow_id)
+        return s.started.initiator if s is not None and s.started is not None else None
 
     def _dead(
         self, rec: InputRecord, data: bytes, why: Rejected, now: datetime, batch: Batch
@@ -403,7 +441,8 @@ class Worker:
             batch.add(self.topics[DEADLETTER], f.workflow_id.encode(), encode(dead))
         out.failures.clear()
         self._collect_findings(out.findings, batch)
-        batch.unsigned.extend(out.revocations)
+        at_least = self.floor.at_least
+        batch.unsigned.extend(at_least(r) for r in out.revocations)
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 
@@ -439,7 +478,7 @@ class Worker:
             self.index.observe(use, now, out)
             latest = max(latest, use.t)
         if latest > float("-inf"):
-            self.index.expire(latest, now)
+            self.index.expire(min(latest, now.timestamp() + self.settings.max_ahead_s), now)
         batch = Batch()
         self._collect(out, batch)
         return self._commit(batch)
@@ -452,11 +491,13 @@ class Worker:
         event (the processing-time backstop), so waiting checks fire about one grace period
         after their event."""
         self._maybe_reschedule()
+        self.input_lag()  # samples which partitions are caught up
         engine = self.engine
         target = self.watermarks.current()
         clock = monotonic()
         if self._quiet(clock) and engine.watermark > float("-inf"):
             target = max(target, engine.watermark + (clock - self._advanced_at))
+        target = min(target, self._event_time_limit())
         if target <= engine.watermark and not engine.pending:
             return
         reached = False
@@ -472,6 +513,10 @@ class Worker:
             self._collect(out, batch)
             self._collect_uses(uses, batch)
             await self._commit(batch, now=True)
+
+    def _event_time_limit(self) -> float:
+        """How far event time may go now: the wall clock plus ``max_ahead_s``."""
+        return datetime.now(UTC).timestamp() + self.settings.max_ahead_s
 
     def _quiet(self, clock: float) -> bool:
         """Whether the input is quiet, not just slow: nothing arrived for a tick and nothing is
@@ -494,22 +539,56 @@ class Worker:
             return
         self._heartbeats += 1
         wm = self.engine.watermark
-        hb = Heartbeat(
-            emitted_at=datetime.now(UTC),
-            source=self.worker_id,
-            sequence=self._heartbeats,
-            watermark=ts(wm) if wm > float("-inf") else None,
-            interval_s=self.settings.heartbeat_s,
-        )
+        lag_s, lag_records = self.input_lag()
+        emitted = datetime.now(UTC)
+        watermark = ts(wm) if wm > float("-inf") else None
         batch = Batch()
         key = f"heartbeat:{self.worker_id}".encode()
-        batch.add(self.topics[REVOCATIONS], key, self.signer.heartbeat(hb))
+        topic = self.topics[REVOCATIONS]
+        # One on every partition of the revocations topic (same key, pinned): a watcher that
+        # cannot read one partition sees that partition go stale instead of a fresh feed.
+        for partition in range(self.revocation_partitions):
+            hb = Heartbeat(
+                emitted_at=emitted,
+                source=self.worker_id,
+                sequence=self._heartbeats,
+                watermark=watermark,
+                interval_s=self.settings.heartbeat_s,
+                partition=partition,
+                input_lag_s=lag_s,
+                input_lag_records=lag_records,
+            )
+            batch.add(topic, key, self.signer.heartbeat(hb), partition)
         await self.heartbeats.send(batch)  # its own failure clock: a heartbeat that gets through
         # must not make a pipeline whose outputs are failing look healthy
+
+    def input_lag(self) -> tuple[float, int | None]:
+        """The worker's input lag: seconds (an upper bound on how long its oldest unapplied
+        input record has waited: the time since its most lagging intents partition was last
+        seen caught up) and records (not taken yet on that partition; None if unknown).
+
+        Sampled on every tick and heartbeat; a partition with nothing unread is caught up."""
+        now = monotonic()
+        lag = self.lag
+        seconds, records = 0.0, 0
+        known = True
+        for p in self.assigned:
+            if not lag.behind(p):
+                self._caught_up_at[p] = now
+                continue
+            since = self._caught_up_at.setdefault(p, now)
+            seconds = max(seconds, now - since)
+            count = lag.records(p)
+            if count is None:
+                known = False
+            else:
+                records = max(records, count)
+        return round(seconds, 3), (records if known else None)
 
     def assign(self, partitions: set[int]) -> None:
         """Faust assigned these intents partitions to this worker (state recovers next)."""
         self.assigned = partitions
+        self._caught_up_at = {}
         self.needs_reschedule = True
 
     def _maybe_reschedule(self) -> None:
@@ -524,6 +603,8 @@ class Worker:
         for s in self.sessions.values():
             if s.last_time > seeds.get(s.partition, float("-inf")):
                 seeds[s.partition] = s.last_time
+        limit = self._event_time_limit()  # a session dated ahead does not seed event time ahead
+        seeds = {p: min(t, limit) for p, t in seeds.items()}
         self.watermarks.assign(self.assigned, seeds)
         self.engine.watermark = min(
             (seeds.get(p, float("-inf")) for p in self.assigned), default=float("-inf")

@@ -1,4 +1,4 @@
-"""Event builders for tests: compact, readable scenarios in DESIGN.md's contract."""
+"""Event builders for tests: compact, readable scenarios in the contract (docs/contract.md)."""
 
 from __future__ import annotations
 

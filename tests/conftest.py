@@ -1,6 +1,2 @@
-"""Shared test setup: make the test helpers importable."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
+"""Shared test setup. Test helpers (builders, scenarios, sdk_helpers) are importable through
+pyproject's ``[tool.pytest.ini_options] pythonpath``, not sys.path edits."""

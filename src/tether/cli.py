@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -31,12 +33,15 @@ def main() -> None:
     identity handoffs at every tool call, and turns a "no" into a revocation.
 
     \b
-    Start here:
-      tether demo                      a synthetic fleet with injected attacks, live
-      tether replay events.jsonl       run the detectors over a JSON Lines file
-      tether policy validate DIR       check a directory of Cedar policies
+    Examples (start here):
+      tether demo                         a synthetic fleet with injected attacks, live
+      tether demo --write events.jsonl    the same fleet's telemetry as a sample file
+      tether replay events.jsonl          run the detectors over a JSON Lines file
+      tether policy validate DIR          check a directory of Cedar policies
+      tether worker / emit / watch        the streaming pipeline over Kafka
 
-    Settings come from flags and TETHER_* environment variables (see README).
+    Settings come from flags and TETHER_* environment variables (each command's --help names
+    its own; docs/operations.md lists them all). The record formats: docs/contract.md.
     """
 
 
@@ -64,6 +69,17 @@ def main() -> None:
     show_default=True,
     help="Stamp records with event time (reproducible) or the wall clock.",
 )
+@click.option(
+    "--sources",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Source registry (sources.yaml): authenticate and authorize every event "
+    "[env TETHER_SOURCES].",
+)
+@click.option(
+    "--sources-mode",
+    type=click.Choice(["enforce", "audit"]),
+    help="When the registry names no mode: enforce refuses, audit labels [default: enforce].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
 def replay(
     file: str,
@@ -75,6 +91,8 @@ def replay(
     policy_pack: str | None,
     no_policy: bool,
     clock: str,
+    sources: Path | None,
+    sources_mode: str | None,
     quiet: bool,
 ) -> None:
     """Run the detectors over FILE, a JSON Lines file of input events ('-' for stdin).
@@ -93,12 +111,18 @@ def replay(
       cat events.jsonl | tether replay - --decisions
 
     \b
-    One event per line (DESIGN.md has the contract), e.g.:
+    Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
+    TETHER_POLICY_DIR, TETHER_POLICY_PACK (default), TETHER_POLICY (true),
+    TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS (true).
+
+    \b
+    One event per line (docs/contract.md has the contract; `tether demo --write FILE` writes
+    a sample), e.g.:
       {"schema_version":1,"event_type":"tool_call.intent","event_id":"01JDX3Q9V7K2",
        "occurred_at":"2026-11-28T14:00:00.120Z","workflow_id":"wf-42","agent":{...},
        "credential":{...},"action":{"tool":"crm.search","operation":"read",...}}
     """
-    from tether.bootstrap import monitor  # noqa: PLC0415
+    from tether.bootstrap import monitor, source_gate  # noqa: PLC0415
     from tether.cli_progress import progress_reader  # noqa: PLC0415
     from tether.replay import Replayer, summary_lines  # noqa: PLC0415
 
@@ -108,13 +132,16 @@ def replay(
         max_chain_length=max_chain_length,
         policy=False if no_policy else None,
         policy_pack=policy_pack,
+        sources=sources,
+        sources_mode=sources_mode,
     )
     try:
         mon = monitor(settings, policy_dir=policy_dir, decisions=decisions)
+        gate = source_gate(settings, mon.ctx.cfg)
     except Exception as exc:  # a policy error must name its file and stop before reading input
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer
-    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock)
+    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock, gate=gate)
     with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
         stats = rep.run(lines.lines(), lines.tick)
     out.flush()
@@ -163,6 +190,14 @@ def _open_input(file: str) -> IO[bytes]:
     "(needs `make services`; TETHER_KAFKA_BOOTSTRAP).",
 )
 @click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
+@click.option(
+    "--write",
+    "write_to",
+    metavar="FILE",
+    type=click.Path(allow_dash=True, dir_okay=False, path_type=str),
+    help="Write the fleet's telemetry to FILE as JSON Lines ('-' for stdout) and exit, instead "
+    "of running it: a sample events.jsonl for `tether replay` and `tether emit`.",
+)
 def demo(  # click passes every option
     workflows: int,
     seed: int,
@@ -171,6 +206,7 @@ def demo(  # click passes every option
     no_live: bool,
     kafka: bool,
     no_worker: bool,
+    write_to: str | None,
 ) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
 
@@ -182,12 +218,35 @@ def demo(  # click passes every option
     destination, activity after completion, and more. Ends with a summary: events, findings by
     code, revocations, detection latency, and whether every injected attack was caught.
 
+    With --write FILE, nothing runs: the same fleet (--workflows, --seed, --attack-rate), with
+    three malformed lines for the dead-letter topic, is written to FILE as one input event per
+    line, dated so that the fleet ends a minute before now: a streaming worker accepts every
+    event (it dead-letters events dated ahead of its clock), and the last workflows'
+    revocations are still in force. The contract of each line: docs/contract.md.
+
+    \b
+    Examples:
+      tether demo                                   # ~30 s, live view, then the scorecard
+      tether demo --no-live --rate 0                # as fast as possible, plain lines
+      tether demo --write events.jsonl              # a sample file: try `tether replay` on it
+      tether demo --kafka                           # through Kafka and a worker (make services)
+
+    \b
+    Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
+    TETHER_TOPIC_PREFIX ('tether.').
+
     Exit status: 0 when every injected attack was caught and no benign workflow raised a
-    finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived).
+    finding, 1 otherwise, 130 when interrupted with Ctrl-C (the summary covers what arrived);
+    with --write, 0 once the file is written; with --kafka, 69 when Kafka cannot be reached.
     """
+    if write_to is not None:
+        _write_sample(write_to, workflows=workflows, seed=seed, attack_rate=attack_rate)
+        return
     if kafka:
+        from tether.cli_stream import require_broker  # noqa: PLC0415
         from tether.demo.kafka import run_kafka_demo  # noqa: PLC0415
 
+        require_broker(_settings(), 10.0)
         sys.exit(
             run_kafka_demo(
                 _settings(),
@@ -204,6 +263,39 @@ def demo(  # click passes every option
         workflows=workflows, seed=seed, attack_rate=attack_rate, rate=rate, live=not no_live
     )
     sys.exit(code)
+
+
+def _write_sample(target: str, *, workflows: int, seed: int, attack_rate: float) -> None:
+    """``tether demo --write``: the fleet as JSON Lines, its last event a minute before now."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from tether.demo.sample import ending_before, write_sample  # noqa: PLC0415
+
+    start = ending_before(
+        datetime.now(UTC), workflows=workflows, seed=seed, attack_rate=attack_rate
+    )
+    try:
+        with _open_output(target) as out:
+            stats = write_sample(
+                out, start=start, workflows=workflows, seed=seed, attack_rate=attack_rate
+            )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from exc
+    click.echo(
+        f"wrote {stats.events:,} events ({stats.workflows} workflows, {stats.attacked} attacked) "
+        f"and {stats.malformed} malformed lines to {'stdout' if target == '-' else target}",
+        err=True,
+    )
+
+
+@contextmanager
+def _open_output(target: str) -> Iterator[IO[bytes]]:
+    if target == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(target, "wb") as out:
+        yield out
 
 
 @main.command()
@@ -224,6 +316,14 @@ def demo(  # click passes every option
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to keep trying to reach Kafka at start-up before giving up (exit 69).",
+)
 def worker(
     bootstrap: str | None,
     prefix: str | None,
@@ -232,6 +332,7 @@ def worker(
     worker_id: str | None,
     web_port: int | None,
     loglevel: str,
+    wait_s: float,
 ) -> None:
     """Run a streaming worker (faust) over Kafka: the production pipeline.
 
@@ -239,14 +340,29 @@ def worker(
     to tether.findings, tether.decisions and tether.revocations (plus heartbeats), keeping
     the Redis registry in step. Creates tether's topics first if they are missing. Run more
     workers with the same settings to share the partitions (each needs its own --web-port if
-    the web server is on).
+    the web server is on). Runs until SIGTERM or Ctrl-C.
+
+    Exit status: 0 when stopped; 69 when Kafka cannot be reached within --wait seconds at
+    start-up (one line says where it looked; a supervisor restarts it); 1 when tether's
+    topics exist with other partition counts or configs than the settings ask for.
 
     \b
     Examples:
       tether worker
       TETHER_KAFKA_BOOTSTRAP=kafka:9092 TETHER_REDIS_URL=redis://redis:6379/0 tether worker
       tether worker --worker-id worker-1 --prefix staging.tether.
+
+    \b
+    Environment (the main ones; docs/operations.md lists all): TETHER_KAFKA_BOOTSTRAP
+    (127.0.0.1:9092), TETHER_REDIS_URL (redis://127.0.0.1:6379/0), TETHER_TOPIC_PREFIX,
+    TETHER_PARTITIONS (6), TETHER_WORKER_ID, TETHER_SIGNING_KEY (default: a development key
+    under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK.
     """
+    from tether.adapters.kafka_admin import (  # noqa: PLC0415
+        BrokerUnavailableError,
+        TopicError,
+    )
+    from tether.cli_stream import EXIT_UNREACHABLE, require_broker, unreachable  # noqa: PLC0415
     from tether.streaming import run_worker  # noqa: PLC0415
 
     settings = _settings(
@@ -257,7 +373,14 @@ def worker(
         worker_id=worker_id,
         web_port=web_port,
     )
-    run_worker(settings, loglevel=loglevel)
+    require_broker(settings, wait_s)
+    try:
+        run_worker(settings, loglevel=loglevel)
+    except BrokerUnavailableError as exc:  # it answered the probe, then went away
+        click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason), err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    except TopicError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 _SCHEMA_DIR = click.option(
@@ -272,13 +395,25 @@ _SCHEMA_DIR = click.option(
 
 @main.group()
 def schemas() -> None:
-    """JSON Schemas of every record, generated from the models."""
+    """JSON Schemas of every record, generated from the models.
+
+    \b
+    Example:
+      tether schemas check
+    """
 
 
 @schemas.command("export")
 @_SCHEMA_DIR
 def schemas_export(directory: Path) -> None:
-    """Write the JSON Schema files into DIR."""
+    """Write the JSON Schema files into DIR (one per input event type and output record).
+
+    \b
+    Example:
+      tether schemas export --dir schemas
+
+    Environment: none (the schemas come from the models alone).
+    """
     from tether.schemas import export  # noqa: PLC0415
 
     for path in export(directory):
@@ -288,7 +423,14 @@ def schemas_export(directory: Path) -> None:
 @schemas.command("check")
 @_SCHEMA_DIR
 def schemas_check(directory: Path) -> None:
-    """Fail (exit 1) when the committed schemas differ from the models."""
+    """Fail (exit 1) when the committed schemas differ from the models.
+
+    \b
+    Example:
+      tether schemas check --dir schemas
+
+    Environment: none.
+    """
     from tether.schemas import REGENERATE, stale  # noqa: PLC0415
 
     problems = stale(directory)
@@ -301,7 +443,12 @@ def schemas_check(directory: Path) -> None:
 
 @main.group()
 def policy() -> None:
-    """Per-call Cedar policy."""
+    """Per-call Cedar policy.
+
+    \b
+    Example:
+      tether policy validate ./policies
+    """
 
 
 def _mount_policy_commands() -> None:

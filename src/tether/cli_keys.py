@@ -21,6 +21,11 @@ _alg_option = click.option(
     type=click.Choice(["RS256", "ES256"]),
     help="RS256 (RSA, the CAEP interoperability profile; generate's default) or ES256 (P-256).",
 )
+_issuer_option = click.option(
+    "--issuer",
+    help="Bind the key to this issuer (an 'iss' member: watchers accept it for no other) "
+    "[default: TETHER_ISSUER, i.e. urn:tether:monitor; rotate: the current key's].",
+)
 _bits_option = click.option(
     "--bits",
     type=click.IntRange(min=2048),
@@ -62,6 +67,10 @@ def keys() -> None:
       both:     TETHER_ISSUER=urn:tether:monitor         (the default)
     With neither set, a development key pair is created once under .tether/keys (or
     $TETHER_HOME/keys) and used by both sides, with a warning.
+
+    \b
+    Example:
+      tether keys generate --dir /etc/tether/keys
     """
 
 
@@ -69,8 +78,11 @@ def keys() -> None:
 @_dir_option
 @_alg_option
 @_bits_option
+@_issuer_option
 @click.option("--force", is_flag=True, help="Replace an existing pair (its SETs stop verifying).")
-def generate(directory: Path | None, alg: str | None, bits: int, force: bool) -> None:
+def generate(  # one parameter per option
+    directory: Path | None, alg: str | None, bits: int, issuer: str | None, force: bool
+) -> None:
     """Create a signing key pair: DIR/signing.jwk.json (private) and DIR/jwks.json (public).
 
     The key id (kid) is the key's RFC 7638 thumbprint. Refuses to overwrite an existing key
@@ -80,12 +92,16 @@ def generate(directory: Path | None, alg: str | None, bits: int, force: bool) ->
     Examples:
       tether keys generate                          # into .tether/keys
       tether keys generate --dir /etc/tether/keys --alg ES256
+
+    Environment: TETHER_HOME (.tether), the default directory's parent.
     """
     from tether.security.keys import generate_files, keep_out_of_git  # noqa: PLC0415
+    from tether.settings import Settings  # noqa: PLC0415
 
     where = _directory(directory)
+    bound = issuer or Settings().issuer
     try:
-        files = generate_files(where, alg or "RS256", bits=bits, force=force)  # type: ignore[arg-type]  # a click.Choice
+        files = generate_files(where, alg or "RS256", bits=bits, force=force, issuer=bound)  # type: ignore[arg-type]  # a click.Choice
         if directory is None:
             keep_out_of_git(where)
     except (FileExistsError, ValueError) as exc:
@@ -101,7 +117,8 @@ def generate(directory: Path | None, alg: str | None, bits: int, force: bool) ->
 @_dir_option
 @_alg_option
 @_bits_option
-def rotate(directory: Path | None, alg: str | None, bits: int) -> None:
+@_issuer_option
+def rotate(directory: Path | None, alg: str | None, bits: int, issuer: str | None) -> None:
     """Sign with a new key from now on, keeping the old public keys in the JWKS.
 
     Adds the new public key to DIR/jwks.json first, then replaces DIR/signing.jwk.json. Old
@@ -122,14 +139,56 @@ def rotate(directory: Path | None, alg: str | None, bits: int) -> None:
     \b
     Example:
       tether keys rotate --dir /etc/tether/keys
+
+    Environment: TETHER_HOME (.tether), the default directory's parent.
     """
     from tether.security.keys import rotate_files  # noqa: PLC0415
 
     where = _directory(directory)
     try:
-        files = rotate_files(where, alg, bits=bits)  # type: ignore[arg-type]  # a click.Choice
+        files = rotate_files(where, alg, bits=bits, issuer=issuer)  # type: ignore[arg-type]  # a click.Choice
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(f"cannot rotate keys in {where}: {exc.strerror}") from exc
     _report("now signing with", files)
+
+
+@keys.command("source")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the source's key files go (next to sources.yaml).",
+)
+def source(name: str, directory: Path) -> None:
+    """Give the telemetry source NAME a new HS256 key (docs/SECURITY.md).
+
+    Writes DIR/NAME.jwk.json, the key its emitters sign with (SourceKey.load), and adds the
+    key to DIR/NAME.jwks.json, the key set sources.yaml names for NAME. Both are secrets (mode
+    0600). Run it again to rotate: the key set keeps the old key until you remove it, once
+    every emitter signs with the new one.
+
+    Environment: none (the worker and `tether replay` find the key set through TETHER_SOURCES).
+
+    \b
+    Example:
+      tether keys source planners --dir /etc/tether/sources
+    """
+    from tether.security.keys import read_jwks, write_secret_jwks  # noqa: PLC0415
+    from tether.security.proof import SourceKey  # noqa: PLC0415
+
+    key = SourceKey.generate(name)
+    keyset = directory / f"{name}.jwks.json"
+    mine = directory / f"{name}.jwk.json"
+    try:
+        keys_now = read_jwks(keyset)
+        write_secret_jwks(keyset, [*keys_now, key.jwk()])
+        write_secret_jwks(mine, [key.jwk()])
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot write {name}'s keys in {directory}: {exc}") from exc
+    click.echo(f"source {name}: new key {key.kid} ({len(keys_now) + 1} in its key set)")
+    click.echo(f"  key set  {keyset}  (sources.yaml: keys: {keyset.name})")
+    click.echo(f"  emitter  {mine}  (SourceKey.load({name!r}, path))")

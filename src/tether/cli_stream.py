@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -14,6 +14,8 @@ import click
 import orjson
 
 if TYPE_CHECKING:
+    from click.decorators import FC
+
     from tether.models.outputs import Heartbeat, Revocation, TargetKind
     from tether.sdk.watcher import Watcher
     from tether.settings import Settings
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 EXIT_REVOKED: Final = 1
 EXIT_UNKNOWN: Final = 3
+EXIT_UNREACHABLE: Final = 69  # sysexits.h EX_UNAVAILABLE: a service the command needs is down
 _PROGRESS_EVERY_S: Final = 2.0
 _SLOW_BOOTSTRAP_S: Final = 5.0
 _TARGET_KINDS: Final = ("token", "workflow", "workload", "delegation")
@@ -33,6 +36,46 @@ _bootstrap_option = click.option(
 _prefix_option = click.option(
     "--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX; default 'tether.']."
 )
+
+
+def _wait_option(default: float) -> Callable[[FC], FC]:
+    return click.option(
+        "--wait",
+        "wait_s",
+        type=click.FloatRange(min=0.1),
+        default=default,
+        show_default=True,
+        help="Seconds to keep trying to reach Kafka before giving up (exit 69).",
+    )
+
+
+def unreachable(bootstrap: str, wait_s: float, reason: str, *, label: str = "error") -> str:
+    """The one line a command prints when Kafka cannot be reached: what, why, what to change."""
+    return (
+        f"{label}: cannot reach Kafka at {bootstrap} (tried for {wait_s:g} s: {reason}); "
+        "check that the broker is running (`make services` starts one on 127.0.0.1:9092) and "
+        "set TETHER_KAFKA_BOOTSTRAP (or --bootstrap) to its HOST:PORT"
+    )
+
+
+def require_broker(settings: Settings, wait_s: float, *, exit_code: int = EXIT_UNREACHABLE) -> None:
+    """Wait up to ``wait_s`` for Kafka; if it never answers, print one line and exit.
+
+    librdkafka itself would print a line for each failed connection attempt (about 20 a second,
+    ~1,000 before a command gave up) and the command then ended in a traceback; this probe is
+    silent and reports once.
+    """
+    from tether.adapters.kafka_admin import (  # noqa: PLC0415  # confluent-kafka loads on use
+        BrokerUnavailableError,
+        wait_for_broker,
+    )
+
+    try:
+        wait_for_broker(settings, timeout=wait_s)
+    except BrokerUnavailableError as exc:
+        label = "unknown" if exit_code == EXIT_UNKNOWN else "error"
+        click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason, label=label), err=True)
+        sys.exit(exit_code)
 
 
 def _settings(bootstrap: str | None, prefix: str | None, partitions: int | None = None) -> Settings:
@@ -49,7 +92,12 @@ def _settings(bootstrap: str | None, prefix: str | None, partitions: int | None 
 
 @click.group()
 def topics() -> None:
-    """Kafka topics tether uses (created explicitly, never by broker auto-creation)."""
+    """Kafka topics tether uses (created explicitly, never by broker auto-creation).
+
+    \b
+    Example:
+      tether topics create
+    """
 
 
 @topics.command("create")
@@ -60,14 +108,7 @@ def topics() -> None:
     type=click.IntRange(min=1),
     help="Partitions per topic [env TETHER_PARTITIONS; default 6].",
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for the broker to answer.",
-)
+@_wait_option(30.0)
 def topics_create(
     bootstrap: str | None, prefix: str | None, partitions: int | None, wait_s: float
 ) -> None:
@@ -76,38 +117,133 @@ def topics_create(
     Prints one line per topic: "created" or "exists". An existing topic with a different
     partition count or cleanup.policy is an error (exit 1) naming the topic: tether's tables
     are co-partitioned with their input topics, and gateways bootstrap from the compacted
-    revocations topic.
+    revocations topic. Kafka unreachable for --wait seconds: one line, exit 69. The topics
+    and their keys: docs/contract.md.
 
     \b
     Examples:
       tether topics create
       tether topics create --bootstrap kafka:9092 --partitions 12
       TETHER_TOPIC_PREFIX=staging.tether. tether topics create
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_TOPIC_PREFIX ('tether.'),
+    TETHER_PARTITIONS (6).
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415  # confluent-kafka loads on use
-        BrokerUnavailableError,
         TopicError,
         create_topics,
-        wait_for_broker,
     )
     from tether.topics import topic_specs  # noqa: PLC0415
 
     settings = _settings(bootstrap, prefix, partitions)
-    specs = topic_specs(settings.topic_prefix, settings.partitions)
+    specs = topic_specs(
+        settings.topic_prefix,
+        settings.partitions,
+        min_insync_replicas=settings.kafka.min_insync_replicas,
+    )
+    require_broker(settings, wait_s)
     try:
-        wait_for_broker(settings, timeout=wait_s)
         created = set(create_topics(settings, specs))
-    except (BrokerUnavailableError, TopicError) as exc:
+    except TopicError as exc:
         raise click.ClickException(str(exc)) from exc
     width = max(len(spec.name) for spec in specs)
+    replicas = settings.kafka.replication_factor
     for spec in specs:
         state = "created" if spec.name in created else "exists "
-        click.echo(f"{state}  {spec.name:<{width}}  {_describe(spec)}")
+        click.echo(f"{state}  {spec.name:<{width}}  {_describe(spec, replicas)}")
 
 
-def _describe(spec: TopicSpec) -> str:
+def _describe(spec: TopicSpec, replicas: int) -> str:
     configs = ", ".join(f"{k}={v}" for k, v in spec.config.items())
-    return f"{spec.partitions} partitions, key {spec.key}" + (f", {configs}" if configs else "")
+    return f"{spec.partitions} partitions, {replicas} replica(s), key {spec.key}" + (
+        f", {configs}" if configs else ""
+    )
+
+
+@topics.command("acls")
+@_bootstrap_option
+@_prefix_option
+@click.option(
+    "--worker", "worker", default="User:worker", show_default=True, help="Worker principal."
+)
+@click.option("--agent", "agent", default="User:agent", show_default=True, help="Agent principal.")
+@click.option(
+    "--gateway", "gateway", default="User:gateway", show_default=True, help="Gateway principal."
+)
+@click.option(
+    "--gateway-group",
+    "gateway_groups",
+    multiple=True,
+    metavar="PREFIX",
+    help="Start of the gateways' group ids: their Watcher client ids (repeatable) "
+    "[default: tether-watcher, tether-cli-watch].",
+)
+@click.option(
+    "--command-config",
+    default="admin.properties",
+    show_default=True,
+    help="The admin client properties file named in the printed commands.",
+)
+@click.option("--apply", "apply", is_flag=True, help="Create the ACLs (as a super user).")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="With --apply: seconds to wait for the broker to answer.",
+)
+def topics_acls(  # noqa: PLR0913  # one option per principal, all keyword-only
+    *,
+    bootstrap: str | None,
+    prefix: str | None,
+    worker: str,
+    agent: str,
+    gateway: str,
+    gateway_groups: tuple[str, ...],
+    command_config: str,
+    apply: bool,
+    wait_s: float,
+) -> None:
+    """Kafka ACLs per principal: agents write intents only, the worker alone writes outputs.
+
+    Prints the kafka-acls.sh commands (docs/kafka-security.md explains each); with --apply,
+    creates them through the Admin API, logged in with the TETHER_KAFKA__* settings of a
+    super user. The app id (TETHER_APP_ID, default <prefix>monitor) names the worker's groups
+    and changelogs.
+
+    \b
+    Examples:
+      tether topics acls > acls.sh
+      eval "$(scripts/services.sh env-secure admin)"; tether topics acls --apply
+    """
+    from tether.adapters.kafka_acls import (  # noqa: PLC0415  # confluent-kafka loads on use
+        Principals,
+        acl_grants,
+        apply_acls,
+        kafka_acls_commands,
+    )
+
+    settings = _settings(bootstrap, prefix)
+    principals = Principals(worker, agent, gateway)
+    if gateway_groups:
+        principals = Principals(worker, agent, gateway, gateway_groups)
+    grants = acl_grants(settings, principals)
+    if not apply:
+        for command in kafka_acls_commands(
+            grants, bootstrap=settings.kafka_bootstrap, command_config=command_config
+        ):
+            click.echo(command)
+        return
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    require_broker(settings, wait_s)
+    try:
+        count = apply_acls(settings, grants, timeout=wait_s)
+    except KafkaException as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{count} ACL bindings for prefix {settings.topic_prefix!r} in place")
 
 
 # -- tether emit -----------------------------------------------------------------------------
@@ -125,6 +261,7 @@ def _describe(spec: TopicSpec) -> str:
     show_default=True,
     help="Seconds to wait for the broker to acknowledge a record before failing.",
 )
+@_wait_option(10.0)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def emit(
     file: str,
@@ -132,6 +269,7 @@ def emit(
     prefix: str | None,
     topic: str | None,
     timeout: float,
+    wait_s: float,
     quiet: bool,
 ) -> None:
     """Produce FILE, a JSON Lines file of input events ('-' for stdin), to tether.intents.
@@ -140,17 +278,23 @@ def emit(
     are produced too, so the worker dead-letters them as it would any producer's. The key is
     the line's workflow_id when it can be read, else none. The producer is idempotent with
     acks=all; the command waits until Kafka has acknowledged every record, prints the count,
-    and exits 1 if any record was not delivered.
+    and exits 1 if any record was not delivered, 69 if Kafka cannot be reached within --wait
+    seconds. The contract of each line: docs/contract.md; `tether demo --write FILE` writes a
+    sample.
 
     \b
     Examples:
-      tether emit events.jsonl
+      tether demo --write events.jsonl && tether emit events.jsonl
       zcat events.jsonl.gz | tether emit -
       tether emit --bootstrap kafka:9092 --topic staging.tether.intents events.jsonl
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_TOPIC_PREFIX ('tether.').
     """
     from tether.sdk.emitter import EmitFailedError, Emitter  # noqa: PLC0415
 
     settings = _settings(bootstrap, prefix)
+    require_broker(settings, wait_s)
     emitter = Emitter(settings, topic, client_id="tether-cli-emit", delivery_timeout_s=timeout)
     produced = skipped = 0
     progress = _Progress(enabled=not quiet)
@@ -250,6 +394,7 @@ class _Progress:
     show_default=True,
     help="Seconds to wait for the bootstrap (with --check).",
 )
+@_wait_option(10.0)
 def watch(
     bootstrap: str | None,
     prefix: str | None,
@@ -258,21 +403,32 @@ def watch(
     heartbeats: bool,
     checks: tuple[str, ...],
     timeout: float,
+    wait_s: float,
 ) -> None:
     """Follow the revocations topic as a gateway does, printing each record as a JSON line.
 
-    Reads the compacted topic from the beginning (every revocation still in force), then
-    keeps following it until interrupted; a summary goes to stderr. With --check, waits for
+    Reads the compacted topic from the beginning (every revocation it holds, expired ones
+    included; stderr says how many are still in force), then keeps following it until
+    interrupted; a summary goes to stderr. With --check, waits for
     the bootstrap, answers for each KIND:ID and exits: 0 when none is revoked and the feed is
     live, 1 when any is revoked, 3 when it cannot tell (the bootstrap did not finish within
-    --timeout, or no heartbeat within TETHER_STALENESS_S: the feed may be dead).
+    --timeout, or no heartbeat within TETHER_STALENESS_S: the feed may be dead, or Kafka
+    could not be reached within --wait seconds). Without --check, Kafka unreachable for --wait
+    seconds is one line and exit 69. Records are verified against TETHER_JWKS (default: the
+    development JWKS a worker started in this directory creates); the record formats:
+    docs/contract.md.
 
     \b
     Examples:
-      tether watch                                   # every live revocation, then new ones
+      tether watch                                   # the whole topic, then new records
       tether watch --tail --heartbeats               # only what happens from now on
       tether watch --check token:jti-8c1             # exit 1 if revoked
       tether watch --check workflow:wf-42 --check workload:spiffe://acme.example/agent/x
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_TOPIC_PREFIX ('tether.'),
+    TETHER_JWKS (file or https URL), TETHER_ISSUER (urn:tether:monitor), TETHER_STALENESS_S (5),
+    TETHER_HOME (.tether: where the development JWKS lives).
     """
     from tether.sdk.watcher import Watcher  # noqa: PLC0415
 
@@ -281,8 +437,10 @@ def watch(
         targets = [_parse_target(check) for check in checks]
         if not from_beginning:
             raise click.UsageError("--check needs the whole topic: drop --tail")
+        require_broker(settings, wait_s, exit_code=EXIT_UNKNOWN)
         watcher = Watcher(settings, topic=topic, client_id="tether-cli-watch")
         sys.exit(_check(watcher, targets, timeout))
+    require_broker(settings, wait_s)
     printer = _Printer(heartbeats=heartbeats)
     watcher = Watcher(
         settings,

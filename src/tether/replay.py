@@ -10,14 +10,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from tether.core import Monitor, Outbox
+from tether.core.floor import NotAfterFloor
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.events import InputEvent
 from tether.models.outputs import Revocation, Source
+
+if TYPE_CHECKING:
+    from tether.security.gate import SourceGate
 
 Write = Callable[[bytes], object]
 _BOM = b"\xef\xbb\xbf"
@@ -58,8 +63,10 @@ class Replayer:
         source: str = "-",
         decisions: bool = False,
         clock: str = "event",
+        gate: SourceGate | None = None,
     ) -> None:
         self.monitor = monitor
+        self.gate = gate  # authenticates and authorizes each event (docs/SECURITY.md)
         self.write = write
         self.source = source
         self.decisions = decisions
@@ -67,6 +74,7 @@ class Replayer:
         self.stats = ReplayStats()
         self._started = datetime.now(UTC)
         self._out = Outbox()
+        self._floor = NotAfterFloor()  # a target is never revoked shorter than before
 
     def feed(self, line: bytes) -> None:
         """One input line (with or without its newline)."""
@@ -79,11 +87,16 @@ class Replayer:
             stats.blank += 1
             return
         decoded = decode_event(data)
+        out = self._out
+        if self.gate is not None and not isinstance(decoded, Rejected):
+            admitted = self._admit(data, decoded, out)
+            if admitted is None:
+                return
+            decoded = admitted
         if isinstance(decoded, Rejected):
             self._dead(data, decoded)
             return
         stats.events += 1
-        out = self._out
         self.monitor.process_into(decoded, datetime.now(UTC) if self.wall else None, out)
         if out.failures:
             self._failed(out, data, decoded)
@@ -119,6 +132,9 @@ class Replayer:
         stats = self.stats
         out = self._out
         process = self.monitor.process_into
+        gate = self.gate
+        admit = gate.admit if gate is not None else None
+        initiator = self._initiator
         n, events, blank = stats.lines, stats.events, stats.blank
         try:
             for line in lines:
@@ -130,6 +146,15 @@ class Replayer:
                     blank += 1
                     continue
                 decoded = decode_event(data)
+                if admit is not None and not isinstance(decoded, Rejected):
+                    admitted = admit(data, decoded, initiator, decoded.t, out)
+                    if out.findings:  # credential_invalid
+                        self._emit(out)
+                        out.findings.clear()
+                        out.revocations.clear()
+                    if admitted is None:
+                        continue
+                    decoded = admitted
                 if isinstance(decoded, Rejected):
                     stats.lines, stats.events, stats.blank = n, events, blank
                     self._dead(data, decoded)
@@ -146,6 +171,22 @@ class Replayer:
                     out.decisions.clear()
         finally:
             stats.lines, stats.events, stats.blank = n, events, blank
+
+    def _admit(self, data: bytes, event: InputEvent, out: Outbox) -> InputEvent | Rejected | None:
+        """The gate's verdict on one event; a ``credential_invalid`` finding is written now."""
+        assert self.gate is not None  # noqa: S101  # only called with a gate
+        wm = self.monitor.watermark
+        stamp = datetime.now(UTC) if self.wall else max(wm, event.t)
+        admitted = self.gate.admit(data, event, self._initiator, stamp, out)
+        if out.findings:
+            self._emit(out)
+            out.findings.clear()
+            out.revocations.clear()
+        return admitted
+
+    def _initiator(self, workflow_id: str) -> str | None:
+        s = self.monitor.sessions.get(workflow_id)
+        return s.started.initiator if s is not None and s.started is not None else None
 
     def _now(self) -> datetime | None:
         return datetime.now(UTC) if self.wall else None
@@ -186,7 +227,9 @@ class Replayer:
             return
         stats = self.stats
         by_finding: dict[str | None, list[Revocation]] = {}
+        floor = self._floor
         for r in out.revocations:
+            r = floor.at_least(r, r.issued_at.timestamp())  # noqa: PLW2901  # never shorter
             by_finding.setdefault(r.finding_id, []).append(r)
         stats.revocations += len(out.revocations)
         for f in out.findings:

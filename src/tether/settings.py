@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tether.core.config import DetectionConfig
+from tether.kafka_settings import KafkaSettings
+
+RISK_TIERS: Final = frozenset({"low", "default", "high"})
+"""The risk tiers a gateway names in ``Watcher.is_revoked(tier=)``."""
 
 
 class Settings(BaseSettings):
     """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case)."""
 
-    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TETHER_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     # detection
     grace_s: float = Field(5.0, ge=0, description="event-time grace for late events")
@@ -30,17 +36,73 @@ class Settings(BaseSettings):
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
     # streaming
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings,
+        description="how every Kafka client authenticates, and topic replication "
+        "(TETHER_KAFKA__<FIELD>; docs/kafka-security.md)",
+    )
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     topic_prefix: str = "tether."
     partitions: int = Field(6, ge=1)
     max_skew_s: float = Field(
         300.0, ge=0, description="events dated further ahead are dead letters"
     )
+    max_ahead_s: float = Field(
+        0.5,
+        ge=0,
+        description="the streaming worker's event time (its watermark) never runs further ahead "
+        "of its wall clock than this: an event dated later (but within max_skew_s) is applied, "
+        "yet moves event time only to now + max_ahead_s, so it cannot fire other workflows' "
+        "waiting checks early; keep it well below grace_s",
+    )
     heartbeat_s: float = Field(1.0, gt=0)
+    output_reject_min_bytes: int = Field(
+        512,
+        ge=1,
+        description="an output record the broker refuses for good (too large for its topic, "
+        "invalid) is dead-lettered (reason output_rejected) and the pipeline goes on, if the "
+        "topic's max.message.bytes is at least this; a topic whose limit is lower refuses "
+        "everything (unwritable): its records are held and retried (revocations always are)",
+    )
+    ledger: bool = Field(
+        True,
+        description="run the revocation ledger: republishes a target's longest revocation when a "
+        "shorter one follows it on the compacted topic, and tombstones revocations past their "
+        "not_after",
+    )
+    tombstone_after_s: float = Field(
+        300.0,
+        ge=0,
+        description="the ledger tombstones a revocation this long (wall time) after its not_after",
+    )
     staleness_s: float = Field(5.0, gt=0, description="watcher fails closed beyond this")
     fail_closed_tiers: frozenset[str] = Field(
         frozenset({"high", "default"}),
-        description="watcher risk tiers that deny when the feed is stale (others allow, counted)",
+        description="watcher risk tiers that deny when the feed is stale (others allow, counted); "
+        "a subset of low, default, high: any other name is refused at start-up",
+    )
+    max_input_lag_s: float = Field(
+        30.0,
+        gt=0,
+        description="watcher: the feed is stale while a worker's heartbeat reports more input lag",
+    )
+    registry_staleness_s: float = Field(
+        10.0,
+        gt=0,
+        description="gateways trust a Redis 'not revoked' only while the registry sync has "
+        "vouched for every partition within this many seconds (and every sync mark says synced)",
+    )
+    watcher_hold_s: float = Field(
+        60.0,
+        ge=0,
+        description="least time a watcher waits for an unknown signing key to reach the JWKS "
+        "before giving a record up (and then only after a JWKS read that succeeded since)",
+    )
+    watcher_hold_max: int = Field(
+        100_000,
+        ge=1,
+        description="records a watcher holds at most while their signing key is unknown; "
+        "beyond it the partition is paused and read again later (nothing is dropped)",
     )
     app_id: str | None = Field(
         None, description="faust app id = consumer group; default: <topic_prefix>monitor"
@@ -52,6 +114,9 @@ class Settings(BaseSettings):
         "host-pid, dynamic membership)",
     )
     web_port: int | None = Field(None, description="faust web server port; unset disables it")
+    web_host: str = Field(
+        "127.0.0.1", description="address the faust web server binds (0.0.0.0: every interface)"
+    )
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
     tick_s: float = Field(0.2, gt=0, description="processing-time backstop interval")
     state_epoch_ms: float = Field(
@@ -128,7 +193,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, ge=2, description="how fast a dead worker's partitions move to the others"
     )
-    # signed revocations (README "Signed revocations")
+    # signed revocations (docs/contract.md "Signed revocations")
     issuer: str = Field(
         "urn:tether:monitor", min_length=1, description="iss of the SETs signed and accepted"
     )
@@ -146,6 +211,14 @@ class Settings(BaseSettings):
     )
     jwks_max_age_s: float = Field(
         3600.0, gt=0, description="reread the JWKS this often (a removed key stops verifying)"
+    )
+    jwks_allow_http: bool = Field(
+        False, description="accept a JWKS URL over plain http:// (anyone on the path can swap keys)"
+    )
+    jwks_require_iss: bool = Field(
+        False,
+        description="verify only with JWKS keys that carry an 'iss' member naming the issuer "
+        "(a key with 'iss' is always bound to it; this also refuses keys without one)",
     )
     gil_switch_ms: float = Field(
         1.0,
@@ -176,6 +249,29 @@ class Settings(BaseSettings):
         None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"
     )
     home: Path = Field(Path(".tether"), description="tether's local state: development keys")
+    # authenticated telemetry (docs/SECURITY.md)
+    sources: Path | None = Field(
+        None, description="the source registry (sources.yaml); unset: inputs are unauthenticated"
+    )
+    sources_mode: Literal["enforce", "audit"] = Field(
+        "enforce", description="when sources.yaml names no mode: enforce refuses, audit labels"
+    )
+    trusted_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description="issuer -> JWKS path or https URL: presented tokens (JWTs) are verified "
+        "against these (JSON in TETHER_TRUSTED_ISSUERS)",
+    )
+
+    @field_validator("fail_closed_tiers")
+    @classmethod
+    def _known_tiers(cls, tiers: frozenset[str]) -> frozenset[str]:
+        """A misspelt tier (``HIGH``, ``critical``) would fail open without a word: refuse it."""
+        unknown = sorted(tiers - RISK_TIERS)
+        if unknown:
+            raise ValueError(
+                f"unknown risk tier(s) {unknown}; the tiers are {sorted(RISK_TIERS)} (lower case)"
+            )
+        return tiers
 
     def detection(self, **overrides: object) -> DetectionConfig:
         """The core's configuration from these settings (plus explicit overrides)."""

@@ -24,13 +24,17 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def topic_specs(prefix: str = "tether.", partitions: int = 6) -> list[TopicSpec]:
-    """Every topic, in DESIGN.md's table order, then the internal ones.
+def topic_specs(
+    prefix: str = "tether.", partitions: int = 6, *, min_insync_replicas: int = 1
+) -> list[TopicSpec]:
+    """Every topic, in the contract's table order (docs/contract.md), then the internal ones.
 
     Input and internal topics share one partition count: the session table is co-partitioned
-    with ``intents`` and the token table with ``credential-uses``.
+    with ``intents`` and the token table with ``credential-uses``. Every topic gets the same
+    ``min.insync.replicas`` (``TETHER_KAFKA__MIN_INSYNC_REPLICAS``): a revocation is no less
+    worth keeping than the intent that caused it.
     """
-    return [
+    specs = [
         TopicSpec(
             f"{prefix}{INTENTS}",
             "workflow_id",
@@ -45,7 +49,6 @@ def topic_specs(prefix: str = "tether.", partitions: int = 6) -> list[TopicSpec]
             partitions,
             {
                 "cleanup.policy": "compact",
-                "min.insync.replicas": "1",
                 "segment.ms": str(3600 * 1000),
                 "min.cleanable.dirty.ratio": "0.1",
             },
@@ -60,3 +63,6 @@ def topic_specs(prefix: str = "tether.", partitions: int = 6) -> list[TopicSpec]
             {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)},
         ),
     ]
+    for spec in specs:
+        spec.config["min.insync.replicas"] = str(min_insync_replicas)
+    return specs

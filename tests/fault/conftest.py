@@ -8,19 +8,19 @@ Every test here is marked ``integration`` (it needs Kafka and Redis, like tests/
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+# tests/integration (pipeline.py) and tests/ (integration.conftest, the broker fixtures) are on
+# the path through pyproject's pytest `pythonpath`.
+from figures import FIGURE_COLUMNS, RESULTS
+from scenario import VARIANTS, Scenario
+
+from integration.conftest import kafka_bootstrap, redis_url
+
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent / "integration"))  # pipeline.py, the broker fixtures
-
-from figures import FIGURE_COLUMNS, RESULTS  # noqa: E402
-from scenario import VARIANTS, Scenario  # noqa: E402
-
-from integration.conftest import kafka_bootstrap, redis_url  # noqa: E402
 
 __all__ = ["kafka_bootstrap", "redis_url"]
 

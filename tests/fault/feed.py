@@ -49,7 +49,7 @@ def decode_feed(value: bytes | None) -> dict[str, Any] | None:
         raise Unreadable(f"not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise Unreadable(f"not a JSON object: {type(doc).__name__}")
-    doc.setdefault("kind", "revocation")  # DESIGN.md names "kind" only for heartbeats
+    doc.setdefault("kind", "revocation")  # the first contract named "kind" only for heartbeats
     return doc
 
 

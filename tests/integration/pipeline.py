@@ -59,11 +59,13 @@ class Pipeline:
         )
         return env
 
-    def start_worker(self, worker_id: str = "w1") -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, worker_id: str = "w1", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{worker_id}.log", "ab")  # noqa: SIM115  # owned by the process
         proc = subprocess.Popen(  # our own CLI, fixed arguments
             [sys.executable, "-m", "tether.cli", "worker", "--loglevel", "info"],
-            env=self.env(worker_id),
+            env={**self.env(worker_id), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -149,6 +151,8 @@ class Pipeline:
         with self.consumer(list(names)) as c:
             while time.monotonic() < deadline:
                 msg = c.poll(0.2)
+                if msg is not None and not msg.error() and not msg.value():
+                    continue  # a tombstone (the ledger removes expired revocations)
                 if msg is not None and not msg.error():
                     doc = read_output(msg.topic(), msg.value())
                     if doc.get("kind") != "heartbeat":

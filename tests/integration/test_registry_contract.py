@@ -26,7 +26,7 @@ def registry(request, fresh_topic_prefix):
     else:
         url = request.getfixturevalue("redis_url")
         request.getfixturevalue("redis_client")  # deletes this test's keys afterwards
-        reg = RedisRegistry(url, key_prefix=f"{fresh_topic_prefix}:revoked:")
+        reg = RedisRegistry(url, key_prefix=f"{fresh_topic_prefix}:revoked:", sync_topic=None)
     yield reg
     asyncio.run(reg.close())
 
@@ -141,7 +141,9 @@ def test_an_outage_is_unknown_never_not_revoked(unreachable):
 
 
 def test_redis_keys_follow_the_contract(redis_url, redis_client, fresh_topic_prefix):
-    registry = RedisRegistry(redis_url, key_prefix=f"{fresh_topic_prefix}:revoked:")
+    registry = RedisRegistry(
+        redis_url, key_prefix=f"{fresh_topic_prefix}:revoked:", sync_topic=None
+    )
     rev = revocation("workload", "spiffe://acme.example/agent/x", lasts=60, start=_now())
     registry.put_sync(rev)
     key = f"{fresh_topic_prefix}:revoked:workload:spiffe://acme.example/agent/x"

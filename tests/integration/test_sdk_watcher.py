@@ -226,6 +226,7 @@ def test_unsigned_forged_and_tombstone_records_change_nothing(settings, signer, 
     real = revocation("token", "jti-real", lasts=3600, rid="rv-real", start=now())
     feed.revoke(real)
     feed.flush()
+    settings = settings.model_copy(update={"watcher_hold_s": 2.0, "jwks_refetch_s": 0.2})
     with Watcher(settings, staleness_s=1.0) as watcher:
         assert watcher.wait_ready(30), watcher.last_error
         assert eventually(lambda: watcher.revocations.revoked_until("token", "jti-real"))
@@ -255,6 +256,10 @@ def test_unsigned_forged_and_tombstone_records_change_nothing(settings, signer, 
         assert not watcher.revocations.is_fresh()
         assert watcher.is_revoked(token_id="anything") is True  # fails closed
 
+        # The forged records (unknown key) keep the watcher in doubt until they are given up:
+        # after TETHER_WATCHER_HOLD_S and a JWKS read that still lacks their key.
+        eventually(lambda: watcher.stats.held == 0, timeout=10)
+        assert watcher.stats.rejected["unknown_kid"] == 3
         feed.beat()  # the real worker's heartbeat does
         feed.flush()
         eventually(watcher.revocations.is_fresh)

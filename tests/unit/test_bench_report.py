@@ -3,15 +3,10 @@ marked as such (its sizes, steps and rate search are smaller than the targets ar
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
+import bench_report  # benchmarks/ is on the path through pyproject's pytest `pythonpath`
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import bench_report  # a script module of benchmarks/, importable once it is on the path
 
 
 def _results(*, quick: bool, p1_rate: int) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def test_compose_file_is_valid(compose):
 def test_compose_defines_the_stack(compose):
     result = _run(compose, "config", "--services")
     assert result.returncode == 0, result.stderr
-    assert set(result.stdout.split()) == {"kafka", "redis", "worker", "fleet"}
+    assert set(result.stdout.split()) == {"kafka", "redis", "keys", "worker", "fleet"}
 
 
 def test_compose_kafka_matches_the_local_broker_version():

@@ -30,7 +30,7 @@ from tether.demo.malformed import MALFORMED_CASES, malformed_cases
 
 Event = dict[str, Any]
 
-# -- a strict reading of DESIGN.md's input contract ------------------------------------------
+# -- a strict reading of the input contract (docs/contract.md) ---------------------------------
 
 _TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _TYPES = ("workflow.started", "tool_call.intent", "delegation.granted", "workflow.completed")
@@ -149,7 +149,7 @@ def check_line(line: bytes) -> None:
     check_event(ev)
 
 
-# -- a strict, offline reading of DESIGN.md's detections (the test oracle) -------------------
+# -- a strict, offline reading of the contract's detections (the test oracle) -------------------
 
 
 def _ms(value: str) -> int:

@@ -23,6 +23,7 @@ class Msg:
 
     payload: bytes | None
     at: int = 0
+    part: int = 0
 
     def error(self) -> Any:
         return None
@@ -35,6 +36,9 @@ class Msg:
 
     def offset(self) -> int:
         return self.at
+
+    def partition(self) -> int:
+        return self.part
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +56,11 @@ class CountingVerifier(SetVerifier):
         return super().verify(token)
 
 
-def _sync(signer: SetSigner, local: LocalSignatures) -> tuple[RegistrySync, CountingVerifier]:
+def _sync(
+    signer: SetSigner, local: LocalSignatures, hold_s: float = 0.0
+) -> tuple[RegistrySync, CountingVerifier]:
     verifier = CountingVerifier(StaticKeys([signer.public_jwk()]), issuer=ISSUER)
-    sync = RegistrySync(Settings(), MemoryRegistry(), verifier, local=local)  # type: ignore[arg-type]
+    sync = RegistrySync(Settings(), MemoryRegistry(), verifier, local=local, hold_s=hold_s)  # type: ignore[arg-type]
     return sync, verifier
 
 
@@ -100,3 +106,33 @@ def test_a_quiet_topic_is_polled_10_times_a_second_not_200(signer: SetSigner) ->
     assert config["fetch.wait.max.ms"] == REGISTRY_FETCH_WAIT_MS == 100
     assert "fetch.min.bytes" not in config  # one byte: a revocation is answered as it arrives
     assert config["group.id"].endswith(".registry")
+
+
+def test_a_record_whose_key_is_unknown_stops_its_partition_instead_of_being_skipped(
+    signer: SetSigner,
+) -> None:
+    sync, _ = _sync(signer, LocalSignatures(), hold_s=60.0)
+    rotated = SetSigner(generate_key("ES256"), issuer=ISSUER)  # not in the JWKS (yet)
+    first = revocation("token", "jti-1", rid="rv-1")
+    unknown = revocation("token", "jti-2", rid="rv-2")
+    after = revocation("token", "jti-3", rid="rv-3")
+    elsewhere = revocation("token", "jti-4", rid="rv-4")
+    batch = [
+        Msg(signer.revocation(first), at=10),
+        Msg(rotated.revocation(unknown), at=11),
+        Msg(signer.revocation(after), at=12),
+        Msg(signer.revocation(elsewhere), at=5, part=1),
+    ]
+    assert sync.parse(batch) == [first, elsewhere]  # type: ignore[arg-type]
+    assert sync.skipped == 0
+    assert sync.held == 1
+    offsets = {tp.partition: tp.offset for tp in sync._offsets(batch)}  # type: ignore[arg-type]
+    assert offsets == {0: 11, 1: 6}  # never committed past the record that waits
+    # read again before the key is known: nothing it skips is committed past the record
+    sync._stopped_at = {}
+    again = [Msg(rotated.revocation(unknown), at=11), Msg(signer.revocation(after), at=12)]
+    sync._waiting[0].reread = True
+    assert sync.parse(again) == []  # type: ignore[arg-type]
+    stale = [Msg(signer.revocation(after), at=12)]
+    sync._stopped_at = {}
+    assert {tp.partition: tp.offset for tp in sync._offsets(stale)} == {0: 11}  # type: ignore[arg-type]

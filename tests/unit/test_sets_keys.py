@@ -61,7 +61,7 @@ class RotationScenario:
 
     def __init__(self, location, publish, old_key, new_key, reads=None) -> None:
         self.tick = Monotonic()
-        self.source = KeySource(location, min_refetch_s=10.0, clock=self.tick)
+        self.source = KeySource(location, min_refetch_s=10.0, clock=self.tick, allow_http=True)
         self.verifier = SetVerifier(self.source, issuer=ISSUER, clock=FakeClock())
         self.publish = publish
         self.old = SetSigner(old_key, issuer=ISSUER)
@@ -164,7 +164,7 @@ def test_rotation_through_a_jwks_url_without_a_restart(jwks_server, old_key, new
 def test_an_unreachable_or_broken_jwks_keeps_the_keys_already_known(jwks_server, old_key):
     tick = Monotonic()
     jwks_server.body = orjson.dumps({"keys": [public(old_key)]})
-    source = KeySource(jwks_server.url, min_refetch_s=1, clock=tick)
+    source = KeySource(jwks_server.url, min_refetch_s=1, clock=tick, allow_http=True)
     assert source.find(old_key.kid) is not None
     for body in (b"<html>oops</html>", b'{"no": "keys"}'):
         jwks_server.body = body
@@ -172,7 +172,7 @@ def test_an_unreachable_or_broken_jwks_keeps_the_keys_already_known(jwks_server,
         assert source.find("other") is None
         assert source.last_error is not None
         assert source.find(old_key.kid) is not None
-    missing = KeySource(jwks_server.url.replace("jwks.json", "nope"), clock=tick)
+    missing = KeySource(jwks_server.url.replace("jwks.json", "nope"), clock=tick, allow_http=True)
     assert missing.find("k") is None
     assert "404" in str(missing.last_error)
 

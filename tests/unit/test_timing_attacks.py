@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -61,43 +62,70 @@ def _escalation(wf: str, token: str, **kw: Any) -> list[dict[str, Any]]:
     ]
 
 
+# Intake bounds the timestamps it accepts; the core must be safe by itself all the same, so
+# these events reach it without validation (``model_copy`` does not validate).
+FAR = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+EARLY = datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+
+
+def _edge(raw: dict[str, Any], *, credential: dict[str, Any] | None = None, **top: Any) -> Any:
+    ev = parse(raw)
+    if credential:
+        top["credential"] = ev.credential.model_copy(update=credential)
+    return ev.model_copy(update=top)
+
+
+def _fold(events: list[Any]) -> Outbox:
+    mon = Monitor(Context(DetectionConfig()))
+    out = Outbox()
+    for ev in events:
+        out.extend(mon.process(ev if not isinstance(ev, dict) else parse(ev)))
+    out.extend(mon.flush())
+    assert not out.failures
+    return out
+
+
+def _found(out: Outbox) -> list[tuple[str, str]]:
+    return sorted((f.code, f.workflow_id) for f in out.findings)
+
+
 def test_a_token_that_expires_in_year_9999_is_revoked_not_a_crash() -> None:
-    events = _escalation("wf-far", "tok-far")
-    _far_expiry(events[1])
-    events += _escalation("wf-ok", "tok-ok")
-    records = _replay(events)
-    assert _codes(records) == [("scope_escalation", "wf-far"), ("scope_escalation", "wf-ok")]
-    far = [r for r in records if r["kind"] == "revocation" and r["workflow_id"] == "wf-far"]
-    assert far
-    assert far[0]["not_after"].startswith("9999-12-31T23:59:59")
+    start, esc = _escalation("wf-far", "tok-far")
+    out = _fold([start, _edge(esc, credential={"expires_at": FAR}), *_escalation("wf-ok", "tok")])
+    assert _found(out) == [("scope_escalation", "wf-far"), ("scope_escalation", "wf-ok")]
+    (far,) = [r for r in out.revocations if r.target.id == "tok-far"]
+    assert far.not_after == FAR
 
 
 def test_an_event_dated_in_year_one_is_judged_not_a_crash() -> None:
-    early = call("wf-old", "planner", "tok-old", t=1, scopes=["crm:admin"])
-    early["occurred_at"] = YEAR_ONE
-    early["credential"]["issued_at"] = YEAR_ONE
-    events = [early, *_escalation("wf-ok", "tok-ok")]
-    records = _replay(events)
-    assert ("scope_escalation", "wf-ok") in _codes(records)
-    assert ("unknown_workflow", "wf-old") in _codes(records)
-    assert not [r for r in records if r["kind"] == "deadletter"]
+    early = _edge(call("wf-old", "planner", "tok-old", t=1), occurred_at=EARLY)
+    out = _fold([early, *_escalation("wf-ok", "tok-ok")])
+    assert ("scope_escalation", "wf-ok") in _found(out)
+    (old,) = [f for f in out.findings if f.workflow_id == "wf-old"]
+    assert old.code == "unknown_workflow"
+    assert old.event_time == datetime(1, 1, 1, tzinfo=UTC)  # saturated, not an error
 
 
 def test_a_far_future_grant_and_delegation_are_judged_not_a_crash() -> None:
-    start = started("wf-1", "planner", "tok-p", scopes=["crm:read"])
-    start["grant"]["not_after"] = FAR_FUTURE
-    hand = delegate(
-        "wf-1",
-        "planner",
-        "helper",
-        "tok-p",
-        scopes=["crm:read", "crm:admin"],
-        holder_scopes=["crm:read"],
+    start = parse(started("wf-1", "planner", "tok-p", scopes=["crm:read"]))
+    start = start.model_copy(update={"grant": start.grant.model_copy(update={"not_after": FAR})})
+    hand = parse(
+        delegate(
+            "wf-1",
+            "planner",
+            "helper",
+            "tok-p",
+            scopes=["crm:read", "crm:admin"],
+            holder_scopes=["crm:read"],
+        )
     )
-    hand["delegation"]["expires_at"] = FAR_FUTURE
-    records = _replay([start, hand, completed("wf-1", "planner", "tok-p", t=10)])
-    assert _codes(records) == [("delegation_amplification", "wf-1")]
-    assert not [r for r in records if r["kind"] == "deadletter"]
+    hand = hand.model_copy(
+        update={"delegation": hand.delegation.model_copy(update={"expires_at": FAR})}
+    )
+    late = _edge(call("wf-1", "helper", "tok-h", t=20), occurred_at=FAR)
+    out = _fold([start, hand, late, completed("wf-1", "planner", "tok-p", t=10)])
+    assert ("delegation_amplification", "wf-1") in _found(out)
+    assert all(r.not_after <= FAR for r in out.revocations)
 
 
 class _Exploding:
@@ -164,7 +192,6 @@ def test_the_worker_keeps_every_other_events_outputs(signer: SetSigner) -> None:
 
     year_one = call("wf-old", "planner", "tok-old", t=1, scopes=["crm:admin"], eid="old")
     year_one["occurred_at"] = YEAR_ONE
-    year_one["credential"]["issued_at"] = YEAR_ONE
     far = _escalation("wf-far", "tok-far")
     _far_expiry(far[1])
     batch = [*_escalation("wf-a", "tok-a"), year_one, *far, *_escalation("wf-b", "tok-b")]
@@ -177,15 +204,14 @@ def test_the_worker_keeps_every_other_events_outputs(signer: SetSigner) -> None:
 
     asyncio.run(scenario())
     topics = [e[0] for e in published]
-    assert topics.count("tether.revocations") >= 4  # three escalations and a completion
+    assert topics.count("tether.revocations") >= 3  # two escalations and a completion
     findings = [orjson.loads(e[2]) for e in published if e[0] == "tether.findings"]
     assert {(f["code"], f["workflow_id"]) for f in findings} >= {
         ("scope_escalation", "wf-a"),
         ("scope_escalation", "wf-b"),
-        ("scope_escalation", "wf-far"),
     }
     decisions = [orjson.loads(e[2]) for e in published if e[0] == "tether.decisions"]
-    assert len(decisions) == 4
+    assert {d["workflow_id"] for d in decisions} >= {"wf-a", "wf-b"}
 
 
 # -- item 4: a forward-dated event in a replay ---------------------------------------------
@@ -328,14 +354,9 @@ def test_a_repeated_start_with_the_same_grant_is_not_a_conflict() -> None:
 
 
 def test_outputs_are_stamped_within_the_datetime_range() -> None:
-    mon = Monitor(Context(DetectionConfig()))
-    ev = call("wf-1", "planner", "tok", t=1)
-    ev["occurred_at"] = FAR_FUTURE
-    out = Outbox()
-    mon.process_into(parse(ev), None, out)
-    out.extend(mon.flush())
-    assert all(f.detected_at.year == 9999 for f in out.findings)
-    assert at(0)  # builders in use
+    out = _fold([_edge(call("wf-1", "planner", "tok", t=1), occurred_at=FAR)])
+    assert out.findings
+    assert all(f.detected_at == FAR for f in out.findings)
 
 
 def test_the_worker_dead_letters_a_failed_event_and_keeps_the_rest(signer: SetSigner) -> None:

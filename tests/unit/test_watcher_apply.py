@@ -15,8 +15,7 @@ import pytest
 from sdk_helpers import T0, FakeClock, heartbeat, revocation
 from tether.models.codec import encode
 from tether.models.outputs import Heartbeat, Revocation
-from tether.sdk import revocation_set
-from tether.sdk.revocation_set import HOLD_S, RevocationSet
+from tether.sdk.revocation_set import HOLD_S, HoldFull, RevocationSet
 from tether.security import SetSigner, SetVerifier, StaticKeys, generate_key
 from tether.security.keys import write_jwks
 from tether.security.sets import unverified_parts
@@ -207,7 +206,8 @@ def test_a_forged_short_revocation_cannot_shorten_or_lift_a_real_one(rset, clock
 def test_a_forged_revocation_revokes_nothing(rset, forger):
     rset.apply(b"token:victim", forger.revocation(revocation(ident="victim")))
     rset.apply(b"token:victim", encode(revocation(ident="victim")))
-    assert not rset.is_revoked(token_id="victim")
+    assert rset.revoked_until("token", "victim") is None
+    assert not rset.is_revoked(token_id="victim", tier="low")
 
 
 def test_only_verified_heartbeats_keep_the_feed_fresh(clock, keys, signer, forger):
@@ -221,6 +221,9 @@ def test_only_verified_heartbeats_keep_the_feed_fresh(clock, keys, signer, forge
         assert rset.is_revoked(token_id="t") is True  # stale: the default tier fails closed
     assert rset.stats.heartbeats == 0
     assert rset.apply(b"heartbeat:w1", signer.heartbeat(heartbeat())) == heartbeat()
+    assert not rset.is_fresh()  # the forger's heartbeat is held (its key unknown): in doubt
+    rset._held.clear()  # as if given up
+    assert rset.apply(b"heartbeat:w1", signer.heartbeat(heartbeat(source="w2"))) is not None
     assert rset.is_fresh()
     clock.advance(30)  # the feed dies; an attacker replays the last real heartbeat
     rset.apply(b"heartbeat:w1", signer.heartbeat(heartbeat()))
@@ -253,7 +256,9 @@ def test_a_record_signed_by_a_key_not_yet_known_is_held_then_applied(rset, keys,
     assert rset.apply(key_of(rev), rotated.revocation(rev)) is None
     assert rset.apply(b"heartbeat:w-new", rotated.heartbeat(hb)) is None
     assert rset.stats.held == 2
-    assert not rset.is_revoked(token_id="jti-new")
+    assert rset.revoked_until("token", "jti-new") is None
+    assert not rset.ready
+    assert rset.is_revoked(token_id="anyone") is True  # records held: in doubt
     assert rset.retry_held() == []  # the key is still unknown
     assert rset.stats.held == 2
     keys.add(rotated)  # the JWKS refetch now finds it
@@ -264,12 +269,16 @@ def test_a_record_signed_by_a_key_not_yet_known_is_held_then_applied(rset, keys,
     assert rset.is_revoked(token_id="jti-new")
 
 
-def test_held_records_are_bounded(rset, forger, monkeypatch):
-    monkeypatch.setattr(revocation_set, "HOLD_MAX", 3)
-    for i in range(5):
+def test_held_records_are_bounded_by_refusing_more_never_by_dropping(clock, keys, forger):
+    verifier = SetVerifier(keys, issuer=ISSUER, clock=clock)
+    rset = RevocationSet(clock=clock, verifier=verifier, hold_max=3)
+    for i in range(3):
         rset.apply(b"token:x", forger.revocation(revocation(rid=f"rv-{i}")))
+    with pytest.raises(HoldFull):
+        rset.apply(b"token:x", forger.revocation(revocation(rid="rv-3")))
     assert rset.stats.held == 3
-    assert rset.stats.rejected == {"unknown_kid": 2}
+    assert rset.stats.hold_full == 1
+    assert rset.stats.rejected == {}
 
 
 def test_rejections_are_logged_at_most_once_per_reason_per_interval(rset, caplog):

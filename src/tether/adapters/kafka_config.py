@@ -1,10 +1,17 @@
-"""librdkafka configuration builders for tether's producers and consumers (pure, no I/O)."""
+"""librdkafka configuration builders for tether's producers, consumers and admin clients.
+
+Every confluent-kafka client of tether is configured here, from ``Settings``: the bootstrap
+servers, and the security of the ``kafka`` section (protocol, SASL, TLS, passthrough), so that
+no client can be the one left connecting in plaintext. Pure apart from reading the SASL password
+file (``KafkaSettings.password``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
 
+from tether.kafka_settings import KafkaSettings
 from tether.settings import Settings
 
 KafkaConfig = dict[str, Any]
@@ -30,6 +37,41 @@ CONSUMER_DEFAULTS: Final[Mapping[str, Any]] = {
 }
 
 
+def security_config(kafka: KafkaSettings) -> KafkaConfig:
+    """The librdkafka properties of ``kafka``: protocol, SASL, TLS, then the passthrough.
+
+    The passthrough cannot override the others (``KafkaSettings`` refuses the keys they own).
+    """
+    config: KafkaConfig = {"security.protocol": kafka.security_protocol}
+    if kafka.uses_sasl:
+        config["sasl.mechanism"] = kafka.sasl_mechanism
+        config["sasl.username"] = kafka.sasl_username
+        config["sasl.password"] = kafka.password()
+    if kafka.uses_tls:
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if kafka.ssl_verify_hostname else "none"
+        )
+        if kafka.ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(kafka.ssl_ca_file)
+        if kafka.ssl_cert_file is not None:
+            config["ssl.certificate.location"] = str(kafka.ssl_cert_file)
+        if kafka.ssl_key_file is not None:
+            config["ssl.key.location"] = str(kafka.ssl_key_file)
+        if kafka.ssl_key_password is not None:
+            config["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    config.update(kafka.properties)
+    return config
+
+
+def client_config(settings: Settings, *, client_id: str) -> KafkaConfig:
+    """What every client needs: where the brokers are, its name, and how it authenticates."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "client.id": client_id,
+        **security_config(settings.kafka),
+    }
+
+
 def producer_config(
     settings: Settings,
     *,
@@ -40,7 +82,7 @@ def producer_config(
     """Configuration of an idempotent producer (``acks=all``, lz4, ``linger.ms=1``).
 
     Args:
-        settings: supplies ``kafka_bootstrap``.
+        settings: supplies ``kafka_bootstrap`` and the ``kafka`` section.
         client_id: names the client in broker logs and metrics; with ``transactional`` it is also
             the ``transactional.id``, so it must be stable per producer instance.
         transactional: configure a transactional producer (exactly-once read-process-write).
@@ -49,11 +91,7 @@ def producer_config(
     Returns:
         A new dict; callers may add callbacks (``error_cb``) before creating the client.
     """
-    config: KafkaConfig = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "client.id": client_id,
-        **PRODUCER_DEFAULTS,
-    }
+    config: KafkaConfig = {**client_config(settings, client_id=client_id), **PRODUCER_DEFAULTS}
     if transactional:
         config["transactional.id"] = client_id
     if overrides:
@@ -71,7 +109,7 @@ def consumer_config(
     """Configuration of a low-latency consumer that commits explicitly.
 
     Args:
-        settings: supplies ``kafka_bootstrap``.
+        settings: supplies ``kafka_bootstrap`` and the ``kafka`` section.
         group_id: the consumer group. confluent-kafka requires one even for a consumer that
             only ``assign()``s partitions and never commits (the revocation watcher); such a
             consumer never joins the group.
@@ -82,9 +120,8 @@ def consumer_config(
         A new dict.
     """
     config: KafkaConfig = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings, client_id=client_id),
         "group.id": group_id,
-        "client.id": client_id,
         **CONSUMER_DEFAULTS,
     }
     if overrides:
@@ -95,8 +132,7 @@ def consumer_config(
 def admin_config(settings: Settings, *, client_id: str = "tether-admin") -> KafkaConfig:
     """Configuration of an AdminClient."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "client.id": client_id,
+        **client_config(settings, client_id=client_id),
         "log.connection.close": False,
         "log_level": 4,  # warnings and worse: not the chatter of a short-lived admin handle
     }

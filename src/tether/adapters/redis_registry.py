@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import redis
@@ -24,6 +24,20 @@ from tether.adapters.registry import (
 from tether.models.codec import encode
 from tether.models.outputs import Revocation, TargetKind
 from tether.settings import Settings
+from tether.topics import REVOCATIONS
+
+
+def _text(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    text = _text(value)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
 
 # Store the revocation unless the key already lives at least as long. PEXPIRETIME (Redis 7.0+)
 # answers -2 for a missing key and -1 for a key without expiry, which is never shortened.
@@ -38,10 +52,36 @@ return 1
 """
 
 
+# Move freshness heartbeats forward, each only if Redis still holds the value this sync wrote last
+# (ARGV: expected, new; expected "" when it wrote none): atomic, so a flush or a failover between
+# a check and a write cannot go unnoticed. Returns the 1-based indexes whose value was not there.
+ADVANCE_FRESH_SCRIPT: Final = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local expected = ARGV[2 * i - 1]
+  local current = redis.call('GET', key)
+  if expected ~= '' and current ~= expected then
+    lost[#lost + 1] = i
+  else
+    redis.call('SET', key, ARGV[2 * i])
+  end
+end
+return lost
+"""
+
+
 # The registry sync's marks, one per partition of the revocations topic: "synced" once the registry
 # holds everything that partition carried, "rebuilding" while it is being read again from the
 # start. Outside ``tether:revoked:``, so gateways never mistake one for a revocation.
 SYNC_MARK_PREFIX: Final = "tether:registry:sync:"
+SYNCED: Final = "synced"
+# The sync's freshness heartbeat, one per partition: the epoch milliseconds at which the worker
+# was last known alive on that partition (a verified heartbeat read there), written only after
+# everything the partition carried before that heartbeat is in Redis.
+FRESH_PREFIX: Final = "tether:registry:fresh:"
+# How many partitions the revocations topic has, as the sync last saw it.
+PARTITIONS_PREFIX: Final = "tether:registry:partitions:"
+DEFAULT_SYNC_TOPIC: Final = "tether.revocations"
 
 
 class RedisRegistry:
@@ -55,6 +95,15 @@ class RedisRegistry:
     registry answers None without contacting Redis for ``backoff_s`` (a circuit breaker), so a
     gateway whose fallback is down is not slowed down by a connect timeout per call.
 
+    Nor do they trust an empty or lagging Redis (restarted without persistence, a failover to
+    a lagging replica, a flush with the sync marks set again): with ``sync_topic`` set (the
+    default; :meth:`from_settings` names the configured revocations topic) a key that is
+    absent answers False only while the registry sync vouches for Redis: the partition count
+    is known, every partition's sync mark says ``synced``, and every partition's freshness
+    heartbeat (:data:`FRESH_PREFIX`) is at most ``sync_staleness_s`` old. Otherwise it answers
+    None (counted in :attr:`unvouched`), and the gateway's tier decides. A key that is present
+    answers True whatever the marks say.
+
     Connections are made on first use, separately for the async and the sync API.
     """
 
@@ -67,6 +116,8 @@ class RedisRegistry:
         retries: int = 1,
         backoff_s: float = 1.0,
         clock: Clock = time.time,
+        sync_topic: str | None = DEFAULT_SYNC_TOPIC,
+        sync_staleness_s: float = 10.0,
     ) -> None:
         """Configure the registry; nothing connects yet.
 
@@ -77,6 +128,10 @@ class RedisRegistry:
             retries: retries after a connection error or timeout, without backoff.
             backoff_s: after a failed lookup, answer None for this long without asking Redis.
             clock: epoch seconds, for skipping revocations that have already expired.
+            sync_topic: the revocations topic whose registry sync must vouch for Redis before
+                an absent key means "not revoked"; None trusts every answer (tests of the
+                registry itself, tools).
+            sync_staleness_s: how old the sync's freshness heartbeats may be.
         """
         self._url = url
         self._prefix = key_prefix
@@ -89,14 +144,23 @@ class RedisRegistry:
         self._sync: redis.Redis | None = None
         self._script: Script | None = None  # PUT_SCRIPT registered with the sync client
         self._down_until = 0.0  # time.monotonic() before which lookups answer None at once
+        self._sync_topic = sync_topic
+        self._sync_staleness_ms = int(sync_staleness_s * 1000)
+        self.unvouched = 0
+        """Lookups answered None (not False) because the registry sync did not vouch for Redis."""
 
     @classmethod
     def from_settings(
         cls, settings: Settings, *, key_prefix: str = DEFAULT_KEY_PREFIX, timeout_s: float = 1.0
     ) -> RedisRegistry:
-        """A registry on ``settings.redis_url`` (``TETHER_REDIS_URL``)."""
+        """A registry on ``settings.redis_url`` (``TETHER_REDIS_URL``), vouched for by the sync
+        of the configured revocations topic within ``TETHER_REGISTRY_STALENESS_S``."""
         return cls(
-            settings.redis_url.get_secret_value(), key_prefix=key_prefix, timeout_s=timeout_s
+            settings.redis_url.get_secret_value(),
+            key_prefix=key_prefix,
+            timeout_s=timeout_s,
+            sync_topic=settings.topic(REVOCATIONS),
+            sync_staleness_s=settings.registry_staleness_s,
         )
 
     # -- async API (the worker) ------------------------------------------------------------
@@ -118,15 +182,22 @@ class RedisRegistry:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
 
     async def lookup(self, kind: TargetKind, id: str) -> bool | None:
-        """True while revoked, False when not, None when Redis could not be asked."""
+        """True while revoked; False when not and the sync vouches for Redis; None otherwise
+        (Redis could not be asked, or may have lost revocations)."""
         if time.monotonic() < self._down_until:
             return None
         try:
-            found = await self._async_client().exists(key_for(kind, id, self._prefix))
+            client = self._async_client()
+            if await client.exists(key_for(kind, id, self._prefix)):
+                return True
+            if self._sync_topic is None:
+                return False
+            count = await client.get(f"{PARTITIONS_PREFIX}{self._sync_topic}")
+            values = await client.mget(self._vouch_keys(count)) if count else []
         except redis.RedisError:
             self._down_until = time.monotonic() + self._backoff_s
             return None
-        return bool(found)
+        return self._answer(count, values)
 
     async def close(self) -> None:
         """Close the async connections (and the sync ones, if any)."""
@@ -208,11 +279,94 @@ class RedisRegistry:
         if time.monotonic() < self._down_until:
             return None
         try:
-            found = self._sync_client().exists(key_for(kind, id, self._prefix))
+            client = self._sync_client()
+            if client.exists(key_for(kind, id, self._prefix)):
+                return True
+            if self._sync_topic is None:
+                return False
+            count = client.get(f"{PARTITIONS_PREFIX}{self._sync_topic}")
+            values = client.mget(self._vouch_keys(count)) if count else []
         except redis.RedisError:
             self._down_until = time.monotonic() + self._backoff_s
             return None
-        return bool(found)
+        return self._answer(count, values)
+
+    def vouched(self) -> bool:
+        """Whether the registry sync vouches for Redis now (see the class docstring)."""
+        if self._sync_topic is None:
+            return True
+        client = self._sync_client()
+        count = client.get(f"{PARTITIONS_PREFIX}{self._sync_topic}")
+        values = client.mget(self._vouch_keys(count)) if count else []
+        return self._answer(count, values) is False
+
+    # -- the registry sync's bookkeeping ----------------------------------------------------
+
+    def set_partition_count(self, topic: str, count: int) -> None:
+        """Record how many partitions ``topic`` has (the marks gateways must find).
+
+        Raises:
+            RegistryUnavailableError: Redis could not be written.
+        """
+        try:
+            self._sync_client().set(f"{PARTITIONS_PREFIX}{topic}", count)
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot write the partition count: {exc}") from exc
+
+    def advance_fresh(self, topic: str, moves: Mapping[int, tuple[int | None, int]]) -> list[int]:
+        """Move the freshness heartbeats of some partitions forward: ``{partition: (the value
+        this sync wrote last or None, the new epoch ms)}``. Atomically, a partition whose
+        value is not the one expected is left alone and returned: Redis lost writes there.
+
+        Raises:
+            RegistryUnavailableError: Redis could not be written.
+        """
+        if not moves:
+            return []
+        partitions = list(moves)
+        keys = [f"{FRESH_PREFIX}{topic}:{p}" for p in partitions]
+        args: list[str] = []
+        for p in partitions:
+            expected, new = moves[p]
+            args += ["" if expected is None else str(expected), str(new)]
+        try:
+            lost = self._sync_client().register_script(ADVANCE_FRESH_SCRIPT)(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot write a freshness heartbeat: {exc}") from exc
+        return [partitions[int(i) - 1] for i in lost]
+
+    def fresh_marks(self, topic: str, partitions: Sequence[int]) -> list[int | None]:
+        """The freshness heartbeat of each partition (None: Redis has none).
+
+        Raises:
+            RegistryUnavailableError: Redis could not be read.
+        """
+        if not partitions:
+            return []
+        try:
+            values = self._sync_client().mget([f"{FRESH_PREFIX}{topic}:{p}" for p in partitions])
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot read the freshness heartbeats: {exc}") from exc
+        return [_int(v) for v in values]
+
+    def _vouch_keys(self, count: object) -> list[str]:
+        n = _int(count) or 0
+        topic = self._sync_topic
+        marks = [f"{SYNC_MARK_PREFIX}{topic}:{p}" for p in range(n)]
+        return marks + [f"{FRESH_PREFIX}{topic}:{p}" for p in range(n)]
+
+    def _answer(self, count: object, values: Sequence[object]) -> bool | None:
+        """False when the marks and freshness heartbeats vouch for an absent key, else None."""
+        n = _int(count)
+        if n is not None and n > 0 and len(values) == 2 * n:
+            oldest = int(self._clock() * 1000) - self._sync_staleness_ms
+            marks, fresh = values[:n], values[n:]
+            if all(_text(m) == SYNCED for m in marks) and all(
+                (ms := _int(f)) is not None and ms >= oldest for f in fresh
+            ):
+                return False
+        self.unvouched += 1
+        return None
 
     def close_sync(self) -> None:
         """Close the sync connections."""

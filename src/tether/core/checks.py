@@ -44,7 +44,7 @@ class Verdict:
 def check_event(  # noqa: PLR0912  # one guarded branch per check keeps the hot path flat
     session: Session, event: InputEvent, *, final: bool, max_chain: int = 3
 ) -> Verdict:
-    """Run every check DESIGN.md applies to ``event``, except per-call policy.
+    """Run every check the contract (docs/contract.md) applies to ``event``, except per-call policy.
 
     With ``final=False`` a check whose outcome a late event could still change waits
     (``waiting=True``) instead of firing; with ``final=True`` absence is taken as final. Checks

@@ -37,6 +37,7 @@ DELEGATION_DEPTH_EXCEEDED: Final = "delegation_depth_exceeded"
 ACTIVITY_AFTER_COMPLETION: Final = "activity_after_completion"
 UNKNOWN_WORKFLOW: Final = "unknown_workflow"
 POLICY_DENIED: Final = "policy_denied"
+CREDENTIAL_INVALID: Final = "credential_invalid"
 GRANT_CONFLICT: Final = "grant_conflict"
 TASK_COMPLETED: Final = "task_completed"  # a revocation reason, not a finding
 
@@ -149,6 +150,13 @@ RULES: Final[dict[str, Rule]] = {
         ),
         Rule(
             POLICY_DENIED, "high", ("revoke_token",), ("ASI02",), "per-call policy forbids the call"
+        ),
+        Rule(  # no token revocation: an invalid token's id is only the presenter's word
+            CREDENTIAL_INVALID,
+            "critical",
+            ("quarantine_workload",),
+            ("ASI03", "ASI10"),
+            "presented token fails verification",
         ),
         Rule(
             GRANT_CONFLICT,

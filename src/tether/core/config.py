@@ -10,7 +10,7 @@ from tether.models.outputs import Response
 
 
 class DetectionConfig(BaseModel):
-    """Everything that tunes the pure core. Defaults follow DESIGN.md.
+    """Everything that tunes the pure core. Defaults follow docs/contract.md.
 
     Rules are data: each code can be disabled, or have its severity and response overridden,
     without touching code (``severity={"tool_not_granted": "high"}``).

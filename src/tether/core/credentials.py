@@ -30,6 +30,7 @@ class CredentialUse:
     event_id: str
     inherited: bool
     expires_at: float
+    owner: bool = False  # the presenter is the token's subject
 
 
 def observe(
@@ -52,12 +53,19 @@ def observe(
         ):
             return st
         use_t, use_id = min((prev.t, prev.event_id), (use.t, use.event_id))
-        pairs[i] = PairUse(workload, workflow, use_t, use_id, prev.inherited and use.inherited)
+        pairs[i] = PairUse(
+            workload,
+            workflow,
+            use_t,
+            use_id,
+            prev.inherited and use.inherited,
+            prev.owner or use.owner,
+        )
         break
     else:
         if len(pairs) >= MAX_PAIRS:
             return st
-        pairs.append(PairUse(workload, workflow, use.t, use.event_id, use.inherited))
+        pairs.append(PairUse(workload, workflow, use.t, use.event_id, use.inherited, use.owner))
     _scan(st, use.expires_at, cfg, now, out)
     return st
 
@@ -66,12 +74,17 @@ def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out:
     live = [u for u in st.pairs if not u.inherited]
     if len(live) < 2:  # noqa: PLR2004  # reuse needs two uses
         return
-    for u in live:
-        workload, workflow = u.workload_id, u.workflow_id
-        key = (u.t, u.event_id)
-        for o in live:
-            if (o.t, o.event_id) >= key:
+    for later in live:
+        key = (later.t, later.event_id)
+        for earlier in live:
+            if (earlier.t, earlier.event_id) >= key:
                 continue
+            u, o, swapped = later, earlier, False
+            if u.owner and not o.owner and u.workload_id != o.workload_id:
+                # The token's own subject is not the one reusing it, whatever the event times
+                # say (they are the presenter's word): the finding falls on the other presenter.
+                u, o, swapped = earlier, later, True
+            workload, workflow = u.workload_id, u.workflow_id
             other_w, other_f = o.workload_id, o.workflow_id
             if other_w != workload:
                 code, why = C.CREDENTIAL_REUSE, f"by {other_w} in workflow {other_f}"
@@ -86,7 +99,10 @@ def _scan(st: TokenState, expires: float, cfg: DetectionConfig, now: Stamp, out:
                 workload_id=workload,
                 event_time=u.t,
                 evidence=(o.event_id, u.event_id),
-                summary=f"token {st.token_id} presented by {workload} here after it was "
+                summary=f"token {st.token_id} presented by {workload} here, and by its subject "
+                f"{other_w} in workflow {other_f}"
+                if swapped
+                else f"token {st.token_id} presented by {workload} here after it was "
                 f"presented {why}",
                 token_id=st.token_id,
                 token_expires=expires,

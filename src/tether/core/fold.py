@@ -82,18 +82,25 @@ def fold(
     if len(seen) > _SEEN_PRUNE_AT:
         _expire_seen(s, cfg.dedup_window_s)
     cred = event.credential
+    trust = event.trust
+    # A token id only an untrusted source vouches for is nobody's to revoke (docs/SECURITY.md):
+    # it is not tracked for completion, not reported to the token index, not kept for late checks.
+    token_ok = trust is None or trust.token_trusted
     if type(event) is WorkflowStarted:
         start = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
         if _start(s, start, cfg, now, out):
             _rejudge(s, ctx, now, out, uses)
     elif type(event) is DelegationGranted:
         _add_delegation(s, event)
-    if cred is not None:
+    if cred is not None and token_ok:
         _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now, out)
-    if type(event) is ToolCallIntent:
-        cred = event.credential
-        act = ActRef(t, event.event_id, event.agent.workload_id, cred.token_id, cred.expires_t)
-        _remember(s, act, cfg.grace_s)
+    kind = type(event)
+    if (kind is ToolCallIntent or kind is DelegationGranted) and cred is not None:
+        token_id = cred.token_id if token_ok else ""
+        act = ActRef(t, event.event_id, event.agent.workload_id, token_id, cred.expires_t)
+        if kind is ToolCallIntent:
+            _remember(s, act, cfg.grace_s)
+        # a delegation in a workflow never started is as unknown as a call in one
         if (s.started is None or s.started.started_at > t) and (
             s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
         ):
@@ -305,7 +312,7 @@ def _late_after_completion(
         event_time=act.t,
         evidence=(act.event_id, s.completed_event or ""),
         summary=f"tool call {act.t - done:.3f}s after the workflow completed",
-        token_id=act.token_id,
+        token_id=act.token_id or None,
         token_expires=act.token_expires,
         workflow_not_after=start.not_after if start is not None else None,
     )
@@ -344,10 +351,17 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         outcome = ctx.policy.check(s, event, verdict.standing)
         if not outcome.allowed:
             verdict.violations.append(_policy_violation(s, event, t, outcome))
+    trust = event.trust
     for v in verdict.violations:
+        if trust is not None:
+            v.trust = trust
         _fire(s, v, cfg, now, out)
     cred = event.credential
-    if cred is not None and verdict.identity is not Identity.PENDING:
+    if (
+        cred is not None
+        and verdict.identity is not Identity.PENDING
+        and (trust is None or trust.token_trusted)
+    ):
         _record_use(s, event, t, verdict)
     if verdict.waiting and not final:
         s.seq += 1
@@ -381,8 +395,9 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
         expires = cred.expires_t
         if expires == token.expires_at:
             expires = token.expires_at  # one float object for both
+        owner = cred.subject == workload
         workload = sys.intern(workload)  # workload ids repeat across the fleet
-        token.record(UseRec(workload, t, event.event_id, inherited, expires, reported=False))
+        token.record(UseRec(workload, t, event.event_id, inherited, expires, False, owner))
         s.unsettled += 1
         s.rewake = True
         return
@@ -415,6 +430,7 @@ def _settle_uses(s: Session, watermark: float, grace: float, uses: list[Credenti
                     event_id=rec.event_id,
                     inherited=rec.inherited,
                     expires_at=rec.expires_at,
+                    owner=rec.owner,
                 )
             )
 
@@ -453,6 +469,7 @@ def _decision(
     event: ToolCallIntent, verdict: Verdict, outcome: PolicyOutcome | None, now: Stamp
 ) -> Decision:
     codes = sorted({v.code for v in verdict.violations})
+    trust = event.trust
     return Decision(
         event_id=event.event_id,
         workflow_id=event.workflow_id,
@@ -463,6 +480,9 @@ def _decision(
         policy_ids=list(outcome.policy_ids) if outcome is not None else [],
         policy_revision=outcome.revision if outcome is not None else None,
         evaluated_at=as_datetime(now),
+        authenticated=trust.authenticated if trust is not None else None,
+        source=trust.source if trust is not None else None,
+        credential_verified=trust.credential_verified if trust is not None else None,
     )
 
 
@@ -509,7 +529,7 @@ def fire_due(
                     event_time=first.t,
                     evidence=(first.event_id,),
                     summary="tool calls in a workflow that was never started",
-                    token_id=first.token_id,
+                    token_id=first.token_id or None,
                     token_expires=first.token_expires,
                 ),
                 cfg,

@@ -10,7 +10,7 @@ from tether.core.codes import TASK_COMPLETED
 from tether.core.config import DetectionConfig
 from tether.core.ids import derive_id
 from tether.models.common import SEVERITY_RANK, Severity
-from tether.models.events import InputEvent
+from tether.models.events import InputEvent, Trust
 from tether.models.outputs import Decision, Finding, Response, Revocation, Target, TargetKind
 
 
@@ -32,6 +32,7 @@ class Violation:
     workflow_not_after: float | None = None
     severity: Severity | None = None
     policy_ids: tuple[str, ...] = ()
+    trust: Trust | None = None  # the causing event's source and what it may not cause
 
     @property
     def finding_id(self) -> str:
@@ -112,6 +113,8 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
     rule = cfg.rule(v.code)
     severity = v.severity or rule.severity
     finding_id = v.finding_id
+    trust = v.trust
+    withheld = [a for a in rule.response if a in trust.withhold] if trust is not None else None
     # Built whole before anything is appended: a finding never leaves without its revocations.
     finding = Finding(
         finding_id=finding_id,
@@ -127,9 +130,24 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         response=list(rule.response),
         owasp=list(rule.owasp),
         shadow=cfg.shadow,
+        authenticated=trust.authenticated if trust is not None else None,
+        source=trust.source if trust is not None else None,
+        credential_verified=trust.credential_verified if trust is not None else None,
+        withheld=withheld or None,
     )
     revocations: list[Revocation] = []
-    for action in () if cfg.shadow else rule.response:
+    actions: tuple[Response, ...] = () if cfg.shadow else rule.response
+    if withheld and actions:
+        actions = tuple(a for a in actions if a not in withheld)
+        if (
+            "revoke_workflow" in withheld
+            and severity == "critical"
+            and "quarantine_workload" not in actions
+        ):
+            # the workflow is not the actor's to lose: the response falls on the actor, whom
+            # its source speaks for (an intrusion into someone else's workflow)
+            actions = (*actions, "quarantine_workload")
+    for action in actions:
         target = _target(action, v, cfg)
         if target is None:
             continue

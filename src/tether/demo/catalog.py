@@ -303,5 +303,5 @@ TASKS = (
 
 TASKS_BY_NAME = {t.name: t for t in TASKS}
 
-#: Benign delegation chains never exceed this many hops (DESIGN.md's default maximum).
+#: Benign delegation chains never exceed this many hops (the contract's default maximum).
 MAX_BENIGN_HOPS = 3

@@ -33,7 +33,7 @@ __all__ = [
     "malformed_lines",
 ]
 
-#: DESIGN.md's default grace period; delivery disorder must stay strictly below it.
+#: The contract's default grace period; delivery disorder must stay strictly below it.
 GRACE_SECONDS = 5.0
 _DEFAULT_START = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
 _LANE_STAGGER_MS = 60_000

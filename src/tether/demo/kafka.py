@@ -15,6 +15,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from tether.adapters.kafka_admin import create_topics, wait_for_broker
+from tether.adapters.kafka_config import consumer_config
 from tether.demo.board import workload_name
 from tether.demo.fleet import FleetConfig, generate, ground_truth
 from tether.demo.scorecard import score
@@ -103,13 +104,12 @@ def _read(topic: str, value: bytes, revocations_topic: str) -> dict[str, Any]:
 
 def _consumer(settings: Settings, topics: list[str], *, from_end: bool) -> Consumer:
     c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"tether-demo-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-        }
+        consumer_config(
+            settings,
+            group_id=f"tether-demo-{uuid.uuid4().hex}",
+            client_id="tether-demo",
+            overrides={"fetch.wait.max.ms": 10, "isolation.level": "read_uncommitted"},
+        )
     )
     if from_end:  # start after what is there now, whatever ran before
         tps = []

@@ -30,7 +30,7 @@ class AttackKind(StrEnum):
 
 _K = AttackKind
 
-#: The finding codes DESIGN.md says each attack raises, on the attacked workflow, and no others.
+#: The finding codes docs/contract.md says each attack raises, on its workflow, and no others.
 CODES: Mapping[AttackKind, frozenset[str]] = MappingProxyType(
     {
         _K.STOLEN_TOKEN_REPLAY: frozenset({"credential_reuse", "identity_mismatch"}),

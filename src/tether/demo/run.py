@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -24,8 +26,11 @@ from tether.demo.board import Board, revocation_line
 from tether.demo.fleet import FleetConfig, FleetEvent, generate, ground_truth
 from tether.demo.malformed import malformed_lines
 from tether.demo.scorecard import Report, score, summary_lines
+from tether.demo.sources import fleet_sources, forged_lines
 from tether.demo.view import FPS, Frames
 from tether.models.codec import Rejected, decode_event
+from tether.security.gate import SourceGate
+from tether.security.proof import SourceKey
 from tether.settings import Settings
 
 _MALFORMED_EVERY = 2500  # one malformed line per this many deliveries (at least three in all)
@@ -59,20 +64,30 @@ class Survey:
         return cls(n, first, last, ends)
 
 
-def _items(config: FleetConfig, survey: Survey) -> Iterator[Item]:
-    """The fleet's deliveries as bytes, with a few malformed lines at seeded positions."""
+def _items(config: FleetConfig, survey: Survey, key: SourceKey | None = None) -> Iterator[Item]:
+    """The fleet's deliveries as bytes (signed with ``key``), with a few malformed lines at
+    seeded positions (and, when signed, a few forged ones)."""
     count = max(_MIN_MALFORMED, survey.deliveries // _MALFORMED_EVERY)
     bad = malformed_lines(config.seed, count)
     rng = random.Random(f"tether-demo:{config.seed}:malformed")
     span = range(survey.deliveries // 20, max(survey.deliveries, survey.deliveries // 20 + count))
     at = sorted(rng.sample(span, count))
+    if key is not None:
+        bad.extend(b"\x00forge" for _ in range(2))  # places for the forgeries, made below
     for i, fe in enumerate(generate(config)):
         while at and at[0] <= i:
             at.pop(0)
-            yield fe.arrival, bad.pop(), None
-        yield fe.arrival, orjson.dumps(fe.event), fe
+            line = bad.pop()
+            if line == b"\x00forge":
+                for forged in forged_lines(fe.event):
+                    yield fe.arrival, forged, None
+                continue
+            yield fe.arrival, line, None
+        data = orjson.dumps(fe.event)
+        yield fe.arrival, key.sign(data) if key is not None else data, fe
     for line in bad:
-        yield survey.last_ms, line, None
+        if line != b"\x00forge":
+            yield survey.last_ms, line, None
 
 
 @dataclass(slots=True)
@@ -82,6 +97,7 @@ class Demo:
     board: Board
     plain: IO[str] | None
     settings: Settings
+    gate: SourceGate | None = None
     monitor: Monitor = field(init=False)
     handed: dict[str, float] = field(default_factory=dict)
     found: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -100,6 +116,12 @@ class Demo:
         clock = ts(arrival_ms / 1000)
         self.board.clock = clock
         decoded = decode_event(data)
+        if self.gate is not None and not isinstance(decoded, Rejected):
+            admitted = self.gate.admit(data, decoded, self._initiator, clock, out := Outbox())
+            self.absorb(out, None)
+            if admitted is None:
+                return
+            decoded = admitted
         if isinstance(decoded, Rejected):
             self.dead_reasons[decoded.reason] += 1
             row = self.board.dead_letter(decoded.reason, decoded.error, decoded.workflow_id)
@@ -114,6 +136,10 @@ class Demo:
             self.running.discard(decoded.workflow_id)
         self.handed.setdefault(decoded.event_id, time.perf_counter())
         self.absorb(self.monitor.process(decoded, clock), decoded.event_id)
+
+    def _initiator(self, workflow_id: str) -> str | None:
+        s = self.monitor.sessions.get(workflow_id)
+        return s.started.initiator if s is not None and s.started is not None else None
 
     def flush(self) -> None:
         """End of input: decide every check still waiting for late events."""
@@ -249,8 +275,10 @@ def run_demo(
     board = Board(title, survey.deliveries, speedup)
     settings = Settings()
     use_live = live and out.isatty()
-    demo = Demo(board, None if use_live else out, settings)
-    items = _items(config, survey)
+    keys = tempfile.TemporaryDirectory(prefix="tether-demo-sources-")
+    key, gate = fleet_sources(Path(keys.name), settings.detection())
+    demo = Demo(board, None if use_live else out, settings, gate)
+    items = _items(config, survey, key)
     if not use_live:
         pace = f"at ~{rate:,.0f} events/s (x{speedup:,.0f})" if speedup else "as fast as possible"
         print(
@@ -274,6 +302,7 @@ def run_demo(
             if not interrupted:
                 demo.flush()
     wall_s = time.perf_counter() - began
+    keys.cleanup()
     decided = _decided(survey, config, board, settings) if interrupted else None
     card = score(ground_truth(config), demo.found, decided)
     report = Report(

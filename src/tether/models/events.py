@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, TypeAdapter
+from pydantic.json_schema import SkipJsonSchema
 
 from tether.models.common import (
     MAX_LIST,
@@ -83,12 +84,49 @@ class Delegation(Contract):
     expires_at: Timestamp
 
 
+MAX_PROOF: Final = 4096  # a compact JWS: header, empty payload, signature
+MAX_PRESENTED_TOKEN: Final = 16 * 1024  # an access token (JWT)
+
+
+class Trust(Contract):
+    """How far tether believes one event: set by the source gate after decoding, never read
+    from an emitter (the decoder drops whatever an input record says here).
+
+    It travels with the event (a check that waits for a delegation keeps the event in the
+    session's state) so that what the event causes later is still scoped and labelled.
+    """
+
+    source: str | None = None
+    authenticated: bool = False
+    credential_verified: bool = False
+    withhold: list[str] = Field(
+        default_factory=list, description="responses this event's source may not cause"
+    )
+
+    @derived
+    def token_trusted(self) -> bool:
+        """Whether the credential may be revoked on this event's word (verified, or reported by
+        a source trusted to check credentials)."""
+        return "revoke_token" not in self.withhold
+
+
 class _Event(Contract):
     schema_version: SchemaVersion
     event_id: EventId
     occurred_at: Timestamp
     workflow_id: WorkflowId
     agent: Agent
+    proof: Annotated[str, Field(max_length=MAX_PROOF)] | None = Field(
+        None,
+        description="a JWS by the emitting telemetry source over the record's bytes without this "
+        "member, which must be the record's last (docs/SECURITY.md)",
+    )
+    presented_token: Annotated[str, Field(max_length=MAX_PRESENTED_TOKEN)] | None = Field(
+        None,
+        description="the access token presented (a JWT): when it verifies against a trusted "
+        "issuer, the credential is taken from it",
+    )
+    trust: SkipJsonSchema[Trust | None] = None
 
     @derived
     def t(self) -> float:
@@ -139,4 +177,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "delegation.granted",
     "workflow.completed",
 )
+EVENT_MODELS: dict[str, type[_Event]] = {
+    "workflow.started": WorkflowStarted,
+    "tool_call.intent": ToolCallIntent,
+    "delegation.granted": DelegationGranted,
+    "workflow.completed": WorkflowCompleted,
+}
 input_event_adapter: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)

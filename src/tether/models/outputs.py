@@ -33,6 +33,20 @@ class Finding(Record):
     shadow: bool = Field(
         default=False, description="true when the response was reported but not enforced"
     )
+    authenticated: bool | None = Field(
+        None,
+        description="with a source registry: whether the event that caused it was authenticated "
+        "and authorized (absent without a registry)",
+    )
+    source: str | None = Field(None, description="the telemetry source that emitted the cause")
+    credential_verified: bool | None = Field(
+        None, description="whether the credential was verified (a JWT) or only asserted"
+    )
+    withheld: list[Response] | None = Field(
+        None,
+        description="responses not enforced because the cause's source may not cause them "
+        "(docs/SECURITY.md)",
+    )
 
 
 class Target(Record):
@@ -73,6 +87,22 @@ class Heartbeat(Record):
         default=None, description="the greatest event time this worker has applied"
     )
     interval_s: float = Field(default=1.0, description="seconds until the next heartbeat")
+    partition: int | None = Field(
+        default=None,
+        description="the partition of the revocations topic it was published to (a worker "
+        "beats on every partition, so a watcher can tell each partition's freshness)",
+    )
+    input_lag_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="how long, at most, the worker's oldest unapplied input has waited: 0 while "
+        "it keeps up (an upper bound; from the last moment each input partition was caught up)",
+    )
+    input_lag_records: int | None = Field(
+        default=None,
+        ge=0,
+        description="records not yet taken on the worker's most lagging input partition",
+    )
 
 
 class Decision(Record):
@@ -88,6 +118,9 @@ class Decision(Record):
     policy_ids: list[str]
     policy_revision: str | None = None
     evaluated_at: AwareDatetime
+    authenticated: bool | None = None
+    source: str | None = None
+    credential_verified: bool | None = None
 
 
 class Source(Record):
@@ -109,6 +142,9 @@ DeadLetterReason = Literal[
     "unknown_event_type",
     "schema_violation",
     "clock_skew",
+    "output_rejected",
+    "unauthenticated_source",
+    "unauthorized_assertion",
     "internal_error",
 ]
 

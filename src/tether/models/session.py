@@ -304,6 +304,7 @@ class UseRec:
     inherited: bool
     expires_at: float
     reported: bool = False
+    owner: bool = False  # the workload is the token's subject (credential_reuse attribution)
 
 
 @dataclass(slots=True)
@@ -359,6 +360,7 @@ class PairUse(NamedTuple):
     t: float
     event_id: str
     inherited: bool
+    owner: bool = False  # the workload is the token's subject
 
 
 @dataclass(slots=True)

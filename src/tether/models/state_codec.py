@@ -112,7 +112,16 @@ def dump_session(s: Session) -> bytes:  # noqa: PLR0912  # one branch per option
         "s": _start(s.started),
         "seen": s.seen,
         "u": [
-            [seen.token_id, u.workload_id, u.t, u.event_id, u.inherited, u.expires_at, u.reported]
+            [
+                seen.token_id,
+                u.workload_id,
+                u.t,
+                u.event_id,
+                u.inherited,
+                u.expires_at,
+                u.reported,
+                u.owner,
+            ]
             for seen in s.tokens
             for u in seen.recorded()
         ],
@@ -199,12 +208,13 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.fired = set(doc["f"]) if doc.get("f") else None
     for tok, (first, exp, eid) in doc["tk"].items():
         s.add_token(TokenSeen(one(tok), one(first), one(exp), one(eid)))
-    for tok, wl, t, eid, inh, exp, rep in doc["u"]:
+    for tok, wl, t, eid, inh, exp, rep, *more in doc["u"]:
         seen = s.token(tok)
         if seen is None:  # not written by dump_session (every use's token is tracked)
             seen = s.add_token(TokenSeen(one(tok), one(t), one(exp), one(eid)))
         if seen.use_by(wl) is None:
-            seen.record(UseRec(intern(wl), one(t), one(eid), inh, one(exp), rep))
+            owner = bool(more and more[0])  # written since sources.yaml (docs/SECURITY.md)
+            seen.record(UseRec(intern(wl), one(t), one(eid), inh, one(exp), rep, owner))
     s.unsettled = doc.get("us", 0)
     s.completion_revoked = {one(tok) for tok in doc["cr"]} if doc.get("cr") else None
     if doc.get("p"):
@@ -236,7 +246,10 @@ def dump_token(st: TokenState) -> bytes:
             "v": TOKEN_STATE_VERSION,
             "k": st.token_id,
             "x": st.expires_at,
-            "p": [[u.workload_id, u.workflow_id, u.t, u.event_id, u.inherited] for u in st.pairs],
+            "p": [
+                [u.workload_id, u.workflow_id, u.t, u.event_id, u.inherited, u.owner]
+                for u in st.pairs
+            ],
             "f": sorted(st.fired or ()),
             "pt": st.partition,
         }
@@ -249,7 +262,10 @@ def load_token(data: bytes, key: str | None = None) -> TokenState:
     if doc.get("v") != TOKEN_STATE_VERSION:
         raise ValueError(f"unsupported token state version {doc.get('v')!r}")
     st = TokenState(_own_id(doc["k"], key), doc["x"])
-    st.pairs = [PairUse(intern(wl), wf, t, eid, inh) for wl, wf, t, eid, inh in doc["p"]]
+    st.pairs = [
+        PairUse(intern(wl), wf, t, eid, inh, bool(more and more[0]))
+        for wl, wf, t, eid, inh, *more in doc["p"]
+    ]
     st.fired = set(doc["f"]) if doc["f"] else None
     st.partition = doc.get("pt", -1)
     return st

@@ -28,6 +28,8 @@ def validate(ctx: click.Context, directory: Path) -> None:
     Example:
       $ tether policy validate ./policies
       ok: 2 policies (acme.base.permit, acme.no-weekend-deletes) revision 5d0c9e61a2b7
+
+    Environment: none (deploy the directory with TETHER_POLICY_DIR).
     """
     try:
         pack = load_policy_dir(directory)

@@ -11,19 +11,23 @@ from tether.sdk.events import (
 )
 from tether.sdk.revocation_set import (
     DEFAULT_FAIL_CLOSED_TIERS,
+    HoldFull,
     RecordVerifier,
     RevocationSet,
     WatcherStats,
 )
 from tether.sdk.watcher import Watcher
+from tether.security.proof import SourceKey
 
 __all__ = [
     "DEFAULT_FAIL_CLOSED_TIERS",
     "EmitFailedError",
     "Emitter",
+    "HoldFull",
     "InvalidEventError",
     "RecordVerifier",
     "RevocationSet",
+    "SourceKey",
     "Watcher",
     "WatcherStats",
     "new_delegation_granted",

@@ -33,6 +33,7 @@ from tether.sdk.events import (
     new_workflow_started,
     validate_event,
 )
+from tether.security.proof import SourceKey
 from tether.settings import Settings
 from tether.topics import INTENTS
 
@@ -96,6 +97,7 @@ class Emitter:
         client_id: str = "tether-emitter",
         delivery_timeout_s: float | None = None,
         linger_ms: float | None = None,
+        source_key: SourceKey | None = None,
     ) -> None:
         """Configure the emitter; nothing connects until the first emit or :meth:`start`.
 
@@ -110,6 +112,8 @@ class Emitter:
                 broker (librdkafka ``linger.ms``; default 1 ms, latency first). A process that
                 emits for many agents at once (a gateway, a replay) can trade a few ms for far
                 fewer requests.
+            source_key: this telemetry source's key (``sources.yaml``): every event emitted
+                through :meth:`emit` and the helpers carries its ``proof``.
         """
         if settings is None:
             settings = Settings()
@@ -122,6 +126,7 @@ class Emitter:
         if linger_ms is not None:
             overrides["linger.ms"] = linger_ms
         self._publisher = KafkaPublisher(settings, client_id=client_id, overrides=overrides)
+        self.source_key = source_key
         self._lock = threading.Lock()
         self._failures: list[DeliveryError] = []
         self._failed = 0
@@ -181,12 +186,23 @@ class Emitter:
             TimeoutError: with ``wait``, no acknowledgement within ``timeout``.
         """
         typed = validate_event(event)
-        return self.emit_raw(encode(typed), typed.workflow_id.encode(), wait=wait, timeout=timeout)
+        return self.emit_raw(
+            self.record(typed), typed.workflow_id.encode(), wait=wait, timeout=timeout
+        )
 
     async def aemit(self, event: Event | Mapping[str, Any]) -> Position:
         """:meth:`emit` and await the broker's acknowledgement; returns ``(partition, offset)``."""
         typed = validate_event(event)
-        return await self.aemit_raw(encode(typed), typed.workflow_id.encode())
+        return await self.aemit_raw(self.record(typed), typed.workflow_id.encode())
+
+    def record(self, event: Event) -> bytes:
+        """The bytes :meth:`emit` sends for ``event``: signed when the emitter has a key."""
+        data = encode(event)
+        if self.source_key is None:
+            return data
+        if event.proof is not None or event.trust is not None:
+            data = event.model_dump_json(exclude_none=True, exclude={"proof", "trust"}).encode()
+        return self.source_key.sign(data)
 
     def emit_raw(
         self, value: bytes, key: bytes | None = None, *, wait: bool = False, timeout: float = 30.0

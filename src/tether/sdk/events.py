@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -9,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from tether.models.codec import describe_errors
+from tether.models.codec import Rejected, decode_event
 from tether.models.common import Outcome
 from tether.models.events import (
     Agent,
@@ -19,7 +20,6 @@ from tether.models.events import (
     ToolCallIntent,
     WorkflowCompleted,
     WorkflowStarted,
-    input_event_adapter,
 )
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -125,10 +125,10 @@ def _build(
         "agent": {"workload_id": agent} if isinstance(agent, str) else agent,
     }
     raw.update({name: value for name, value in fields.items() if value is not None})
-    try:
-        return model.model_validate_json(_dumps(raw))
-    except ValidationError as exc:
-        raise InvalidEventError(f"invalid {event_type} event: {describe_errors(exc)}") from exc
+    event = _validated(raw, f"invalid {event_type} event")
+    if not isinstance(event, model):  # pragma: no cover  # event_type above picks the model
+        raise InvalidEventError(f"invalid {event_type} event: read as {event.event_type}")
+    return event
 
 
 def _iso(moment: datetime) -> str:
@@ -137,13 +137,34 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _dumps(obj: object) -> bytes:
-    def default(value: object) -> object:
-        if isinstance(value, BaseModel):
-            return value.model_dump(mode="json", exclude_none=True)
-        raise TypeError(f"cannot serialize {type(value).__name__}")
+def _default(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
 
-    return orjson.dumps(obj, default=default)
+
+def _dumps(obj: object) -> bytes:
+    """JSON for ``obj``: orjson, or Python's json for what orjson refuses (integers beyond 64
+    bits, lone surrogates, nesting past 254) so that an unknown field holding one is ignored
+    here as the pipeline ignores it."""
+    try:
+        return orjson.dumps(obj, default=_default)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return json.dumps(obj, default=_default, allow_nan=True).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidEventError(f"cannot serialize the event as JSON: {exc}") from exc
+
+
+def _validated(raw: object, what: str) -> Event:
+    """``raw`` read exactly as the pipeline reads a record (``codec.decode_event``)."""
+    decoded = decode_event(_dumps(raw))
+    if isinstance(decoded, Rejected):
+        raise InvalidEventError(f"{what}: {decoded.error}")
+    return decoded
 
 
 def validate_event(event: Event | Mapping[str, Any]) -> Event:
@@ -154,7 +175,4 @@ def validate_event(event: Event | Mapping[str, Any]) -> Event:
     """
     if isinstance(event, BaseModel):
         return event
-    try:
-        return input_event_adapter.validate_json(_dumps(event))
-    except ValidationError as exc:
-        raise InvalidEventError(f"invalid event: {describe_errors(exc)}") from exc
+    return _validated(event, "invalid event")

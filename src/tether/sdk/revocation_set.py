@@ -8,22 +8,28 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from tether.adapters.registry import Clock, RevocationLookup
 from tether.models.outputs import Heartbeat, Revocation, TargetKind
+from tether.sdk.freshness import FeedFreshness
 from tether.security.sets import SetRejected
+from tether.settings import RISK_TIERS
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_FAIL_CLOSED_TIERS: Final = frozenset({"default", "high"})
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = ("token", "workflow", "workload", "delegation")
-HOLD_MAX: Final = 10_000
-"""Records held at most while their signing key is unknown (the oldest give way)."""
-HOLD_S: Final = 600.0
-"""How long a record signed by an unknown key waits for the JWKS to learn that key."""
+HOLD_MAX: Final = 100_000
+"""Records held at most while their signing key is unknown; beyond it (or ``HOLD_MAX_BYTES``)
+:meth:`RevocationSet.apply` raises :class:`HoldFull` and the record stays in the topic."""
+HOLD_MAX_BYTES: Final = 64 * 1024 * 1024
+HOLD_S: Final = 60.0
+"""The least time a record signed by an unknown key waits for the JWKS to learn that key (a
+JWKS publication may take a while to reach every copy); it is given up only after that AND a
+JWKS read that succeeded afterwards still lacks the key. Never while the JWKS cannot be read."""
 _LOG_EVERY_S: Final = 10.0
 
 Headers = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
@@ -36,6 +42,39 @@ class RecordVerifier(Protocol):
     def verify(self, data: bytes) -> Revocation | Heartbeat:
         """The record inside ``data``; raises :class:`~tether.security.SetRejected` if not authentic."""
         ...
+
+    @property
+    def key_generation(self) -> int | None:
+        """How many times the keys were read successfully (None: keys that never change)."""
+        ...
+
+
+def check_tiers(tiers: Collection[str]) -> frozenset[str]:
+    """``tiers`` as a frozenset, or ValueError naming the unknown ones (``HIGH``, ``critical``:
+    a misspelt tier would otherwise fail open without a word)."""
+    unknown = sorted(set(tiers) - RISK_TIERS)
+    if unknown:
+        raise ValueError(
+            f"unknown risk tier(s) {unknown} in the fail-closed tiers; the tiers are "
+            f"{sorted(RISK_TIERS)} (lower case)"
+        )
+    return frozenset(tiers)
+
+
+class HoldFull(Exception):  # a signal to the feed reader, not an error
+    """The record needs holding (its key is unknown) but the hold is full: it was NOT applied.
+
+    The reader must leave it in the topic and read it again later (the watcher pauses the
+    partition at this record and seeks back to it once the hold has drained).
+    """
+
+
+class _Held(NamedTuple):
+    since: float  # wall clock when first held
+    generation: int | None  # the key source's generation before it was first verified
+    after_wait: int | None  # the generation once it had waited HOLD_S (set then)
+    value: bytes
+    partition: int | None  # where it was read
 
 
 @dataclass
@@ -52,7 +91,9 @@ class WatcherStats:
             ``wrong_issuer``, ``wrong_typ``, ``malformed``, ``replayed``). ``replayed`` counts
             duplicates of a record already applied (normal under at-least-once delivery);
             ``unknown_kid`` counts records given up after waiting ``HOLD_S`` for their key.
-        held: records waiting now for their signing key to appear in the JWKS.
+        held: records waiting now for their signing key to appear in the JWKS (while any is
+            held, the set is neither ready nor fresh).
+        hold_full: records refused because the hold was full (left in the topic, read again).
         tombstones: records with no value (ignored: a revocation ends only at ``not_after``).
         fail_open: ``is_revoked`` answers of "not revoked" given only because the tier fails open.
         fail_closed: ``is_revoked`` answers of "revoked" given only because the feed was stale.
@@ -67,6 +108,7 @@ class WatcherStats:
     heartbeats: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     held: int = 0
+    hold_full: int = 0
     tombstones: int = 0
     fail_open: int = 0
     fail_closed: int = 0
@@ -111,18 +153,24 @@ class RevocationSet:
     Feed records are applied only once the verifier has accepted them (signed SETs, see
     :mod:`tether.security`); verification happens here, on ingest, never on lookup. A
     tombstone never lifts a revocation: a revocation leaves only at its signed ``not_after``.
-    A record signed by a key the JWKS does not know yet is held (up to ``HOLD_S``) and retried
-    by :meth:`retry_held`, so a key rotation loses nothing while the JWKS refetch is rate-limited.
+    A record signed by a key the JWKS does not know yet is held and retried by
+    :meth:`retry_held`, so a key rotation or an unreachable JWKS loses nothing. Holding is
+    bounded by ``hold_max`` records and ``hold_max_bytes``; beyond that :meth:`apply` raises
+    :class:`HoldFull` and the reader leaves the record in the topic (backpressure, never
+    discarding). A held record is given up (``unknown_kid``) only once it has waited
+    ``hold_s`` and a JWKS read that succeeded after that still lacks its key.
 
     One writer (the watcher's thread) applies records; any number of threads call
     :meth:`is_revoked`, which reads the clock once and does at most four ``dict.get`` calls
     (atomic under the GIL, so no lock). A known revocation always answers True. "Not revoked"
-    is trusted only while the feed is fresh: bootstrap complete and a heartbeat emitted within
-    ``staleness_s``. Otherwise the optional registry decides, and if it cannot, the tier does:
-    tiers in ``fail_closed_tiers`` deny, others allow and are counted in ``stats.fail_open``.
+    is trusted only while the feed is fresh: bootstrap complete, nothing held, the reader not
+    behind (:meth:`set_behind`), and heartbeats recent on every partition with no worker
+    lagging (:class:`~tether.sdk.freshness.FeedFreshness`). Otherwise the optional registry
+    decides, and if it cannot, the tier does: tiers in ``fail_closed_tiers`` deny, an unknown
+    tier name denies too, other known tiers allow and are counted in ``stats.fail_open``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # keyword-only options, each with a sensible default
         self,
         *,
         staleness_s: float = 5.0,
@@ -130,20 +178,30 @@ class RevocationSet:
         registry: RevocationLookup | None = None,
         clock: Clock = time.time,
         verifier: RecordVerifier,
+        max_input_lag_s: float = math.inf,
+        hold_max: int = HOLD_MAX,
+        hold_max_bytes: int = HOLD_MAX_BYTES,
+        hold_s: float = HOLD_S,
     ) -> None:
         """Create an empty, not-yet-ready set.
 
         Args:
-            staleness_s: how old the last heartbeat may be before "not revoked" is in doubt;
-                ``math.inf`` trusts the set once bootstrapped, heartbeat or not.
-            fail_closed_tiers: risk tiers that deny when in doubt.
+            staleness_s: how old the last heartbeat (of each partition) may be before "not
+                revoked" is in doubt; ``math.inf`` trusts the set once bootstrapped.
+            fail_closed_tiers: risk tiers that deny when in doubt (a subset of
+                :data:`RISK_TIERS`; anything else is a ValueError).
             registry: shared fallback asked only when the feed is stale (e.g. Redis).
             clock: epoch seconds; tests inject a fake.
             verifier: authenticates and reads each record of :meth:`apply` (e.g.
                 :func:`tether.security.verifier_from_settings`).
+            max_input_lag_s: the feed is stale while a worker reports more input lag.
+            hold_max: records held at most while their key is unknown.
+            hold_max_bytes: bytes held at most while their key is unknown.
+            hold_s: the least time a held record waits for its key before being given up.
         """
         self._staleness_s = staleness_s
-        self._fail_closed = frozenset(fail_closed_tiers)
+        self._fail_closed = check_tiers(fail_closed_tiers)
+        self._fail_open = RISK_TIERS - self._fail_closed
         self._registry = registry
         self._clock = clock
         self._verifier = verifier
@@ -155,7 +213,14 @@ class RevocationSet:
         self._expiry: list[tuple[float, str, str]] = []  # min-heap; stale entries skipped
         self._stale_after = -math.inf  # "not revoked" is trusted while now <= this
         self._ready = False
-        self._held: deque[tuple[float, bytes]] = deque()
+        self._behind = False
+        self._freshness = FeedFreshness(staleness_s=staleness_s, max_input_lag_s=max_input_lag_s)
+        self._held: deque[_Held] = deque()
+        self._held_bytes = 0
+        self._hold_max = hold_max
+        self._hold_max_bytes = hold_max_bytes
+        self._hold_s = hold_s
+        self._pass_generation: int | None = None  # key generation at the last full pass
         self._log_rejection = _RejectionLog()
         self._count_lock = threading.Lock()
         self.last_heartbeat: float | None = None
@@ -215,13 +280,18 @@ class RevocationSet:
         return until
 
     def is_fresh(self) -> bool:
-        """Whether "not revoked" answers are trusted right now (bootstrapped, recent heartbeat)."""
+        """Whether "not revoked" answers are trusted right now (see the class docstring)."""
         return self._clock() <= self._stale_after
 
     @property
     def ready(self) -> bool:
-        """Whether bootstrap has completed."""
-        return self._ready
+        """Whether bootstrap has completed, nothing is held and the reader is not behind."""
+        return self._ready and not self._held and not self._behind
+
+    @property
+    def held(self) -> int:
+        """Records waiting for their signing key."""
+        return len(self._held)
 
     def __len__(self) -> int:
         """Targets held (expired ones linger until the next :meth:`prune`)."""
@@ -234,54 +304,103 @@ class RevocationSet:
         key: bytes | None,
         value: bytes | None,
         headers: Headers = None,
+        *,
+        partition: int | None = None,
     ) -> Revocation | Heartbeat | None:
         """Verify and apply one record of the revocations topic; never raises on bad input.
 
         ``key`` and ``headers`` are not signed, so they decide nothing: the SET names its target.
+        ``partition`` is where the record was read (a heartbeat counts for that partition).
 
         Returns:
             The record applied, or None when it was a tombstone (ignored), rejected by the
             verifier (counted in ``stats.rejected`` and logged, rate-limited), or held because
             its signing key is not known yet.
+
+        Raises:
+            HoldFull: the record's key is unknown and the hold is full; it was not applied and
+                must be read again later (not counted in ``stats.records``).
         """
-        self.stats.records += 1
         if value is None:
+            self.stats.records += 1
             self.stats.tombstones += 1
             return None
+        generation = self._verifier.key_generation
         try:
             record = self._verifier.verify(value)
         except SetRejected as exc:
             if exc.reason == "unknown_kid":
-                self._hold(value)
+                self._hold(value, generation, partition)
             else:
+                self.stats.records += 1
                 self._reject(exc)
             return None
-        self._apply_verified(record)
+        self.stats.records += 1
+        self._apply_verified(record, partition)
         return record
 
     def retry_held(self) -> list[Revocation | Heartbeat]:
         """Verify the held records again (their key may be known now); return those applied.
 
-        A record still unknown after ``HOLD_S`` is given up and counted as ``unknown_kid``.
+        A record still unknown is given up (``unknown_kid``) only once it has waited ``hold_s``
+        and a JWKS read that succeeded after that still lacks its key; with a key source that
+        never changes (``key_generation`` None), after ``hold_s``.
+
+        A flood of held records is not re-verified twice a second for nothing: the oldest is
+        verified first as a probe (a miss may reread the JWKS), and the rest only when it
+        verified, the keys were read since the last pass, or the oldest's wait is over.
         """
         if not self._held:
             return []
         now = self._clock()
-        pending, self._held = self._held, deque()
         applied: list[Revocation | Heartbeat] = []
-        for since, value in pending:
+        oldest = self._held[0]
+        due = oldest.after_wait is None and now - oldest.since >= self._hold_s
+        if not due:
             try:
-                record = self._verifier.verify(value)
+                record = self._verifier.verify(oldest.value)
             except SetRejected as exc:
-                if exc.reason == "unknown_kid" and now - since < HOLD_S:
-                    self._held.append((since, value))
-                else:
-                    self._reject(exc)
+                after = self._verifier.key_generation
+                if exc.reason == "unknown_kid" and after in (None, self._pass_generation):
+                    return []  # no JWKS read since the last pass: nothing else can change
+            else:
+                self._held.popleft()
+                self._held_bytes -= len(oldest.value)
+                self._apply_verified(record, oldest.partition)
+                applied.append(record)
+        pending, self._held = self._held, deque()
+        self._held_bytes = 0
+        self._pass_generation = self._verifier.key_generation
+        for held in pending:
+            before = self._verifier.key_generation
+            try:
+                record = self._verifier.verify(held.value)
+            except SetRejected as exc:
+                if exc.reason == "unknown_kid":
+                    waiting = self._still_waiting(held, before, now)
+                    if waiting is not None:
+                        self._held.append(waiting)
+                        self._held_bytes += len(waiting.value)
+                        continue
+                self._reject(exc)
                 continue
-            self._apply_verified(record)
+            self._apply_verified(record, held.partition)
             applied.append(record)
         self.stats.held = len(self._held)
+        self._refresh()
         return applied
+
+    def expect_partitions(self, partitions: Iterable[int]) -> None:
+        """The partitions of the topic: once heartbeats name partitions, each must be heard."""
+        self._freshness.expect(partitions)
+        self._refresh()
+
+    def set_behind(self, behind: bool) -> None:
+        """The reader has records it must read again (a partition paused on :class:`HoldFull`):
+        not ready and not fresh until it has caught up again."""
+        if behind != self._behind:
+            self._behind = behind
+            self._refresh()
 
     def add(self, rev: Revocation) -> bool:
         """Hold ``rev`` (already verified) until its ``not_after``; False when that has passed."""
@@ -300,18 +419,16 @@ class RevocationSet:
             heapq.heappush(self._expiry, (until, kind, id))
         return True
 
-    def heartbeat(self, hb: Heartbeat) -> None:
-        """Note a heartbeat (already verified): the feed was alive at ``min(emitted_at, now)``.
-
-        Taking the earlier of the two means an old heartbeat read during bootstrap, or one from
-        a producer whose clock runs behind, never makes the feed look fresher than it is.
-        """
+    def heartbeat(self, hb: Heartbeat, partition: int | None = None) -> None:
+        """Note a heartbeat (already verified) read from ``partition``; see
+        :meth:`FeedFreshness.note <tether.sdk.freshness.FeedFreshness.note>`."""
         self.stats.heartbeats += 1
-        alive_at = min(hb.emitted_at.timestamp(), self._clock())
-        if self.last_heartbeat is None or alive_at > self.last_heartbeat:
-            self.last_heartbeat = alive_at
-            self.last_heartbeat_source = hb.source
-            self._refresh()
+        if not self._freshness.note(hb, partition, self._clock()):
+            self._reject(SetRejected("malformed", "a heartbeat read on another partition"))
+            return
+        self.last_heartbeat = self._freshness.last
+        self.last_heartbeat_source = self._freshness.last_source
+        self._refresh()
 
     def mark_ready(self) -> None:
         """Bootstrap is complete: the set now holds every live revocation of the feed."""
@@ -333,19 +450,36 @@ class RevocationSet:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _apply_verified(self, record: Revocation | Heartbeat) -> None:
+    def _apply_verified(self, record: Revocation | Heartbeat, partition: int | None) -> None:
         if isinstance(record, Heartbeat):
-            self.heartbeat(record)
+            self.heartbeat(record, partition)
         else:
             self.add(record)
 
-    def _hold(self, value: bytes) -> None:
-        if len(self._held) >= HOLD_MAX:
-            self._held.popleft()
-            self._reject(SetRejected("unknown_kid", f"more than {HOLD_MAX} records held"))
-        self._held.append((self._clock(), value))
+    def _hold(self, value: bytes, generation: int | None, partition: int | None) -> None:
+        if len(self._held) >= self._hold_max or (
+            self._held and self._held_bytes + len(value) > self._hold_max_bytes
+        ):
+            self.stats.hold_full += 1
+            raise HoldFull(f"{len(self._held)} records ({self._held_bytes} bytes) held already")
+        self.stats.records += 1
+        self._held.append(_Held(self._clock(), generation, None, value, partition))
+        self._held_bytes += len(value)
         self.stats.held = len(self._held)
         self._log_rejection(SetRejected("unknown_kid", "held until the JWKS knows its key"))
+        self._refresh()
+
+    def _still_waiting(self, held: _Held, before: int | None, now: float) -> _Held | None:
+        """``held`` as it goes on waiting, or None once it is to be given up (``before``: the
+        key generation before this retry verified it, so a read this retry made counts)."""
+        if now - held.since < self._hold_s:
+            return held
+        generation = self._verifier.key_generation
+        if generation is None or before is None:  # keys that never change: the wait was all
+            return None
+        if held.after_wait is None:  # the wait is over: a successful read from now on decides
+            held = held._replace(after_wait=before)
+        return held if generation <= (held.after_wait or 0) else None
 
     def _reject(self, exc: SetRejected) -> None:
         rejected = self.stats.rejected
@@ -353,14 +487,10 @@ class RevocationSet:
         self._log_rejection(exc)
 
     def _refresh(self) -> None:
-        if not self._ready:
-            self._stale_after = -math.inf
-        elif math.isinf(self._staleness_s):
-            self._stale_after = math.inf
-        elif self.last_heartbeat is None:
+        if not self._ready or self._held or self._behind:
             self._stale_after = -math.inf
         else:
-            self._stale_after = self.last_heartbeat + self._staleness_s
+            self._stale_after = self._freshness.stale_after(self._clock())
 
     def _in_doubt(
         self,
@@ -394,7 +524,7 @@ class RevocationSet:
             if not unknown:
                 return False
         # Counted under a lock: readers run on many threads (and this path is the rare one).
-        if tier in self._fail_closed:
+        if tier not in self._fail_open:  # a fail-closed tier, or a name no tier has
             with self._count_lock:
                 self.stats.fail_closed += 1
             return True

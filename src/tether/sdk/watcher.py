@@ -24,7 +24,7 @@ from tether.adapters.kafka_config import consumer_config
 from tether.adapters.registry import Clock, RevocationLookup
 from tether.models.outputs import Heartbeat, Revocation
 from tether.sdk.revocation_set import (
-    DEFAULT_FAIL_CLOSED_TIERS,
+    HoldFull,
     RecordVerifier,
     RevocationSet,
     WatcherStats,
@@ -54,10 +54,18 @@ class Watcher:
     a dead feed from a quiet one; see :class:`~tether.sdk.revocation_set.RevocationSet` for how
     staleness, fail-closed tiers and the registry fallback decide answers in doubt.
 
-    Every record is a signed SET (README "Signed revocations"), verified on ingest against the
-    JWKS of ``TETHER_JWKS`` and the issuer ``TETHER_ISSUER``: a record that does not verify is
-    counted in ``stats.rejected`` by reason, logged (rate-limited) and never applied; only
-    verified heartbeats keep the feed fresh; a tombstone never lifts a revocation.
+    Every record is a signed SET (docs/contract.md, "Signed revocations"), verified on ingest
+    against the JWKS of ``TETHER_JWKS`` and the issuer ``TETHER_ISSUER``: a record that does not
+    verify is counted in ``stats.rejected`` by reason, logged (rate-limited) and never applied;
+    only verified heartbeats keep the feed fresh; a tombstone never lifts a revocation.
+
+    A record whose signing key the JWKS does not know (yet, or because the JWKS cannot be
+    read) is held, never dropped. When the hold is full the watcher pauses that partition at
+    the record and, once the hold has drained, seeks back to it and reads on: nothing is lost,
+    whatever a writer floods the topic with. While records are held or a partition is paused
+    or re-reading, :attr:`ready` is clear and answers are in doubt (fail-closed tiers deny).
+    Freshness counts per partition and bounds the workers' input lag
+    (:class:`~tether.sdk.freshness.FeedFreshness`).
 
     Example::
 
@@ -73,7 +81,7 @@ class Watcher:
         *,
         topic: str | None = None,
         staleness_s: float | None = None,
-        fail_closed_tiers: Collection[str] = DEFAULT_FAIL_CLOSED_TIERS,
+        fail_closed_tiers: Collection[str] | None = None,
         registry: RevocationLookup | None = None,
         from_beginning: bool = True,
         on_record: OnRecord | None = None,
@@ -88,9 +96,11 @@ class Watcher:
             topic: the revocations topic (default: ``<prefix>revocations``).
             staleness_s: heartbeat age beyond which answers are in doubt (default: from
                 settings); ``math.inf`` disables the check.
-            fail_closed_tiers: tiers denied when in doubt; other tiers are allowed and counted.
+            fail_closed_tiers: tiers denied when in doubt; other tiers are allowed and counted
+                (default: ``TETHER_FAIL_CLOSED_TIERS``; an unknown tier name is a ValueError).
             registry: shared fallback (e.g. :class:`~tether.adapters.redis_registry.RedisRegistry`)
-                asked only while the feed is stale.
+                asked only while the feed is stale; it answers "not revoked" only while the
+                registry sync vouches for it.
             from_beginning: bootstrap from the start of the topic. False tails from the end and
                 is ready at once, knowing only revocations issued from now on.
             on_record: called on the watcher's thread with each record applied.
@@ -104,10 +114,15 @@ class Watcher:
         self.topic = topic or settings.topic(REVOCATIONS)
         self.revocations = RevocationSet(
             staleness_s=settings.staleness_s if staleness_s is None else staleness_s,
-            fail_closed_tiers=fail_closed_tiers,
+            fail_closed_tiers=(
+                settings.fail_closed_tiers if fail_closed_tiers is None else fail_closed_tiers
+            ),
             registry=registry,
             clock=clock,
             verifier=verifier or verifier_from_settings(settings, clock=clock),
+            max_input_lag_s=settings.max_input_lag_s,
+            hold_max=settings.watcher_hold_max,
+            hold_s=settings.watcher_hold_s,
         )
         self.is_revoked = self.revocations.is_revoked
         """``is_revoked(token_id=, workflow_id=, workload_id=, delegation_id=, *, tier=)``.
@@ -126,12 +141,17 @@ class Watcher:
             client_id=client_id,
             overrides={"enable.partition.eof": True, "error_cb": self._on_error},
         )
+        self._hold_max = settings.watcher_hold_max
         self._from_beginning = from_beginning
         self._on_record = on_record
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._high: dict[int, int] = {}
         self._pending: set[int] = set()
+        self._bootstrapped = False
+        self._consumer: Consumer | None = None
+        self._paused: dict[int, int] = {}  # partition -> offset to read again from
+        self._behind: dict[int, int] = {}  # partition -> offset to reach again after a pause
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,6 +201,7 @@ class Watcher:
             self.last_error = f"cannot create the Kafka consumer: {exc}"
             _log.error("revocation watcher: %s", self.last_error)
             return  # never ready: fail-closed tiers keep denying
+        self._consumer = consumer
         try:
             partitions = self._assign(consumer)
             last_housekeeping = time.monotonic()
@@ -193,10 +214,13 @@ class Watcher:
                         self._handle(first)
                         for msg in consumer.consume(_BATCH, 0):
                             self._handle(msg)
+                        self._update_ready()
                     if time.monotonic() - last_housekeeping >= _HOUSEKEEPING_S:
                         last_housekeeping = time.monotonic()
                         self._retry_held()
+                        self._resume_paused(consumer)
                         self.revocations.prune()
+                        self._update_ready()
                         self.stats.lag = self._lag(consumer, partitions)
                 except Exception as exc:  # the feed must outlive any single bad moment
                     self.stats.errors += 1
@@ -216,6 +240,7 @@ class Watcher:
                     detail = topic.error if topic is not None else "missing"
                     raise LookupError(f"topic {self.topic} is not available: {detail}")
                 ids = sorted(topic.partitions)
+                self.revocations.expect_partitions(ids)
                 if self._from_beginning:
                     marks = {
                         p: consumer.get_watermark_offsets(
@@ -241,20 +266,88 @@ class Watcher:
     def _handle(self, msg: Message) -> None:
         error = msg.error()
         partition = msg.partition()
+        offset = msg.offset()
+        if partition is not None and partition in self._paused:
+            # Fetched before the pause took hold: it will be read again after the seek back.
+            if offset is not None and error is None:
+                self._behind[partition] = max(self._behind.get(partition, -1), offset)
+            return
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
+                self._reached(partition, None)
                 self._caught_up(partition)
             else:
                 self.stats.errors += 1
                 self.last_error = error.str()
             return
-        record = self.revocations.apply(msg.key(), msg.value(), msg.headers())
-        if self._pending and partition in self._pending:
-            offset = msg.offset()
-            if offset is not None and offset + 1 >= self._high.get(partition, 0):
-                self._caught_up(partition)
+        try:
+            record = self.revocations.apply(
+                msg.key(), msg.value(), msg.headers(), partition=partition
+            )
+        except HoldFull:
+            self._pause(partition, offset)
+            return
+        self._reached(partition, offset)
+        if (
+            partition in self._pending
+            and offset is not None
+            and offset + 1 >= self._high.get(partition, 0)
+        ):
+            self._caught_up(partition)
         if record is not None:
             self._notify(record)
+
+    def _pause(self, partition: int | None, offset: int | None) -> None:
+        """The hold is full: stop reading ``partition`` and read it again from ``offset`` later."""
+        if partition is None or offset is None or self._consumer is None:
+            raise RuntimeError("a record without a position cannot be left in the topic")
+        self._consumer.pause([TopicPartition(self.topic, partition)])
+        self._paused[partition] = offset
+        self._behind[partition] = max(self._behind.get(partition, -1), offset)
+        self.revocations.set_behind(True)
+        self._update_ready()
+        _log.warning(
+            "revocation watcher: %d records held for unknown keys; partition %d paused at "
+            "offset %d until they drain (the JWKS may be unreachable, or a writer floods the "
+            "topic with unknown key ids)",
+            self.revocations.held,
+            partition,
+            offset,
+        )
+
+    def _resume_paused(self, consumer: Consumer) -> None:
+        """Once the hold has room again, read each paused partition from where it paused."""
+        if not self._paused or self.revocations.held > self._hold_max // 2:
+            return
+        for partition, offset in list(self._paused.items()):
+            whole = TopicPartition(self.topic, partition)
+            consumer.resume([whole])  # then seek: a resume alone goes on after what was skipped
+            try:
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException:
+                consumer.pause([whole])  # still paused: retried at the next housekeeping
+                raise
+            del self._paused[partition]
+        self._set_behind()
+
+    def _reached(self, partition: int | None, offset: int | None) -> None:
+        """A paused partition read again up to where it was: no longer behind (None: its end)."""
+        if partition is None or partition not in self._behind or partition in self._paused:
+            return
+        if offset is None or offset >= self._behind[partition]:
+            del self._behind[partition]
+            self._set_behind()
+
+    def _set_behind(self) -> None:
+        self.revocations.set_behind(bool(self._paused or self._behind))
+
+    def _update_ready(self) -> None:
+        """:attr:`ready` mirrors the set: bootstrapped, nothing held, nothing to read again."""
+        if self._bootstrapped and self.revocations.ready:
+            if not self.ready.is_set():
+                self.ready.set()
+        elif self.ready.is_set():
+            self.ready.clear()
 
     def _notify(self, record: Revocation | Heartbeat) -> None:
         if self._on_record is not None:
@@ -270,14 +363,15 @@ class Watcher:
 
     def _caught_up(self, partition: int | None) -> None:
         self._pending.discard(partition if partition is not None else -1)
-        if not self._pending and not self.ready.is_set():
+        if not self._pending and not self._bootstrapped:
             self._mark_ready()
 
     def _mark_ready(self) -> None:
         self._retry_held()
         self.revocations.prune()
         self.revocations.mark_ready()
-        self.ready.set()
+        self._bootstrapped = True
+        self._update_ready()
 
     def _lag(self, consumer: Consumer, partitions: list[TopicPartition]) -> int | None:
         total = 0

@@ -1,8 +1,8 @@
 """Authentic revocations: tether's records as signed Security Event Tokens (SSF 1.0 / CAEP 1.0).
 
 ``sets`` signs and verifies (pure), ``caep`` is the SSF/CAEP vocabulary (pure), ``keys`` reads
-and writes keys and JWKS files and URLs (the only I/O). README "Signed revocations" has the
-wire format.
+and writes keys and JWKS files and URLs (the only I/O). docs/contract.md ("Signed revocations")
+has the wire format.
 """
 
 from tether.security.keys import (

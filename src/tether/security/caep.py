@@ -1,7 +1,7 @@
 """The Shared Signals (SSF 1.0) and CAEP 1.0 vocabulary of tether's SETs: event types, subjects.
 
 Pure: builds and checks the ``sub_id`` and ``events`` claims for tether's records. How each
-target kind maps onto SSF/CAEP (README "Signed revocations" has the table):
+target kind maps onto SSF/CAEP (docs/contract.md, "Signed revocations", has the table):
 
 * token → ``session-revoked`` about ``{"format": "jwt_id", "iss": <token issuer>, "jti": <id>}``
   (the session the token carries ends).
@@ -38,7 +38,7 @@ EVENT_TYPES: Final[dict[TargetKind, str]] = {
 WORKLOAD_CREDENTIAL_TYPE: Final = "x509"
 ANY_TOKEN_ISSUER: Final = "urn:tether:token-issuer:any"  # noqa: S105  # an issuer URN, no secret
 """The ``iss`` of a ``jwt_id`` subject when the credential's issuer is not configured: tether
-identifies tokens by ``jti`` alone (DESIGN.md's ``token_id``)."""
+identifies tokens by ``jti`` alone (the contract's ``token_id``)."""
 
 _URI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 

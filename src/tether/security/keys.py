@@ -17,14 +17,17 @@ import contextlib
 import logging
 import math
 import os
+import stat
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 from joserfc.errors import JoseError
@@ -55,9 +58,12 @@ def _warn_once(message: str, *args: object) -> None:
 # -- keys and files --------------------------------------------------------------------------
 
 
-def generate_key(alg: Alg = "RS256", *, bits: int = MIN_RSA_BITS) -> Key:
-    """A new private signing key with ``kid`` (its RFC 7638 thumbprint), ``alg`` and ``use``."""
+def generate_key(alg: Alg = "RS256", *, bits: int = MIN_RSA_BITS, issuer: str | None = None) -> Key:
+    """A new private signing key with ``kid`` (its RFC 7638 thumbprint), ``alg`` and ``use``;
+    with ``issuer``, bound to it (an ``iss`` member: it signs and verifies only as that issuer)."""
     params: KeyParameters = {"alg": alg, "use": "sig"}
+    if issuer is not None:
+        params["iss"] = issuer  # type: ignore[typeddict-unknown-key]  # a JWK member of tether's
     if alg == "RS256":
         if bits < MIN_RSA_BITS:
             raise ValueError(f"RSA keys need at least {MIN_RSA_BITS} bits")
@@ -108,10 +114,12 @@ def write_private_key(path: Path, key: Key, *, exclusive: bool = False) -> None:
 
 
 def load_private_key(path: Path) -> Key:
-    """Read a private JWK file (RSA ≥2048 or EC P-256, with a ``kid``).
+    """Read a private JWK file (RSA ≥2048 or EC P-256, with a ``kid``), readable by its owner
+    only: a key others on the host can read is refused, with the ``chmod`` that fixes it.
 
     Raises:
-        ValueError: the file is unreadable, not a private key, has no kid, or is unfit to sign.
+        ValueError: the file is unreadable, not a private key, has no kid, is unfit to sign,
+            or is group- or world-readable.
     """
     try:
         key = JWKRegistry.import_key(orjson.loads(path.read_bytes()))
@@ -123,6 +131,12 @@ def load_private_key(path: Path) -> Key:
         raise ValueError(f"{path} holds a public key; the signer needs the private JWK")
     if not key.kid:
         raise ValueError(f"{path} has no kid; create keys with `tether keys generate`")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ValueError(
+            f"the signing key {path} is readable by others (mode {mode:04o}): anyone who can "
+            f"read it can forge revocations. Run: chmod 600 {path}"
+        )
     signing_alg(key)
     return key
 
@@ -137,6 +151,12 @@ def read_jwks(path: Path) -> list[dict[str, Any]]:
     if not isinstance(keys, list):
         raise ValueError(f"{path} is not a JWKS (no 'keys' list)")
     return [k for k in keys if isinstance(k, dict)]
+
+
+def write_secret_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
+    """Write a JWKS of secret keys (a telemetry source's HS256 keys): mode 0600."""
+    body = orjson.dumps({"keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
+    _write_atomically(path, body, mode=0o600)
 
 
 def write_jwks(path: Path, keys: list[dict[str, Any]]) -> None:
@@ -161,9 +181,15 @@ def _with_key(keys: list[dict[str, Any]], key: Key) -> list[dict[str, Any]]:
 
 
 def generate_files(
-    directory: Path, alg: Alg = "RS256", *, bits: int = MIN_RSA_BITS, force: bool = False
+    directory: Path,
+    alg: Alg = "RS256",
+    *,
+    bits: int = MIN_RSA_BITS,
+    force: bool = False,
+    issuer: str | None = None,
 ) -> KeyFiles:
     """Create a key pair in ``directory``; with ``force`` replace one (and its whole JWKS).
+    With ``issuer`` the key is bound to it (an ``iss`` member, in both files).
 
     Raises:
         FileExistsError: a private key is there already and ``force`` is not set.
@@ -173,14 +199,17 @@ def generate_files(
         raise FileExistsError(
             f"{private} exists: `tether keys rotate` adds a key, --force replaces the pair"
         )
-    key = generate_key(alg, bits=bits)
+    key = generate_key(alg, bits=bits, issuer=issuer)
     write_jwks(jwks, [_public(key)])
     write_private_key(private, key)
     return KeyFiles(private, jwks, str(key.kid), alg)
 
 
-def rotate_files(directory: Path, alg: Alg | None = None, *, bits: int = MIN_RSA_BITS) -> KeyFiles:
-    """Sign with a new key from now on; keep every old public key in the JWKS.
+def rotate_files(
+    directory: Path, alg: Alg | None = None, *, bits: int = MIN_RSA_BITS, issuer: str | None = None
+) -> KeyFiles:
+    """Sign with a new key from now on; keep every old public key in the JWKS. The new key is
+    bound to ``issuer``, else to the old key's issuer if it had one.
 
     The JWKS is written first, so a verifier that meets the new ``kid`` finds it on refetch.
 
@@ -191,7 +220,8 @@ def rotate_files(directory: Path, alg: Alg | None = None, *, bits: int = MIN_RSA
     if not private.exists():
         raise ValueError(f"no signing key at {private}: run `tether keys generate` first")
     old = load_private_key(private)
-    new = generate_key(alg or signing_alg(old), bits=bits)  # type: ignore[arg-type]  # RS256|ES256
+    bound = issuer if issuer is not None else old.get("iss")
+    new = generate_key(alg or signing_alg(old), bits=bits, issuer=bound)  # type: ignore[arg-type]  # RS256|ES256
     keys = read_jwks(jwks)
     if not any(k.get("kid") == old.kid for k in keys):
         keys = _with_key(keys, old)
@@ -260,13 +290,34 @@ def _kid_of(item: object) -> object:
     return item.get("kid") if isinstance(item, dict) else None
 
 
-def _http_opener() -> urllib.request.OpenerDirector:
-    """HTTP(S) only (no file:, ftp: or data: handlers, so a redirect cannot leave the web)."""
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never from https:// to plain http:// (unless http is allowed)."""
+
+    def __init__(self, allow_http: bool) -> None:
+        self.allow_http = allow_http
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not self.allow_http and not newurl.lower().startswith("https://"):
+            raise urllib.error.URLError(f"refusing a redirect of the JWKS to {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _http_opener(allow_http: bool = False) -> urllib.request.OpenerDirector:
+    """HTTP(S) only (no file:, ftp: or data: handlers, so a redirect cannot leave the web), and
+    no redirect to plain http unless ``allow_http``."""
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.HTTPHandler(),
         urllib.request.HTTPSHandler(),
-        urllib.request.HTTPRedirectHandler(),
+        _NoDowngrade(allow_http),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
     ):
@@ -293,8 +344,11 @@ class KeySource:
         max_age_s: float | None = 3600.0,
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        allow_http: bool = False,
+        parse: Callable[[bytes, str], dict[str, Key]] | None = None,
     ) -> None:
-        """Read keys from ``location`` (a path, or an ``http://`` / ``https://`` URL).
+        """Read keys from ``location`` (a path, or an ``https://`` URL; ``http://`` only with
+        ``allow_http``: anyone on the path could swap the keys).
 
         Args:
             location: the JWKS.
@@ -302,11 +356,20 @@ class KeySource:
             max_age_s: reread a JWKS this old on the next lookup (None: never).
             timeout_s: network timeout of one URL read.
             clock: monotonic seconds; tests inject a fake.
+            allow_http: accept a plain ``http://`` URL (``TETHER_JWKS_ALLOW_HTTP``).
+            parse: turns the document into keys by kid (default ``parse_jwks``: RS256/ES256
+                public keys; telemetry sources also accept HS256 secrets, see ``sources``).
         """
         text = str(location)
         scheme = text.split("://", 1)[0].lower() if "://" in text else ""
         if scheme not in ("", "http", "https"):
             raise ValueError(f"JWKS {text!r}: use a file path or an http(s) URL")
+        if scheme == "http" and not allow_http:
+            raise ValueError(
+                f"JWKS {text!r} is plain http: anyone on the path could swap the keys. Use "
+                "https, or set TETHER_JWKS_ALLOW_HTTP=true (e.g. a sidecar on localhost)"
+            )
+        self._allow_http = allow_http
         self.location = text
         self._url = bool(scheme)
         self._min_refetch_s = min_refetch_s
@@ -314,11 +377,15 @@ class KeySource:
         self._stale_at = -math.inf  # monotonic time after which the JWKS is reread
         self._timeout_s = timeout_s
         self._clock = clock
+        self._parse = parse or parse_jwks
         self._keys: dict[str, Key] = {}
         self._read_at: float | None = None
         self._lock = threading.Lock()
         self.reads = 0
         """Attempts to read the JWKS (successful or not)."""
+        self.generation = 0
+        """Successful reads of the JWKS: a record held for an unknown ``kid`` is given up only
+        once a read counted here after it still lacks that key (never while reads fail)."""
         self.last_error: str | None = None
 
     def find(self, kid: str) -> Key | None:
@@ -355,7 +422,7 @@ class KeySource:
         self._stale_at = now + self._max_age_s
         self.reads += 1
         try:
-            keys = parse_jwks(self._read(), self.location)
+            keys = self._parse(self._read(), self.location)
         except (OSError, ValueError) as exc:
             self.last_error = str(exc)
             _log.warning(
@@ -367,6 +434,7 @@ class KeySource:
             return False
         self._keys = keys
         self.last_error = None
+        self.generation += 1
         return True
 
     def _read(self) -> bytes:
@@ -377,7 +445,8 @@ class KeySource:
             request = urllib.request.Request(  # noqa: S310  # scheme checked in __init__
                 self.location, headers={"Accept": "application/jwk-set+json, application/json"}
             )
-            with _http_opener().open(request, timeout=self._timeout_s) as response:
+            opener = _http_opener(self._allow_http)
+            with opener.open(request, timeout=self._timeout_s) as response:
                 data = response.read(MAX_JWKS_BYTES + 1)
         if len(data) > MAX_JWKS_BYTES:
             raise ValueError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
@@ -423,12 +492,23 @@ def key_source_from_settings(settings: Settings) -> KeySource:
     location: str | Path | None = settings.jwks
     if location is None:
         location = dev_keys_dir(settings) / JWKS_FILE
-        _warn_once(
-            "verifying revocations with the DEVELOPMENT JWKS %s; set TETHER_JWKS in production",
-            location,
-        )
+        if location.is_file():
+            _warn_once(
+                "verifying revocations with the DEVELOPMENT JWKS %s; set TETHER_JWKS in production",
+                location,
+            )
+        else:  # never claim to use a file that is not there: say what will happen instead
+            _warn_once(
+                "TETHER_JWKS is not set and there is no development JWKS at %s (a tether worker "
+                "started in this directory creates one): no revocation verifies (unknown_kid) "
+                "until it exists; set TETHER_JWKS to the workers' jwks.json",
+                location,
+            )
     return KeySource(
-        location, min_refetch_s=settings.jwks_refetch_s, max_age_s=settings.jwks_max_age_s
+        location,
+        min_refetch_s=settings.jwks_refetch_s,
+        max_age_s=settings.jwks_max_age_s,
+        allow_http=settings.jwks_allow_http,
     )
 
 
@@ -436,4 +516,10 @@ def verifier_from_settings(
     settings: Settings, *, clock: Callable[[], float] = time.time
 ) -> SetVerifier:
     """A gateway's verifier: the configured JWKS and issuer. Reads nothing until first use."""
-    return SetVerifier(key_source_from_settings(settings), issuer=settings.issuer, clock=clock)
+    return SetVerifier(
+        key_source_from_settings(settings),
+        issuer=settings.issuer,
+        clock=clock,
+        max_skew_s=settings.max_skew_s,
+        require_key_issuer=settings.jwks_require_iss,
+    )

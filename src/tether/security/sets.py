@@ -43,6 +43,12 @@ TETHER_CLAIM: Final = "tether"
 MAX_SET_BYTES: Final = 64 * 1024
 MIN_RSA_BITS: Final = 2048
 HEARTBEAT_WINDOW_S: Final = 300.0
+MAX_SKEW_S: Final = 300.0
+"""How far ahead of the verifier's clock a SET's ``iat`` (and a heartbeat's ``emitted_at``) may
+be: further ahead it is ``future_dated`` (a heartbeat dated ahead could otherwise be replayed
+at its date to make a dead feed look fresh)."""
+KEY_ISSUER: Final = "iss"
+"""A JWK member binding a key to one issuer: it verifies only SETs whose ``iss`` is that."""
 
 RejectReason = Literal[
     "unsigned",
@@ -53,6 +59,7 @@ RejectReason = Literal[
     "wrong_typ",
     "malformed",
     "replayed",
+    "future_dated",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
@@ -77,7 +84,7 @@ def _record_kind(value: object) -> str:
     return str(getattr(value, "kind", "revocation"))
 
 
-# A legacy revocation record may omit "kind" (DESIGN.md lists it only for heartbeats).
+# A legacy revocation record may omit "kind" (the first contract named it only for heartbeats).
 _feed_record: TypeAdapter[Revocation | Heartbeat] = TypeAdapter(
     Annotated[
         Annotated[Revocation, Tag("revocation")] | Annotated[Heartbeat, Tag("heartbeat")],
@@ -151,7 +158,8 @@ class SetSigner:
         """Sign with ``key`` (a private RSA ≥2048 or EC P-256 JWK with a ``kid``) as ``issuer``.
 
         Args:
-            key: the private key; its ``kid`` goes in every header.
+            key: the private key; its ``kid`` goes in every header. A key bound to an issuer
+                (an ``iss`` member) signs only as that issuer.
             issuer: the ``iss`` claim; watchers accept only their configured issuer.
             token_issuer: the ``iss`` of ``jwt_id`` subjects (the STS of the watched tokens).
         """
@@ -159,6 +167,12 @@ class SetSigner:
             raise ValueError("a signer needs a private key")
         if not key.kid:
             raise ValueError("the signing key needs a kid (tether keys generate sets one)")
+        bound = key.get(KEY_ISSUER)
+        if bound is not None and bound != issuer:
+            raise ValueError(
+                f"key {key.kid!r} is bound to issuer {bound!r}; it cannot sign as {issuer!r} "
+                "(set TETHER_ISSUER to match, or use that issuer's key)"
+            )
         self.alg = signing_alg(key)
         self.kid: str = key.kid
         self.issuer = issuer
@@ -167,8 +181,9 @@ class SetSigner:
         self._header = {"alg": self.alg, "kid": self.kid, "typ": SET_TYP}
 
     def public_jwk(self) -> dict[str, Any]:
-        """The public half of the signing key, as a JWK (for a JWKS)."""
-        return dict(self._key.as_dict(private=False))
+        """The public half of the signing key, as a JWK for a JWKS, bound to this signer's
+        issuer (``iss``): a verifier will not accept it for any other issuer."""
+        return {**self._key.as_dict(private=False), KEY_ISSUER: self.issuer}
 
     def revocation(self, rev: Revocation, *, token_issuer: str | None = None) -> bytes:
         """The SET of one revocation (``token_issuer`` overrides the signer's for this one)."""
@@ -223,7 +238,8 @@ class SetSigner:
 
 def heartbeat_jti(hb: Heartbeat) -> str:
     """Unique per heartbeat, even when a restarted worker starts its sequence again."""
-    return f"heartbeat:{hb.source}:{hb.sequence}:{round(hb.emitted_at.timestamp() * 1000)}"
+    jti = f"heartbeat:{hb.source}:{hb.sequence}:{round(hb.emitted_at.timestamp() * 1000)}"
+    return jti if hb.partition is None else f"{jti}:p{hb.partition}"  # one per partition
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -324,15 +340,19 @@ class SetVerifier:
     (``unsigned`` / ``malformed``); ``alg`` in the allowed set, so ``none`` and HMAC
     key-confusion never reach a key (``alg_not_allowed``); ``typ`` (``wrong_typ``); ``kid``
     known to the key source, which may refetch its JWKS (``unknown_kid``); the key fits the
-    ``alg`` (``alg_not_allowed``); the signature (``bad_signature``); ``iss``
-    (``wrong_issuer``); the SSF profile (no ``sub``/``exp``, one event of the right type, a
-    ``sub_id``, a record in the ``tether`` claim whose id is the ``jti``; ``malformed``); and
-    that this ``(iss, jti)`` was not accepted before (``replayed``).
+    ``alg`` (``alg_not_allowed``); the signature (``bad_signature``); ``iss``, and the key's
+    own binding: a JWK with an ``iss`` member verifies only that issuer, and with
+    ``require_key_issuer`` a key without one verifies nothing (``wrong_issuer``); the SSF
+    profile (no ``sub``/``exp``, one event of the right type, a ``sub_id``, a record in the
+    ``tether`` claim whose id is the ``jti``; ``malformed``); ``iat``, and a heartbeat's
+    ``emitted_at``, at most ``max_skew_s`` ahead of the clock (``future_dated``); and that
+    this ``(iss, jti)`` was not accepted before (``replayed``).
 
     Replay memory is bounded by time: a revocation's ``jti`` is remembered until its
     ``not_after`` (after that a copy is expired on arrival anyway, and one already expired is
-    not remembered at all); a heartbeat's for ``heartbeat_window_s`` after it was emitted (an
-    older heartbeat cannot make a feed fresh, since freshness counts from ``emitted_at``).
+    not remembered at all); a heartbeat's for ``heartbeat_window_s`` after it was emitted, even
+    when that is ahead of the clock (an older heartbeat cannot make a feed fresh, since
+    freshness counts from ``emitted_at``).
     Not thread-safe for concurrent ``verify`` calls beyond the lock it takes itself.
     """
 
@@ -345,6 +365,8 @@ class SetVerifier:
         clock: Callable[[], float] = time.time,
         heartbeat_window_s: float = HEARTBEAT_WINDOW_S,
         max_bytes: int = MAX_SET_BYTES,
+        max_skew_s: float = MAX_SKEW_S,
+        require_key_issuer: bool = False,
     ) -> None:
         """Verify against ``keys``, accepting only ``issuer``.
 
@@ -356,6 +378,9 @@ class SetVerifier:
             clock: epoch seconds (bounds the replay memory); tests inject a fake.
             heartbeat_window_s: how long a heartbeat's ``jti`` is remembered.
             max_bytes: larger records are ``malformed`` without being parsed.
+            max_skew_s: how far ahead of ``clock`` ``iat`` and ``emitted_at`` may be.
+            require_key_issuer: refuse keys that carry no ``iss`` member (keys that carry one
+                are always held to it).
         """
         unsupported = set(algorithms) - ALGORITHMS
         if unsupported:
@@ -366,8 +391,18 @@ class SetVerifier:
         self._clock = clock
         self._heartbeat_window_s = heartbeat_window_s
         self._max_bytes = max_bytes
+        self._max_skew_s = max_skew_s
+        self._require_key_issuer = require_key_issuer
         self._seen = _Seen()
         self._lock = threading.Lock()
+
+    @property
+    def key_generation(self) -> int | None:
+        """Successful reads of a key source that rereads its JWKS (``KeySource.generation``);
+        None for keys that never change. A reader holding a record with an unknown ``kid``
+        gives it up only after a read that succeeded later still lacks that key."""
+        generation = getattr(self._keys, "generation", None)
+        return generation if isinstance(generation, int) else None
 
     @property
     def remembered(self) -> int:
@@ -437,6 +472,11 @@ class SetVerifier:
         iss = claims.get("iss")
         if iss != self.issuer:
             raise SetRejected("wrong_issuer", f"iss {iss!r}; expected {self.issuer!r}")
+        bound = key.get(KEY_ISSUER)
+        if bound is None and self._require_key_issuer:
+            raise SetRejected("wrong_issuer", f"key {key.kid!r} is bound to no issuer")
+        if bound is not None and bound != iss:
+            raise SetRejected("wrong_issuer", f"key {key.kid!r} is bound to issuer {bound!r}")
         return claims
 
     def _record(self, claims: dict[str, Any]) -> Revocation | Heartbeat:
@@ -454,6 +494,11 @@ class SetVerifier:
         if not isinstance(events, dict) or len(events) != 1:
             raise SetRejected("malformed", "events must hold exactly one event")
         record = _tether_record(claims)
+        latest = self._clock() + self._max_skew_s
+        if iat > latest:
+            raise SetRejected("future_dated", f"iat {iat} is ahead of the clock")
+        if isinstance(record, Heartbeat) and record.emitted_at.timestamp() > latest:
+            raise SetRejected("future_dated", "the heartbeat's emitted_at is ahead of the clock")
         (event_type,) = events
         expected = caep.expected_event_type(record)
         if event_type != expected:
@@ -468,7 +513,7 @@ class SetVerifier:
         if isinstance(record, Revocation):
             until = record.not_after.timestamp()
         else:
-            until = min(record.emitted_at.timestamp(), now) + self._heartbeat_window_s
+            until = record.emitted_at.timestamp() + self._heartbeat_window_s
         with self._lock:
             self._seen.forget_before(now)
             if key in self._seen:
