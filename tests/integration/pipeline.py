@@ -19,6 +19,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tether.core import Context, DetectionConfig, Monitor
+from tether.models.codec import decode_event
 from tether.policy.bind import CedarCallPolicy
 from tether.replay import Replayer
 from tether.security import peek
@@ -189,12 +190,12 @@ def collect_expected(
 
 
 def workflow_key(line: bytes) -> bytes | None:
-    """The intents key a producer would use: the workflow id, when the line has one."""
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    wf = doc.get("workflow_id") if isinstance(doc, dict) else None
+    """The intents key a producer would use: the workflow id, when the line has one. Read as
+    the pipeline reads it (``decode_event``), so that an event carrying unknown fields orjson
+    cannot parse (a lone surrogate, a deep nesting) is keyed by its workflow like any other:
+    an emitter knows its workflow id whatever else it sends."""
+    decoded = decode_event(line)
+    wf = decoded.workflow_id
     return wf.encode() if isinstance(wf, str) else None
 
 
