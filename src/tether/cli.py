@@ -81,6 +81,14 @@ def main() -> None:
     help="When the registry names no mode: enforce refuses, audit labels [default: enforce].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tether", "ocsf"]),
+    default="tether",
+    show_default=True,
+    help="tether records, or findings only as OCSF 1.8.0 Detection Findings (docs/soc.md).",
+)
 def replay(
     file: str,
     decisions: bool,
@@ -94,6 +102,7 @@ def replay(
     sources: Path | None,
     sources_mode: str | None,
     quiet: bool,
+    fmt: str,
 ) -> None:
     """Run the detectors over FILE, a JSON Lines file of input events ('-' for stdin).
 
@@ -109,6 +118,7 @@ def replay(
       tether replay events.jsonl > out.jsonl
       tether replay --shadow --policy-dir ./policies yesterday.jsonl | jq 'select(.kind=="finding")'
       cat events.jsonl | tether replay - --decisions
+      tether replay --format ocsf events.jsonl > detection_findings.jsonl
 
     \b
     Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
@@ -124,6 +134,7 @@ def replay(
     """
     from tether.bootstrap import monitor, source_gate  # noqa: PLC0415
     from tether.cli_progress import progress_reader  # noqa: PLC0415
+    from tether.ocsf import ocsf_writer  # noqa: PLC0415
     from tether.replay import Replayer, summary_lines  # noqa: PLC0415
 
     settings = _settings(
@@ -141,7 +152,8 @@ def replay(
     except Exception as exc:  # a policy error must name its file and stop before reading input
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer
-    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock, gate=gate)
+    write = out.write if fmt == "tether" else ocsf_writer(out.write)
+    rep = Replayer(mon, write, source=file, decisions=decisions, clock=clock, gate=gate)
     with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
         stats = rep.run(lines.lines(), lines.tick)
     out.flush()
