@@ -491,5 +491,15 @@ def _mount_keys_commands() -> None:
 _mount_keys_commands()
 
 
+def _mount_soc_commands() -> None:
+    from tether.cli_soc import alerts, ocsf_forward  # noqa: PLC0415  # docs/soc.md
+
+    main.add_command(alerts, "alerts")
+    main.add_command(ocsf_forward, "ocsf-forward")
+
+
+_mount_soc_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

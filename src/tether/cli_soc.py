@@ -1,0 +1,88 @@
+"""``tether alerts`` and ``tether ocsf-forward``: findings handed to the SOC (docs/soc.md)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from tether.cli_stream import _settings, require_broker
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM: the loops finish their delivery, commit, and exit."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+_bootstrap = click.option("--bootstrap", help="Kafka HOST:PORT [env TETHER_KAFKA_BOOTSTRAP].")
+_prefix = click.option("--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX].")
+
+
+@click.command("alerts")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The sinks (YAML): webhook, slack, splunk_hec; see docs/soc.md.",
+)
+@_bootstrap
+@_prefix
+def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None:
+    """Deliver findings to alert sinks: generic JSON webhook, Slack incoming webhook, Splunk HEC.
+
+    Each sink keeps its own position on the findings topic (consumer group
+    <prefix>alerts.<name>), committed only after delivery; retries with backoff while a
+    receiver fails; de-duplicates by finding id; filters by severity; summarises a storm
+    past its rate limit. Stops cleanly on SIGINT/SIGTERM.
+    """
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from tether.soc.alert_config import load_alerts_config  # noqa: PLC0415
+    from tether.soc.alerts import run_alerts  # noqa: PLC0415
+
+    try:
+        config = load_alerts_config(config_path)
+        for sc in config.sinks:
+            sc.token()  # a missing secret fails now, not at the first alert
+    except (ValidationError, ValueError, OSError) as exc:
+        raise click.ClickException(f"{config_path}: {exc}") from exc
+    settings = _settings(bootstrap, prefix)
+    require_broker(settings, 30.0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = _stop_on_signals()
+    for s in run_alerts(settings, config, stop):
+        click.echo(
+            f"{s.sink.name}: sent {s.sent}, summaries {s.summaries}, "
+            f"filtered {s.filtered}, duplicates {s.duplicates}, refused {s.rejected}",
+            err=True,
+        )
+
+
+@click.command("ocsf-forward")
+@_bootstrap
+@_prefix
+def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
+    """Re-publish every finding as an OCSF 1.8.0 Detection Finding on <prefix>findings.ocsf.
+
+    At-least-once: input offsets are committed only after the broker acknowledged the OCSF
+    records (consumer group <prefix>ocsf-forward). Creates the topic if it is missing.
+    """
+    from tether.soc.ocsf_forward import run_ocsf_forward  # noqa: PLC0415
+
+    settings = _settings(bootstrap, prefix)
+    require_broker(settings, 30.0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    fwd = run_ocsf_forward(settings, _stop_on_signals())
+    click.echo(f"published {fwd.published}, skipped {fwd.skipped}", err=True)
