@@ -492,9 +492,10 @@ _mount_keys_commands()
 
 
 def _mount_soc_commands() -> None:
-    from tether.cli_soc import alerts, ocsf_forward  # noqa: PLC0415  # docs/soc.md
+    from tether.cli_soc import alerts, console, ocsf_forward  # noqa: PLC0415  # docs/soc.md
 
     main.add_command(alerts, "alerts")
+    main.add_command(console, "console")
     main.add_command(ocsf_forward, "ocsf-forward")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -86,3 +87,43 @@ def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     fwd = run_ocsf_forward(settings, _stop_on_signals())
     click.echo(f"published {fwd.published}, skipped {fwd.skipped}", err=True)
+
+
+@click.command("console")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option(
+    "--history",
+    type=click.IntRange(min=0),
+    default=2000,
+    show_default=True,
+    help="Records read back per topic partition at start.",
+)
+@_bootstrap
+@_prefix
+def console(host: str, port: int, history: int, bootstrap: str | None, prefix: str | None) -> None:
+    """A live web console: findings and revocations as they happen, each workflow's timeline
+    and delegation chain, pipeline health.
+
+    Sign-in needs the credential in TETHER_CONSOLE_TOKEN (it will not start without one).
+    Binds to 127.0.0.1 unless --host says otherwise.
+    """
+    import asyncio  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from tether.soc.console import serve  # noqa: PLC0415
+
+    token = os.environ.get("TETHER_CONSOLE_TOKEN", "")
+    if len(token) < 16:  # noqa: PLR2004
+        raise click.ClickException(
+            "set TETHER_CONSOLE_TOKEN to a credential of at least 16 characters "
+            "(there is no anonymous access to findings)"
+        )
+    settings = _settings(bootstrap, prefix)
+    require_broker(settings, 30.0)
+
+    def started(bound: int) -> None:
+        click.echo(f"tether console on http://{host}:{bound}/ (sign in with the credential)")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, token, host=host, port=port, history=history, started=started))
