@@ -46,7 +46,16 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
     Each sink keeps its own position on the findings topic (consumer group
     <prefix>alerts.<name>), committed only after delivery; retries with backoff while a
     receiver fails; de-duplicates by finding id; filters by severity; summarises a storm
-    past its rate limit. Stops cleanly on SIGINT/SIGTERM.
+    past its rate limit. Stops cleanly on SIGINT/SIGTERM. The config format is in
+    docs/soc.md.
+
+    \b
+    Examples:
+      SPLUNK_HEC_TOKEN=... tether alerts --config alerts.yaml
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, and the variables the sinks'
+    token_env name.
     """
     from pydantic import ValidationError  # noqa: PLC0415
 
@@ -79,6 +88,16 @@ def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
 
     At-least-once: input offsets are committed only after the broker acknowledged the OCSF
     records (consumer group <prefix>ocsf-forward). Creates the topic if it is missing.
+    Mapping: docs/soc.md.
+
+    \b
+    Examples:
+      tether ocsf-forward
+      tether ocsf-forward --prefix staging.
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_PARTITIONS (of the new
+    topic).
     """
     from tether.soc.ocsf_forward import run_ocsf_forward  # noqa: PLC0415
 
@@ -106,7 +125,15 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
     and delegation chain, pipeline health.
 
     Sign-in needs the credential in TETHER_CONSOLE_TOKEN (it will not start without one).
-    Binds to 127.0.0.1 unless --host says otherwise.
+    Binds to 127.0.0.1 unless --host says otherwise. docs/soc.md has a tour.
+
+    \b
+    Examples:
+      TETHER_CONSOLE_TOKEN=$(openssl rand -hex 24) tether console
+      tether console --port 9000 --history 10000
+
+    \b
+    Environment: TETHER_CONSOLE_TOKEN (required), TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
     """
     import asyncio  # noqa: PLC0415
     import os  # noqa: PLC0415
