@@ -203,6 +203,13 @@ def _open_input(file: str) -> IO[bytes]:
 )
 @click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
 @click.option(
+    "--console",
+    "open_console",
+    is_flag=True,
+    help="Also show the fleet in the live web console (docs/soc.md), on 127.0.0.1; it keeps "
+    "serving after the run until Ctrl-C.",
+)
+@click.option(
     "--write",
     "write_to",
     metavar="FILE",
@@ -219,6 +226,7 @@ def demo(  # click passes every option
     kafka: bool,
     no_worker: bool,
     write_to: str | None,
+    open_console: bool,
 ) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
 
@@ -242,6 +250,7 @@ def demo(  # click passes every option
       tether demo --no-live --rate 0                # as fast as possible, plain lines
       tether demo --write events.jsonl              # a sample file: try `tether replay` on it
       tether demo --kafka                           # through Kafka and a worker (make services)
+      tether demo --console                         # and in the live web console
 
     \b
     Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
@@ -269,6 +278,10 @@ def demo(  # click passes every option
                 start_worker=not no_worker,
             )
         )
+    if open_console:
+        from tether.cli_soc import demo_console  # noqa: PLC0415
+
+        sys.exit(demo_console(workflows, seed, attack_rate, rate, live=not no_live))
     from tether.demo.run import run_demo  # noqa: PLC0415
 
     code = run_demo(

@@ -154,3 +154,24 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, token, host=host, port=port, history=history, started=started))
+
+
+def demo_console(workflows: int, seed: int, attack_rate: float, rate: float, *, live: bool) -> int:
+    """``tether demo --console``: the in-process demo, shown in a local console as it runs."""
+    import os  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from tether.demo.run import run_demo  # noqa: PLC0415
+    from tether.soc.console import LocalConsole  # noqa: PLC0415
+
+    token = os.environ.get("TETHER_CONSOLE_TOKEN") or secrets.token_urlsafe(18)
+    local = LocalConsole(token)
+    port = local.start()
+    click.echo(f"tether console on http://127.0.0.1:{port}/ (sign in with: {token})", err=True)
+    code = run_demo(
+        workflows=workflows, seed=seed, attack_rate=attack_rate, rate=rate, live=live, tap=local.tap
+    )
+    click.echo(f"console still serving at http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
+    _stop_on_signals().wait()
+    local.stop()
+    return code

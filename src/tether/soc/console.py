@@ -372,3 +372,57 @@ async def serve(
     finally:
         feed.stop.set()
         await runner.cleanup()
+
+
+class LocalConsole:
+    """The console on a thread of its own, fed in process (``tether demo --console``): no Kafka.
+
+    ``tap(kind, value)`` takes one record as the pipeline would publish it (``intents``,
+    ``findings``, ``revocations``, ``decisions``, ``deadletter``); records are batched onto the
+    console's loop.
+    """
+
+    def __init__(self, token: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.console = Console(token)
+        self.host = host
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._serve, name="console", daemon=True)
+
+    def start(self) -> int:
+        """Start serving; the bound port."""
+        self.thread.start()
+        if not self._ready.wait(15):
+            raise RuntimeError("the console did not start")
+        return self.port
+
+    def tap(self, kind: str, value: bytes) -> None:
+        """Hand one record to the console (thread-safe)."""
+        batch: list[tuple[str, bytes | None, bytes]] = [(kind, None, value)]
+        self.loop.call_soon_threadsafe(self.console.ingest, batch)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(self.console.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        server: Any = site._server
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
