@@ -110,3 +110,22 @@ def test_token_bucket_refills() -> None:
     c.t = 1.0
     assert b.take()
     assert not b.take()
+
+
+def test_agent_chosen_text_cannot_ping_or_link_in_slack() -> None:
+    p, c = Poster(), Clock()
+    s = sink(p, c, type="slack")
+    f = Finding.model_validate(
+        {
+            **orjson.loads(rec(1).value),
+            "workload_id": "<!channel>",
+            "summary": "see <https://evil.example|the docs> & <@U123>",
+            "destination": "`<!here>`",
+            "delegation_chain": ["<!everyone>", "x"],
+        }
+    )
+    assert s.deliver([Record("t", 0, 1, None, encode(f))])
+    text = p.bodies[0]["text"]
+    for raw in ("<!channel>", "<!here>", "<!everyone>", "<https://", "<@U123>"):
+        assert raw not in text
+    assert "&lt;!channel&gt;" in text

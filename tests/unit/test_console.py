@@ -152,3 +152,33 @@ def test_filters() -> None:
         "target": {"kind": "token", "id": "tok"},
     }
     assert matches(rev, {"code": "tool_not_granted", "workload": "tok"})
+
+
+def test_a_slow_browser_loses_its_own_oldest_items_and_is_told() -> None:
+    from tether.soc import console as mod
+    from tether.soc.console import Hub
+
+    async def go() -> None:
+        hub = Hub()
+        sid, q = hub.subscribe({})
+        for i in range(mod.QUEUE_MAX + 5):
+            hub.publish(finding(i))
+        assert q.qsize() == mod.QUEUE_MAX
+        assert hub.gaps[sid] == 5
+        assert (await q.get())["finding_id"] == "f-5"
+
+    run(go())
+
+
+def test_timeline_details_are_cut() -> None:
+    st = ConsoleState()
+    st.on_event(
+        {
+            "event_type": "tool_call.intent",
+            "workflow_id": "wf-1",
+            "occurred_at": "2026-12-06T00:00:00Z",
+            "agent": {"workload_id": "a"},
+            "action": {"tool": "t", "operation": "read", "resource": "r" * 10_000},
+        }
+    )
+    assert len(st.workflows["wf-1"].timeline[0]["detail"]) <= 301

@@ -49,28 +49,38 @@ class Summary:
     def text(self) -> str:
         """The summary as one chat line."""
         codes = ", ".join(f"{c} x{n}" for c, n in sorted(self.by_code.items()))
+        workflows = ", ".join(slack_escape(w) for w in self.workflows)
         return (
             f":rotating_light: tether: {self.count} more findings held back by the rate limit "
-            f"({codes}); workflows include {', '.join(self.workflows)}"
+            f"({slack_escape(codes)}); workflows include {workflows}"
         )
 
 
+def slack_escape(text: str) -> str:
+    """Text an agent chose, made inert in Slack mrkdwn: ``&``, ``<`` and ``>`` escaped as Slack
+    asks, so a workload id or destination cannot mention ``<!channel>``, ping a user
+    (``<@U123>``) or hide a link (``<https://evil|docs>``); backticks dropped so that it cannot
+    leave its code span."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+
+
 def slack_text(f: Finding) -> str:
-    """The finding as a Slack message (mrkdwn)."""
+    """The finding as a Slack message (mrkdwn); every value from the finding is escaped."""
     doc = rule_doc(f.code)
+    e = slack_escape
     lines = [
         f"{_EMOJI.get(f.severity, ':information_source:')} *[{f.severity.upper()}] "
-        f"{f.title or doc.title}* — {f.summary}",
-        f"workflow `{f.workflow_id}` · workload `{f.workload_id}`"
-        + (f" · tool `{f.tool}` {f.operation or ''}" if f.tool else "")
-        + (f" → `{f.destination}`" if f.destination else ""),
+        f"{e(f.title or doc.title)}* — {e(f.summary)}",
+        f"workflow `{e(f.workflow_id)}` · workload `{e(f.workload_id)}`"
+        + (f" · tool `{e(f.tool)}` {e(f.operation or '')}" if f.tool else "")
+        + (f" → `{e(f.destination)}`" if f.destination else ""),
     ]
     if f.delegation_chain:
-        lines.append("chain: " + " → ".join(f"`{w}`" for w in f.delegation_chain))
+        lines.append("chain: " + " → ".join(f"`{e(w)}`" for w in f.delegation_chain))
     remediation = f.remediation or doc.remediation
     if remediation:
         lines.append(f"_What to do:_ {remediation}")
-    lines.append(f"finding `{f.finding_id}` · response {', '.join(f.response)}")
+    lines.append(f"finding `{e(f.finding_id)}` · response {', '.join(f.response)}")
     return "\n".join(lines)
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 MAX_FEED: Final = 5_000
-MAX_WORKFLOWS: Final = 5_000
-MAX_TIMELINE: Final = 500
+MAX_WORKFLOWS: Final = 2_000
+MAX_TIMELINE: Final = 300
+MAX_DETAIL: Final = 300  # characters of a timeline entry's detail kept
 MAX_DELEGATIONS: Final = 200
 LATENCY_WINDOW_S: Final = 300.0
 
@@ -36,6 +37,9 @@ class WorkflowView:
 
     def add(self, item: dict[str, Any]) -> None:
         """One timeline entry (``t``: event time, ISO 8601; ``what``; ``detail``)."""
+        detail = item.get("detail")
+        if isinstance(detail, str) and len(detail) > MAX_DETAIL:
+            item["detail"] = detail[:MAX_DETAIL] + "…"
         if len(self.timeline) >= MAX_TIMELINE:
             self.timeline.pop(0)
             self.dropped += 1
