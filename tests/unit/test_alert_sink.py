@@ -129,3 +129,27 @@ def test_agent_chosen_text_cannot_ping_or_link_in_slack() -> None:
     for raw in ("<!channel>", "<!here>", "<!everyone>", "<https://", "<@U123>"):
         assert raw not in text
     assert "&lt;!channel&gt;" in text
+
+
+def test_a_bad_config_is_a_clear_error_before_anything_starts(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    cases = {
+        "sinks: []\n": "sinks",
+        "sinks:\n  - {name: a, type: pager, url: 'http://x'}\n": "type",
+        "sinks:\n  - {name: a, type: webhook, url: 'not a url'}\n": "url",
+        "sinks:\n  - {name: a, type: webhook, url: 'http://x'}\n"
+        "  - {name: a, type: slack, url: 'http://y'}\n": "unique",
+        "sinks:\n  - {name: s, type: splunk_hec, url: 'http://x', token_env: NO_SUCH_VAR_H9}\n": (
+            "NO_SUCH_VAR_H9"
+        ),
+    }
+    for i, (text, word) in enumerate(cases.items()):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(text)
+        result = CliRunner().invoke(main, ["alerts", "--config", str(path)])
+        assert result.exit_code == 1, (text, result.output)
+        assert "Traceback" not in result.output
+        assert word in result.output, (text, result.output)
