@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from tether.core import Monitor, Outbox
+from tether.core.floor import NotAfterFloor
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.events import InputEvent
@@ -73,6 +74,7 @@ class Replayer:
         self.stats = ReplayStats()
         self._started = datetime.now(UTC)
         self._out = Outbox()
+        self._floor = NotAfterFloor()  # a target is never revoked shorter than before
 
     def feed(self, line: bytes) -> None:
         """One input line (with or without its newline)."""
@@ -96,6 +98,8 @@ class Replayer:
             return
         stats.events += 1
         self.monitor.process_into(decoded, datetime.now(UTC) if self.wall else None, out)
+        if out.failures:
+            self._failed(out, data, decoded)
         if out.findings or out.revocations or out.decisions:
             self._emit(out)
             out.findings.clear()
@@ -157,6 +161,9 @@ class Replayer:
                     continue
                 events += 1
                 process(decoded, None, out)
+                if out.failures:
+                    stats.lines, stats.events, stats.blank = n, events, blank
+                    self._failed(out, data, decoded)
                 if out.findings or out.revocations or out.decisions:
                     self._emit(out)
                     out.findings.clear()
@@ -196,12 +203,33 @@ class Replayer:
         source = Source(topic=self.source, line=stats.lines)
         self._put(dead_letter(data, rejected, source, self._stamp()))
 
+    def _failed(self, out: Outbox, data: bytes | None, current: InputEvent | None) -> None:
+        """Dead-letter (reason ``internal_error``) what the core could not process: the line just
+        fed, or an earlier event whose due checks failed (no line: its payload re-encoded)."""
+        for f in out.failures:
+            event = f.event
+            eid = event.event_id if event is not None else None
+            why = Rejected("internal_error", f.error, f.workflow_id, eid)
+            if event is not None and event is current and data is not None:
+                self._dead(data, why)
+                continue
+            stats = self.stats
+            stats.deadletters += 1
+            stats.deadletter_reasons[why.reason] += 1
+            payload = encode(event) if event is not None else b""
+            self._put(dead_letter(payload, why, Source(topic=self.source), self._stamp()))
+        out.failures.clear()
+
     def _emit(self, out: Outbox) -> None:
+        if out.failures:
+            self._failed(out, None, None)
         if not len(out):
             return
         stats = self.stats
         by_finding: dict[str | None, list[Revocation]] = {}
+        floor = self._floor
         for r in out.revocations:
+            r = floor.at_least(r, r.issued_at.timestamp())  # noqa: PLW2901  # never shorter
             by_finding.setdefault(r.finding_id, []).append(r)
         stats.revocations += len(out.revocations)
         for f in out.findings:

@@ -12,11 +12,13 @@ Framework references, and why each is the one named:
   Tool Invocation* (a tool call outside what the agent was given), AML.T0086 *Exfiltration via
   AI Agent Tool Invocation* (data sent where the grant does not allow), AML.T0012 *Valid
   Accounts* (a real credential used by or for the wrong party), AML.T0055 *Unsecured
-  Credentials* (a credential that travelled to a party it was not issued to). Empty where no
+  Credentials* (a credential that travelled to a party it was not issued to), AML.T0029 *Denial
+  of AI Service* (a workflow grown to exhaust the monitor). Empty where no
   technique describes the condition (a chain merely too long, an invalid token).
 - **CSA MAESTRO** layer where the weakness lives: 3 *Agent Frameworks* (the agent's own tool
-  use), 6 *Security and Compliance* (identity, credentials, authorization), 7 *Agent Ecosystem*
-  (handoffs between agents).
+  use), 5 *Evaluation and Observability* (the monitor itself under attack), 6 *Security and
+  Compliance* (identity, credentials, authorization), 7 *Agent Ecosystem* (handoffs between
+  agents).
 - **NIST AI RMF** function (Manage when tether responds by revoking, Measure when it only
   reports) and **NIST CSF 2.0** categories (DE.CM continuous monitoring, DE.AE adverse event
   analysis, PR.AA identity and access control, RS.MI incident mitigation when tether revokes).
@@ -33,8 +35,10 @@ ATLAS_TOOL_INVOCATION: Final = "AML.T0053"
 ATLAS_TOOL_EXFILTRATION: Final = "AML.T0086"
 ATLAS_VALID_ACCOUNTS: Final = "AML.T0012"
 ATLAS_UNSECURED_CREDENTIALS: Final = "AML.T0055"
+ATLAS_DENIAL_OF_SERVICE: Final = "AML.T0029"
 
 MAESTRO_AGENT_FRAMEWORKS: Final = "L3 Agent Frameworks"
+MAESTRO_OBSERVABILITY: Final = "L5 Evaluation and Observability"
 MAESTRO_SECURITY: Final = "L6 Security and Compliance"
 MAESTRO_ECOSYSTEM: Final = "L7 Agent Ecosystem"
 
@@ -255,6 +259,26 @@ RULE_DOCS: Final[dict[str, RuleDoc]] = {
             "issuer registry if a legitimate issuer is missing.",
             (),
             (MAESTRO_SECURITY,),
+        ),
+        _doc(
+            C.WORKFLOW_LIMITS_EXCEEDED,
+            "Workflow state past its caps",
+            "The workflow's state (events, delegations, tokens) grew past tether's per-workflow "
+            "caps: a runaway agent, or an attempt to exhaust the monitor.",
+            "Find the agent flooding the workflow (the evidence events) and stop it; raise the "
+            "caps only for a known, legitimate workload.",
+            (ATLAS_DENIAL_OF_SERVICE,),
+            (MAESTRO_OBSERVABILITY, MAESTRO_AGENT_FRAMEWORKS),
+        ),
+        _doc(
+            C.GRANT_CONFLICT,
+            "Conflicting workflow start",
+            "A second workflow.started for the same workflow id carries a different grant or "
+            "initiator: an attempt to rewrite the workflow's authority or to take it over.",
+            "Check which source sent the second start; workflow ids must be unique, and starts "
+            "come from the orchestrator only.",
+            (),
+            (MAESTRO_ECOSYSTEM, MAESTRO_SECURITY),
         ),
     )
 }

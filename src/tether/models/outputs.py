@@ -93,6 +93,11 @@ class Revocation(Record):
     issued_at: AwareDatetime
     not_after: AwareDatetime
     evidence: list[str]
+    token_issuer: str | None = Field(
+        default=None,
+        description="for a token target: the iss of the revoked token, as the event that "
+        "caused the revocation presented it (the jwt_id subject of its SET names it)",
+    )
 
 
 class Heartbeat(Record):
@@ -164,6 +169,7 @@ DeadLetterReason = Literal[
     "output_rejected",
     "unauthenticated_source",
     "unauthorized_assertion",
+    "internal_error",
 ]
 
 

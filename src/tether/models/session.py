@@ -120,6 +120,20 @@ class StartInfo:
         )
 
 
+def same_grant(a: StartInfo, b: StartInfo) -> bool:
+    """Whether two starts grant the same thing to the same initiator (their times and ids
+    aside): a start re-emitted with the same grant is a duplicate, not a conflict."""
+    return (
+        a.initiator == b.initiator
+        and a.scopes == b.scopes
+        and a.tools == b.tools
+        and a.destinations == b.destinations
+        and a.max_level == b.max_level
+        and a.not_after == b.not_after
+        and a.policy_facts == b.policy_facts
+    )
+
+
 @dataclass(slots=True)
 class DelegationRec:
     """A delegation as the session knows it."""
@@ -158,6 +172,8 @@ class Pending:
     deadline: float
     seq: int
     event: InputEvent
+    size: int = field(default=0, compare=False)  # its bytes in the session record (state_size)
+    quiet: bool = False  # a re-judgment (see fold._rejudge): its decision was already made
 
 
 class ActRef(NamedTuple):
@@ -168,6 +184,7 @@ class ActRef(NamedTuple):
     workload_id: str
     token_id: str
     token_expires: float
+    token_issuer: str | None = None  # the credential's iss (named in a token revocation's SET)
 
 
 @dataclass(slots=True)
@@ -179,7 +196,8 @@ class Session:
     """
 
     workflow_id: str
-    started: StartInfo | None = None
+    started: StartInfo | None = None  # the earliest start in event time: the workflow's grant
+    other_starts: list[StartInfo] | None = None  # any later ones (grant_conflict if they differ)
     completed_at: float | None = None
     completed_event: str | None = None
     delegations: list[DelegationRec] | None = None  # in the order they became known
@@ -197,10 +215,21 @@ class Session:
     unknown: ActRef | None = None  # earliest call dated before any known start
     unknown_done: bool = False
     compacted: bool = False
+    # events a start arriving late could still judge differently (see fold._rejudge), until
+    # the grace period after the start has passed
+    early: list[InputEvent] | None = None
     last_time: float = 0.0
+    tokens_until: float = 0.0  # the latest expiry of a credential used in the workflow
     seq: int = 0
     partition: int = -1  # the input partition this workflow lives on (streaming only)
     rewake: bool = True  # a deadline was added since the driver last scheduled this session
+    limited: bool = False  # workflow_limits_exceeded was raised: a cap is being enforced
+    # Derived bookkeeping, rebuilt by ``state_size.measure`` when a record is loaded (not
+    # serialized, not part of equality): the record bytes of the capped containers and of the
+    # event ids, and the earliest unreported use (when ``unsettled``).
+    state_bytes: int = field(default=0, compare=False, repr=False)
+    seen_bytes: int = field(default=0, compare=False, repr=False)
+    settle_at: float = field(default=float("inf"), compare=False, repr=False)
 
     def token(self, token_id: str) -> TokenSeen | None:
         """The token with this id, if it was used in this workflow.
@@ -301,6 +330,7 @@ class TokenSeen:
     expires_at: float
     event_id: str
     uses: UseRec | list[UseRec] | None = None
+    issuer: str | None = None  # the credential's iss (interned: one string per STS)
 
     def recorded(self) -> Sequence[UseRec]:
         """The recorded uses, one per workload, in the order they were first recorded."""
@@ -349,7 +379,7 @@ class TokenState:
 
     ``pairs`` is a list, not a dict keyed by (workload, workflow): nearly every token is used by
     one workload in one workflow, and a list of one tuple costs well under half of a dict with a
-    key tuple and a record. Lookups scan it; it holds at most ``MAX_PAIRS`` entries.
+    key tuple and a record. Lookups scan it; it holds at most ``limits.token_pairs`` entries.
     """
 
     token_id: str
@@ -357,6 +387,10 @@ class TokenState:
     pairs: list[PairUse] = field(default_factory=list)
     fired: set[str] | None = None  # finding ids raised (None until the first: most never do)
     partition: int = -1  # the credential-uses partition this token lives on (streaming only)
+    # (code, workload, workflow) of the findings raised, learnt as they are met: spares
+    # deriving a finding id to know it was raised (not serialized, not part of equality)
+    flagged: set[tuple[str, str, str]] | None = field(default=None, compare=False, repr=False)
+    issuer: str | None = None  # the token's iss, from the first use that named it
     # processing time of its last use, for the streaming worker's hold (0: not yet known);
     # not serialized, not part of equality
     used_at: float = field(default=0.0, compare=False, repr=False)
