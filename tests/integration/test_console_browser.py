@@ -152,7 +152,7 @@ def test_a_violation_reaches_the_live_console(
 
     wf = f"wf-console-{int(time.time())}"
     injected_at = time.monotonic()
-    pipe.produce(violation(monkeypatch, wf))
+    pipe.produce([*violation(monkeypatch, wf), b'{"schema_version": 1, "event_type": "nope"'])
     row = wait.until(
         ec.presence_of_element_located(
             (By.XPATH, f"//table[@id='feed']//tr[contains(@class,'finding')][td/a[text()='{wf}']]")
@@ -188,4 +188,7 @@ def test_a_violation_reaches_the_live_console(
 
     d.get(f"{console}/health")  # type: ignore[attr-defined]
     wait.until(lambda drv: "w1" in drv.find_element(By.ID, "workers").text)
+    wait.until(lambda drv: "invalid_json" in drv.find_element(By.ID, "deadletters").text)
+    latency = d.find_element(By.ID, "latency").text  # type: ignore[attr-defined]
+    assert re.search(r"count\s+[1-9]", latency), latency
     save(d, tmp_path, "console-health.png")

@@ -182,3 +182,20 @@ def test_timeline_details_are_cut() -> None:
         }
     )
     assert len(st.workflows["wf-1"].timeline[0]["detail"]) <= 301
+
+
+def test_revocation_latency_counts_whichever_arrives_first() -> None:
+    st = ConsoleState(clock=lambda: 1000.0)
+    rev = {
+        "kind": "revocation",
+        "finding_id": "f-1",
+        "issued_at": "2026-12-06T00:00:01.250000Z",
+        "workflow_id": "wf-1",
+        "target": {"kind": "token", "id": "t"},
+    }
+    st.on_revocation(rev)  # before its finding, as a worker publishes them
+    st.on_finding(finding(1, event_time="2026-12-06T00:00:01Z"))
+    st.on_revocation({**rev, "target": {"kind": "workflow", "id": "wf-1"}})
+    lat = st.health()["revocation_latency_s"]
+    assert lat["count"] == 2
+    assert lat["p50"] == 0.25

@@ -75,6 +75,8 @@ class ConsoleState:
         self.deadletters: Counter[str] = Counter()
         self.latencies: deque[tuple[float, float]] = deque(maxlen=10_000)  # (received, seconds)
         self.finding_times: OrderedDict[str, float] = OrderedDict()  # finding id -> event time
+        # revocations read before their finding (a worker publishes them first): id -> issued
+        self.early_revocations: OrderedDict[str, float] = OrderedDict()
         self.counts: Counter[str] = Counter()
 
     def workflow(self, workflow_id: str) -> WorkflowView:
@@ -152,9 +154,12 @@ class ConsoleState:
             wf.initiator = f.get("initiator")
         fid = f.get("finding_id")
         if isinstance(fid, str):
-            self.finding_times[fid] = _epoch(f.get("event_time"))
+            caused = self.finding_times[fid] = _epoch(f.get("event_time"))
             if len(self.finding_times) > MAX_FEED:
                 self.finding_times.popitem(last=False)
+            issued = self.early_revocations.pop(fid, None)
+            if issued is not None:
+                self._latency(caused, issued)
         return item
 
     def on_revocation(self, r: dict[str, Any]) -> dict[str, Any]:
@@ -172,12 +177,21 @@ class ConsoleState:
                     "detail": f"{target.get('id')} ({r.get('reason')})",
                 }
             )
-        caused = self.finding_times.get(str(r.get("finding_id")))
-        if caused:
+        fid = r.get("finding_id")
+        if isinstance(fid, str):
             issued = _epoch(r.get("issued_at"))
-            if issued >= caused:
-                self.latencies.append((self.clock(), issued - caused))
+            caused = self.finding_times.get(fid)
+            if caused is not None:
+                self._latency(caused, issued)
+            elif fid not in self.early_revocations:  # the first revocation of a finding counts
+                self.early_revocations[fid] = issued
+                if len(self.early_revocations) > MAX_FEED:
+                    self.early_revocations.popitem(last=False)
         return item
+
+    def _latency(self, caused: float, issued: float) -> None:
+        if caused and issued >= caused:
+            self.latencies.append((self.clock(), issued - caused))
 
     def on_heartbeat(self, h: dict[str, Any]) -> None:
         """A worker's heartbeat (one per partition: the freshest wins)."""
