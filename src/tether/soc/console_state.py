@@ -234,7 +234,7 @@ class ConsoleState:
                 "count": len(recent),
                 "p50": _pct(recent, 0.5),
                 "p99": _pct(recent, 0.99),
-                "max": recent[-1] if recent else None,
+                "max": round(recent[-1], 4) if recent else None,
             },
             "deadletters": dict(self.deadletters.most_common()),
             "counts": dict(self.counts),
