@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from html import escape
@@ -33,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tether.adapters.kafka_config import consumer_config
 from tether.settings import Settings
@@ -48,6 +49,7 @@ COOKIE: Final = "tether_console"
 QUEUE_MAX: Final = 10_000
 REPLAY_ON_CONNECT: Final = 200
 FILTERS: Final = ("severity", "code", "workload", "workflow")
+RESCAN_S: Final = 5.0  # how often the console looks for topics or partitions it does not read yet
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -308,7 +310,7 @@ class KafkaFeed:
         self.thread.start()
 
     def _consumer(self) -> Consumer:
-        c = Consumer(
+        return Consumer(
             consumer_config(
                 self.settings,
                 group_id=f"{self.settings.topic_prefix}console-{uuid.uuid4().hex[:8]}",
@@ -316,21 +318,39 @@ class KafkaFeed:
                 overrides={"isolation.level": "read_uncommitted", "enable.partition.eof": False},
             )
         )
-        tps = []
+
+    def _assign_new(self, c: Consumer, assigned: set[tuple[str, int]]) -> None:
+        """Assign every partition of the console's topics not assigned yet, from ``history``
+        records back: topics created after the console started (or new partitions) join."""
         meta = c.list_topics(timeout=10).topics
+        tps = []
         for topic in self._kind:
-            if topic not in meta:
+            if topic not in meta or meta[topic].error is not None:
                 continue
             for p in meta[topic].partitions:
+                if (topic, p) in assigned:
+                    continue
                 low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                 tps.append(TopicPartition(topic, p, max(low, high - self.history)))
-        c.assign(tps)
-        return c
+                assigned.add((topic, p))
+        if tps:
+            c.incremental_assign(tps)
 
     def _run(self) -> None:
         c = self._consumer()
+        assigned: set[tuple[str, int]] = set()
+        looked = 0.0
         try:
             while not self.stop.is_set():
+                if time.monotonic() - looked > RESCAN_S:
+                    looked = time.monotonic()
+                    try:
+                        self._assign_new(c, assigned)
+                    except KafkaException as exc:
+                        log.warning("console: cannot list topics yet: %s", exc)
+                if not assigned:
+                    self.stop.wait(0.5)
+                    continue
                 msgs = c.consume(1000, 0.2)
                 batch: list[tuple[str, bytes | None, bytes]] = []
                 for m in msgs:
