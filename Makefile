@@ -31,6 +31,10 @@ MYPY_TARGETS = $(foreach d,src streams,$(if $(shell find $(d) -name '*.py' 2>/de
 
 .DEFAULT_GOAL := help
 .PHONY: soak
+browser:  ## Debian's chromium + chromium-driver for the console's browser test
+	bash scripts/browser.sh
+
+.PHONY: browser
 .PHONY: help venv demo test unit integration check lint typecheck fmt services services-down bench \
         services-status services-clean schemas clean
 
@@ -49,13 +53,13 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/tether demo
 
-test: venv services
+test: venv services browser
 	$(SERVICES_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
 
-integration: venv services
+integration: venv services browser
 	$(SERVICES_ENV) $(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 # The fast fault-injection variants run in `make test`; their long versions only here. Figures

@@ -81,6 +81,14 @@ def main() -> None:
     help="When the registry names no mode: enforce refuses, audit labels [default: enforce].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tether", "ocsf"]),
+    default="tether",
+    show_default=True,
+    help="tether records, or findings only as OCSF 1.8.0 Detection Findings (docs/soc.md).",
+)
 def replay(
     file: str,
     decisions: bool,
@@ -94,6 +102,7 @@ def replay(
     sources: Path | None,
     sources_mode: str | None,
     quiet: bool,
+    fmt: str,
 ) -> None:
     """Run the detectors over FILE, a JSON Lines file of input events ('-' for stdin).
 
@@ -109,6 +118,7 @@ def replay(
       tether replay events.jsonl > out.jsonl
       tether replay --shadow --policy-dir ./policies yesterday.jsonl | jq 'select(.kind=="finding")'
       cat events.jsonl | tether replay - --decisions
+      tether replay --format ocsf events.jsonl > detection_findings.jsonl
 
     \b
     Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
@@ -124,6 +134,7 @@ def replay(
     """
     from tether.bootstrap import monitor, source_gate  # noqa: PLC0415
     from tether.cli_progress import progress_reader  # noqa: PLC0415
+    from tether.ocsf import ocsf_writer  # noqa: PLC0415
     from tether.replay import Replayer, summary_lines  # noqa: PLC0415
 
     settings = _settings(
@@ -141,7 +152,8 @@ def replay(
     except Exception as exc:  # a policy error must name its file and stop before reading input
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer
-    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock, gate=gate)
+    write = out.write if fmt == "tether" else ocsf_writer(out.write)
+    rep = Replayer(mon, write, source=file, decisions=decisions, clock=clock, gate=gate)
     with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
         stats = rep.run(lines.lines(), lines.tick)
     out.flush()
@@ -191,6 +203,13 @@ def _open_input(file: str) -> IO[bytes]:
 )
 @click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
 @click.option(
+    "--console",
+    "open_console",
+    is_flag=True,
+    help="Also show the fleet in the live web console (docs/soc.md), on 127.0.0.1; it keeps "
+    "serving after the run until Ctrl-C.",
+)
+@click.option(
     "--write",
     "write_to",
     metavar="FILE",
@@ -207,6 +226,7 @@ def demo(  # click passes every option
     kafka: bool,
     no_worker: bool,
     write_to: str | None,
+    open_console: bool,
 ) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
 
@@ -230,6 +250,7 @@ def demo(  # click passes every option
       tether demo --no-live --rate 0                # as fast as possible, plain lines
       tether demo --write events.jsonl              # a sample file: try `tether replay` on it
       tether demo --kafka                           # through Kafka and a worker (make services)
+      tether demo --console                         # and in the live web console
 
     \b
     Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
@@ -257,6 +278,10 @@ def demo(  # click passes every option
                 start_worker=not no_worker,
             )
         )
+    if open_console:
+        from tether.cli_soc import demo_console  # noqa: PLC0415
+
+        sys.exit(demo_console(workflows, seed, attack_rate, rate, live=not no_live))
     from tether.demo.run import run_demo  # noqa: PLC0415
 
     code = run_demo(
@@ -569,6 +594,17 @@ def _mount_keys_commands() -> None:
 
 
 _mount_keys_commands()
+
+
+def _mount_soc_commands() -> None:
+    from tether.cli_soc import alerts, console, ocsf_forward  # noqa: PLC0415  # docs/soc.md
+
+    main.add_command(alerts, "alerts")
+    main.add_command(console, "console")
+    main.add_command(ocsf_forward, "ocsf-forward")
+
+
+_mount_soc_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tether.core import codes as C
 from tether.core.checks import Identity, Verdict, check_event
 from tether.core.config import DetectionConfig
+from tether.core.context import context_of
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
 from tether.core.violations import (
@@ -623,9 +624,11 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         if not outcome.allowed:
             verdict.violations.append(_policy_violation(s, event, t, outcome))
     trust = event.trust
+    where = context_of(s, event) if verdict.violations else None
     for v in verdict.violations:
         if trust is not None:
             v.trust = trust
+        v.context = where
         _fire(s, v, cfg, now, out)
     cred = event.credential
     if (
