@@ -10,63 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from sys import intern
 from time import monotonic
 from typing import Any
 
-import orjson
-
-from streams.intake import InputRecord
-from streams.ledger import RevocationFloor
-from streams.output_rejects import OutputRejects
-from streams.outputs import Batch, Publisher
-from streams.registry_sync import LocalSignatures
-from streams.signing import SigningPool
-from streams.tables import TableStore
-from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import Entry
-from tether.bootstrap import source_gate
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
-from tether.models.jsonbytes import dumps
 from tether.models.outputs import Finding, Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
 from tether.security import SetSigner
+from tether.security.gate import SourceGate
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, REVOCATIONS
 
+from .credential_uses import decode_use, encode_use
+from .intake import InputRecord
+from .lag import InputLag
+from .ledger import RevocationFloor
+from .output_rejects import OutputRejects
+from .outputs import Batch, Publisher
+from .registry_sync import LocalSignatures
+from .signing import SigningPool, signed_inline
+from .tables import TableStore
+from .watermarks import PartitionWatermarks
+
 _log = logging.getLogger("tether.worker")
-
-
-def encode_use(use: CredentialUse) -> bytes:
-    """A credential use on the wire (compact)."""
-    return dumps(
-        [
-            use.token_id,
-            use.workload_id,
-            use.workflow_id,
-            use.t,
-            use.event_id,
-            use.inherited,
-            use.expires_at,
-            use.owner,
-        ]
-    )
-
-
-def decode_use(data: bytes) -> CredentialUse:
-    """The inverse of ``encode_use``."""
-    token_id, workload, workflow, t, event_id, inherited, expires, *more = orjson.loads(data)
-    # workload ids repeat across the fleet: one copy, shared by every token's state
-    owner = bool(more and more[0])
-    return CredentialUse(
-        token_id, intern(workload), workflow, t, event_id, inherited, expires, owner
-    )
 
 
 FIRE_MAX = 2000
@@ -110,31 +83,10 @@ class _Alarms:
     sent: list[asyncio.Future[None]] = field(default_factory=list)  # their publications
 
 
-def _nothing() -> bool:
-    return False
-
-
-def _no_partition(_partition: int) -> bool:
-    return False
-
-
-def _no_count(_partition: int) -> int | None:
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class InputLag:
-    """What the worker can learn of input it has not applied yet."""
-
-    behind: Callable[[int], bool] = _no_partition  # an intents partition has records unread
-    buffered: Callable[[], bool] = _nothing  # records were read but not handed over yet
-    records: Callable[[int], int | None] = _no_count  # records not taken yet on a partition
-
-
 class Worker:
     """One worker's share of the pipeline: the partitions faust assigned to it."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # its parts, as tether.bootstrap.worker_parts picked them
         self,
         settings: Settings,
         ctx: Context,
@@ -145,6 +97,7 @@ class Worker:
         *,
         worker_id: str,
         lag: InputLag | None = None,
+        gate: SourceGate | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -184,8 +137,9 @@ class Worker:
         self.revocation_partitions = settings.partitions  # heartbeats go to every one of them
         self.events = 0
         self.deadletters = 0
-        # authenticates and authorizes each record (a missing or bad registry stops the worker)
-        self.gate = source_gate(settings, ctx.cfg)
+        # authenticates and authorizes each record (tether.bootstrap.source_gate; None: inputs
+        # are believed as they are)
+        self.gate = gate
 
     # -- intents --------------------------------------------------------------------------
 
@@ -231,18 +185,17 @@ class Worker:
         revocations = out.revocations
         at_least = self.floor.at_least
         revocations[alarms.seen :] = [at_least(r) for r in revocations[alarms.seen :]]
-        fresh = revocations[alarms.seen :]
-        urgent = [r for r in fresh if r.finding_id is not None]
-        if urgent and len(urgent) <= alarms.budget:
-            tokens = self._sign_here(urgent)
+        here, later = signed_inline(revocations[alarms.seen :], alarms.budget)
+        if here:
+            tokens = self._sign_here(here)
             if tokens is not None:
                 alarm = Batch()
                 self._collect_findings(out.findings[alarms.findings :], alarm)
                 del out.findings[alarms.findings :]
-                alarm.records.extend(self._signed(urgent, tokens))
+                alarm.records.extend(self._signed(here, tokens))
                 alarms.sent.append(self.publisher.send_now(alarm))
-                alarms.budget -= len(urgent)
-                revocations[alarms.seen :] = [r for r in fresh if r.finding_id is None]
+                alarms.budget -= len(here)
+                revocations[alarms.seen :] = later
         alarms.seen = len(revocations)
         alarms.findings = len(out.findings)
 
@@ -322,15 +275,14 @@ class Worker:
         unsigned, outputs.unsigned = outputs.unsigned, []
         if not unsigned:
             return None
-        urgent = [r for r in unsigned if r.finding_id is not None]
-        if not urgent or len(urgent) > budget:
-            return Batch(unsigned=unsigned)
-        tokens = self._sign_here(urgent)
+        here, later = signed_inline(unsigned, budget)
+        if not here:
+            return Batch(unsigned=later)
+        tokens = self._sign_here(here)
         if tokens is None:
             return Batch(unsigned=unsigned)
-        outputs.records.extend(self._signed(urgent, tokens))
-        routine = [r for r in unsigned if r.finding_id is None]
-        return Batch(unsigned=routine) if routine else None
+        outputs.records.extend(self._signed(here, tokens))
+        return Batch(unsigned=later) if later else None
 
     def _sign_here(self, revocations: list[Revocation]) -> list[bytes] | None:
         """The SETs of ``revocations``, signed on the event loop; ``None`` on any error (the

@@ -144,22 +144,6 @@ class Settings(BaseSettings):
         "per partition, so a short wait sends several times more of them; revocations, "
         "findings and heartbeats go through a producer of their own and never wait",
     )
-    input_client: Literal["librdkafka", "aiokafka"] = Field(
-        "librdkafka",
-        description="what fetches the worker's input topics: librdkafka, on threads of its own "
-        "(faust still assigns the partitions and commits the offsets), or faust's aiokafka "
-        "consumer, as for the tables' changelogs",
-    )
-    fetch_idle_wait_ms: int = Field(
-        100,
-        ge=0,
-        le=5000,
-        description="with input_client aiokafka: once a fetch of the worker's input comes back "
-        "empty, the next one asks for "
-        "the first record instead of 64 KiB and the broker may hold it this long: a record "
-        "arriving in a lull is answered at once, and a quiet worker sends ~10 fetches a second "
-        "instead of ~125; 0 keeps TETHER_FETCH_WAIT_MS throughout",
-    )
     gc_log_ms: float = Field(
         50.0,
         ge=0,
