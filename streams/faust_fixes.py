@@ -17,8 +17,8 @@ stateful Kafka consumer, and they are what faust does well.
 **What tether owns instead of patching.** Where a patch would cost more than the piece:
 reading the input topics (``streams.input_fetch``: librdkafka on threads of its own; aiokafka
 never fetches them), handing records to the worker in batches (``streams.intake``, no faust
-agents or streams), restoring the tables (``streams.recovery``: bulk install, read here from
-faust's recovery state) and the table store without a key-to-partition map (``streams.store``).
+agents or streams), restoring the tables (``streams.recovery``: bulk install; it reads faust's public recovery
+state, whose code is fingerprinted here) and the table store without a key-to-partition map (``streams.store``).
 
 **What is patched here, and why.** ``Consumer._drain_messages`` handed each fetched record to the
 streams with ``wait_first(callback(message), suspend_flow.wait())``: when a rebalance suspended
@@ -57,6 +57,8 @@ from faust.tables.recovery import Recovery
 from faust.tables.table import Table
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
+
+from tether.streaming import RuntimeVersionError
 
 from .offsets import OffsetGuard, Verdict
 
@@ -330,10 +332,6 @@ PINNED: Final = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 """The exact versions this module was written and fingerprinted against (pyproject.toml pins
 them too). Anything else stops the worker at start-up: the patches below replace or wrap code
 that differs between releases, and would otherwise apply silently onto code they do not fit."""
-
-
-class RuntimeVersionError(RuntimeError):
-    """An installed faust-streaming or aiokafka is not the version tether is pinned to."""
 
 
 def check_versions(installed: Callable[[str], str] = metadata.version) -> None:

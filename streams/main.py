@@ -18,6 +18,7 @@ from tether.bootstrap import worker_parts
 from tether.settings import Settings
 
 from .app import build
+from .faust_fixes import check_versions
 from .gc_freeze import GcFreezer
 from .gc_pauses import GcPauses
 from .heap_trim import HeapTrimmer
@@ -25,6 +26,7 @@ from .heap_trim import HeapTrimmer
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     """Create missing topics, then run the faust worker until it is stopped (SIGTERM/SIGINT)."""
+    check_versions()  # before anything connects: a clear error naming the pinned versions
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -363,7 +363,11 @@ def worker(
         TopicError,
     )
     from tether.cli_stream import EXIT_UNREACHABLE, require_broker, unreachable  # noqa: PLC0415
-    from tether.streaming import run_worker  # noqa: PLC0415
+    from tether.streaming import (  # noqa: PLC0415
+        RuntimeMissingError,
+        RuntimeVersionError,
+        run_worker,
+    )
 
     settings = _settings(
         kafka_bootstrap=bootstrap,
@@ -379,7 +383,7 @@ def worker(
     except BrokerUnavailableError as exc:  # it answered the probe, then went away
         click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason), err=True)
         sys.exit(EXIT_UNREACHABLE)
-    except TopicError as exc:
+    except (TopicError, RuntimeVersionError, RuntimeMissingError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -20,6 +20,11 @@ RUNTIME = ("tether_streams", "streams")
 """The worker runtime's package: as installed from the wheel, then as in a repository checkout."""
 
 
+class RuntimeVersionError(RuntimeError):
+    """An installed faust-streaming or aiokafka is not the version the runtime is pinned to
+    (``streams.faust_fixes.PINNED``); raised by the runtime at start-up."""
+
+
 class RuntimeMissingError(RuntimeError):
     """Neither name in ``RUNTIME`` can be imported: tether was installed without its worker."""
 

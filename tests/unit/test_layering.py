@@ -27,8 +27,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[2] / "src"
 PURE = ("tether.core", "tether.models")
 

@@ -11,9 +11,9 @@ import pytest
 
 from streams import faust_fixes
 from streams.app import build
-from tether.bootstrap import worker_parts
 from streams.outputs import Batch, Publisher, routed
 from tether.adapters.kafka_publisher import DeliveryError
+from tether.bootstrap import worker_parts
 from tether.settings import Settings
 
 URGENT = ("t.revocations", "t.findings")

@@ -97,3 +97,18 @@ def test_nothing_is_hung_on_faust_objects() -> None:
         for m in re.finditer(r"\b(app|consumer)\.tether_\w+", path.read_text())
     ]
     assert hung == []
+
+
+@pytest.mark.integration
+def test_tether_worker_on_another_version_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    monkeypatch.setattr(faust_fixes, "PINNED", {"faust-streaming": "9.9.9"})
+    result = CliRunner().invoke(main, ["worker", "--wait", "5"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "faust-streaming 0.15.3 (expected 9.9.9)" in result.output
+    assert "Traceback" not in result.output
