@@ -445,6 +445,43 @@ def schemas_check(directory: Path) -> None:
     click.echo(f"ok: schemas in {directory} match the models")
 
 
+@main.group("settings")
+def settings_group() -> None:
+    """tether's settings: the generated reference (docs/configuration.md).
+
+    \b
+    Examples:
+      tether settings doc            # rewrite docs/configuration.md
+      tether settings doc --check    # exit 1 if it is stale
+    """
+
+
+@settings_group.command("doc")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/configuration.md"),
+    show_default=True,
+    help="Where the reference is written.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the file differs.")
+def settings_doc(out: Path, check: bool) -> None:
+    """Generate the settings reference from the settings themselves (every TETHER_* variable,
+    by section, with its type, default and description; internal tuning knobs last)."""
+    from tether.settings_reference import reference  # noqa: PLC0415
+
+    text = reference()
+    if check:
+        current = out.read_text(encoding="utf-8") if out.exists() else ""
+        if current != text:
+            click.echo(f"{out} is stale; regenerate with: tether settings doc", err=True)
+            sys.exit(1)
+        click.echo(f"ok: {out} matches the settings")
+        return
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
+
+
 @main.group()
 def policy() -> None:
     """Per-call Cedar policy.

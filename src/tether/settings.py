@@ -16,7 +16,12 @@ RISK_TIERS: Final = frozenset({"low", "default", "high"})
 
 
 class Settings(BaseSettings):
-    """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case)."""
+    """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case).
+
+    Its sections (detection, kafka, redis, signing, sources, worker, watcher, and the internal
+    tuning knobs) are declared in ``tether.settings_reference.SECTIONS``, which generates the
+    reference, docs/configuration.md (``tether settings doc``). A new setting needs a
+    description and a section there; the tests say so."""
 
     model_config = SettingsConfigDict(
         env_prefix="TETHER_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -24,7 +29,7 @@ class Settings(BaseSettings):
 
     # detection
     grace_s: float = Field(5.0, ge=0, description="event-time grace for late events")
-    max_chain_length: int = Field(3, ge=1)
+    max_chain_length: int = Field(3, ge=1, description="delegation hops allowed from the initiator")
     shadow: bool = Field(False, description="report findings, revoke nothing")
     credential_shared_across_workflows: bool = Field(
         True, description="disable for SPIRE-style cached SVIDs shared by design"
@@ -35,15 +40,22 @@ class Settings(BaseSettings):
     )
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
     # streaming
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (HOST:PORT[,...])"
+    )
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings,
         description="how every Kafka client authenticates, and topic replication "
         "(TETHER_KAFKA__<FIELD>; docs/kafka-security.md)",
     )
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    topic_prefix: str = "tether."
-    partitions: int = Field(6, ge=1)
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="the revocation registry (the worker writes, gateways may read)",
+    )
+    topic_prefix: str = Field("tether.", description="prefix of every topic name")
+    partitions: int = Field(
+        6, ge=1, description="partitions of tether's topics (tables are co-partitioned with them)"
+    )
     max_skew_s: float = Field(
         300.0, ge=0, description="events dated further ahead are dead letters"
     )
@@ -55,7 +67,7 @@ class Settings(BaseSettings):
         "yet moves event time only to now + max_ahead_s, so it cannot fire other workflows' "
         "waiting checks early; keep it well below grace_s",
     )
-    heartbeat_s: float = Field(1.0, gt=0)
+    heartbeat_s: float = Field(1.0, gt=0, description="seconds between a worker's heartbeats")
     output_reject_min_bytes: int = Field(
         512,
         ge=1,
