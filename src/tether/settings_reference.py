@@ -193,7 +193,7 @@ def _kind(info: FieldInfo) -> str:
     return _name(info.annotation).replace("|", "\\|")
 
 
-def _name(annotation: Any) -> str:  # noqa: ANN401  # any type annotation
+def _name(annotation: Any) -> str:  # noqa: ANN401, PLR0911  # any annotation, one return per kind
     """A type as a user reads it: ``int``, ``path``, ``one of: A, B``, ``... or unset``."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Literal:
