@@ -453,6 +453,8 @@ def settings_group() -> None:
     Examples:
       tether settings doc            # rewrite docs/configuration.md
       tether settings doc --check    # exit 1 if it is stale
+
+    Environment: none (the settings are TETHER_* variables; docs/configuration.md lists them).
     """
 
 
@@ -467,7 +469,15 @@ def settings_group() -> None:
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if the file differs.")
 def settings_doc(out: Path, check: bool) -> None:
     """Generate the settings reference from the settings themselves (every TETHER_* variable,
-    by section, with its type, default and description; internal tuning knobs last)."""
+    by section, with its type, default and description; internal tuning knobs last).
+
+    \b
+    Examples:
+      tether settings doc                  # rewrite docs/configuration.md (make docs)
+      tether settings doc --check          # exit 1 if it is stale (a unit test does this)
+
+    Environment: none (it documents the TETHER_* variables; it reads none of them).
+    """
     from tether.settings_reference import reference  # noqa: PLC0415
 
     text = reference()
