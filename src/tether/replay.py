@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from tether.core import Monitor, Outbox
+from tether.core.floor import NotAfterFloor
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.events import InputEvent
@@ -73,6 +74,7 @@ class Replayer:
         self.stats = ReplayStats()
         self._started = datetime.now(UTC)
         self._out = Outbox()
+        self._floor = NotAfterFloor()  # a target is never revoked shorter than before
 
     def feed(self, line: bytes) -> None:
         """One input line (with or without its newline)."""
@@ -201,7 +203,9 @@ class Replayer:
             return
         stats = self.stats
         by_finding: dict[str | None, list[Revocation]] = {}
+        floor = self._floor
         for r in out.revocations:
+            r = floor.at_least(r, r.issued_at.timestamp())  # noqa: PLW2901  # never shorter
             by_finding.setdefault(r.finding_id, []).append(r)
         stats.revocations += len(out.revocations)
         for f in out.findings:
