@@ -11,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tether.core.config import DetectionConfig, StateLimits
 from tether.kafka_settings import KafkaSettings
 
+
+def _limit(name: str) -> str | None:
+    """The description of a ``StateLimits`` cap (one text for the setting and the core)."""
+    return StateLimits.model_fields[name].description
+
+
 RISK_TIERS: Final = frozenset({"low", "default", "high"})
 """The risk tiers a gateway names in ``Watcher.is_revoked(tier=)``."""
 
@@ -41,13 +47,13 @@ class Settings(BaseSettings):
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
     # per-workflow state caps (tether.core.config.StateLimits; passing one raises
     # workflow_limits_exceeded, except limit_event_id_bytes, which forgets the oldest ids)
-    limit_state_bytes: int = Field(128 * 1024, ge=4096)
-    limit_event_id_bytes: int = Field(64 * 1024, ge=1024)
-    limit_pending: int = Field(256, ge=1)
-    limit_tokens: int = Field(1024, ge=1)
-    limit_delegations: int = Field(256, ge=1)
-    limit_recent: int = Field(1024, ge=1)
-    limit_token_pairs: int = Field(64, ge=2)
+    limit_state_bytes: int = Field(128 * 1024, ge=4096, description=_limit("state_bytes"))
+    limit_event_id_bytes: int = Field(64 * 1024, ge=1024, description=_limit("event_id_bytes"))
+    limit_pending: int = Field(256, ge=1, description=_limit("pending"))
+    limit_tokens: int = Field(1024, ge=1, description=_limit("tokens"))
+    limit_delegations: int = Field(256, ge=1, description=_limit("delegations"))
+    limit_recent: int = Field(1024, ge=1, description=_limit("recent"))
+    limit_token_pairs: int = Field(64, ge=2, description=_limit("token_pairs"))
     # streaming
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers (HOST:PORT[,...])"

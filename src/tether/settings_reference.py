@@ -59,6 +59,22 @@ SECTIONS: Final = (
         ),
     ),
     Section(
+        "limits",
+        "Per-workflow state caps",
+        "Bounds on what one workflow's state may hold (`tether.core.config.StateLimits`). "
+        "Passing one raises `workflow_limits_exceeded` and revokes the workflow, except "
+        "`TETHER_LIMIT_EVENT_ID_BYTES`, past which the oldest event ids are forgotten.",
+        (
+            "limit_state_bytes",
+            "limit_event_id_bytes",
+            "limit_pending",
+            "limit_tokens",
+            "limit_delegations",
+            "limit_recent",
+            "limit_token_pairs",
+        ),
+    ),
+    Section(
         "kafka",
         "Kafka",
         "Where the topics are, how they are named and partitioned, and how every Kafka client "
