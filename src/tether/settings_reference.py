@@ -102,6 +102,7 @@ SECTIONS: Final = (
             "jwks_allow_http",
             "jwks_require_iss",
             "token_issuer",
+            "set_audience",
             "home",
         ),
     ),
