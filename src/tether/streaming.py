@@ -3,7 +3,7 @@
 The worker runtime (the faust app) is the repository's ``streams/`` folder. It imports tether;
 tether never imports it, so the package stays usable (replay, the SDK, watchers, gateways)
 without faust. An installed wheel ships the folder as ``tether_streams`` (pyproject.toml:
-``[tool.hatch.build.targets.wheel.force-include]``), so that nothing is installed under a
+``[tool.hatch.build.targets.wheel.sources]``), so that nothing is installed under a
 generic top-level name; a repository checkout imports it as ``streams``. ``RUNTIME`` lists both,
 in that order, and ``run_worker`` runs the first one present.
 """

@@ -53,3 +53,24 @@ def test_the_cli_finds_the_worker_in_the_wheel(wheel: Path) -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert done.stdout.strip() == "tether_streams"
+
+
+def test_an_editable_install_ships_no_copy_of_the_runtime(tmp_path: Path) -> None:
+    """``make venv`` installs tether editable: the worker must run the checkout's streams/,
+    not a copy frozen at install time (which the CLI would find first as tether_streams)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from hatchling.build import build_editable; build_editable(sys.argv[1])",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (built,) = tmp_path.glob("tether-*.whl")
+    with zipfile.ZipFile(built) as z:
+        names = z.namelist()
+    assert not [n for n in names if n.startswith(("tether_streams/", "streams/"))]
+    assert any(n.endswith(".pth") for n in names)
