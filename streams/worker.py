@@ -30,6 +30,7 @@ from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, INTENTS, REVOCATIONS
 
 from .credential_uses import decode_use, encode_use
+from .epochs import StateEpochs
 from .intake import InputRecord
 from .lag import InputLag
 from .ledger import RevocationFloor
@@ -47,31 +48,6 @@ FIRE_MAX = 2000
 """Sessions whose due checks one step decides at most: a long jump of event time (after a
 stretch of lag, every session's grace period ends at once) is worked off in steps of this size,
 each made durable before the next, instead of one step that stalls the worker for seconds."""
-
-
-EPOCH_KEYS = 2_000
-"""Changed keys at which a state epoch closes early, whatever its age: bounds the size of one
-state write (and of what a crash replays)."""
-
-
-@dataclass(slots=True)
-class _Epoch:
-    """Steps applied since the last state snapshot."""
-
-    done: asyncio.Future[None]  # resolves once their outputs and the state they left are durable
-    outputs: list[asyncio.Future[None]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-
-    def settle(self, commit: asyncio.Future[None]) -> None:
-        """Pass the outcome of the epoch's state write on to the steps waiting for it."""
-        if self.done.done():
-            return
-        if commit.cancelled():
-            self.done.cancel()
-        elif (exc := commit.exception()) is not None:
-            self.done.set_exception(exc)
-        else:
-            self.done.set_result(None)
 
 
 @dataclass(slots=True)
@@ -121,9 +97,8 @@ class Worker:
         # a key's revocation is never published shorter than this process knows it was
         self.floor = RevocationFloor()
         self.worker_id = worker_id
-        self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
-        self._epoch: _Epoch | None = None  # steps whose state is not written yet
-        self._epoch_s = settings.state_epoch_ms / 1000
+        # outputs at once, the state they left once per epoch, after them (streams.epochs)
+        self.epochs = StateEpochs((sessions, tokens), publisher.send, settings.state_epoch_ms)
         self.needs_reschedule = True
         self.assigned: set[int] = set()
         self.lag = lag or InputLag()
@@ -224,19 +199,10 @@ class Worker:
         (see ``streams.signing``) and follow."""
         later = self._sign_urgent(outputs, self.inline_max if budget is None else budget)
         sent = self.publisher.send_now(outputs)
-        epoch = self._epoch
-        if epoch is None:
-            loop = asyncio.get_running_loop()
-            epoch = self._epoch = _Epoch(loop.create_future())
-            if not now and self._epoch_s > 0:
-                epoch.timer = loop.call_later(self._epoch_s, self.close_epoch)
-        epoch.outputs.extend(early)
-        epoch.outputs.append(sent)
+        steps = [*early, sent]
         if later is not None:
-            epoch.outputs.append(asyncio.ensure_future(self._send_outputs(later)))
-        if now or self._epoch_s <= 0 or self.sessions.dirty + self.tokens.dirty >= EPOCH_KEYS:
-            self.close_epoch()
-        return epoch.done
+            steps.append(asyncio.ensure_future(self._send_outputs(later)))
+        return self.epochs.add(steps, now=now)
 
     async def _send_outputs(self, outputs: Batch) -> None:
         if outputs.unsigned:  # signed in another process while the next batch is applied
@@ -245,29 +211,8 @@ class Worker:
         await self.publisher.send(outputs)
 
     def close_epoch(self) -> None:
-        """Snapshot the state every step of the open epoch left and publish it once those
-        steps' outputs and every earlier epoch are durable: epochs become durable in order,
-        and state never reaches the changelog before the outputs it reflects are
-        acknowledged. A crash in between replays the input against the earlier state instead
-        of losing an output."""
-        epoch, self._epoch = self._epoch, None
-        if epoch is None:
-            return
-        if epoch.timer is not None:
-            epoch.timer.cancel()
-        state = self.sessions.changes()
-        state.records.extend(self.tokens.changes().records)
-        previous = self._tail
-
-        async def commit() -> None:
-            await asyncio.gather(*epoch.outputs)
-            if previous is not None:
-                await previous
-            await self.publisher.send(state)
-
-        task = asyncio.ensure_future(commit())
-        task.add_done_callback(epoch.settle)
-        self._tail = task
+        """Close the open state epoch now (see ``streams.epochs.StateEpochs.close``)."""
+        self.epochs.close()
 
     def _sign_urgent(self, outputs: Batch, budget: int) -> Batch | None:
         """Sign the revocations findings raised here, if there are at most ``budget`` of them;
@@ -315,10 +260,7 @@ class Worker:
 
     async def drain(self) -> None:
         """Wait until every step applied so far is durable."""
-        self.close_epoch()
-        tail = self._tail
-        if tail is not None:
-            await tail
+        await self.epochs.drain()
 
     def _apply(
         self,
