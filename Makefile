@@ -9,6 +9,7 @@
 #   make services    start Apache Kafka (KRaft) + Redis on loopback, and a second, secured broker
 #                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
+#   make docs        regenerate the settings reference, docs/configuration.md
 #   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
 #   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
 
@@ -36,7 +37,7 @@ browser:  ## Debian's chromium + chromium-driver for the console's browser test
 
 .PHONY: browser
 .PHONY: help venv demo test unit integration check lint typecheck fmt services services-down bench \
-        services-status services-clean schemas clean
+        services-status services-clean schemas docs clean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -98,6 +99,9 @@ services-clean:
 
 schemas: venv
 	$(BIN)/tether schemas export
+
+docs: venv
+	$(BIN)/tether settings doc
 
 # Starts its own workers on fresh topics; results in benchmarks/out/ (see docs/benchmarks.md).
 ARGS ?=

@@ -388,7 +388,11 @@ def worker(
         TopicError,
     )
     from tether.cli_stream import EXIT_UNREACHABLE, require_broker, unreachable  # noqa: PLC0415
-    from tether.streaming import run_worker  # noqa: PLC0415
+    from tether.streaming import (  # noqa: PLC0415
+        RuntimeMissingError,
+        RuntimeVersionError,
+        run_worker,
+    )
 
     settings = _settings(
         kafka_bootstrap=bootstrap,
@@ -404,7 +408,7 @@ def worker(
     except BrokerUnavailableError as exc:  # it answered the probe, then went away
         click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason), err=True)
         sys.exit(EXIT_UNREACHABLE)
-    except TopicError as exc:
+    except (TopicError, RuntimeVersionError, RuntimeMissingError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -464,6 +468,53 @@ def schemas_check(directory: Path) -> None:
         click.echo(f"regenerate with: {REGENERATE}", err=True)
         sys.exit(1)
     click.echo(f"ok: schemas in {directory} match the models")
+
+
+@main.group("settings")
+def settings_group() -> None:
+    """tether's settings: the generated reference (docs/configuration.md).
+
+    \b
+    Examples:
+      tether settings doc            # rewrite docs/configuration.md
+      tether settings doc --check    # exit 1 if it is stale
+
+    Environment: none (the settings are TETHER_* variables; docs/configuration.md lists them).
+    """
+
+
+@settings_group.command("doc")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/configuration.md"),
+    show_default=True,
+    help="Where the reference is written.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the file differs.")
+def settings_doc(out: Path, check: bool) -> None:
+    """Generate the settings reference from the settings themselves (every TETHER_* variable,
+    by section, with its type, default and description; internal tuning knobs last).
+
+    \b
+    Examples:
+      tether settings doc                  # rewrite docs/configuration.md (make docs)
+      tether settings doc --check          # exit 1 if it is stale (a unit test does this)
+
+    Environment: none (it documents the TETHER_* variables; it reads none of them).
+    """
+    from tether.settings_reference import reference  # noqa: PLC0415
+
+    text = reference()
+    if check:
+        current = out.read_text(encoding="utf-8") if out.exists() else ""
+        if current != text:
+            click.echo(f"{out} is stale; regenerate with: tether settings doc", err=True)
+            sys.exit(1)
+        click.echo(f"ok: {out} matches the settings")
+        return
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
 
 
 @main.group()

@@ -38,7 +38,6 @@ class Pipeline:
     workdir: Path
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    input_client: str = "librdkafka"  # TETHER_INPUT_CLIENT of the workers
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -55,7 +54,6 @@ class Pipeline:
                 "TETHER_GRACE_S": str(GRACE),
                 "TETHER_WORKER_ID": worker_id,
                 "TETHER_HEARTBEAT_S": "0.5",
-                "TETHER_INPUT_CLIENT": self.input_client,
             }
         )
         return env
