@@ -44,12 +44,27 @@ class _Once:
 
 
 def _act(a: ActRef | None) -> list[Any] | None:
-    return None if a is None else [a.t, a.event_id, a.workload_id, a.token_id, a.token_expires]
+    if a is None:
+        return None
+    out = [a.t, a.event_id, a.workload_id, a.token_id, a.token_expires]
+    if a.token_issuer is not None:
+        out.append(a.token_issuer)
+    return out
 
 
 def _unact(v: list[Any], one: _Once) -> ActRef:
-    t, event_id, workload_id, token_id, token_expires = v
-    return ActRef(one(t), one(event_id), intern(workload_id), one(token_id), one(token_expires))
+    t, event_id, workload_id, token_id, token_expires, *rest = v  # the issuer: newer states
+    issuer = intern(rest[0]) if rest and isinstance(rest[0], str) else None
+    return ActRef(
+        one(t), one(event_id), intern(workload_id), one(token_id), one(token_expires), issuer
+    )
+
+
+def _token_doc(ts: TokenSeen) -> list[Any]:
+    doc: list[Any] = [ts.first_use, ts.expires_at, ts.event_id]
+    if ts.issuer is not None:
+        doc.append(ts.issuer)
+    return doc
 
 
 def _start(start: StartInfo | None) -> list[Any] | None:
@@ -105,7 +120,7 @@ def _unstart(v: list[Any] | None, version: int, one: _Once) -> StartInfo | None:
     )
 
 
-def dump_session(s: Session) -> bytes:
+def dump_session(s: Session) -> bytes:  # noqa: PLR0912  # one branch per optional field
     """Serialize a session. Fields at their initial value are left out (smaller records)."""
     doc: dict[str, Any] = {
         "v": STATE_VERSION,
@@ -126,7 +141,7 @@ def dump_session(s: Session) -> bytes:
             for seen in s.tokens
             for u in seen.recorded()
         ],
-        "tk": {ts.token_id: [ts.first_use, ts.expires_at, ts.event_id] for ts in s.tokens},
+        "tk": {ts.token_id: _token_doc(ts) for ts in s.tokens},
         "lt": s.last_time,
         "pt": s.partition,
     }
@@ -153,7 +168,10 @@ def dump_session(s: Session) -> bytes:
     if s.completion_revoked:
         doc["cr"] = sorted(s.completion_revoked)
     if s.pending:
-        doc["p"] = [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending]
+        doc["p"] = [
+            [p.deadline, p.seq, p.event.model_dump_json(), *([1] if p.quiet else [])]
+            for p in s.pending
+        ]
     if s.recent:
         doc["r"] = [_act(a) for a in s.recent]
     if s.unknown is not None:
@@ -166,6 +184,12 @@ def dump_session(s: Session) -> bytes:
         doc["sq"] = s.seq
     if s.limited:
         doc["lx"] = True
+    if s.tokens_until > max((t.expires_at for t in s.tokens), default=0.0):
+        doc["tu"] = s.tokens_until  # else it is the latest expiry of the tokens written above
+    if s.early:
+        doc["e"] = [ev.model_dump_json() for ev in s.early]
+    if s.other_starts:
+        doc["os"] = [_start(x) for x in s.other_starts]
     return dumps(doc)
 
 
@@ -200,8 +224,9 @@ def load_session(data: bytes, key: str | None = None) -> Session:
             )
         )
     s.fired = set(doc["f"]) if doc.get("f") else None
-    for tok, (first, exp, eid) in doc["tk"].items():
-        s.add_token(TokenSeen(one(tok), one(first), one(exp), one(eid)))
+    for tok, (first, exp, eid, *rest) in doc["tk"].items():
+        issuer = intern(rest[0]) if rest and isinstance(rest[0], str) else None
+        s.add_token(TokenSeen(one(tok), one(first), one(exp), one(eid), issuer=issuer))
     for tok, wl, t, eid, inh, exp, rep, *more in doc["u"]:
         seen = s.token(tok)
         if seen is None:  # not written by dump_session (every use's token is tracked)
@@ -213,8 +238,8 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.completion_revoked = {one(tok) for tok in doc["cr"]} if doc.get("cr") else None
     if doc.get("p"):
         s.pending = [
-            Pending(deadline, seq, input_event_adapter.validate_json(ev))
-            for deadline, seq, ev in doc["p"]
+            Pending(p[0], p[1], input_event_adapter.validate_json(p[2]), len(p) > 3)  # noqa: PLR2004
+            for p in doc["p"]
         ]
     if doc.get("r"):
         s.recent = [_unact(a, one) for a in doc["r"]]
@@ -224,6 +249,11 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.compacted = doc.get("cp", False)
     s.last_time = doc["lt"]
     s.seq = doc.get("sq", 0)
+    s.tokens_until = doc.get("tu", max((t.expires_at for t in s.tokens), default=0.0))
+    if doc.get("e"):
+        s.early = [input_event_adapter.validate_json(ev) for ev in doc["e"]]
+    if doc.get("os"):
+        s.other_starts = [x for v in doc["os"] if (x := _unstart(v, version, one)) is not None]
     s.partition = doc.get("pt", -1)
     s.limited = doc.get("lx", False)
     loaded(s)
@@ -243,6 +273,7 @@ def dump_token(st: TokenState) -> bytes:
             ],
             "f": sorted(st.fired or ()),
             "pt": st.partition,
+            **({"i": st.issuer} if st.issuer is not None else {}),
         }
     )
 
@@ -259,4 +290,6 @@ def load_token(data: bytes, key: str | None = None) -> TokenState:
     ]
     st.fired = set(doc["f"]) if doc["f"] else None
     st.partition = doc.get("pt", -1)
+    issuer = doc.get("i")
+    st.issuer = intern(issuer) if isinstance(issuer, str) else None
     return st
