@@ -137,7 +137,9 @@ def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
     elif type(event) is WorkflowCompleted:
         _complete(s, event, t, cfg, now, out)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
-    if type(event) is not WorkflowStarted:
+    if type(event) is not WorkflowStarted and (
+        s.early is not None or s.started is None or t <= s.started.started_at + cfg.grace_s
+    ):  # past the start's first grace period nothing is kept: the common event pays nothing
         _keep_early(s, event, cfg, now, out)
     return s
 
