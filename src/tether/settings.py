@@ -8,7 +8,7 @@ from typing import Final, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tether.core.config import DetectionConfig
+from tether.core.config import DetectionConfig, StateLimits
 from tether.kafka_settings import KafkaSettings
 
 RISK_TIERS: Final = frozenset({"low", "default", "high"})
@@ -34,6 +34,15 @@ class Settings(BaseSettings):
         "default", description="built-in pack when no policy_dir: default | strict"
     )
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
+    # per-workflow state caps (tether.core.config.StateLimits; passing one raises
+    # workflow_limits_exceeded, except limit_event_id_bytes, which forgets the oldest ids)
+    limit_state_bytes: int = Field(128 * 1024, ge=4096)
+    limit_event_id_bytes: int = Field(64 * 1024, ge=1024)
+    limit_pending: int = Field(256, ge=1)
+    limit_tokens: int = Field(1024, ge=1)
+    limit_delegations: int = Field(256, ge=1)
+    limit_recent: int = Field(1024, ge=1)
+    limit_token_pairs: int = Field(64, ge=2)
     # streaming
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka: KafkaSettings = Field(
@@ -283,6 +292,15 @@ class Settings(BaseSettings):
             "max_chain_length": self.max_chain_length,
             "shadow": self.shadow,
             "disabled": frozenset(disabled),
+            "limits": StateLimits(
+                state_bytes=self.limit_state_bytes,
+                event_id_bytes=self.limit_event_id_bytes,
+                pending=self.limit_pending,
+                tokens=self.limit_tokens,
+                delegations=self.limit_delegations,
+                recent=self.limit_recent,
+                token_pairs=self.limit_token_pairs,
+            ),
         }
         values.update(overrides)
         return DetectionConfig.model_validate(values)

@@ -38,6 +38,7 @@ ACTIVITY_AFTER_COMPLETION: Final = "activity_after_completion"
 UNKNOWN_WORKFLOW: Final = "unknown_workflow"
 POLICY_DENIED: Final = "policy_denied"
 CREDENTIAL_INVALID: Final = "credential_invalid"
+WORKFLOW_LIMITS_EXCEEDED: Final = "workflow_limits_exceeded"
 TASK_COMPLETED: Final = "task_completed"  # a revocation reason, not a finding
 
 # OWASP Top 10 for Agentic Applications: ASI02 tool misuse, ASI03 identity and privilege abuse,
@@ -156,6 +157,13 @@ RULES: Final[dict[str, Rule]] = {
             ("quarantine_workload",),
             ("ASI03", "ASI10"),
             "presented token fails verification",
+        ),
+        Rule(
+            WORKFLOW_LIMITS_EXCEEDED,
+            "high",
+            ("revoke_workflow",),
+            ("ASI08", "ASI10"),
+            "workflow state past its caps (resource exhaustion)",
         ),
     )
 }

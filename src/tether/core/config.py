@@ -9,6 +9,43 @@ from tether.models.common import Severity
 from tether.models.outputs import Response
 
 
+class StateLimits(BaseModel):
+    """Caps on what one workflow's session may hold, so that its changelog record stays far
+    below the broker's ``message.max.bytes`` (1 MB) whatever the input, and no event's cost
+    grows with the shape of its workflow.
+
+    Sizes are counted as the state codec writes them (JSON bytes of the ids, scopes and events
+    held). With the defaults a session record stays under 256 KiB: the start (bounded by the
+    64 KiB input record) + ``event_id_bytes`` + ``state_bytes``. Passing a cap other than
+    ``event_id_bytes`` raises ``workflow_limits_exceeded`` once (the workflow is revoked) and
+    what did not fit is dropped (``tether.core.fold``: never a check on the event itself, and
+    only ever in the direction of more findings); event ids are summarised without a finding
+    (an honest busy workflow remembers the most recent ones). Each is a setting
+    (``TETHER_LIMIT_<NAME>``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_bytes: int = Field(
+        128 * 1024,
+        ge=4096,
+        description="bytes of tokens, uses, delegations, pending events, recent calls and "
+        "findings fired that one workflow's session may hold",
+    )
+    event_id_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="bytes of event ids one workflow remembers for dedup (the oldest go first)",
+    )
+    pending: int = Field(256, ge=1, description="events of one workflow waiting a grace period")
+    tokens: int = Field(1024, ge=1, description="distinct tokens tracked per workflow")
+    delegations: int = Field(256, ge=1, description="delegations remembered per workflow")
+    recent: int = Field(1024, ge=1, description="calls kept for a grace period per workflow")
+    token_pairs: int = Field(
+        64, ge=2, description="(workload, workflow) uses remembered per token by the token index"
+    )
+
+
 class DetectionConfig(BaseModel):
     """Everything that tunes the pure core. Defaults follow docs/contract.md.
 
@@ -48,6 +85,7 @@ class DetectionConfig(BaseModel):
         3600.0, gt=0, description="event time for which event_ids are remembered per workflow"
     )
     emit_decisions: bool = Field(True, description="produce one Decision per tool-call intent")
+    limits: StateLimits = Field(default_factory=StateLimits, description="per-workflow caps")
 
     @field_validator("disabled", "severity", "response")
     @classmethod

@@ -41,6 +41,19 @@ from tether.models.session import (
     TokenSeen,
     UseRec,
 )
+from tether.models.state_size import (
+    RECENT_OVERHEAD,
+    SEEN_OVERHEAD,
+    delegation_cost,
+    id_cost,
+    jlen,
+    measure,
+    pending_cost,
+    recent_cost,
+    seen_cost,
+    token_cost,
+    use_cost,
+)
 
 _SEEN_PRUNE_AT = 4096  # event ids remembered per workflow before old ones are pruned
 _SEEN_SLACK = 1.125  # see _expire_seen
@@ -56,7 +69,7 @@ class Context:
     policy: CallPolicy = field(default_factory=AllowAll)
 
 
-def fold(
+def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
     session: Session | None,
     event: InputEvent,
     ctx: Context,
@@ -66,15 +79,22 @@ def fold(
 ) -> Session:
     """Apply one event to its workflow's session. Duplicate ``event_id``s are ignored."""
     s = session if session is not None else Session(event.workflow_id)
+    if s.state_bytes < 0:
+        measure(s)  # loaded from its record: counted on first use
     seen = s.seen
-    if event.event_id in seen:
+    eid = event.event_id
+    if eid in seen:
         return s
     t = event.t
-    seen[event.event_id] = t
+    seen[eid] = t
     s.last_time = max(s.last_time, t)
     cfg = ctx.cfg
-    if len(seen) > _SEEN_PRUNE_AT:
-        _expire_seen(s, cfg.dedup_window_s)
+    if eid.isascii() and eid.isprintable() and '"' not in eid and "\\" not in eid:
+        s.seen_bytes += len(eid) + SEEN_OVERHEAD  # seen_cost, inline: this runs for every event
+    else:
+        s.seen_bytes += seen_cost(eid)
+    if len(seen) > _SEEN_PRUNE_AT or s.seen_bytes > cfg.limits.event_id_bytes:
+        _bound_ids(s, cfg)
     cred = event.credential
     trust = event.trust
     # A token id only an untrusted source vouches for is nobody's to revoke (docs/SECURITY.md):
@@ -84,15 +104,15 @@ def fold(
         if s.started is None:
             s.started = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
     elif type(event) is DelegationGranted:
-        _add_delegation(s, event)
+        _add_delegation(s, event, cfg, now, out)
     if cred is not None and token_ok:
-        _track_token(s, cred.token_id, cred.expires_t, t, event.event_id, cfg, now, out)
+        _track_token(s, event, cred.token_id, cred.expires_t, t, cfg, now, out)
     kind = type(event)
     if (kind is ToolCallIntent or kind is DelegationGranted) and cred is not None:
         token_id = cred.token_id if token_ok else ""
         act = ActRef(t, event.event_id, event.agent.workload_id, token_id, cred.expires_t)
         if kind is ToolCallIntent:
-            _remember(s, act, cfg.grace_s)
+            _remember(s, act, cfg, now, out)
         # a delegation in a workflow never started is as unknown as a call in one
         if (s.started is None or s.started.started_at > t) and (
             s.unknown is None or (t, act.event_id) < (s.unknown.t, s.unknown.event_id)
@@ -104,8 +124,109 @@ def fold(
     return s
 
 
-def _add_delegation(s: Session, event: DelegationGranted) -> None:
-    s.add_delegation(DelegationRec.of(event))  # a delegation id known before keeps the first
+def _bound_ids(s: Session, cfg: DetectionConfig) -> None:
+    """Bound the remembered event ids by time (the dedup window) and by bytes."""
+    if len(s.seen) > _SEEN_PRUNE_AT:
+        _expire_seen(s, cfg.dedup_window_s)
+    cap = cfg.limits.event_id_bytes
+    if s.seen_bytes > cap:
+        _shed_seen(s, cap)
+
+
+def _add_delegation(
+    s: Session, event: DelegationGranted, cfg: DetectionConfig, now: Stamp, out: Outbox
+) -> None:
+    if s.has_delegation(event.delegation.delegation_id):
+        return  # a delegation id known before keeps the first
+    rec = DelegationRec.of(event)
+    cost = delegation_cost(rec)
+    if len(s.delegations or ()) >= cfg.limits.delegations or not _fits(s, cost, cfg):
+        # Not remembered: its delegatee's acts are judged without it (as if it never came),
+        # which can only add findings, in a workflow that is revoked from here on.
+        _over_limits(s, event, "delegations", cfg, now, out)
+        return
+    s.state_bytes += cost
+    s.add_delegation(rec)
+
+
+def _fits(s: Session, cost: int, cfg: DetectionConfig, keep: TokenSeen | None = None) -> bool:
+    """Whether ``cost`` more bytes keep the session within ``limits.state_bytes``; at the cap,
+    first forget the tokens long expired (``_forget_expired_tokens``: an honest long job that
+    refreshes its token stays bounded this way, unflagged). A prune that frees less than an
+    eighth does not count as room: the workflow is past its caps (the caller raises
+    workflow_limits_exceeded) and is not scanned again for every addition."""
+    cap = cfg.limits.state_bytes
+    if s.state_bytes + cost <= cap:
+        return True
+    if s.limited:
+        return False
+    before = s.state_bytes
+    _forget_expired_tokens(s, cfg, keep)
+    return (before - s.state_bytes) * 8 >= before and s.state_bytes + cost <= cap
+
+
+def _over_limits(
+    s: Session,
+    event: InputEvent | ActRef | Violation,
+    what: str,
+    cfg: DetectionConfig,
+    now: Stamp,
+    out: Outbox,
+) -> None:
+    """A cap was reached: raise workflow_limits_exceeded (once per workflow; high, the workflow
+    is revoked). The caller drops or sheds what did not fit, so the state stays bounded."""
+    if s.limited:
+        return
+    s.limited = True
+    token: str | None
+    expires: float | None
+    if isinstance(event, ActRef):
+        workload, t, evidence = event.workload_id, event.t, event.event_id
+        token, expires = event.token_id, event.token_expires
+    elif isinstance(event, Violation):
+        workload, t, evidence = event.workload_id, event.event_time, event.evidence[0]
+        token, expires = event.token_id, event.token_expires
+    else:
+        workload, t, evidence = event.agent.workload_id, event.t, event.event_id
+        cred = event.credential
+        token = cred.token_id if cred is not None else None
+        expires = cred.expires_t if cred is not None else None
+    start = s.started
+    _fire(
+        s,
+        Violation(
+            code=C.WORKFLOW_LIMITS_EXCEEDED,
+            key=(s.workflow_id,),
+            workflow_id=s.workflow_id,
+            workload_id=workload,
+            event_time=t,
+            evidence=(evidence,),
+            summary=f"the workflow's {what} passed its cap (state is bounded from here on)",
+            token_id=token,
+            token_expires=expires,
+            workflow_not_after=start.not_after if start is not None else None,
+        ),
+        cfg,
+        now,
+        out,
+    )
+
+
+def _shed_seen(s: Session, cap: int) -> None:
+    """Summarise a busy workflow's event ids: forget the oldest remembered (in arrival order)
+    until they fit in seven eighths of ``cap`` (amortized O(1) per event). A duplicate of a
+    forgotten id is applied again, which the checks tolerate: every check is monotone and every
+    finding deduplicated; only a second decision for that intent can follow. Not a finding: an
+    honest long workflow does this."""
+    target = cap - cap // 8
+    excess = s.seen_bytes - target
+    items = iter(s.seen.items())
+    for k, _ in items:
+        excess -= seen_cost(k)
+        s.seen_bytes -= seen_cost(k)
+        if excess <= 0:
+            break
+    s.seen = dict(items)
 
 
 def _expire_seen(s: Session, window: float) -> None:
@@ -123,44 +244,124 @@ def _expire_seen(s: Session, window: float) -> None:
 def _prune_seen(s: Session, horizon: float) -> None:
     """Forget event ids dated before ``horizon`` (the dedup window's start)."""
     s.seen = {k: v for k, v in s.seen.items() if v >= horizon}
+    s.seen_bytes = sum(seen_cost(k) for k in s.seen)
 
 
-def _remember(s: Session, act: ActRef, grace: float) -> None:
+def _room_for_token(s: Session, cost: int, cfg: DetectionConfig) -> bool:
+    """Whether a new token fits, by count and by bytes (each may first forget the tokens
+    long expired, as ``_fits`` does)."""
+    limit = cfg.limits.tokens
+    if len(s.tokens) >= limit:
+        if s.limited:
+            return False
+        before = len(s.tokens)
+        _forget_expired_tokens(s, cfg)
+        if (before - len(s.tokens)) * 8 < before:
+            return False
+    return _fits(s, cost, cfg)
+
+
+def _forget_expired_tokens(s: Session, cfg: DetectionConfig, keep: TokenSeen | None = None) -> None:
+    """Forget tokens expired for longer than the revocation margin (and a grace period) by the
+    workflow's latest event time, once their uses were reported to the token index. What that
+    gives up: their task_completed revocation (a use after expiry raises credential_expired;
+    a use after completion, activity_after_completion; reuse elsewhere is the index's); a
+    late event presenting one tracks it afresh."""
+    horizon = s.last_time - cfg.revocation_margin_s - cfg.grace_s
+    kept: list[TokenSeen] = []
+    for tok in s.tokens:
+        if (
+            tok.expires_at < horizon
+            and tok.uses is not None  # a token none of whose uses is decided yet stays
+            and tok is not keep
+            and all(u.reported for u in tok.recorded())
+        ):
+            s.state_bytes -= token_cost(tok.token_id, tok.event_id) + sum(
+                use_cost(tok.token_id, u.workload_id, u.event_id) for u in tok.recorded()
+            )
+        else:
+            kept.append(tok)
+    s.forget_tokens()
+    for tok in kept:
+        s.add_token(tok)
+
+
+def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Outbox) -> None:
     """Keep recent calls for one grace period, to judge a completion that arrives late.
 
     A short list (most workflows make a few calls per grace period); a deque once it grows,
-    so that a burst of calls into one workflow trims in O(1) per call.
+    so that a burst of calls into one workflow trims in O(1) per call. Past the caps (a flood
+    of calls within one grace period) the oldest go first.
     """
+    # recent_cost, inline (as below): this runs for every call
+    cost = 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + RECENT_OVERHEAD
     recent = s.recent
     if recent is None:
         s.recent = [act]
+        s.state_bytes += cost
         return
-    horizon = s.last_time - grace  # the watermark is at least last_time
+    horizon = s.last_time - cfg.grace_s  # the watermark is at least last_time
     while recent and recent[0].t < horizon:
+        old = recent[0]
+        s.state_bytes -= (
+            6 * (len(old.event_id) + len(old.workload_id) + len(old.token_id)) + RECENT_OVERHEAD
+        )
         del recent[0]
+    limits = cfg.limits
+    if len(recent) >= limits.recent or (
+        s.state_bytes + cost > limits.state_bytes and not _fits(s, cost, cfg)
+    ):
+        _over_limits(s, act, "recent calls", cfg, now, out)
+        while recent and (len(recent) >= cfg.limits.recent or not _fits(s, cost, cfg)):
+            s.state_bytes -= recent_cost(recent[0])
+            del recent[0]
     recent.append(act)
+    s.state_bytes += cost
     if len(recent) > _RECENT_LIST_MAX and type(recent) is list:
         s.recent = deque(recent)
 
 
-def _track_token(
+def _track_token(  # the event's facts, read once by the caller
     s: Session,
+    event: InputEvent,
     token_id: str,
     expires: float,
     t: float,
-    event_id: str,
     cfg: DetectionConfig,
     now: Stamp,
     out: Outbox,
 ) -> None:
+    event_id = event.event_id
     seen = s.token(token_id)
     if seen is None:
-        s.add_token(TokenSeen(token_id, t, expires, event_id))
+        _add_token(s, event, token_id, expires, t, cfg, now, out)
     elif t < seen.first_use:
+        s.state_bytes += jlen(event_id) - jlen(seen.event_id)
         seen.first_use, seen.event_id = t, event_id
     done = s.completed_at
     if done is not None and t <= done:
         _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out)
+
+
+def _add_token(  # as _track_token
+    s: Session,
+    event: InputEvent,
+    token_id: str,
+    expires: float,
+    t: float,
+    cfg: DetectionConfig,
+    now: Stamp,
+    out: Outbox,
+) -> TokenSeen | None:
+    """Track a token first used in this workflow, unless that would pass a cap: a token not
+    tracked has its uses reported to the token index at once (see ``_record_use``) and is not
+    revoked on completion unless used at or before it (the workflow is revoked instead)."""
+    cost = token_cost(token_id, event.event_id)
+    if not _room_for_token(s, cost, cfg):
+        _over_limits(s, event, "tokens", cfg, now, out)
+        return None
+    s.state_bytes += cost
+    return s.add_token(TokenSeen(token_id, t, expires, event.event_id))
 
 
 def _revoke_on_completion(
@@ -180,7 +381,10 @@ def _revoke_on_completion(
         s.completion_revoked = revoked = set()
     elif token_id in revoked:
         return
-    revoked.add(token_id)
+    cost = id_cost(token_id)
+    if _fits(s, cost, cfg):  # past the cap, revoked again on a later use (the same record)
+        s.state_bytes += cost
+        revoked.add(token_id)
     out.revocations.append(
         completion_revocation(s.workflow_id, token_id, expires, done, evidence, cfg, now)
     )
@@ -232,7 +436,12 @@ def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: Stamp, out: Outbo
         s.fired = fired = set()
     elif fid in fired:
         return
-    fired.add(fid)
+    cost = id_cost(fid)
+    if _fits(s, cost, cfg) or v.code == C.WORKFLOW_LIMITS_EXCEEDED:
+        s.state_bytes += cost
+        fired.add(fid)
+    else:  # not remembered: raised again (the same finding id) if its cause is seen again
+        _over_limits(s, v, "findings", cfg, now, out)
     emit(v, cfg, now, out)
 
 
@@ -265,10 +474,18 @@ def _evaluate(
         and verdict.identity is not Identity.PENDING
         and (trust is None or trust.token_trusted)
     ):
-        _record_use(s, event, t, verdict)
+        _record_use(s, event, t, verdict, ctx, now, out, uses)
     if verdict.waiting and not final:
+        size = pending_cost(event)
+        if len(s.pending or ()) >= cfg.limits.pending or not _fits(s, size, cfg):
+            # No room to wait: decide now, taking absence as final. That can only add
+            # findings (every check is monotone), in a workflow revoked from here on.
+            _over_limits(s, event, "pending events", cfg, now, out)
+            _evaluate(s, event, t, ctx, now, out, uses, final=True)
+            return
+        s.state_bytes += size
         s.seq += 1
-        wait = Pending(t + cfg.grace_s, s.seq, event)
+        wait = Pending(t + cfg.grace_s, s.seq, event, size)
         if s.pending is None:
             s.pending = [wait]
         else:
@@ -278,19 +495,48 @@ def _evaluate(
         out.decisions.append(_decision(event, verdict, outcome, now))
 
 
-def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> None:
+def _record_use(  # as _evaluate
+    s: Session,
+    event: InputEvent,
+    t: float,
+    verdict: Verdict,
+    ctx: Context,
+    now: Stamp,
+    out: Outbox,
+    uses: list[CredentialUse],
+) -> None:
     """Remember a credential use. It is reported to the token index once it has settled (a
     grace period after its event time), so that the earliest use of each (token, workload) in
-    this workflow is known for sure: credential_reuse compares those across workflows."""
+    this workflow is known for sure: credential_reuse compares those across workflows.
+
+    A use the session has no room for (past its caps) is reported at once instead: the index
+    keeps the earliest use it is told of, so credential reuse is still detected."""
     cred = event.credential
     assert cred is not None  # noqa: S101  # checked by the caller
-    token = s.token(cred.token_id)
-    if token is None:  # tracked when the event was folded; kept robust all the same
-        token = s.add_token(TokenSeen(cred.token_id, t, cred.expires_t, event.event_id))
+    cfg = ctx.cfg
     workload = event.agent.workload_id
     inherited = verdict.identity is Identity.INHERITED
-    rec = token.use_by(workload)
+    token = s.token(cred.token_id)
+    if token is None:  # tracked when the event was folded, unless past a cap
+        token = _add_token(s, event, cred.token_id, cred.expires_t, t, cfg, now, out)
+    rec = token.use_by(workload) if token is not None else None
     if rec is None:
+        cost = use_cost(cred.token_id, workload, event.event_id)
+        if token is None or not _fits(s, cost, cfg, token):
+            _over_limits(s, event, "credential uses", cfg, now, out)
+            uses.append(
+                CredentialUse(
+                    cred.token_id,
+                    workload,
+                    s.workflow_id,
+                    t,
+                    event.event_id,
+                    inherited,
+                    cred.expires_t,
+                )
+            )
+            return
+        s.state_bytes += cost
         expires = cred.expires_t
         if expires == token.expires_at:
             expires = token.expires_at  # one float object for both
@@ -298,10 +544,12 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
         workload = sys.intern(workload)  # workload ids repeat across the fleet
         token.record(UseRec(workload, t, event.event_id, inherited, expires, False, owner))
         s.unsettled += 1
+        s.settle_at = min(s.settle_at, t)
         s.rewake = True
         return
     earlier = (t, event.event_id) < (rec.t, rec.event_id)
     if earlier:
+        s.state_bytes += jlen(event.event_id) - jlen(rec.event_id)
         rec.t, rec.event_id = t, event.event_id
     if rec.inherited and not inherited:
         rec.inherited = False
@@ -311,12 +559,19 @@ def _record_use(s: Session, event: InputEvent, t: float, verdict: Verdict) -> No
         rec.reported = False
         s.unsettled += 1
         s.rewake = True
+    s.settle_at = min(s.settle_at, rec.t)
 
 
 def _settle_uses(s: Session, watermark: float, grace: float, uses: list[CredentialUse]) -> None:
+    if s.settle_at + grace >= watermark:
+        return  # nothing has settled yet
+    left = _INF
     for token in s.tokens:
         for rec in token.recorded():
-            if rec.reported or rec.t + grace >= watermark:
+            if rec.reported:
+                continue
+            if rec.t + grace >= watermark:
+                left = min(left, rec.t)
                 continue
             rec.reported = True
             s.unsettled -= 1
@@ -332,6 +587,7 @@ def _settle_uses(s: Session, watermark: float, grace: float, uses: list[Credenti
                     owner=rec.owner,
                 )
             )
+    s.settle_at = left
 
 
 def _policy_violation(
@@ -397,10 +653,13 @@ def fire_due(
     time has come. Returns ``None`` when the session should be deleted."""
     cfg = ctx.cfg
     grace = cfg.grace_s
+    if s.state_bytes < 0:
+        measure(s)  # loaded from its record: counted on first use
     if s.pending:
         due = [p for p in s.pending if p.deadline < watermark]
         if due:
             s.pending = [p for p in s.pending if p.deadline >= watermark] or None
+            s.state_bytes -= sum(p.size for p in due)
             due.sort(key=lambda p: (p.deadline, p.seq))
             for p in due:
                 t = p.event.t
@@ -431,6 +690,7 @@ def fire_due(
     recent = s.recent
     if recent is not None:
         while recent and recent[0].t + grace < watermark:
+            s.state_bytes -= recent_cost(recent[0])
             del recent[0]
         if not recent:
             s.recent = None
@@ -456,6 +716,13 @@ def _compact(s: Session) -> None:
     s.compacted = True
     s.seen = {}
     s.unsettled = 0
+    s.state_bytes -= sum(
+        token_cost(tok.token_id, tok.event_id)
+        + sum(use_cost(tok.token_id, u.workload_id, u.event_id) for u in tok.recorded())
+        for tok in s.tokens
+    ) + sum(recent_cost(a) for a in s.recent or ())
+    s.seen_bytes = 0
+    s.settle_at = _INF
     s.forget_tokens()
     s.recent = None
 
@@ -467,8 +734,7 @@ def wake_at(s: Session, cfg: DetectionConfig) -> float:
     if s.unknown is not None and not s.unknown_done:
         due = min(due, s.unknown.t + grace)
     if s.unsettled:
-        unreported = (r.t for tok in s.tokens for r in tok.recorded() if not r.reported)
-        due = min(due, min(unreported) + grace)
+        due = min(due, s.settle_at + grace)
     done = s.completed_at
     if done is not None:
         if not s.compacted:

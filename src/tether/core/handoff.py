@@ -112,6 +112,17 @@ def chain_depth(
     depth = 1
     guess = 0
     cycles: dict[str, int] = {}  # strongly connected components, once needed
+    # The delegations to each delegator met, in id order, sorted once per search: many
+    # delegations on one level often share their delegator (a fan-in), and sorting its
+    # incoming delegations for each of them would multiply the search's cost by their number.
+    incoming: dict[str, list[DelegationRec]] = {}
+
+    def upward(d: DelegationRec) -> list[DelegationRec]:
+        ups = incoming.get(d.delegator)
+        if ups is None:
+            ups = incoming[d.delegator] = sorted(session.delegations_of(d.delegator), key=_by_id)
+        at = d.granted_at
+        return [u for u in ups if u.granted_at <= at <= u.expires_at]  # u.covers(at)
 
     def on_a_cycle(u: DelegationRec, d: DelegationRec) -> bool:
         # Grants only go back in time up a chain, so a cycle holds delegations granted at
@@ -130,7 +141,7 @@ def chain_depth(
         found: list[DelegationRec] = []
         for d in level:
             ends = True
-            for u in sorted(_upward(session, d), key=_by_id):
+            for u in upward(d):
                 uid = u.delegation_id
                 if uid not in above:
                     above[uid] = d

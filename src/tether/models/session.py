@@ -158,6 +158,7 @@ class Pending:
     deadline: float
     seq: int
     event: InputEvent
+    size: int = field(default=0, compare=False)  # its bytes in the session record (state_size)
 
 
 class ActRef(NamedTuple):
@@ -201,6 +202,13 @@ class Session:
     seq: int = 0
     partition: int = -1  # the input partition this workflow lives on (streaming only)
     rewake: bool = True  # a deadline was added since the driver last scheduled this session
+    limited: bool = False  # workflow_limits_exceeded was raised: a cap is being enforced
+    # Derived bookkeeping, rebuilt by ``state_size.measure`` when a record is loaded (not
+    # serialized, not part of equality): the record bytes of the capped containers and of the
+    # event ids, and the earliest unreported use (when ``unsettled``).
+    state_bytes: int = field(default=0, compare=False, repr=False)
+    seen_bytes: int = field(default=0, compare=False, repr=False)
+    settle_at: float = field(default=float("inf"), compare=False, repr=False)
 
     def token(self, token_id: str) -> TokenSeen | None:
         """The token with this id, if it was used in this workflow.
@@ -349,7 +357,7 @@ class TokenState:
 
     ``pairs`` is a list, not a dict keyed by (workload, workflow): nearly every token is used by
     one workload in one workflow, and a list of one tuple costs well under half of a dict with a
-    key tuple and a record. Lookups scan it; it holds at most ``MAX_PAIRS`` entries.
+    key tuple and a record. Lookups scan it; it holds at most ``limits.token_pairs`` entries.
     """
 
     token_id: str
@@ -357,6 +365,9 @@ class TokenState:
     pairs: list[PairUse] = field(default_factory=list)
     fired: set[str] | None = None  # finding ids raised (None until the first: most never do)
     partition: int = -1  # the credential-uses partition this token lives on (streaming only)
+    # (code, workload, workflow) of the findings raised, learnt as they are met: spares
+    # deriving a finding id to know it was raised (not serialized, not part of equality)
+    flagged: set[tuple[str, str, str]] | None = field(default=None, compare=False, repr=False)
     # processing time of its last use, for the streaming worker's hold (0: not yet known);
     # not serialized, not part of equality
     used_at: float = field(default=0.0, compare=False, repr=False)

@@ -21,6 +21,7 @@ from tether.models.session import (
     UseRec,
     shared_set,
 )
+from tether.models.state_size import loaded
 
 STATE_VERSION = 2  # sessions; 2: the start's grant facts inline, empty fields left out
 _READABLE = frozenset({1, STATE_VERSION})  # version 1 sessions still load
@@ -163,6 +164,8 @@ def dump_session(s: Session) -> bytes:
         doc["cp"] = True
     if s.seq:
         doc["sq"] = s.seq
+    if s.limited:
+        doc["lx"] = True
     return dumps(doc)
 
 
@@ -222,6 +225,8 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.last_time = doc["lt"]
     s.seq = doc.get("sq", 0)
     s.partition = doc.get("pt", -1)
+    s.limited = doc.get("lx", False)
+    loaded(s)
     return s
 
 
