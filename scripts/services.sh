@@ -2,7 +2,8 @@
 # Local backing services for tether, on loopback, without Docker:
 #   * Apache Kafka 4.x, single combined broker+controller in KRaft mode, run from the
 #     Apache Kafka jars on Maven Central (resolved by scripts/kafka/pom.xml);
-#   * Redis 7 from Debian's redis-server package.
+#   * Redis 7 from Debian's redis-server package;
+#   * nginx from Debian's package, installed only (tests/integration/test_gateway_nginx.py runs its own).
 #
 # Usage: scripts/services.sh up|down|status|env|clean|up-secure|down-secure|env-secure USER
 #   up      install what is missing, start both (idempotent: running services are left alone)
@@ -598,6 +599,8 @@ cmd_up() {
   # Install what is missing in one apt-get run, then start.
   local packages=()
   command -v redis-server >/dev/null || packages+=(redis-server)
+  # nginx (auth_request is built into Debian's package): tests/integration/test_gateway_nginx.py
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || packages+=(nginx)
   have_compose_tool || packages+=(docker-compose)
   if ((${#packages[@]})); then
     log "installing Debian packages: ${packages[*]} (docker-compose only validates docker-compose.yml in tests/unit/test_compose.py)"

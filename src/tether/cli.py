@@ -470,6 +470,98 @@ def _mount_stream_commands() -> None:
 _mount_stream_commands()
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The request mapping and routes (TOML; docs/gateways.md). Default: bearer jti, XFCC.",
+)
+@click.option(
+    "--http",
+    "http_listen",
+    default="127.0.0.1:8181",
+    show_default=True,
+    help="Forward-auth listener HOST:PORT ('' to disable).",
+)
+@click.option("--grpc", "grpc_listen", default="", help="Envoy ext_authz gRPC HOST:PORT.")
+@click.option("--health", "health_listen", default="", help="GET /healthz on its own HOST:PORT.")
+def gateway(
+    config_path: Path | None, http_listen: str, grpc_listen: str, health_listen: str
+) -> None:
+    """Answer proxies' authorization checks from the revocations feed (forward-auth, ext_authz).
+
+    2xx allows, 403 denies (header x-tether-reason says why), 503 when it cannot decide and
+    the route's tier fails closed. Proxy snippets and the mapping: docs/gateways.md.
+
+    \b
+    Examples:
+      tether gateway                                  # forward-auth on 127.0.0.1:8181
+      tether gateway --grpc 127.0.0.1:9191 --health 127.0.0.1:8182 --config gateway.toml
+
+    \b
+    Environment: as `tether watch`: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_JWKS,
+    TETHER_ISSUER, TETHER_STALENESS_S, TETHER_FAIL_CLOSED_TIERS (unless the mapping sets
+    fail_closed_tiers).
+    """
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from tether.gateway.server import load_config, serve  # noqa: PLC0415
+
+    try:
+        config = load_config(config_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(
+        serve(
+            _settings(),
+            config,
+            http=http_listen or None,
+            grpc_listen=grpc_listen or None,
+            health=health_listen or None,
+        )
+    )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="base_url, state_dir and the receivers (TOML; docs/gateways.md).",
+)
+@click.option("--listen", default="127.0.0.1:8282", show_default=True, help="HOST:PORT.")
+def ssf(config_path: Path, listen: str) -> None:
+    """An SSF 1.0 transmitter of the revocations: push (RFC 8935) and poll (RFC 8936).
+
+    Re-signs each revocation for the receiving stream's audience with the worker's key
+    (TETHER_SIGNING_KEY; the JWKS at /jwks.json). Each stream's position is its own consumer
+    group: a restart loses and skips nothing. Receiver setup: docs/gateways.md.
+
+    \b
+    Example:
+      tether ssf --config ssf.toml --listen 127.0.0.1:8282
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SIGNING_KEY (the key SETs
+    are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER.
+    """
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from tether.ssf.server import load_config, serve  # noqa: PLC0415
+
+    try:
+        config = load_config(config_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(_settings(), config, listen))
+
+
 def _mount_keys_commands() -> None:
     from tether.cli_keys import keys  # noqa: PLC0415  # signing keys for revocations
 

@@ -255,7 +255,15 @@ class Settings(BaseSettings):
         "revocation to the signing processes",
     )
     token_issuer: str | None = Field(
-        None, description="iss of jwt_id subjects in token SETs (the watched tokens' STS)"
+        None,
+        description="iss of jwt_id subjects in token SETs when the revocation does not carry "
+        "the token's own issuer (the watched tokens' STS)",
+    )
+    set_audience: str = Field(
+        "urn:tether:revocations",
+        min_length=1,
+        description="aud of every SET on the revocations topic (the enforcement points that "
+        "read it); `tether ssf` signs each stream's SETs for that stream's audience instead",
     )
     home: Path = Field(Path(".tether"), description="tether's local state: development keys")
     # authenticated telemetry (docs/SECURITY.md)

@@ -121,6 +121,7 @@ def _v(
         summary=summary,
         token_id=cred.token_id if cred is not None else None,
         token_expires=cred.expires_t if cred is not None else None,
+        token_issuer=cred.issuer if cred is not None else None,
         workflow_not_after=start.not_after if start is not None else None,
     )
 

@@ -29,6 +29,7 @@ class CredentialUse:
     inherited: bool
     expires_at: float
     owner: bool = False  # the presenter is the token's subject
+    issuer: str | None = None  # the token's iss, named in its revocation's SET
 
 
 def observe(
@@ -49,6 +50,8 @@ def observe(
     """
     st = state if state is not None else TokenState(use.token_id)
     st.expires_at = max(st.expires_at, use.expires_at)
+    if use.issuer is not None and (st.issuer is None or use.issuer < st.issuer):
+        st.issuer = use.issuer  # the least of those presented: the same in any arrival order
     pairs = st.pairs
     workload, workflow = use.workload_id, use.workflow_id
     for i, prev in enumerate(pairs):
@@ -221,6 +224,7 @@ def _flag(  # noqa: PLR0913  # one finding's facts
         summary=summary,
         token_id=st.token_id,
         token_expires=expires,
+        token_issuer=st.issuer,
     )
     fid = v.finding_id
     fired = st.fired

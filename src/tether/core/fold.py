@@ -110,7 +110,14 @@ def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
     kind = type(event)
     if (kind is ToolCallIntent or kind is DelegationGranted) and cred is not None:
         token_id = cred.token_id if token_ok else ""
-        act = ActRef(t, event.event_id, event.agent.workload_id, token_id, cred.expires_t)
+        act = ActRef(
+            t,
+            event.event_id,
+            event.agent.workload_id,
+            token_id,
+            cred.expires_t,
+            sys.intern(cred.issuer),
+        )
         if kind is ToolCallIntent:
             _remember(s, act, cfg, now, out)
         # a delegation in a workflow never started is as unknown as a call in one
@@ -335,9 +342,13 @@ def _track_token(  # the event's facts, read once by the caller
     seen = s.token(token_id)
     if seen is None:
         _add_token(s, event, token_id, expires, t, cfg, now, out)
-    elif t < seen.first_use:
-        s.state_bytes += jlen(event_id) - jlen(seen.event_id)
-        seen.first_use, seen.event_id = t, event_id
+    else:
+        if t < seen.first_use:
+            s.state_bytes += jlen(event_id) - jlen(seen.event_id)
+            seen.first_use, seen.event_id = t, event_id
+        issuer = event.credential.issuer if event.credential is not None else None
+        if issuer is not None and (seen.issuer is None or issuer < seen.issuer):
+            seen.issuer = sys.intern(issuer)  # any arrival order: the least
     done = s.completed_at
     if done is not None and t <= done:
         _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out)
@@ -361,7 +372,9 @@ def _add_token(  # as _track_token
         _over_limits(s, event, "tokens", cfg, now, out)
         return None
     s.state_bytes += cost
-    return s.add_token(TokenSeen(token_id, t, expires, event.event_id))
+    cred = event.credential
+    issuer = sys.intern(cred.issuer) if cred is not None else None
+    return s.add_token(TokenSeen(token_id, t, expires, event.event_id, issuer=issuer))
 
 
 def _revoke_on_completion(
@@ -385,8 +398,18 @@ def _revoke_on_completion(
     if _fits(s, cost, cfg):  # past the cap, revoked again on a later use (the same record)
         s.state_bytes += cost
         revoked.add(token_id)
+    seen = s.token(token_id)
     out.revocations.append(
-        completion_revocation(s.workflow_id, token_id, expires, done, evidence, cfg, now)
+        completion_revocation(
+            s.workflow_id,
+            token_id,
+            expires,
+            done,
+            evidence,
+            cfg,
+            now,
+            token_issuer=seen.issuer if seen is not None else None,
+        )
     )
 
 
@@ -422,6 +445,7 @@ def _late_after_completion(
         summary=f"tool call {act.t - done:.3f}s after the workflow completed",
         token_id=act.token_id or None,
         token_expires=act.token_expires,
+        token_issuer=act.token_issuer,
         workflow_not_after=start.not_after if start is not None else None,
     )
     _fire(s, v, cfg, now, out)
@@ -533,6 +557,8 @@ def _record_use(  # as _evaluate
                     event.event_id,
                     inherited,
                     cred.expires_t,
+                    owner=cred.subject == workload,
+                    issuer=sys.intern(cred.issuer),
                 )
             )
             return
@@ -585,6 +611,7 @@ def _settle_uses(s: Session, watermark: float, grace: float, uses: list[Credenti
                     inherited=rec.inherited,
                     expires_at=rec.expires_at,
                     owner=rec.owner,
+                    issuer=token.issuer,
                 )
             )
     s.settle_at = left
@@ -614,6 +641,7 @@ def _policy_violation(
         summary=f"policy {ids} forbids {action.operation} with {action.tool}",
         token_id=cred.token_id,
         token_expires=cred.expires_t,
+        token_issuer=cred.issuer,
         workflow_not_after=start.not_after if start is not None else None,
         severity=outcome.severity,
         policy_ids=outcome.policy_ids,
@@ -682,6 +710,7 @@ def fire_due(
                     summary="tool calls in a workflow that was never started",
                     token_id=first.token_id or None,
                     token_expires=first.token_expires,
+                    token_issuer=first.token_issuer,
                 ),
                 cfg,
                 now,

@@ -26,6 +26,7 @@ class Violation:
     summary: str
     token_id: str | None = None
     token_expires: float | None = None
+    token_issuer: str | None = None  # the credential's iss, when the violating event carried it
     delegation_id: str | None = None
     delegation_expires: float | None = None
     workflow_not_after: float | None = None
@@ -129,6 +130,7 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
                 issued_at=now,
                 not_after=ts(not_after),
                 evidence=list(v.evidence),
+                token_issuer=v.token_issuer if kind == "token" else None,
             )
         )
 
@@ -164,6 +166,8 @@ def completion_revocation(
     evidence: str,
     cfg: DetectionConfig,
     stamp: Stamp,
+    *,
+    token_issuer: str | None = None,
 ) -> Revocation:
     """``workflow.completed`` revokes a credential used in the workflow (reason task_completed)."""
     now = as_datetime(stamp)
@@ -176,6 +180,7 @@ def completion_revocation(
         issued_at=now,
         not_after=ts(max(token_expires, completed_at) + cfg.revocation_margin_s),
         evidence=[evidence],
+        token_issuer=token_issuer,
     )
 
 

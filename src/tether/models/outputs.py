@@ -74,6 +74,11 @@ class Revocation(Record):
     issued_at: AwareDatetime
     not_after: AwareDatetime
     evidence: list[str]
+    token_issuer: str | None = Field(
+        default=None,
+        description="for a token target: the iss of the revoked token, as the event that "
+        "caused the revocation presented it (the jwt_id subject of its SET names it)",
+    )
 
 
 class Heartbeat(Record):

@@ -169,6 +169,7 @@ class ActRef(NamedTuple):
     workload_id: str
     token_id: str
     token_expires: float
+    token_issuer: str | None = None  # the credential's iss (named in a token revocation's SET)
 
 
 @dataclass(slots=True)
@@ -309,6 +310,7 @@ class TokenSeen:
     expires_at: float
     event_id: str
     uses: UseRec | list[UseRec] | None = None
+    issuer: str | None = None  # the credential's iss (interned: one string per STS)
 
     def recorded(self) -> Sequence[UseRec]:
         """The recorded uses, one per workload, in the order they were first recorded."""
@@ -368,6 +370,7 @@ class TokenState:
     # (code, workload, workflow) of the findings raised, learnt as they are met: spares
     # deriving a finding id to know it was raised (not serialized, not part of equality)
     flagged: set[tuple[str, str, str]] | None = field(default=None, compare=False, repr=False)
+    issuer: str | None = None  # the token's iss, from the first use that named it
     # processing time of its last use, for the streaming worker's hold (0: not yet known);
     # not serialized, not part of equality
     used_at: float = field(default=0.0, compare=False, repr=False)

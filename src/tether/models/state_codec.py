@@ -44,12 +44,27 @@ class _Once:
 
 
 def _act(a: ActRef | None) -> list[Any] | None:
-    return None if a is None else [a.t, a.event_id, a.workload_id, a.token_id, a.token_expires]
+    if a is None:
+        return None
+    out = [a.t, a.event_id, a.workload_id, a.token_id, a.token_expires]
+    if a.token_issuer is not None:
+        out.append(a.token_issuer)
+    return out
 
 
 def _unact(v: list[Any], one: _Once) -> ActRef:
-    t, event_id, workload_id, token_id, token_expires = v
-    return ActRef(one(t), one(event_id), intern(workload_id), one(token_id), one(token_expires))
+    t, event_id, workload_id, token_id, token_expires, *rest = v  # the issuer: newer states
+    issuer = intern(rest[0]) if rest and isinstance(rest[0], str) else None
+    return ActRef(
+        one(t), one(event_id), intern(workload_id), one(token_id), one(token_expires), issuer
+    )
+
+
+def _token_doc(ts: TokenSeen) -> list[Any]:
+    doc: list[Any] = [ts.first_use, ts.expires_at, ts.event_id]
+    if ts.issuer is not None:
+        doc.append(ts.issuer)
+    return doc
 
 
 def _start(start: StartInfo | None) -> list[Any] | None:
@@ -126,7 +141,7 @@ def dump_session(s: Session) -> bytes:
             for seen in s.tokens
             for u in seen.recorded()
         ],
-        "tk": {ts.token_id: [ts.first_use, ts.expires_at, ts.event_id] for ts in s.tokens},
+        "tk": {ts.token_id: _token_doc(ts) for ts in s.tokens},
         "lt": s.last_time,
         "pt": s.partition,
     }
@@ -200,8 +215,9 @@ def load_session(data: bytes, key: str | None = None) -> Session:
             )
         )
     s.fired = set(doc["f"]) if doc.get("f") else None
-    for tok, (first, exp, eid) in doc["tk"].items():
-        s.add_token(TokenSeen(one(tok), one(first), one(exp), one(eid)))
+    for tok, (first, exp, eid, *rest) in doc["tk"].items():
+        issuer = intern(rest[0]) if rest and isinstance(rest[0], str) else None
+        s.add_token(TokenSeen(one(tok), one(first), one(exp), one(eid), issuer=issuer))
     for tok, wl, t, eid, inh, exp, rep, *more in doc["u"]:
         seen = s.token(tok)
         if seen is None:  # not written by dump_session (every use's token is tracked)
@@ -243,6 +259,7 @@ def dump_token(st: TokenState) -> bytes:
             ],
             "f": sorted(st.fired or ()),
             "pt": st.partition,
+            **({"i": st.issuer} if st.issuer is not None else {}),
         }
     )
 
@@ -259,4 +276,6 @@ def load_token(data: bytes, key: str | None = None) -> TokenState:
     ]
     st.fired = set(doc["f"]) if doc["f"] else None
     st.partition = doc.get("pt", -1)
+    issuer = doc.get("i")
+    st.issuer = intern(issuer) if isinstance(issuer, str) else None
     return st

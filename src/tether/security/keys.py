@@ -481,10 +481,11 @@ def signer_from_settings(settings: Settings) -> SetSigner:
     alg = signing_alg(key)
     if settings.signing_alg is not None and alg != settings.signing_alg:
         raise ValueError(f"TETHER_SIGNING_ALG is {settings.signing_alg} but {path} is an {alg} key")
+    audience = settings.set_audience
     token_issuer = settings.token_issuer
     if token_issuer is None:
-        return SetSigner(key, issuer=settings.issuer)
-    return SetSigner(key, issuer=settings.issuer, token_issuer=token_issuer)
+        return SetSigner(key, issuer=settings.issuer, audience=audience)
+    return SetSigner(key, issuer=settings.issuer, token_issuer=token_issuer, audience=audience)
 
 
 def key_source_from_settings(settings: Settings) -> KeySource:

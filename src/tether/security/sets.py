@@ -4,13 +4,16 @@ Pure (no file, network or clock reads of its own; the verifier is handed its key
 Every revocation and heartbeat on ``tether.revocations`` is a compact JWS::
 
     header  {"alg": "RS256", "kid": "<key id>", "typ": "secevent+jwt"}
-    claims  {"iss", "iat", "jti", "txn"?, "sub_id", "events": {<one event type>: {...}},
+    claims  {"iss", "aud", "iat", "jti", "txn"?, "sub_id", "events": {<one event type>: {...}},
              "tether": <the Revocation or Heartbeat record, as tether.models.codec.encode writes it>}
 
 No ``sub`` and no ``exp`` (SSF forbids both). ``jti`` is the ``revocation_id`` (ids derive from
 causes, so an at-least-once duplicate carries the same ``jti``) or, for a heartbeat,
 ``heartbeat:<source>:<sequence>:<emitted_at ms>``. ``txn`` is the ``finding_id`` (shared by every
-revocation of one finding), else the ``revocation_id``. :mod:`tether.security.caep` maps targets
+revocation of one finding), else the ``revocation_id``. ``aud`` names who the SET is for: a
+configured audience on the Kafka topic (``TETHER_SET_AUDIENCE``), the stream's audience in SSF
+delivery. A token's ``jwt_id`` subject names the token's own issuer (the revocation's
+``token_issuer``), else the configured one. :mod:`tether.security.caep` maps targets
 to event types and subjects.
 """
 
@@ -49,6 +52,7 @@ be: further ahead it is ``future_dated`` (a heartbeat dated ahead could otherwis
 at its date to make a dead feed look fresh)."""
 KEY_ISSUER: Final = "iss"
 """A JWK member binding a key to one issuer: it verifies only SETs whose ``iss`` is that."""
+DEFAULT_AUDIENCE: Final = "urn:tether:revocations"
 
 RejectReason = Literal[
     "unsigned",
@@ -57,6 +61,7 @@ RejectReason = Literal[
     "unknown_kid",
     "wrong_issuer",
     "wrong_typ",
+    "wrong_audience",
     "malformed",
     "replayed",
     "future_dated",
@@ -154,14 +159,23 @@ class StaticKeys:
 class SetSigner:
     """Turns revocations and heartbeats into signed SETs (one private key, one issuer)."""
 
-    def __init__(self, key: Key, *, issuer: str, token_issuer: str = caep.ANY_TOKEN_ISSUER) -> None:
+    def __init__(
+        self,
+        key: Key,
+        *,
+        issuer: str,
+        token_issuer: str = caep.ANY_TOKEN_ISSUER,
+        audience: str = DEFAULT_AUDIENCE,
+    ) -> None:
         """Sign with ``key`` (a private RSA ≥2048 or EC P-256 JWK with a ``kid``) as ``issuer``.
 
         Args:
             key: the private key; its ``kid`` goes in every header. A key bound to an issuer
                 (an ``iss`` member) signs only as that issuer.
             issuer: the ``iss`` claim; watchers accept only their configured issuer.
-            token_issuer: the ``iss`` of ``jwt_id`` subjects (the STS of the watched tokens).
+            token_issuer: the ``iss`` of ``jwt_id`` subjects whose revocation does not name the
+                token's issuer (the STS of the watched tokens).
+            audience: the ``aud`` claim, unless a call names another (an SSF stream's).
         """
         if not key.is_private:
             raise ValueError("a signer needs a private key")
@@ -177,6 +191,7 @@ class SetSigner:
         self.kid: str = key.kid
         self.issuer = issuer
         self.token_issuer = token_issuer
+        self.audience = audience
         self._key = key
         self._header = {"alg": self.alg, "kid": self.kid, "typ": SET_TYP}
 
@@ -185,30 +200,40 @@ class SetSigner:
         issuer (``iss``): a verifier will not accept it for any other issuer."""
         return {**self._key.as_dict(private=False), KEY_ISSUER: self.issuer}
 
-    def revocation(self, rev: Revocation, *, token_issuer: str | None = None) -> bytes:
-        """The SET of one revocation (``token_issuer`` overrides the signer's for this one)."""
-        return self.sign_payload(self.revocation_payload(rev, token_issuer=token_issuer))
+    def revocation(
+        self, rev: Revocation, *, token_issuer: str | None = None, audience: str | None = None
+    ) -> bytes:
+        """The SET of one revocation (``token_issuer`` and ``audience`` override the record's
+        and the signer's for this one)."""
+        return self.sign_payload(
+            self.revocation_payload(rev, token_issuer=token_issuer, audience=audience)
+        )
 
-    def revocation_payload(self, rev: Revocation, *, token_issuer: str | None = None) -> bytes:
+    def revocation_payload(
+        self, rev: Revocation, *, token_issuer: str | None = None, audience: str | None = None
+    ) -> bytes:
         """The claims of one revocation's SET, serialized: what ``sign_payload`` signs (the
         worker builds them on its event loop and signs them in another process)."""
         event_type, body = caep.revocation_event(rev)
+        issuer_of_token = token_issuer or rev.token_issuer or self.token_issuer
         claims = {
             "iss": self.issuer,
+            "aud": audience or self.audience,
             "iat": int(rev.issued_at.timestamp()),
             "jti": rev.revocation_id,
             "txn": rev.finding_id or rev.revocation_id,
-            "sub_id": caep.subject(rev.target, token_issuer=token_issuer or self.token_issuer),
+            "sub_id": caep.subject(rev.target, token_issuer=issuer_of_token),
             "events": {event_type: body},
             TETHER_CLAIM: rev.model_dump(mode="json", exclude_none=True),
         }
         return dumps(claims)  # held until signed: sized to its content
 
-    def heartbeat(self, hb: Heartbeat) -> bytes:
+    def heartbeat(self, hb: Heartbeat, *, audience: str | None = None) -> bytes:
         """The SET of one heartbeat: an SSF verification event, signed like a revocation."""
         event_type, body = caep.heartbeat_event(hb)
         claims = {
             "iss": self.issuer,
+            "aud": audience or self.audience,
             "iat": int(hb.emitted_at.timestamp()),
             "jti": heartbeat_jti(hb),
             "sub_id": caep.heartbeat_subject(hb),
@@ -217,11 +242,11 @@ class SetSigner:
         }
         return self._sign(claims)
 
-    def sign(self, record: Revocation | Heartbeat) -> bytes:
-        """Either of the two, by type."""
+    def sign(self, record: Revocation | Heartbeat, *, audience: str | None = None) -> bytes:
+        """Either of the two, by type (for ``audience``, else the signer's)."""
         if isinstance(record, Heartbeat):
-            return self.heartbeat(record)
-        return self.revocation(record)
+            return self.heartbeat(record, audience=audience)
+        return self.revocation(record, audience=audience)
 
     def sign_payload(self, payload: bytes) -> bytes:
         """The compact JWS of ``payload`` (serialized claims) with this signer's header."""
@@ -234,6 +259,13 @@ class SetSigner:
 
     def _sign(self, claims: dict[str, Any]) -> bytes:
         return self.sign_payload(orjson.dumps(claims))
+
+
+def audience_holds(aud: object, audience: str) -> bool:
+    """Whether an ``aud`` claim (RFC 7519: a string or a list of strings) names ``audience``."""
+    if isinstance(aud, str):
+        return aud == audience
+    return isinstance(aud, list) and audience in aud
 
 
 def heartbeat_jti(hb: Heartbeat) -> str:
@@ -342,11 +374,12 @@ class SetVerifier:
     known to the key source, which may refetch its JWKS (``unknown_kid``); the key fits the
     ``alg`` (``alg_not_allowed``); the signature (``bad_signature``); ``iss``, and the key's
     own binding: a JWK with an ``iss`` member verifies only that issuer, and with
-    ``require_key_issuer`` a key without one verifies nothing (``wrong_issuer``); the SSF
-    profile (no ``sub``/``exp``, one event of the right type, a ``sub_id``, a record in the
-    ``tether`` claim whose id is the ``jti``; ``malformed``); ``iat``, and a heartbeat's
-    ``emitted_at``, at most ``max_skew_s`` ahead of the clock (``future_dated``); and that
-    this ``(iss, jti)`` was not accepted before (``replayed``).
+    ``require_key_issuer`` a key without one verifies nothing (``wrong_issuer``); ``aud``, when
+    the verifier has an audience (``wrong_audience``); the SSF profile (no ``sub``/``exp``, one
+    event of the right type, a ``sub_id``, a record in the ``tether`` claim whose id is the
+    ``jti``; ``malformed``); ``iat``, and a heartbeat's ``emitted_at``, at most ``max_skew_s``
+    ahead of the clock (``future_dated``); and that this ``(iss, jti)`` was not accepted before
+    (``replayed``).
 
     Replay memory is bounded by time: a revocation's ``jti`` is remembered until its
     ``not_after`` (after that a copy is expired on arrival anyway, and one already expired is
@@ -356,7 +389,7 @@ class SetVerifier:
     Not thread-safe for concurrent ``verify`` calls beyond the lock it takes itself.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # keyword-only verification policy, each with a safe default
         self,
         keys: KeyLookup,
         *,
@@ -367,6 +400,7 @@ class SetVerifier:
         max_bytes: int = MAX_SET_BYTES,
         max_skew_s: float = MAX_SKEW_S,
         require_key_issuer: bool = False,
+        audience: str | None = None,
     ) -> None:
         """Verify against ``keys``, accepting only ``issuer``.
 
@@ -381,11 +415,14 @@ class SetVerifier:
             max_skew_s: how far ahead of ``clock`` ``iat`` and ``emitted_at`` may be.
             require_key_issuer: refuse keys that carry no ``iss`` member (keys that carry one
                 are always held to it).
+            audience: when set, the ``aud`` claim must be it or a list holding it
+                (``wrong_audience``); None accepts any audience.
         """
         unsupported = set(algorithms) - ALGORITHMS
         if unsupported:
             raise ValueError(f"unsupported algorithms {sorted(unsupported)}: use RS256 or ES256")
         self.issuer = issuer
+        self.audience = audience
         self._keys = keys
         self._algorithms = frozenset(algorithms)
         self._clock = clock
@@ -477,6 +514,10 @@ class SetVerifier:
             raise SetRejected("wrong_issuer", f"key {key.kid!r} is bound to no issuer")
         if bound is not None and bound != iss:
             raise SetRejected("wrong_issuer", f"key {key.kid!r} is bound to issuer {bound!r}")
+        if self.audience is not None and not audience_holds(claims.get("aud"), self.audience):
+            raise SetRejected(
+                "wrong_audience", f"aud {claims.get('aud')!r}; expected {self.audience!r}"
+            )
         return claims
 
     def _record(self, claims: dict[str, Any]) -> Revocation | Heartbeat:

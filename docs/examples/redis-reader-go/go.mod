@@ -1,0 +1,3 @@
+module example.com/tether-redis-reader
+
+go 1.21

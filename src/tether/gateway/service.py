@@ -1,0 +1,57 @@
+"""The gateway's one question, shared by its HTTP and gRPC front ends: may this request pass?"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tether.gateway.decide import Revocations, Verdict, decide
+from tether.gateway.mapping import GatewayConfig, Headers, request_facts
+from tether.sdk.revocation_set import DEFAULT_FAIL_CLOSED_TIERS
+
+
+@dataclass
+class GatewayStats:
+    """Verdicts given, by outcome and reason (``/metrics``-style counters for the health view)."""
+
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+
+class Gateway:
+    """Maps a request to identities (:mod:`tether.gateway.mapping`) and decides it
+    (:mod:`tether.gateway.decide`) against the revocation set it is given."""
+
+    def __init__(self, config: GatewayConfig, revocations: Revocations) -> None:
+        """Answer with ``config``'s mapping from ``revocations`` (``Watcher.revocations``)."""
+        self.config = config
+        self.revocations = revocations
+        self.fail_closed = (
+            config.fail_closed_tiers
+            if config.fail_closed_tiers is not None
+            else DEFAULT_FAIL_CLOSED_TIERS
+        )
+        self.stats = GatewayStats()
+        self._lock = threading.Lock()
+
+    def check(
+        self, path: str, headers: Headers, body: bytes | None = None, *, trust_uri_headers: bool
+    ) -> Verdict:
+        """The verdict on one request.
+
+        Args:
+            path: the check request's path.
+            headers: every header value by lower-case name.
+            body: the request body, when the proxy forwards it.
+            trust_uri_headers: read the original path from the configured original-URI headers
+                (forward-auth: the proxy sets them). False for Envoy's gRPC check, which carries
+                the path itself and passes every CLIENT header: a client must not pick its route.
+        """
+        config = self.config
+        if not trust_uri_headers and config.original_uri_headers:
+            headers = {k: v for k, v in headers.items() if k not in config.original_uri_headers}
+        facts, tiers = request_facts(config, path, headers, body)
+        verdict = decide(facts, tiers, self.revocations, self.fail_closed)
+        with self._lock:
+            self.stats.verdicts[f"{verdict.outcome}:{verdict.reason}"] += 1
+        return verdict
