@@ -12,7 +12,7 @@ of that record (``dump_session``), for two kinds of session:
 Then ``--whole`` whole workflows (completion included): the bytes a completed session costs
 while it is retained (compacted a grace period after completion), and that completed workflows
 do not accumulate: the session count falls back once event time passes completion plus
-``completed_retention_s`` (to zero after ``idle_timeout_s``, for workflows never completed).
+``dedup_window_s`` (to zero after ``idle_timeout_s``, for workflows never completed).
 
     .venv/bin/python benchmarks/session_memory.py                 # 100,000 sessions (~6 min)
     .venv/bin/python benchmarks/session_memory.py --sessions 20000 --top 15
@@ -185,7 +185,7 @@ def eviction(flows: list[list[Event]], sessions: int, ctx: Context) -> dict[str,
     """Whole workflows, completion included, as delivered: sessions held, then released.
 
     Event time moves with the events, so the sessions held at once are bounded by the workflows
-    running or completed within ``completed_retention_s``, not by the workflows folded. At the
+    running or completed within ``dedup_window_s``, not by the workflows folded. At the
     end, event time is moved past completion + retention (only never-completed workflows stay),
     then past ``idle_timeout_s`` (none stay).
     """
@@ -195,7 +195,9 @@ def eviction(flows: list[list[Event]], sessions: int, ctx: Context) -> dict[str,
     last = engine.watermark
     steps = {"at_end": len(engine.sessions)}
     for name, horizon in (
-        ("after_retention", cfg.completed_retention_s),
+        # a completed workflow is kept while its event ids are within the dedup window (and its
+        # credentials valid, bounded by completed_memory_max_s): past both here
+        ("after_retention", max(cfg.completed_retention_s, cfg.dedup_window_s)),
         ("after_idle_timeout", cfg.idle_timeout_s),
     ):
         engine.advance(last + horizon + cfg.grace_s + 1.0, _NOW, Outbox(), [])

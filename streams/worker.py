@@ -32,13 +32,14 @@ from tether.bootstrap import source_gate
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
+from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.jsonbytes import dumps
 from tether.models.outputs import Finding, Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
 from tether.security import SetSigner
 from tether.settings import Settings
-from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, REVOCATIONS
+from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, INTENTS, REVOCATIONS
 
 _log = logging.getLogger("tether.worker")
 
@@ -399,7 +400,14 @@ class Worker:
                 self._dead(rec, data, decoded, now, batch)
                 return
             self.sessions.current_partition = rec.partition
-            self.engine.process(decoded, now, out, uses, advance=False)
+            if not self.engine.process(decoded, now, out, uses, advance=False):
+                f = out.failures.pop()  # this record's own failure: dead-lettered as received
+                _log.error(
+                    "internal error on %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, f.error
+                )
+                why = Rejected("internal_error", f.error, f.workflow_id, decoded.event_id)
+                self._dead(rec, data, why, now, batch)
+                return
             # an event dated ahead of the wall clock is applied, but moves event time no
             # further than max_ahead_s past it: it cannot fire others' waiting checks early
             self.watermarks.observe(rec.partition, min(decoded.t, self._ahead))
@@ -407,7 +415,7 @@ class Worker:
         except Exception as exc:  # never let one record stop the worker or vanish
             _log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
             self._dead(
-                rec, data, Rejected("schema_violation", f"internal error: {exc!r}"), now, batch
+                rec, data, Rejected("internal_error", f"internal error: {exc!r}"), now, batch
             )
 
     def _initiator(self, workflow_id: str) -> str | None:
@@ -423,6 +431,17 @@ class Worker:
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
 
     def _collect(self, out: Outbox, batch: Batch) -> None:
+        for f in out.failures:  # an earlier event's due checks (or a use) failed: the core's
+            ev = f.event  # report, dead-lettered like any record it could not process
+            eid = ev.event_id if ev is not None else None
+            why = Rejected("internal_error", f.error, f.workflow_id, eid)
+            source = Source(topic=self.settings.topic(INTENTS))
+            dead = dead_letter(
+                encode(ev) if ev is not None else b"", why, source, datetime.now(UTC)
+            )
+            self.deadletters += 1
+            batch.add(self.topics[DEADLETTER], f.workflow_id.encode(), encode(dead))
+        out.failures.clear()
         self._collect_findings(out.findings, batch)
         at_least = self.floor.at_least
         batch.unsigned.extend(at_least(r) for r in out.revocations)
@@ -524,7 +543,7 @@ class Worker:
         wm = self.engine.watermark
         lag_s, lag_records = self.input_lag()
         emitted = datetime.now(UTC)
-        watermark = datetime.fromtimestamp(wm, UTC) if wm > float("-inf") else None
+        watermark = ts(wm) if wm > float("-inf") else None
         batch = Batch()
         key = f"heartbeat:{self.worker_id}".encode()
         topic = self.topics[REVOCATIONS]

@@ -98,6 +98,8 @@ class Replayer:
             return
         stats.events += 1
         self.monitor.process_into(decoded, datetime.now(UTC) if self.wall else None, out)
+        if out.failures:
+            self._failed(out, data, decoded)
         if out.findings or out.revocations or out.decisions:
             self._emit(out)
             out.findings.clear()
@@ -159,6 +161,9 @@ class Replayer:
                     continue
                 events += 1
                 process(decoded, None, out)
+                if out.failures:
+                    stats.lines, stats.events, stats.blank = n, events, blank
+                    self._failed(out, data, decoded)
                 if out.findings or out.revocations or out.decisions:
                     self._emit(out)
                     out.findings.clear()
@@ -198,7 +203,26 @@ class Replayer:
         source = Source(topic=self.source, line=stats.lines)
         self._put(dead_letter(data, rejected, source, self._stamp()))
 
+    def _failed(self, out: Outbox, data: bytes | None, current: InputEvent | None) -> None:
+        """Dead-letter (reason ``internal_error``) what the core could not process: the line just
+        fed, or an earlier event whose due checks failed (no line: its payload re-encoded)."""
+        for f in out.failures:
+            event = f.event
+            eid = event.event_id if event is not None else None
+            why = Rejected("internal_error", f.error, f.workflow_id, eid)
+            if event is not None and event is current and data is not None:
+                self._dead(data, why)
+                continue
+            stats = self.stats
+            stats.deadletters += 1
+            stats.deadletter_reasons[why.reason] += 1
+            payload = encode(event) if event is not None else b""
+            self._put(dead_letter(payload, why, Source(topic=self.source), self._stamp()))
+        out.failures.clear()
+
     def _emit(self, out: Outbox) -> None:
+        if out.failures:
+            self._failed(out, None, None)
         if not len(out):
             return
         stats = self.stats

@@ -113,5 +113,5 @@ def test_a_new_workload_presenting_a_token_past_the_pairs_cap_is_still_caught() 
     assert len(m.tokens["tok-x"].pairs) == SMALL.token_pairs
     m.process(parse(started("wf-thief", "thief", "tok-t", t=30)))
     out = m.process(parse(call("wf-thief", "thief", "tok-x", t=31, holder="planner")))
-    out.extend(m.advance(m.watermark + 10))
+    out.extend(m.flush())  # the thief's workflow is ahead of the rest: end of input decides
     assert C.CREDENTIAL_REUSE in {f.code for f in out.findings}

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builders import call, completed, delegate, started
+from builders import at, call, completed, delegate, started
 from scenarios import Result, run
 
 GRACE = 5.0
@@ -23,8 +23,10 @@ scope_sets = st.lists(st.sampled_from(SCOPES), min_size=1, max_size=3, unique=Tr
 
 
 @st.composite
-def fleets(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """A random multi-workflow event set: at most one start per workflow, unique ids."""
+def fleets(draw: st.DrawFn, *, conflicts: bool = False) -> list[dict[str, Any]]:
+    """A random multi-workflow event set with unique ids. Some workflows are started twice with
+    the same grant (a re-emitted start, dated differently); with ``conflicts``, the second start
+    may differ in its scopes, tools or initiator."""
     events: list[dict[str, Any]] = []
     n = 0
 
@@ -48,6 +50,21 @@ def fleets(draw: st.DrawFn) -> list[dict[str, Any]]:
                     eid=eid(),
                 )
             )
+            if draw(st.integers(0, 3)) == 0:  # a second start
+                again = dict(events[-1], event_id=eid(), occurred_at=at(draw(times)))
+                if conflicts and draw(st.booleans()):
+                    other = started(
+                        wf,
+                        draw(st.sampled_from([initiator, *AGENTS])),
+                        f"tok-{wf}-{initiator}",
+                        t=draw(times),
+                        scopes=draw(scope_sets),
+                        tools=draw(st.sampled_from([[], TOOLS[:2]])),
+                        not_after=draw(st.sampled_from([15, 3600])),
+                        eid=eid(),
+                    )
+                    again = other
+                events.append(again)
         for k in range(draw(st.integers(0, 4))):
             frm, to = draw(st.sampled_from(AGENTS)), draw(st.sampled_from(AGENTS))
             events.append(
@@ -145,6 +162,26 @@ def test_permuting_within_grace_changes_nothing(events: list[dict[str, Any]], se
 def test_duplicates_change_nothing(events: list[dict[str, Any]], seed: int) -> None:
     ordered = within_grace(events, seed)
     assert outcome(run(with_duplicates(ordered, seed))) == outcome(run(ordered))
+
+
+@SETTINGS
+@given(fleets(conflicts=True), st.integers(0, 2**32))
+def test_conflicting_starts_are_raised_in_every_order(
+    events: list[dict[str, Any]], seed: int
+) -> None:
+    """Two different starts for one workflow: the earliest in event time is the grant, and each
+    later one that differs raises grant_conflict and revokes the workflow, in every delivery
+    order; workflows without a conflict keep exactly the same outcome. (Within a conflicting
+    workflow, checks judged under a later start before the earliest arrived may differ.)"""
+    canonical, shuffled = run(in_time_order(events)), run(within_grace(events, seed))
+    conflicts = {f for f in outcome(canonical)[0] if f[1] == "grant_conflict"}
+    assert conflicts == {f for f in outcome(shuffled)[0] if f[1] == "grant_conflict"}
+    revoked = {r for r in outcome(canonical)[1] if r[1] == "grant_conflict"}
+    assert revoked == {r for r in outcome(shuffled)[1] if r[1] == "grant_conflict"}
+    assert {f[2] for f in conflicts} == {r[3] for r in revoked}
+    conflicted = {f[2] for f in conflicts}
+    clean = [e for e in events if e["workflow_id"] not in conflicted]
+    assert outcome(run(within_grace(clean, seed))) == outcome(run(in_time_order(clean)))
 
 
 class _RoundTrip(dict):  # type: ignore[type-arg]

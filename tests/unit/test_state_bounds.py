@@ -55,7 +55,8 @@ def test_superseded_wake_ups_do_not_pile_up() -> None:
     assert len(engine._heap) <= 2 * len(engine._scheduled) + 1024 + 1
     assert len(uses) == 2999  # every use but the last was settled and reported
     engine.process(parse(completed("wf-1", "planner", t=30000)), None, out, uses)
-    engine.advance(engine.watermark + 900 + 6, None, out, uses)  # past completion + retention
+    # past completion + retention and past the dedup window of its last event ids
+    engine.advance(engine.watermark + 3600 + 6, None, out, uses)
     assert not engine.sessions
 
 

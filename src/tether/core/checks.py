@@ -71,7 +71,11 @@ def check_event(  # noqa: PLR0912  # one guarded branch per check keeps the hot 
     if start is None and not final:
         verdict.waiting = True
         return verdict
-    st = standing(session, actor, t, max_chain)
+    # An act dated before its workflow's start is judged as if made at the start (and still
+    # raises unknown_workflow): dating a violation a second early must not downgrade it.
+    st = standing(
+        session, actor, t if start is None or start.started_at <= t else start.started_at, max_chain
+    )
     verdict.standing = st
     if st.role is Role.UNKNOWN:
         return verdict  # never started: unknown_workflow speaks for the whole workflow

@@ -39,6 +39,7 @@ UNKNOWN_WORKFLOW: Final = "unknown_workflow"
 POLICY_DENIED: Final = "policy_denied"
 CREDENTIAL_INVALID: Final = "credential_invalid"
 WORKFLOW_LIMITS_EXCEEDED: Final = "workflow_limits_exceeded"
+GRANT_CONFLICT: Final = "grant_conflict"
 TASK_COMPLETED: Final = "task_completed"  # a revocation reason, not a finding
 
 # OWASP Top 10 for Agentic Applications: ASI02 tool misuse, ASI03 identity and privilege abuse,
@@ -164,6 +165,13 @@ RULES: Final[dict[str, Rule]] = {
             ("revoke_workflow",),
             ("ASI08", "ASI10"),
             "workflow state past its caps (resource exhaustion)",
+        ),
+        Rule(
+            GRANT_CONFLICT,
+            "high",
+            ("revoke_workflow",),
+            ("ASI03", "ASI10"),
+            "a second workflow.started with a different grant or initiator",
         ),
     )
 }

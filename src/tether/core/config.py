@@ -78,6 +78,12 @@ class DetectionConfig(BaseModel):
         ge=0,
         description="event time a completed workflow's summary is kept after compaction",
     )
+    completed_memory_max_s: float = Field(
+        86400.0,
+        ge=0,
+        description="event time after completion for which a completed workflow is remembered "
+        "while a credential used in it is still valid (its expiry plus revocation_margin_s)",
+    )
     idle_timeout_s: float = Field(
         86400.0, gt=0, description="event time after which an idle, unfinished session is dropped"
     )
@@ -86,6 +92,13 @@ class DetectionConfig(BaseModel):
     )
     emit_decisions: bool = Field(True, description="produce one Decision per tool-call intent")
     limits: StateLimits = Field(default_factory=StateLimits, description="per-workflow caps")
+    watermark_lead_s: float | None = Field(
+        1.0,
+        ge=0,
+        description="in-process monitors (tether replay, the demo): how far event time may run "
+        "ahead of the second most advanced workflow (None: unbounded); the streaming worker "
+        "bounds it by the wall clock instead",
+    )
 
     @field_validator("disabled", "severity", "response")
     @classmethod

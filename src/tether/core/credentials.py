@@ -233,6 +233,7 @@ def _flag(  # noqa: PLR0913  # one finding's facts
             st.flagged = flagged = set()
         flagged.add(mark)
         return
+    emit(v, cfg, now, out)  # first: remembered as raised only once it was
     if remember:
         if fired is None:
             st.fired = fired = set()
@@ -240,4 +241,3 @@ def _flag(  # noqa: PLR0913  # one finding's facts
         if flagged is None:
             st.flagged = flagged = set()
         flagged.add(mark)
-    emit(v, cfg, now, out)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from tether.core.credentials import CredentialUse, observe
 from tether.core.fold import Context, fire_due, fold, wake_at
-from tether.core.violations import Outbox, Stamp
+from tether.core.violations import Failure, Outbox, Stamp
 from tether.models.events import InputEvent
 from tether.models.session import Session, TokenState
 
@@ -35,6 +35,7 @@ class WorkflowEngine:
         self.ctx = ctx
         self.sessions: MutableMapping[str, Session] = sessions if sessions is not None else {}
         self.watermark = -_INF
+        self.latest = -_INF  # the greatest event time applied (the watermark may be held back)
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
 
@@ -46,21 +47,42 @@ class WorkflowEngine:
         uses: list[CredentialUse],
         *,
         advance: bool = True,
-    ) -> None:
+        ceiling: float = _INF,
+    ) -> bool:
         """Apply one valid event (after firing whatever its event time makes due).
 
         With ``advance=False`` the event does not move the watermark: a driver that merges
         several partitions moves it itself (``advance``) to the slowest active partition.
+        ``ceiling`` bounds how far the event may move it (the event itself is still judged at
+        its own time): a forward-dated event must not fire everyone's waiting checks early.
+
+        Failure isolation: if folding the event raises, the event is reported in
+        ``out.failures`` (the driver dead-letters it, reason ``internal_error``), its id is
+        forgotten so that a redelivery is judged afresh, and this returns False. Whatever the
+        fold produced before the error stays: each finding leaves whole with its revocations and
+        is remembered as raised only once emitted, and each fact recorded (a token used, a
+        delegation granted) is a fact of a valid event. Other events' outputs are never touched.
         """
         t = event.t
-        if advance and t > self.watermark:
-            self._advance(t, now, out, uses)
+        self.latest = max(self.latest, t)
+        if advance and t > self.watermark and ceiling > self.watermark:
+            self._advance(min(t, ceiling), now, out, uses)
         stamp: Stamp = now if now is not None else self.watermark
         wf = event.workflow_id
-        s = fold(self.sessions.get(wf), event, self.ctx, stamp, out, uses)
+        before = self.sessions.get(wf)
+        applied = True
+        try:
+            s = fold(before, event, self.ctx, stamp, out, uses)
+        except Exception as exc:  # one event's failure is its own
+            out.failures.append(Failure.of(wf, exc, event))
+            if before is None:
+                return False  # nothing was stored: as if the event had never come
+            s, applied = before, False
+            s.seen.pop(event.event_id, None)
         self.sessions[wf] = s  # always write back: a table-backed store persists on assignment
         if s.rewake:
             self._schedule(s)
+        return applied
 
     def advance(
         self,
@@ -93,14 +115,18 @@ class WorkflowEngine:
 
     def flush(self, now: datetime | None, out: Outbox, uses: list[CredentialUse]) -> None:
         """End of input: decide every pending check as if the grace period had passed."""
-        if self.watermark == -_INF:
+        if self.watermark == -_INF and self.latest == -_INF:
             return
-        horizon = self.watermark + self.ctx.cfg.grace_s + 1e-3
+        # past every event applied, even those a ceiling kept the watermark behind
+        horizon = max(self.watermark, self.latest) + self.ctx.cfg.grace_s + 1e-3
         stamp: Stamp = now if now is not None else self.watermark
         for wf in list(self.sessions):
             s = self.sessions[wf]
             if s.pending or s.unsettled or (s.unknown is not None and not s.unknown_done):
-                fire_due(s, horizon, self.ctx, stamp, out, uses)
+                try:
+                    fire_due(s, horizon, self.ctx, stamp, out, uses, end=True)
+                except Exception as exc:  # one workflow's failure is its own
+                    out.failures.append(Failure.of(wf, exc))
                 self.sessions[wf] = s
 
     def reschedule_all(self) -> None:
@@ -143,7 +169,14 @@ class WorkflowEngine:
             if s is None:
                 continue
             budget -= 1
-            kept = fire_due(s, watermark, self.ctx, stamp, out, uses)
+            try:
+                kept = fire_due(s, watermark, self.ctx, stamp, out, uses)
+            except Exception as exc:  # one workflow's failure is its own
+                # Reported once; the session keeps what it had and is woken again by its
+                # next event (rescheduled here, it would fail again in this very loop).
+                out.failures.append(Failure.of(wf, exc))
+                self.sessions[wf] = s
+                continue
             if kept is None:
                 del self.sessions[wf]
             else:
@@ -192,9 +225,15 @@ class TokenIndex:
         self.hold_s = hold_s  # (the time of a token's last use is its ``used_at``)
 
     def observe(self, use: CredentialUse, stamp: Stamp, out: Outbox) -> None:
-        """Fold one use into its token's state."""
+        """Fold one use into its token's state (a failure is reported in ``out.failures``)."""
         before = self.tokens.get(use.token_id)
-        st = observe(before, use, self.ctx.cfg, stamp, out)
+        try:
+            st = observe(before, use, self.ctx.cfg, stamp, out)
+        except Exception as exc:  # one use's failure is its own
+            out.failures.append(Failure.of(use.workflow_id, exc))
+            if before is not None:
+                self.tokens[use.token_id] = before  # persist what it holds
+            return
         self.tokens[use.token_id] = st
         if self.hold_s > 0:
             st.used_at = _seconds(stamp)
@@ -235,8 +274,44 @@ class TokenIndex:
         heapq.heapify(self._expiry)
 
 
+class LeadGuard:
+    """Where no wall clock bounds event time (``tether replay``): bound it by the events around.
+
+    The ceiling is the event time of the second most advanced workflow plus ``lead_s``: event
+    time may run ahead of every workflow but one by at most ``lead_s``. So one workflow's
+    events, however far ahead they are dated, cannot fire other workflows' waiting checks
+    early: the watermark follows once a second workflow's events get there too. An honest
+    stream keeps its watermark (its workflows move on together); a stream with one workflow
+    has nobody else's checks to fire and is not bounded. O(1) per event.
+    """
+
+    __slots__ = ("_first", "_first_wf", "_second", "lead_s")
+
+    def __init__(self, lead_s: float) -> None:
+        self.lead_s = lead_s
+        self._first = -_INF  # the greatest event time seen, and its workflow
+        self._first_wf: str | None = None
+        self._second = -_INF  # the greatest event time of any other workflow
+
+    def ceiling(self, t: float, workflow_id: str) -> float:
+        """Note an event of ``workflow_id`` at ``t``; the watermark's ceiling from now on."""
+        if workflow_id == self._first_wf:
+            self._first = max(self._first, t)
+        elif t > self._first:
+            if self._first_wf is not None:
+                self._second = self._first
+            self._first, self._first_wf = t, workflow_id
+        elif t > self._second:
+            self._second = t
+        return _INF if self._second == -_INF else self._second + self.lead_s
+
+
 class Monitor:
-    """The whole core in one process: workflow engine and token index wired directly."""
+    """The whole core in one process: workflow engine and token index wired directly.
+
+    Event time is the greatest event time applied, bounded by a ``LeadGuard`` (the
+    configuration's ``watermark_lead_s``; ``None`` switches the bound off).
+    """
 
     def __init__(
         self,
@@ -248,6 +323,8 @@ class Monitor:
         self.workflows = WorkflowEngine(ctx, sessions)
         self.index = TokenIndex(ctx, tokens)
         self._uses: list[CredentialUse] = []
+        lead = ctx.cfg.watermark_lead_s
+        self.guard = LeadGuard(lead) if lead is not None else None
 
     @property
     def sessions(self) -> MutableMapping[str, Session]:
@@ -275,7 +352,9 @@ class Monitor:
         path for replay)."""
         uses = self._uses
         before = self.workflows.watermark
-        self.workflows.process(event, now, out, uses)
+        guard = self.guard
+        ceiling = guard.ceiling(event.t, event.workflow_id) if guard is not None else _INF
+        self.workflows.process(event, now, out, uses, ceiling=ceiling)
         if uses:
             self._route(uses, now, out)
             uses.clear()

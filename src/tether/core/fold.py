@@ -17,6 +17,7 @@ from tether.core.config import DetectionConfig
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
 from tether.core.violations import (
+    Failure,
     Outbox,
     Stamp,
     Violation,
@@ -40,6 +41,7 @@ from tether.models.session import (
     StartInfo,
     TokenSeen,
     UseRec,
+    same_grant,
 )
 from tether.models.state_size import (
     RECENT_OVERHEAD,
@@ -51,6 +53,7 @@ from tether.models.state_size import (
     pending_cost,
     recent_cost,
     seen_cost,
+    start_cost,
     token_cost,
     use_cost,
 )
@@ -58,6 +61,10 @@ from tether.models.state_size import (
 _SEEN_PRUNE_AT = 4096  # event ids remembered per workflow before old ones are pruned
 _SEEN_SLACK = 1.125  # see _expire_seen
 _RECENT_LIST_MAX = 32  # see _remember
+_STARTS_KEPT = 16  # later starts of one workflow remembered to compare the next ones with
+# events kept to be judged again when a (earlier) start arrives (see _rejudge): bounds the
+# state record (they are in it) and the cost of a re-judgment, done at most _STARTS_KEPT times
+_EARLY_KEPT = 16
 _INF = float("inf")
 
 
@@ -101,8 +108,9 @@ def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
     # it is not tracked for completion, not reported to the token index, not kept for late checks.
     token_ok = trust is None or trust.token_trusted
     if type(event) is WorkflowStarted:
-        if s.started is None:
-            s.started = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
+        start = StartInfo.of(event.agent.workload_id, t, event.event_id, event.grant)
+        if _start(s, start, event, cfg, now, out):
+            _rejudge(s, ctx, now, out, uses)
     elif type(event) is DelegationGranted:
         _add_delegation(s, event, cfg, now, out)
     if cred is not None and token_ok:
@@ -128,6 +136,8 @@ def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
     elif type(event) is WorkflowCompleted:
         _complete(s, event, t, cfg, now, out)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
+    if type(event) is not WorkflowStarted:
+        _keep_early(s, event, cfg, now, out)
     return s
 
 
@@ -236,6 +246,120 @@ def _shed_seen(s: Session, cap: int) -> None:
     s.seen = dict(items)
 
 
+def _keep_early(
+    s: Session, event: InputEvent, cfg: DetectionConfig, now: Stamp, out: Outbox
+) -> None:
+    """Keep an event that a start arriving later could still judge differently: one dated
+    before the start known or within a grace period after it (an earlier start can arrive only
+    while events dated up to its own time plus the grace period arrive). Kept events count
+    against the workflow's state cap; one that does not fit is judged without a later re-judgment
+    (the workflow is past its caps: workflow_limits_exceeded)."""
+    start = s.started
+    grace = cfg.grace_s
+    if start is not None and s.last_time > start.started_at + grace:
+        _drop_early(s)  # no earlier start can arrive any more (within the grace period)
+        return
+    if start is not None and event.t > start.started_at + grace:
+        return
+    early = s.early
+    if early is not None and len(early) >= _EARLY_KEPT:
+        return
+    cost = pending_cost(event)
+    if not _fits(s, cost, cfg):
+        _over_limits(s, event, "events kept for a later start", cfg, now, out)
+        return
+    s.state_bytes += cost
+    if early is None:
+        s.early = [event]
+    else:
+        early.append(event)
+
+
+def _drop_early(s: Session) -> None:
+    if s.early:
+        s.state_bytes -= sum(pending_cost(e) for e in s.early)
+    s.early = None
+
+
+def _rejudge(s: Session, ctx: Context, now: Stamp, out: Outbox, uses: list[CredentialUse]) -> None:
+    """The workflow's first start arrived, or an earlier start with a different grant replaced
+    it: judge again, under it, the events judged before it arrived (their decisions stand; what
+    they newly reveal is raised, deduplicated against what was raised already). An act dated
+    before the start may arrive, and be decided, long before its start: the first start judges
+    it whenever it comes."""
+    for event in s.early or ():
+        _evaluate(s, event, event.t, ctx, now, out, uses, final=False, decide=False)
+
+
+def _start(  # the fold's arguments
+    s: Session,
+    new: StartInfo,
+    event: InputEvent,
+    cfg: DetectionConfig,
+    now: Stamp,
+    out: Outbox,
+) -> bool:
+    """A ``workflow.started``: the earliest start in event time (ties: the smaller event id) is
+    the workflow's grant, whatever the arrival order. A start that differs from an earlier one
+    (grant or initiator) raises ``grant_conflict`` for the later of the two: the condition is
+    "some earlier start differs", so the set of findings does not depend on arrival order.
+    Returns whether the events kept in ``early`` are to be judged again: the first start (acts
+    dated before it are judged as if made at it), or an earlier start with a different grant."""
+    current = s.started
+    if current is None:
+        s.started = new
+        _rearm(s, new, cfg.grace_s)
+        return bool(s.early)  # acts that came before any start: judge them at the start
+    others = s.other_starts
+    for known in (current, *(others or ())):
+        if not same_grant(known, new):
+            early, late = sorted((known, new), key=_start_order)
+            _fire(s, _grant_conflict(s, early, late), cfg, now, out)
+    if others is None:
+        s.other_starts = others = []
+    replaced = _start_order(new) < _start_order(current)
+    if replaced:
+        s.started = new
+        _rearm(s, new, cfg.grace_s)
+        new, current = current, new
+    if len(others) >= _STARTS_KEPT:
+        return False  # a flood of starts: still compared and reordered, no longer re-judged
+    cost = start_cost(new)
+    if not _fits(s, cost, cfg):
+        _over_limits(s, event, "starts", cfg, now, out)
+        return False
+    s.state_bytes += cost
+    others.append(new)
+    return replaced and not same_grant(new, current)
+
+
+def _rearm(s: Session, start: StartInfo, grace: float) -> None:
+    """Checks waiting on acts dated before ``start`` are judged as at the start: they wait until
+    a grace period after it (for the delegations dated up to then), whenever they came."""
+    for p in s.pending or ():
+        if p.event.t < start.started_at:
+            p.deadline = max(p.deadline, start.started_at + grace)
+    s.rewake = True
+
+
+def _start_order(start: StartInfo) -> tuple[float, str]:
+    return (start.started_at, start.event_id)
+
+
+def _grant_conflict(s: Session, early: StartInfo, late: StartInfo) -> Violation:
+    return Violation(
+        code=C.GRANT_CONFLICT,
+        key=(s.workflow_id, late.event_id),
+        workflow_id=s.workflow_id,
+        workload_id=late.initiator,
+        event_time=late.started_at,
+        evidence=(early.event_id, late.event_id),
+        summary=f"workflow started again by {late.initiator} with a different grant or "
+        f"initiator; the earliest start ({early.event_id}) stays the grant",
+        workflow_not_after=max(early.not_after, late.not_after),
+    )
+
+
 def _expire_seen(s: Session, window: float) -> None:
     """Bound a busy workflow's event ids by time even when nothing wakes its session.
 
@@ -283,7 +407,7 @@ def _forget_expired_tokens(s: Session, cfg: DetectionConfig, keep: TokenSeen | N
             and tok is not keep
             and all(u.reported for u in tok.recorded())
         ):
-            s.state_bytes -= token_cost(tok.token_id, tok.event_id) + sum(
+            s.state_bytes -= token_cost(tok.token_id, tok.event_id, tok.issuer) + sum(
                 use_cost(tok.token_id, u.workload_id, u.event_id) for u in tok.recorded()
             )
         else:
@@ -301,7 +425,17 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
     of calls within one grace period) the oldest go first.
     """
     # recent_cost, inline (as below): this runs for every call
-    cost = 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + RECENT_OVERHEAD
+    issuer = act.token_issuer
+    cost = (
+        6
+        * (
+            len(act.event_id)
+            + len(act.workload_id)
+            + len(act.token_id)
+            + (len(issuer) + 1 if issuer else 0)
+        )
+        + RECENT_OVERHEAD
+    )
     recent = s.recent
     if recent is None:
         s.recent = [act]
@@ -310,9 +444,7 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
     horizon = s.last_time - cfg.grace_s  # the watermark is at least last_time
     while recent and recent[0].t < horizon:
         old = recent[0]
-        s.state_bytes -= (
-            6 * (len(old.event_id) + len(old.workload_id) + len(old.token_id)) + RECENT_OVERHEAD
-        )
+        s.state_bytes -= recent_cost(old)
         del recent[0]
     limits = cfg.limits
     if len(recent) >= limits.recent or (
@@ -339,6 +471,7 @@ def _track_token(  # the event's facts, read once by the caller
     out: Outbox,
 ) -> None:
     event_id = event.event_id
+    s.tokens_until = max(s.tokens_until, expires)  # outlives compaction: how long it is remembered
     seen = s.token(token_id)
     if seen is None:
         _add_token(s, event, token_id, expires, t, cfg, now, out)
@@ -348,6 +481,7 @@ def _track_token(  # the event's facts, read once by the caller
             seen.first_use, seen.event_id = t, event_id
         issuer = event.credential.issuer if event.credential is not None else None
         if issuer is not None and (seen.issuer is None or issuer < seen.issuer):
+            s.state_bytes += jlen(issuer) - (jlen(seen.issuer) if seen.issuer else -1)
             seen.issuer = sys.intern(issuer)  # any arrival order: the least
     done = s.completed_at
     if done is not None and t <= done:
@@ -367,13 +501,13 @@ def _add_token(  # as _track_token
     """Track a token first used in this workflow, unless that would pass a cap: a token not
     tracked has its uses reported to the token index at once (see ``_record_use``) and is not
     revoked on completion unless used at or before it (the workflow is revoked instead)."""
-    cost = token_cost(token_id, event.event_id)
+    cred = event.credential
+    issuer = sys.intern(cred.issuer) if cred is not None else None
+    cost = token_cost(token_id, event.event_id, issuer)
     if not _room_for_token(s, cost, cfg):
         _over_limits(s, event, "tokens", cfg, now, out)
         return None
     s.state_bytes += cost
-    cred = event.credential
-    issuer = sys.intern(cred.issuer) if cred is not None else None
     return s.add_token(TokenSeen(token_id, t, expires, event.event_id, issuer=issuer))
 
 
@@ -390,14 +524,8 @@ def _revoke_on_completion(
     if not cfg.revoke_on_completion or cfg.shadow:
         return
     revoked = s.completion_revoked
-    if revoked is None:
-        s.completion_revoked = revoked = set()
-    elif token_id in revoked:
+    if revoked is not None and token_id in revoked:
         return
-    cost = id_cost(token_id)
-    if _fits(s, cost, cfg):  # past the cap, revoked again on a later use (the same record)
-        s.state_bytes += cost
-        revoked.add(token_id)
     seen = s.token(token_id)
     out.revocations.append(
         completion_revocation(
@@ -411,6 +539,12 @@ def _revoke_on_completion(
             token_issuer=seen.issuer if seen is not None else None,
         )
     )
+    cost = id_cost(token_id)
+    if _fits(s, cost, cfg):  # past the cap, revoked again on a later use (the same record)
+        s.state_bytes += cost
+        if revoked is None:
+            s.completion_revoked = revoked = set()
+        revoked.add(token_id)
 
 
 def _complete(
@@ -456,20 +590,20 @@ def _fire(s: Session, v: Violation, cfg: DetectionConfig, now: Stamp, out: Outbo
         return
     fid = v.finding_id
     fired = s.fired
+    if fired is not None and fid in fired:
+        return
+    emit(v, cfg, now, out)  # first: a finding is remembered as raised only once it was
     if fired is None:
         s.fired = fired = set()
-    elif fid in fired:
-        return
     cost = id_cost(fid)
     if _fits(s, cost, cfg) or v.code == C.WORKFLOW_LIMITS_EXCEEDED:
         s.state_bytes += cost
         fired.add(fid)
     else:  # not remembered: raised again (the same finding id) if its cause is seen again
         _over_limits(s, v, "findings", cfg, now, out)
-    emit(v, cfg, now, out)
 
 
-def _evaluate(
+def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
     s: Session,
     event: InputEvent,
     t: float,
@@ -479,6 +613,7 @@ def _evaluate(
     uses: list[CredentialUse],
     *,
     final: bool,
+    decide: bool = True,
 ) -> None:
     cfg = ctx.cfg
     verdict = check_event(s, event, final=final, max_chain=cfg.max_chain_length)
@@ -509,13 +644,17 @@ def _evaluate(
             return
         s.state_bytes += size
         s.seq += 1
-        wait = Pending(t + cfg.grace_s, s.seq, event, size)
+        # an act dated before the start is judged as at the start: it waits for what may still
+        # arrive dated up to the start's grace period
+        start = s.started
+        at = t if start is None or start.started_at <= t else start.started_at
+        wait = Pending(at + cfg.grace_s, s.seq, event, size, quiet=not decide)
         if s.pending is None:
             s.pending = [wait]
         else:
             s.pending.append(wait)
         s.rewake = True
-    elif type(event) is ToolCallIntent and cfg.emit_decisions:
+    elif type(event) is ToolCallIntent and cfg.emit_decisions and decide:
         out.decisions.append(_decision(event, verdict, outcome, now))
 
 
@@ -676,22 +815,29 @@ def fire_due(
     now: Stamp,
     out: Outbox,
     uses: list[CredentialUse],
+    *,
+    end: bool = False,
 ) -> Session | None:
-    """Decide every check due before ``watermark``, then compact or drop the session when its
-    time has come. Returns ``None`` when the session should be deleted."""
+    """Decide every check due before ``watermark`` (every check: ``end``, the end of input),
+    then compact or drop the session when its time has come. Returns ``None`` when the
+    session should be deleted."""
     cfg = ctx.cfg
     grace = cfg.grace_s
     if s.state_bytes < 0:
         measure(s)  # loaded from its record: counted on first use
     if s.pending:
-        due = [p for p in s.pending if p.deadline < watermark]
+        due = [p for p in s.pending if end or p.deadline < watermark]
         if due:
-            s.pending = [p for p in s.pending if p.deadline >= watermark] or None
+            s.pending = [p for p in s.pending if not end and p.deadline >= watermark] or None
             s.state_bytes -= sum(p.size for p in due)
             due.sort(key=lambda p: (p.deadline, p.seq))
             for p in due:
-                t = p.event.t
-                _evaluate(s, p.event, t, ctx, now, out, uses, final=True)
+                try:
+                    _evaluate(
+                        s, p.event, p.event.t, ctx, now, out, uses, final=True, decide=not p.quiet
+                    )
+                except Exception as exc:  # one event's failure is its own
+                    out.failures.append(Failure.of(s.workflow_id, exc, p.event))
     if s.unsettled:
         _settle_uses(s, watermark, grace, uses)
     first = s.unknown
@@ -716,6 +862,8 @@ def fire_due(
                 now,
                 out,
             )
+    if s.early is not None and s.started is not None and watermark > s.started.started_at + grace:
+        _drop_early(s)
     recent = s.recent
     if recent is not None:
         while recent and recent[0].t + grace < watermark:
@@ -729,9 +877,10 @@ def fire_due(
 def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | None:
     done = s.completed_at
     if done is not None:
-        if watermark > done + max(cfg.completed_retention_s, cfg.grace_s):
+        if watermark > forget_at(s, cfg):
             return None
         if not s.compacted and watermark > max(done, s.last_time) + cfg.grace_s and not s.pending:
+            _prune_seen(s, watermark - cfg.dedup_window_s)
             _compact(s)
     elif watermark > s.last_time + cfg.idle_timeout_s:
         return None
@@ -740,17 +889,37 @@ def _lifecycle(s: Session, watermark: float, cfg: DetectionConfig) -> Session | 
     return s
 
 
+def forget_at(s: Session, cfg: DetectionConfig) -> float:
+    """The event time after which a completed workflow is forgotten.
+
+    Not before ``completed_retention_s`` after its completion; not while one of its event ids is
+    still within the dedup window (a redelivery must stay a duplicate: no second decision, no
+    ``unknown_workflow`` for a benign workflow); and not while a credential used in it can still
+    be presented (its expiry plus the revocation margin), so that a call made with it after the
+    completion raises ``activity_after_completion``, not the weaker ``unknown_workflow``. The last
+    is bounded by ``completed_memory_max_s`` after completion (a token that claims to expire in
+    9999 does not pin the workflow forever; past that bound it is ``unknown_workflow``).
+    """
+    done = s.completed_at
+    assert done is not None  # noqa: S101  # callers hold a completed session
+    tokens = min(s.tokens_until + cfg.revocation_margin_s, done + cfg.completed_memory_max_s)
+    return max(
+        done + max(cfg.completed_retention_s, cfg.grace_s),
+        s.last_time + cfg.dedup_window_s,
+        tokens,
+    )
+
+
 def _compact(s: Session) -> None:
-    """Free what a completed workflow no longer needs; keep what judges late activity."""
+    """Free what a completed workflow no longer needs; keep what judges late activity and the
+    event ids still within the dedup window (pruned by the caller)."""
     s.compacted = True
-    s.seen = {}
     s.unsettled = 0
     s.state_bytes -= sum(
-        token_cost(tok.token_id, tok.event_id)
+        token_cost(tok.token_id, tok.event_id, tok.issuer)
         + sum(use_cost(tok.token_id, u.workload_id, u.event_id) for u in tok.recorded())
         for tok in s.tokens
     ) + sum(recent_cost(a) for a in s.recent or ())
-    s.seen_bytes = 0
     s.settle_at = _INF
     s.forget_tokens()
     s.recent = None
@@ -764,9 +933,11 @@ def wake_at(s: Session, cfg: DetectionConfig) -> float:
         due = min(due, s.unknown.t + grace)
     if s.unsettled:
         due = min(due, s.settle_at + grace)
+    if s.early is not None and s.started is not None:
+        due = min(due, s.started.started_at + grace)
     done = s.completed_at
     if done is not None:
         if not s.compacted:
             due = min(due, max(done, s.last_time) + grace)
-        return min(due, done + max(cfg.completed_retention_s, grace))
+        return min(due, forget_at(s, cfg))
     return min(due, s.last_time + cfg.idle_timeout_s)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 from tether.core.codes import TASK_COMPLETED
 from tether.core.config import DetectionConfig
 from tether.core.ids import derive_id
 from tether.models.common import SEVERITY_RANK, Severity
-from tether.models.events import Trust
+from tether.models.events import InputEvent, Trust
 from tether.models.outputs import Decision, Finding, Response, Revocation, Target, TargetKind
 
 
@@ -40,6 +41,21 @@ class Violation:
         return derive_id("f-", self.code, *self.key)
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An event (or a workflow's due checks) whose processing raised: the drivers dead-letter
+    it with reason ``internal_error`` and go on with every other event."""
+
+    workflow_id: str
+    error: str
+    event: InputEvent | None = None  # None: a workflow's due checks, not one event
+
+    @classmethod
+    def of(cls, workflow_id: str, exc: BaseException, event: InputEvent | None = None) -> Failure:
+        """From the exception raised."""
+        return cls(workflow_id, f"internal error: {exc!r}"[:2000], event)
+
+
 @dataclass(slots=True)
 class Outbox:
     """Collects what one step produced, in production order."""
@@ -47,21 +63,41 @@ class Outbox:
     findings: list[Finding] = field(default_factory=list)
     revocations: list[Revocation] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
     def extend(self, other: Outbox) -> None:
         """Append everything ``other`` holds."""
         self.findings.extend(other.findings)
         self.revocations.extend(other.revocations)
         self.decisions.extend(other.decisions)
+        self.failures.extend(other.failures)
 
     def __len__(self) -> int:
-        return len(self.findings) + len(self.revocations) + len(self.decisions)
+        return len(self.findings) + len(self.revocations) + len(self.decisions) + len(self.failures)
+
+
+MIN_T: Final = datetime.min.replace(tzinfo=UTC).timestamp()
+"""The earliest instant a record can carry (0001-01-01T00:00:00Z), in POSIX seconds."""
+MAX_T: Final = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+"""The latest whole second a record can carry (9999-12-31T23:59:59Z), in POSIX seconds."""
 
 
 def ts(t: float) -> datetime:
-    """POSIX seconds to an aware UTC datetime."""
-    return datetime.fromtimestamp(t, UTC)
+    """POSIX seconds to an aware UTC datetime, saturated to the range a datetime can hold.
 
+    Every time the core derives (an expiry plus the revocation margin, an event time plus a
+    24 h quarantine, a watermark before the first event) goes through here, and a valid input
+    may sit at either end of the range (``expires_at`` 9999-12-31T23:59:59Z, ``occurred_at``
+    0001-01-01T00:30:00+01:00): a derived time beyond the end is the end (a revocation "until
+    the end of time" is what such an expiry asks for), never an error.
+    """
+    if MIN_T <= t <= MAX_T:
+        return datetime.fromtimestamp(t, UTC)
+    return _MAX_DT if t > MAX_T else _MIN_DT  # NaN cannot come from a datetime
+
+
+_MIN_DT: Final = datetime.min.replace(tzinfo=UTC)
+_MAX_DT: Final = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 Stamp = datetime | float
 """When a record is stamped: a datetime, or POSIX seconds converted only if a record is made."""
@@ -80,31 +116,29 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
     finding_id = v.finding_id
     trust = v.trust
     withheld = [a for a in rule.response if a in trust.withhold] if trust is not None else None
-    out.findings.append(
-        Finding(
-            finding_id=finding_id,
-            code=v.code,
-            severity=severity,
-            workflow_id=v.workflow_id,
-            workload_id=v.workload_id,
-            token_id=v.token_id,
-            summary=v.summary,
-            evidence=list(v.evidence),
-            event_time=ts(v.event_time),
-            detected_at=now,
-            response=list(rule.response),
-            owasp=list(rule.owasp),
-            shadow=cfg.shadow,
-            authenticated=trust.authenticated if trust is not None else None,
-            source=trust.source if trust is not None else None,
-            credential_verified=trust.credential_verified if trust is not None else None,
-            withheld=withheld or None,
-        )
+    # Built whole before anything is appended: a finding never leaves without its revocations.
+    finding = Finding(
+        finding_id=finding_id,
+        code=v.code,
+        severity=severity,
+        workflow_id=v.workflow_id,
+        workload_id=v.workload_id,
+        token_id=v.token_id,
+        summary=v.summary,
+        evidence=list(v.evidence),
+        event_time=ts(v.event_time),
+        detected_at=now,
+        response=list(rule.response),
+        owasp=list(rule.owasp),
+        shadow=cfg.shadow,
+        authenticated=trust.authenticated if trust is not None else None,
+        source=trust.source if trust is not None else None,
+        credential_verified=trust.credential_verified if trust is not None else None,
+        withheld=withheld or None,
     )
-    if cfg.shadow:
-        return
-    actions = rule.response
-    if withheld:
+    revocations: list[Revocation] = []
+    actions: tuple[Response, ...] = () if cfg.shadow else rule.response
+    if withheld and actions:
         actions = tuple(a for a in actions if a not in withheld)
         if (
             "revoke_workflow" in withheld
@@ -119,7 +153,7 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         if target is None:
             continue
         kind, target_id, not_after = target
-        out.revocations.append(
+        revocations.append(
             Revocation(
                 revocation_id=derive_id("r-", finding_id, kind, target_id),
                 target=Target(kind=kind, id=target_id),
@@ -133,6 +167,8 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
                 token_issuer=v.token_issuer if kind == "token" else None,
             )
         )
+    out.findings.append(finding)
+    out.revocations.extend(revocations)
 
 
 _TargetSpec = tuple[TargetKind, str, float]

@@ -150,6 +150,7 @@ DeadLetterReason = Literal[
     "output_rejected",
     "unauthenticated_source",
     "unauthorized_assertion",
+    "internal_error",
 ]
 
 

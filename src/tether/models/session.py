@@ -120,6 +120,20 @@ class StartInfo:
         )
 
 
+def same_grant(a: StartInfo, b: StartInfo) -> bool:
+    """Whether two starts grant the same thing to the same initiator (their times and ids
+    aside): a start re-emitted with the same grant is a duplicate, not a conflict."""
+    return (
+        a.initiator == b.initiator
+        and a.scopes == b.scopes
+        and a.tools == b.tools
+        and a.destinations == b.destinations
+        and a.max_level == b.max_level
+        and a.not_after == b.not_after
+        and a.policy_facts == b.policy_facts
+    )
+
+
 @dataclass(slots=True)
 class DelegationRec:
     """A delegation as the session knows it."""
@@ -159,6 +173,7 @@ class Pending:
     seq: int
     event: InputEvent
     size: int = field(default=0, compare=False)  # its bytes in the session record (state_size)
+    quiet: bool = False  # a re-judgment (see fold._rejudge): its decision was already made
 
 
 class ActRef(NamedTuple):
@@ -181,7 +196,8 @@ class Session:
     """
 
     workflow_id: str
-    started: StartInfo | None = None
+    started: StartInfo | None = None  # the earliest start in event time: the workflow's grant
+    other_starts: list[StartInfo] | None = None  # any later ones (grant_conflict if they differ)
     completed_at: float | None = None
     completed_event: str | None = None
     delegations: list[DelegationRec] | None = None  # in the order they became known
@@ -199,7 +215,11 @@ class Session:
     unknown: ActRef | None = None  # earliest call dated before any known start
     unknown_done: bool = False
     compacted: bool = False
+    # events a start arriving late could still judge differently (see fold._rejudge), until
+    # the grace period after the start has passed
+    early: list[InputEvent] | None = None
     last_time: float = 0.0
+    tokens_until: float = 0.0  # the latest expiry of a credential used in the workflow
     seq: int = 0
     partition: int = -1  # the input partition this workflow lives on (streaming only)
     rewake: bool = True  # a deadline was added since the driver last scheduled this session

@@ -120,7 +120,7 @@ def _unstart(v: list[Any] | None, version: int, one: _Once) -> StartInfo | None:
     )
 
 
-def dump_session(s: Session) -> bytes:
+def dump_session(s: Session) -> bytes:  # noqa: PLR0912  # one branch per optional field
     """Serialize a session. Fields at their initial value are left out (smaller records)."""
     doc: dict[str, Any] = {
         "v": STATE_VERSION,
@@ -168,7 +168,10 @@ def dump_session(s: Session) -> bytes:
     if s.completion_revoked:
         doc["cr"] = sorted(s.completion_revoked)
     if s.pending:
-        doc["p"] = [[p.deadline, p.seq, p.event.model_dump_json()] for p in s.pending]
+        doc["p"] = [
+            [p.deadline, p.seq, p.event.model_dump_json(), *([1] if p.quiet else [])]
+            for p in s.pending
+        ]
     if s.recent:
         doc["r"] = [_act(a) for a in s.recent]
     if s.unknown is not None:
@@ -181,6 +184,12 @@ def dump_session(s: Session) -> bytes:
         doc["sq"] = s.seq
     if s.limited:
         doc["lx"] = True
+    if s.tokens_until > max((t.expires_at for t in s.tokens), default=0.0):
+        doc["tu"] = s.tokens_until  # else it is the latest expiry of the tokens written above
+    if s.early:
+        doc["e"] = [ev.model_dump_json() for ev in s.early]
+    if s.other_starts:
+        doc["os"] = [_start(x) for x in s.other_starts]
     return dumps(doc)
 
 
@@ -229,8 +238,8 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.completion_revoked = {one(tok) for tok in doc["cr"]} if doc.get("cr") else None
     if doc.get("p"):
         s.pending = [
-            Pending(deadline, seq, input_event_adapter.validate_json(ev))
-            for deadline, seq, ev in doc["p"]
+            Pending(p[0], p[1], input_event_adapter.validate_json(p[2]), len(p) > 3)  # noqa: PLR2004
+            for p in doc["p"]
         ]
     if doc.get("r"):
         s.recent = [_unact(a, one) for a in doc["r"]]
@@ -240,6 +249,11 @@ def load_session(data: bytes, key: str | None = None) -> Session:
     s.compacted = doc.get("cp", False)
     s.last_time = doc["lt"]
     s.seq = doc.get("sq", 0)
+    s.tokens_until = doc.get("tu", max((t.expires_at for t in s.tokens), default=0.0))
+    if doc.get("e"):
+        s.early = [input_event_adapter.validate_json(ev) for ev in doc["e"]]
+    if doc.get("os"):
+        s.other_starts = [x for v in doc["os"] if (x := _unstart(v, version, one)) is not None]
     s.partition = doc.get("pt", -1)
     s.limited = doc.get("lx", False)
     loaded(s)

@@ -18,7 +18,7 @@ from typing import Final
 import orjson
 
 from tether.models.events import InputEvent
-from tether.models.session import ActRef, DelegationRec, Session
+from tether.models.session import ActRef, DelegationRec, Session, StartInfo
 
 NUM: Final = 24  # a float as orjson writes it, at its longest (sign, 17 digits, exponent)
 
@@ -38,9 +38,9 @@ def seen_cost(event_id: str) -> int:
     return jlen(event_id) + NUM + 2
 
 
-def token_cost(token_id: str, event_id: str) -> int:
-    """One tracked token: ``"tok":[first, expires, "eid"],``."""
-    return jlen(token_id) + jlen(event_id) + 2 * NUM + 6
+def token_cost(token_id: str, event_id: str, issuer: str | None = None) -> int:
+    """One tracked token: ``"tok":[first, expires, "eid", "issuer"],``."""
+    return jlen(token_id) + jlen(event_id) + 2 * NUM + 6 + (jlen(issuer) + 1 if issuer else 0)
 
 
 def use_cost(token_id: str, workload_id: str, event_id: str) -> int:
@@ -64,10 +64,24 @@ def recent_cost(act: ActRef) -> int:
     """One recent call: ``[t,"eid","wl","tok",exp],``, bounded without reading the strings
     (every character takes at most 6 bytes, escaped as ``\\u00XX``): this is paid twice per call, and
     a workflow holds only a grace period of them."""
-    return 6 * (len(act.event_id) + len(act.workload_id) + len(act.token_id)) + RECENT_OVERHEAD
+    chars = len(act.event_id) + len(act.workload_id) + len(act.token_id)
+    if act.token_issuer:
+        chars += len(act.token_issuer) + 1
+    return 6 * chars + RECENT_OVERHEAD
 
 
 RECENT_OVERHEAD: Final = 2 * NUM + 14
+
+
+def start_cost(start: StartInfo) -> int:
+    """One remembered later start (``_start`` in the codec): its ids, grant lists and facts."""
+    task_type, purpose, autonomy, _ = start.policy_facts
+    strings = jlen(start.initiator) + jlen(start.event_id)
+    strings += jlen(task_type) + jlen(purpose) + jlen(autonomy)
+    lists = sum(
+        jlen(x) + 1 for group in (start.scopes, start.tools, start.destinations) for x in group
+    )
+    return strings + lists + 4 * NUM + 24
 
 
 def id_cost(value: str) -> int:
@@ -96,7 +110,7 @@ def measure(s: Session) -> None:
     total = 0
     unreported = float("inf")
     for tok in s.tokens:
-        total += token_cost(tok.token_id, tok.event_id)
+        total += token_cost(tok.token_id, tok.event_id, tok.issuer)
         for u in tok.recorded():
             total += use_cost(tok.token_id, u.workload_id, u.event_id)
             if not u.reported:
@@ -107,6 +121,8 @@ def measure(s: Session) -> None:
         p.size = pending_cost(p.event)
         total += p.size
     total += sum(recent_cost(a) for a in s.recent or ())
+    total += sum(pending_cost(e) for e in s.early or ())
+    total += sum(start_cost(x) for x in s.other_starts or ())
     total += sum(id_cost(f) for f in s.fired or ())
     total += sum(id_cost(t) for t in s.completion_revoked or ())
     s.state_bytes = total
