@@ -9,6 +9,7 @@
 #   make services    start Apache Kafka (KRaft) + Redis on loopback, and a second, secured broker
 #                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
+#   make docs        regenerate the settings reference, docs/configuration.md
 #   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
 #   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
 
@@ -31,8 +32,12 @@ MYPY_TARGETS = $(foreach d,src streams,$(if $(shell find $(d) -name '*.py' 2>/de
 
 .DEFAULT_GOAL := help
 .PHONY: soak
+browser:  ## Debian's chromium + chromium-driver for the console's browser test
+	bash scripts/browser.sh
+
+.PHONY: browser
 .PHONY: help venv demo test unit integration check lint typecheck fmt services services-down bench \
-        services-status services-clean schemas clean
+        services-status services-clean schemas docs clean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -49,13 +54,13 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/tether demo
 
-test: venv services
+test: venv services browser
 	$(SERVICES_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
 
-integration: venv services
+integration: venv services browser
 	$(SERVICES_ENV) $(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 # The fast fault-injection variants run in `make test`; their long versions only here. Figures
@@ -94,6 +99,9 @@ services-clean:
 
 schemas: venv
 	$(BIN)/tether schemas export
+
+docs: venv
+	$(BIN)/tether settings doc
 
 # Starts its own workers on fresh topics; results in benchmarks/out/ (see docs/benchmarks.md).
 ARGS ?=

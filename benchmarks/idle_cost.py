@@ -5,8 +5,8 @@ TETHER_KAFKA_BOOTSTRAP and TETHER_REDIS_URL). Each repeat starts the benchmark p
 (a `tether worker` on fresh topics, the gateway's `Watcher`, an idle load generator), waits
 5 s, then reads the CPU time of the worker (with its child processes) and of the local broker
 from `/proc` over `--seconds`, and prints both as % of one core. Settings pass through from the
-environment, so `TETHER_FETCH_IDLE_WAIT_MS=0 python benchmarks/idle_cost.py` measures the worker
-without its idle fetch pacing. The topics are deleted afterwards.
+environment (e.g. `TETHER_FETCH_WAIT_MS=50 python benchmarks/idle_cost.py`). The topics are
+deleted afterwards.
 """
 
 from __future__ import annotations
@@ -54,13 +54,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="pipelines started one after another")
     parser.add_argument("--partitions", type=int, default=6, help="partitions per topic")
     args = parser.parse_args()
-    client = os.environ.get("TETHER_INPUT_CLIENT", "default")
-    pacing = os.environ.get("TETHER_FETCH_IDLE_WAIT_MS", "default")
+    wait = os.environ.get("TETHER_FETCH_WAIT_MS", "default")
     for i in range(args.repeat):
         got = measure(args.seconds, args.partitions)
         print(
-            f"repeat {i + 1}: idle for {args.seconds:g} s (TETHER_INPUT_CLIENT={client}, "
-            f"TETHER_FETCH_IDLE_WAIT_MS={pacing}): "
+            f"repeat {i + 1}: idle for {args.seconds:g} s (TETHER_FETCH_WAIT_MS={wait}): "
             f"worker {got['worker_pct']}% of a core, broker {got['broker_pct']}%",
             flush=True,
         )

@@ -28,8 +28,8 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from streams.credential_uses import encode_use
 from streams.kafka_auth import broker_credentials
-from streams.worker import encode_use
 from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import context
 from tether.core import Outbox

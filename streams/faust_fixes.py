@@ -1,91 +1,89 @@
-"""Fixes to faust-streaming's consumer loop that at-least-once delivery depends on.
+"""The runtime seam: every use tether makes of faust's and aiokafka's private API, in one place.
 
-``Consumer._drain_messages`` hands each fetched record to the streams with
-``wait_first(callback(message), suspend_flow.wait())``. When a rebalance suspends the flow
-first, the callback is cancelled, so the record is never delivered, yet its offset is recorded
-as read. The next record then looks like a gap in the log, which faust treats as acknowledged:
-the offset commit moves past a record nobody processed. Records of partitions paused during
-recovery leave the same kind of "gap". For tether that is a lost revocation.
+**Versions.** faust-streaming and aiokafka are pinned exactly (``PINNED``, and pyproject.toml);
+``apply`` refuses any other version at start-up (``RuntimeVersionError``), and
+``tests/unit/test_runtime_seam.py`` compares a digest of the source of every function patched,
+wrapped or relied on here (``fingerprints``) with the one recorded for the pinned versions, so an
+upgrade fails loudly in the tests instead of patching code it no longer fits. No other module
+of tether touches a private name of faust or aiokafka.
 
-The patched loop records a record as read only once it was actually delivered and stops at a
-suspension (the rebalance seeks back to the committed offsets). For the input topics an
-``OffsetGuard`` (``streams.offsets``) decides per record: a hole in a partition's offsets seeks
-that partition back (the others carry on) and becomes a gap only once re-reading confirms it.
-The offset commit (``_new_offset``) no longer commits past an unacknowledged record at the
-committed offset. ``getmany`` no longer skips records of assigned partitions that are
-momentarily paused. A seek forgets the gaps recorded for the partitions it moves. When another
-client reads the input topics (``streams.input_fetch``), aiokafka never fetches them
-(``fetch_here``), faust's check that aiokafka fetches them is skipped (``checked_here``), and
-that client starts at the offsets faust seeks to (``perform_seek``).
+**What faust still does for tether, and why.** faust is the stream-processing framework: it
+joins the consumer group and assigns the partitions (the input topics co-partitioned with the
+tables), keeps the tables' changelog topics and recovers the tables from them after every
+rebalance, commits the input offsets the worker acknowledged, runs the timers and the worker's
+lifecycle (signals, shutdown), and the optional web server. Those are the hard parts of a
+stateful Kafka consumer, and they are what faust does well.
+
+**What tether owns instead of patching.** Where a patch would cost more than the piece:
+reading the input topics (``streams.input_fetch``: librdkafka on threads of its own; aiokafka
+never fetches them), handing records to the worker in batches (``streams.intake``, no faust
+agents or streams), restoring the tables (``streams.recovery``: bulk install; it reads faust's public recovery
+state, whose code is fingerprinted here) and the table store without a key-to-partition map (``streams.store``).
+
+**What is patched here, and why.** ``Consumer._drain_messages`` handed each fetched record to the
+streams with ``wait_first(callback(message), suspend_flow.wait())``: when a rebalance suspended
+the flow first, the callback was cancelled, yet the record's offset was recorded as read, and
+the next record looked like a gap faust treats as acknowledged: the offset commit moved past a
+record nobody processed (a lost revocation). The replacement loop records a record as read only
+once delivered, stops at a suspension, gives changelog records of a recovery to
+``streams.recovery`` and, should an input record ever come this way, checks it with an
+``OffsetGuard`` (``streams.offsets``: a hole seeks back and becomes a gap only once re-reading
+confirms it). ``_new_offset`` no longer commits past an unacknowledged record at the committed
+offset. ``getmany`` no longer skips records of assigned partitions that are momentarily paused.
+A seek forgets the gaps recorded for the partitions it moves, and ``perform_seek`` starts the
+input fetcher at the offsets faust sought to. aiokafka never fetches the input topics
+(``fetch_here``) and faust's check that it does is skipped for them (``checked_here``). Tables
+get tether's codecs and store (``use_codecs``, ``use_state_store``).
+
+What tether hangs on the app is kept in ``hooks`` (a weak map), never as attributes of faust's
+objects.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import hashlib
+import inspect
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from importlib import metadata
+from typing import Any, Final
 
 from aiokafka.consumer.fetcher import Fetcher
+from faust.stores.memory import Store as MemoryStore
+from faust.tables.base import Collection
+from faust.tables.recovery import Recovery
+from faust.tables.table import Table
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
-from streams.offsets import OffsetGuard, Verdict
+from tether.streaming import RuntimeVersionError
+
+from .offsets import OffsetGuard, Verdict
 
 _applied = False
 
-# faust asks the broker for records with a 1.5 s long poll and no minimum, so under a steady
-# trickle every fetch returns a handful of records and the next one is sent at once: thousands
-# of fetch round trips a second, each crossing faust's consumer thread. Waiting up to
-# TETHER_FETCH_WAIT_MS (5) for 64 KiB batches the trickle; a record waits at most that longer.
-FETCH_MIN_BYTES = 64 * 1024
-FETCH_MAX_WAIT_MS = 5
-# Once a fetch comes back empty the input is quiet, and a 5 ms wait would mean up to 200 empty
-# fetch round trips a second (~125 measured here), a fixed cost to the worker and the broker
-# while nothing happens. The next fetch asks for a single byte instead, held up to
-# TETHER_FETCH_IDLE_WAIT_MS (100): the broker answers as soon as a record arrives (the first
-# record after a lull waits for nothing), and the fetch after a record batches again.
-FETCH_IDLE_WAIT_MS = 100
+
+@dataclass(slots=True)
+class Hooks:
+    """What tether plugs into one app's consumer loop (kept here, never on faust's objects)."""
+
+    intake: Any = None  # streams.intake.Intake: the input topics' records
+    input: Any = None  # streams.input_fetch.InputFetcher: reads the input topics
+    recovery: Any = None  # streams.recovery.FastRecovery: changelog records during recovery
 
 
-@dataclass(frozen=True, slots=True)
-class FetchPacing:
-    """How the worker's input fetch waits: for a batch while records flow (``busy_*``), for the
-    first record while the input is quiet (``idle_wait_ms``; 0 keeps the busy wait)."""
-
-    busy_wait_ms: int = FETCH_MAX_WAIT_MS
-    busy_min_bytes: int = FETCH_MIN_BYTES
-    idle_wait_ms: int = FETCH_IDLE_WAIT_MS
-
-    def apply(self, fetcher: Any, *, had_records: bool) -> None:
-        """Set the wait of ``fetcher``'s next request (an aiokafka ``Fetcher`` reads these two
-        attributes each time it builds one) from what the last response held."""
-        if had_records or self.idle_wait_ms <= 0:
-            fetcher._fetch_max_wait_ms = self.busy_wait_ms
-            fetcher._fetch_min_bytes = self.busy_min_bytes
-        else:
-            fetcher._fetch_max_wait_ms = self.idle_wait_ms
-            fetcher._fetch_min_bytes = 1
+_hooks: weakref.WeakKeyDictionary[Any, Hooks] = weakref.WeakKeyDictionary()
+_guards: weakref.WeakKeyDictionary[Any, OffsetGuard[Any]] = weakref.WeakKeyDictionary()
 
 
-_pacing = FetchPacing()
-
-
-def configure_fetch(max_wait_ms: int, idle_wait_ms: int = FETCH_IDLE_WAIT_MS) -> None:
-    """Set the fetch waits of the consumers created from now on (``Settings.fetch_wait_ms``,
-    ``Settings.fetch_idle_wait_ms``)."""
-    global _pacing  # noqa: PLW0603  # one consumer configuration per process
-    _pacing = FetchPacing(max_wait_ms, FETCH_MIN_BYTES, idle_wait_ms)
-
-
-def tune_fetch(consumer: Any) -> Any:
-    """Give an aiokafka consumer tether's fetch size and waits (its fetcher, created when the
-    consumer starts, is paced by the ``paced`` wrapper below)."""
-    pacing = _pacing
-    consumer._fetch_min_bytes = pacing.busy_min_bytes
-    consumer._fetch_max_wait_ms = pacing.busy_wait_ms
-    consumer._tether_pacing = pacing
-    return consumer
+def hooks(app: Any) -> Hooks:
+    """The hooks of ``app`` (made empty on first use)."""
+    found = _hooks.get(app)
+    if found is None:
+        found = _hooks[app] = Hooks()
+    return found
 
 
 async def _getmany(self: Any, timeout: float) -> Any:
@@ -125,8 +123,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
     suspend = self.suspend_flow
     flag = faust_consumer.CONSUMER_FETCHING
     guard = _guard(self)
-    intake = getattr(self.app, "tether_intake", None)  # streams.intake.Intake, when attached
-    fast = getattr(self.app, "tether_recovery", None)  # streams.recovery.FastRecovery
+    attached = hooks(self.app)
+    intake = attached.intake  # streams.intake.Intake, when attached
+    fast = attached.recovery  # streams.recovery.FastRecovery
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             self.diag.set_flag(flag)
@@ -202,9 +201,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: PLR0912, PL
 
 
 def _guard(consumer: Any) -> OffsetGuard[Any]:
-    guard: OffsetGuard[Any] | None = getattr(consumer, "tether_offsets", None)
+    guard = _guards.get(consumer)
     if guard is None:
-        guard = consumer.tether_offsets = OffsetGuard()
+        guard = _guards[consumer] = OffsetGuard()
     return guard
 
 
@@ -247,30 +246,15 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     return end
 
 
-def paced(proc_fetch_request: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Wrap aiokafka's ``Fetcher._proc_fetch_request`` (which handles one fetch response and
-    reports whether it held records) so that the response sets the wait of the next request,
-    for the fetchers ``tune_fetch`` gave a pacing (not those of other aiokafka clients)."""
-
-    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
-        had_records = await proc_fetch_request(self, assignment, node_id, request)
-        pacing: FetchPacing | None = getattr(self, "_tether_pacing", None)
-        if pacing is not None:
-            pacing.apply(self, had_records=bool(had_records))
-        return had_records
-
-    return _proc_fetch_request
-
-
 def attach_intake(app: Any, intake: Any) -> None:
     """Route the records of ``intake``'s topics from the consumer loop to ``intake``."""
-    app.tether_intake = intake
+    hooks(app).intake = intake
 
 
 def attach_input(app: Any, fetcher: Any) -> None:
     """Have ``fetcher`` (``streams.input_fetch.InputFetcher``) read the topics it is given from
     the offsets faust seeks to, and aiokafka never fetch them."""
-    app.tether_input = fetcher
+    hooks(app).input = fetcher
     _elsewhere.update(fetcher.topics)
 
 
@@ -329,7 +313,7 @@ def checked_here(verify_event_path: Callable[..., Any]) -> Callable[..., Any]:
 
 def _start_input(consumer: Any) -> None:
     """Point the input fetcher, if any, at the committed offsets faust just sought to."""
-    fetcher = getattr(consumer.app, "tether_input", None)
+    fetcher = hooks(consumer.app).input
     if fetcher is None:
         return
     committed = consumer._committed_offset
@@ -341,7 +325,118 @@ def _start_input(consumer: Any) -> None:
 
 def attach_recovery(app: Any, recovery: Any) -> None:
     """Give the changelog records of an active table recovery to ``recovery``."""
-    app.tether_recovery = recovery
+    hooks(app).recovery = recovery
+
+
+PINNED: Final = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+"""The exact versions this module was written and fingerprinted against (pyproject.toml pins
+them too). Anything else stops the worker at start-up: the patches below replace or wrap code
+that differs between releases, and would otherwise apply silently onto code they do not fit."""
+
+
+def check_versions(installed: Callable[[str], str] = metadata.version) -> None:
+    """Refuse to run on any faust-streaming or aiokafka but the pinned ones.
+
+    Raises:
+        RuntimeVersionError: naming what is installed and what is expected.
+    """
+    wrong = []
+    for name, expected in PINNED.items():
+        try:
+            found = installed(name)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        if found != expected:
+            wrong.append(f"{name} {found} (expected {expected})")
+    if wrong:
+        raise RuntimeVersionError(
+            "tether's worker runs only on the faust-streaming and aiokafka versions it is pinned "
+            f"to: found {', '.join(wrong)}; reinstall tether (`pip install .`) or its pins"
+        )
+
+
+def _touched() -> dict[str, Callable[..., Any]]:
+    """Every faust and aiokafka function this module replaces or wraps, or whose private state
+    (attributes set in it) tether reads, as installed (before ``apply``)."""
+    consumer = faust_consumer.Consumer
+    thread = aiokafka_driver.AIOKafkaConsumerThread
+    return {
+        "faust.Consumer.__init__": consumer.__init__,  # _read_offset, _gap, _acked, ...
+        "faust.Consumer._drain_messages": consumer._drain_messages,  # replaced whole
+        "faust.Consumer.getmany": consumer.getmany,  # replaced whole
+        "faust.Consumer._wait_next_records": consumer._wait_next_records,
+        "faust.Consumer._new_offset": consumer._new_offset,  # replaced whole
+        "faust.Consumer.seek": consumer.seek,  # wrapped
+        "faust.Consumer.perform_seek": consumer.perform_seek,  # wrapped
+        "faust.Consumer.on_partitions_revoked": consumer.on_partitions_revoked,  # wrapped
+        "faust.AIOKafkaConsumerThread.verify_event_path": thread.verify_event_path,  # wrapped
+        "aiokafka.Fetcher._get_actions_per_node": Fetcher._get_actions_per_node,  # wrapped
+        "faust.Table._new_changelog_topic": Table._new_changelog_topic,  # table codecs
+        "faust.Collection.data": Collection.data.fget,  # _data
+        "faust.Recovery.__init__": Recovery.__init__,  # active_offsets, tp_to_table, ...
+        "faust.Recovery.need_recovery": Recovery.need_recovery,
+        "faust.MemoryStore.on_recovery_completed": MemoryStore.on_recovery_completed,
+    }
+
+
+_ORIGINALS: Final = _touched()  # taken at import, before ``apply`` replaces any of them
+
+
+def fingerprints() -> dict[str, str]:
+    """A digest of the source of every function in ``_touched``, as installed: compared with
+    ``FINGERPRINTS`` by the tests, so that an upgrade that changes any of them fails loudly."""
+    return {
+        name: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+        for name, function in _ORIGINALS.items()
+    }
+
+
+FINGERPRINTS: Final = {
+    "aiokafka.Fetcher._get_actions_per_node": "1dab2cf937d165d0",
+    "faust.AIOKafkaConsumerThread.verify_event_path": "b983e7735f647cb3",
+    "faust.Collection.data": "ade4a02ddd5582cb",
+    "faust.Consumer.__init__": "302410d59e6972d1",
+    "faust.Consumer._drain_messages": "44a2500309e83c63",
+    "faust.Consumer._new_offset": "1d2c7ea89a7ad4f1",
+    "faust.Consumer._wait_next_records": "6218e1969a636b3f",
+    "faust.Consumer.getmany": "4b168d84882a70d6",
+    "faust.Consumer.on_partitions_revoked": "d04b7ae72c6fc206",
+    "faust.Consumer.perform_seek": "0e8c130ff4b0afd8",
+    "faust.Consumer.seek": "b86a9fe05f956b30",
+    "faust.MemoryStore.on_recovery_completed": "a00bef343e139602",
+    "faust.Recovery.__init__": "acec96bd78fac09b",
+    "faust.Recovery.need_recovery": "fd1dc345b5d5e121",
+    "faust.Table._new_changelog_topic": "77bea64b59f79809",
+}
+"""``fingerprints()`` of the pinned versions (``PINNED``). When a test says one changed, read
+the new code against the patch that touches it, adapt the patch, then record the new digest."""
+
+
+def use_state_store(table: Any) -> None:
+    """Keep ``table``'s data in a ``streams.store.StateStore`` (before anything reads it)."""
+    from .store import StateStore  # noqa: PLC0415  # the store imports faust's, as this
+
+    table._data = StateStore(
+        "memory://",
+        table.app,
+        table,
+        table_name=table.name,
+        key_type=table.key_type,
+        key_serializer=table.key_serializer,
+        value_serializer=table.value_serializer,
+        value_type=table.value_type,
+        loop=table.loop,
+        options=table.options,
+    )
+
+
+def use_codecs(table: Any, key_codec: str, value_codec: str) -> None:
+    """Set tether's codecs on ``table`` and on its changelog topic (already made when the table
+    was registered, from key_type/value_type: state is not a faust Record), so that writes and
+    recovery both use them."""
+    table.key_serializer = key_codec
+    table.value_serializer = value_codec
+    table.changelog_topic = table._new_changelog_topic()
 
 
 def apply() -> None:
@@ -349,6 +444,7 @@ def apply() -> None:
     global _applied  # noqa: PLW0603  # a process-wide patch, applied once
     if _applied:
         return
+    check_versions()
     _applied = True
     base = faust_consumer.Consumer
     base._drain_messages = _drain_messages  # type: ignore[method-assign]
@@ -379,21 +475,6 @@ def apply() -> None:
         await original_revoked(self, revoked)
 
     thread = aiokafka_driver.AIOKafkaConsumerThread
-    original_create = thread._create_worker_consumer
-
-    def _create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = tune_fetch(original_create(self, transport))
-        original_start = consumer.start
-
-        async def start() -> None:  # the fetcher exists once the consumer has started
-            await original_start()
-            consumer._fetcher._tether_pacing = consumer._tether_pacing
-
-        consumer.start = start
-        return consumer
-
-    thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
-    Fetcher._proc_fetch_request = paced(Fetcher._proc_fetch_request)
     Fetcher._get_actions_per_node = fetch_here(Fetcher._get_actions_per_node)
     thread.verify_event_path = checked_here(thread.verify_event_path)  # type: ignore[method-assign]
     base.seek = seek  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ import gc
 from collections.abc import Callable
 from time import monotonic
 
-from streams.gc_pauses import GcCallback
+from .gc_pauses import GcCallback
 
 OLDEST = 2
 

@@ -1,4 +1,4 @@
-"""The worker's input topics fetched by librdkafka instead of faust's aiokafka consumer.
+"""The worker's input topics, fetched by librdkafka instead of faust's aiokafka consumer.
 
 faust's consumer runs aiokafka on a thread of its own: every fetch of the input crossed that
 thread and the event loop's, and aiokafka builds and parses fetch requests in Python, holding
@@ -35,11 +35,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from faust.types import TP, Message
 
-from streams.faust_fixes import FETCH_MIN_BYTES  # a busy stream in fewer fetches
-from streams.intake import Intake
+from .intake import Intake
 
 _log = logging.getLogger("tether.worker")
 
+FETCH_MIN_BYTES = 64 * 1024  # a busy stream in fewer, larger fetches (TETHER_FETCH_WAIT_MS)
 QUEUED_KBYTES = 16 * 1024  # what librdkafka prefetches ahead of the worker, at most
 BATCHES_AHEAD = 4  # batches handed to the event loop and not yet taken into the intake
 POLL_S = 0.1  # the reading thread looks for assignment changes at least this often

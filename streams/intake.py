@@ -3,8 +3,7 @@
 faust hands every fetched record to an agent through its conductor, a per-agent queue, an Event
 and a Stream: about 250 µs a record on this class of machine, which capped a worker at a few
 thousand events a second, and the hand-offs are also where records went missing around a
-rebalance. tether's own input topics are read by ``input_fetch.InputFetcher`` (librdkafka), or
-with ``TETHER_INPUT_CLIENT=aiokafka`` by the patched consumer loop (``faust_fixes``); either gives
+rebalance. tether's own input topics are read by ``input_fetch.InputFetcher`` (librdkafka), which gives
 the records to this class instead: it buffers what one fetch returned, hands the batch to the
 topic's handler once the tables have recovered, and acknowledges the records to faust's offset
 tracking only after the handler returned (the handler returns once its outputs and state are
@@ -79,6 +78,10 @@ class Intake:
         self.delivered = 0
         self.batches = 0
         self.dropped = 0
+
+    def route(self, topic: str, handler: Handler) -> None:
+        """Hand the records of ``topic`` to ``handler`` (before the first record arrives)."""
+        self.handlers[topic] = handler
 
     def handles(self, topic: str) -> bool:
         """Whether records of ``topic`` come here (instead of faust's agents)."""

@@ -51,12 +51,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.registry_sync import LocalSignatures
 from tether.adapters.kafka_config import consumer_config, producer_config
 from tether.models.outputs import Revocation
 from tether.security import SetRejected, SetVerifier, peek
 from tether.settings import Settings
 from tether.topics import REVOCATIONS
+
+from .registry_sync import LocalSignatures
 
 _log = logging.getLogger("tether.ledger")
 

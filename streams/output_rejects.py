@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from streams.outputs import SIZE_ERRORS
-from streams.topic_limits import TopicLimits
 from tether.adapters.kafka_publisher import DeliveryError, Entry
 from tether.models.codec import Rejected, dead_letter, encode
 from tether.models.outputs import Source
 from tether.settings import Settings
 from tether.topics import DEADLETTER, REVOCATIONS
+
+from .outputs import SIZE_ERRORS
+from .topic_limits import TopicLimits
 
 FALLBACK_FACTOR = 32
 """While a topic's ``max.message.bytes`` is unknown, a record refused as too large and larger

@@ -31,11 +31,27 @@ from typing import Any
 
 from joserfc.jwk import JWKRegistry
 
+from tether.models.outputs import Revocation
 from tether.security import SetSigner
 
 _log = logging.getLogger("tether.worker")
 
 _child: SetSigner | None = None  # the signer inside a signing process
+
+
+def signed_inline(
+    revocations: Sequence[Revocation], budget: int
+) -> tuple[list[Revocation], list[Revocation]]:
+    """The one rule for signing on the event loop: ``(here, later)``.
+
+    The revocations a finding raised (``finding_id`` set) are signed here, all of them, if
+    they fit in ``budget`` (what is left of the step's ``TETHER_SIGNING_INLINE_MAX``); the rest
+    (task-completion revocations, or every one of a burst that does not fit) go to the signing
+    process. A burst is never split: its revocations leave together, in one place."""
+    urgent = [r for r in revocations if r.finding_id is not None]
+    if not urgent or len(urgent) > budget:
+        return [], list(revocations)
+    return urgent, [r for r in revocations if r.finding_id is None]
 
 
 def _start_child(jwk: dict[str, Any], issuer: str) -> None:

@@ -5,6 +5,7 @@ token) only to drop, once recovery completes, the keys of partitions this worker
 holds. tether's state values carry their partition themselves (``Session.partition``,
 ``TokenState.partition``: set from the input record that created them, stored in the changelog
 record, and set again from the changelog partition on recovery), so this store reads it there.
+A table is given this store by ``streams.faust_fixes.use_state_store`` (faust has no option for it).
 """
 
 from __future__ import annotations
@@ -23,19 +24,3 @@ class StateStore(MemoryStore[str, Any]):
         data = self.data
         for key in [k for k, v in data.items() if v.partition not in partitions]:
             del data[key]
-
-
-def use_state_store(table: Any) -> None:
-    """Keep ``table``'s data in a ``StateStore`` (call before anything reads ``table.data``)."""
-    table._data = StateStore(
-        "memory://",
-        table.app,
-        table,
-        table_name=table.name,
-        key_type=table.key_type,
-        key_serializer=table.key_serializer,
-        value_serializer=table.value_serializer,
-        value_type=table.value_type,
-        loop=table.loop,
-        options=table.options,
-    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from streams.outputs import Batch
+from .outputs import Batch
 
 
 class HasPartition(Protocol):

@@ -10,97 +10,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from sys import intern
 from time import monotonic
 from typing import Any
 
-import orjson
-
-from streams.intake import InputRecord
-from streams.ledger import RevocationFloor
-from streams.output_rejects import OutputRejects
-from streams.outputs import Batch, Publisher
-from streams.registry_sync import LocalSignatures
-from streams.signing import SigningPool
-from streams.tables import TableStore
-from streams.watermarks import PartitionWatermarks
 from tether.adapters.kafka_publisher import Entry
-from tether.bootstrap import source_gate
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
-from tether.models.jsonbytes import dumps
 from tether.models.outputs import Finding, Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
 from tether.security import SetSigner
+from tether.security.gate import SourceGate
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, INTENTS, REVOCATIONS
 
+from .credential_uses import decode_use, encode_use
+from .epochs import StateEpochs
+from .intake import InputRecord
+from .lag import InputLag
+from .ledger import RevocationFloor
+from .output_rejects import OutputRejects
+from .outputs import Batch, Publisher
+from .registry_sync import LocalSignatures
+from .signing import SigningPool, signed_inline
+from .tables import TableStore
+from .watermarks import PartitionWatermarks
+
 _log = logging.getLogger("tether.worker")
-
-
-def encode_use(use: CredentialUse) -> bytes:
-    """A credential use on the wire (compact; the token's issuer last, when known)."""
-    fields = [
-        use.token_id,
-        use.workload_id,
-        use.workflow_id,
-        use.t,
-        use.event_id,
-        use.inherited,
-        use.expires_at,
-        use.owner,
-    ]
-    if use.issuer is not None:
-        fields.append(use.issuer)
-    return dumps(fields)
-
-
-def decode_use(data: bytes) -> CredentialUse:
-    """The inverse of ``encode_use`` (also reads uses written without an owner or issuer)."""
-    token_id, workload, workflow, t, event_id, inherited, expires, *more = orjson.loads(data)
-    owner = bool(more and more[0] is True)
-    issuer = intern(more[1]) if len(more) > 1 and isinstance(more[1], str) else None
-    # workload ids repeat across the fleet: one copy, shared by every token's state
-    return CredentialUse(
-        token_id, intern(workload), workflow, t, event_id, inherited, expires, owner, issuer
-    )
 
 
 FIRE_MAX = 2000
 """Sessions whose due checks one step decides at most: a long jump of event time (after a
 stretch of lag, every session's grace period ends at once) is worked off in steps of this size,
 each made durable before the next, instead of one step that stalls the worker for seconds."""
-
-
-EPOCH_KEYS = 2_000
-"""Changed keys at which a state epoch closes early, whatever its age: bounds the size of one
-state write (and of what a crash replays)."""
-
-
-@dataclass(slots=True)
-class _Epoch:
-    """Steps applied since the last state snapshot."""
-
-    done: asyncio.Future[None]  # resolves once their outputs and the state they left are durable
-    outputs: list[asyncio.Future[None]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-
-    def settle(self, commit: asyncio.Future[None]) -> None:
-        """Pass the outcome of the epoch's state write on to the steps waiting for it."""
-        if self.done.done():
-            return
-        if commit.cancelled():
-            self.done.cancel()
-        elif (exc := commit.exception()) is not None:
-            self.done.set_exception(exc)
-        else:
-            self.done.set_result(None)
 
 
 @dataclass(slots=True)
@@ -113,31 +60,10 @@ class _Alarms:
     sent: list[asyncio.Future[None]] = field(default_factory=list)  # their publications
 
 
-def _nothing() -> bool:
-    return False
-
-
-def _no_partition(_partition: int) -> bool:
-    return False
-
-
-def _no_count(_partition: int) -> int | None:
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class InputLag:
-    """What the worker can learn of input it has not applied yet."""
-
-    behind: Callable[[int], bool] = _no_partition  # an intents partition has records unread
-    buffered: Callable[[], bool] = _nothing  # records were read but not handed over yet
-    records: Callable[[int], int | None] = _no_count  # records not taken yet on a partition
-
-
 class Worker:
     """One worker's share of the pipeline: the partitions faust assigned to it."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # its parts, as tether.bootstrap.worker_parts picked them
         self,
         settings: Settings,
         ctx: Context,
@@ -148,6 +74,7 @@ class Worker:
         *,
         worker_id: str,
         lag: InputLag | None = None,
+        gate: SourceGate | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -170,9 +97,8 @@ class Worker:
         # a key's revocation is never published shorter than this process knows it was
         self.floor = RevocationFloor()
         self.worker_id = worker_id
-        self._tail: asyncio.Future[None] | None = None  # the last epoch's state write
-        self._epoch: _Epoch | None = None  # steps whose state is not written yet
-        self._epoch_s = settings.state_epoch_ms / 1000
+        # outputs at once, the state they left once per epoch, after them (streams.epochs)
+        self.epochs = StateEpochs((sessions, tokens), publisher.send, settings.state_epoch_ms)
         self.needs_reschedule = True
         self.assigned: set[int] = set()
         self.lag = lag or InputLag()
@@ -187,8 +113,9 @@ class Worker:
         self.revocation_partitions = settings.partitions  # heartbeats go to every one of them
         self.events = 0
         self.deadletters = 0
-        # authenticates and authorizes each record (a missing or bad registry stops the worker)
-        self.gate = source_gate(settings, ctx.cfg)
+        # authenticates and authorizes each record (tether.bootstrap.source_gate; None: inputs
+        # are believed as they are)
+        self.gate = gate
 
     # -- intents --------------------------------------------------------------------------
 
@@ -234,18 +161,17 @@ class Worker:
         revocations = out.revocations
         at_least = self.floor.at_least
         revocations[alarms.seen :] = [at_least(r) for r in revocations[alarms.seen :]]
-        fresh = revocations[alarms.seen :]
-        urgent = [r for r in fresh if r.finding_id is not None]
-        if urgent and len(urgent) <= alarms.budget:
-            tokens = self._sign_here(urgent)
+        here, later = signed_inline(revocations[alarms.seen :], alarms.budget)
+        if here:
+            tokens = self._sign_here(here)
             if tokens is not None:
                 alarm = Batch()
                 self._collect_findings(out.findings[alarms.findings :], alarm)
                 del out.findings[alarms.findings :]
-                alarm.records.extend(self._signed(urgent, tokens))
+                alarm.records.extend(self._signed(here, tokens))
                 alarms.sent.append(self.publisher.send_now(alarm))
-                alarms.budget -= len(urgent)
-                revocations[alarms.seen :] = [r for r in fresh if r.finding_id is None]
+                alarms.budget -= len(here)
+                revocations[alarms.seen :] = later
         alarms.seen = len(revocations)
         alarms.findings = len(out.findings)
 
@@ -273,19 +199,10 @@ class Worker:
         (see ``streams.signing``) and follow."""
         later = self._sign_urgent(outputs, self.inline_max if budget is None else budget)
         sent = self.publisher.send_now(outputs)
-        epoch = self._epoch
-        if epoch is None:
-            loop = asyncio.get_running_loop()
-            epoch = self._epoch = _Epoch(loop.create_future())
-            if not now and self._epoch_s > 0:
-                epoch.timer = loop.call_later(self._epoch_s, self.close_epoch)
-        epoch.outputs.extend(early)
-        epoch.outputs.append(sent)
+        steps = [*early, sent]
         if later is not None:
-            epoch.outputs.append(asyncio.ensure_future(self._send_outputs(later)))
-        if now or self._epoch_s <= 0 or self.sessions.dirty + self.tokens.dirty >= EPOCH_KEYS:
-            self.close_epoch()
-        return epoch.done
+            steps.append(asyncio.ensure_future(self._send_outputs(later)))
+        return self.epochs.add(steps, now=now)
 
     async def _send_outputs(self, outputs: Batch) -> None:
         if outputs.unsigned:  # signed in another process while the next batch is applied
@@ -294,29 +211,8 @@ class Worker:
         await self.publisher.send(outputs)
 
     def close_epoch(self) -> None:
-        """Snapshot the state every step of the open epoch left and publish it once those
-        steps' outputs and every earlier epoch are durable: epochs become durable in order,
-        and state never reaches the changelog before the outputs it reflects are
-        acknowledged. A crash in between replays the input against the earlier state instead
-        of losing an output."""
-        epoch, self._epoch = self._epoch, None
-        if epoch is None:
-            return
-        if epoch.timer is not None:
-            epoch.timer.cancel()
-        state = self.sessions.changes()
-        state.records.extend(self.tokens.changes().records)
-        previous = self._tail
-
-        async def commit() -> None:
-            await asyncio.gather(*epoch.outputs)
-            if previous is not None:
-                await previous
-            await self.publisher.send(state)
-
-        task = asyncio.ensure_future(commit())
-        task.add_done_callback(epoch.settle)
-        self._tail = task
+        """Close the open state epoch now (see ``streams.epochs.StateEpochs.close``)."""
+        self.epochs.close()
 
     def _sign_urgent(self, outputs: Batch, budget: int) -> Batch | None:
         """Sign the revocations findings raised here, if there are at most ``budget`` of them;
@@ -325,15 +221,14 @@ class Worker:
         unsigned, outputs.unsigned = outputs.unsigned, []
         if not unsigned:
             return None
-        urgent = [r for r in unsigned if r.finding_id is not None]
-        if not urgent or len(urgent) > budget:
-            return Batch(unsigned=unsigned)
-        tokens = self._sign_here(urgent)
+        here, later = signed_inline(unsigned, budget)
+        if not here:
+            return Batch(unsigned=later)
+        tokens = self._sign_here(here)
         if tokens is None:
             return Batch(unsigned=unsigned)
-        outputs.records.extend(self._signed(urgent, tokens))
-        routine = [r for r in unsigned if r.finding_id is None]
-        return Batch(unsigned=routine) if routine else None
+        outputs.records.extend(self._signed(here, tokens))
+        return Batch(unsigned=later) if later else None
 
     def _sign_here(self, revocations: list[Revocation]) -> list[bytes] | None:
         """The SETs of ``revocations``, signed on the event loop; ``None`` on any error (the
@@ -365,10 +260,7 @@ class Worker:
 
     async def drain(self) -> None:
         """Wait until every step applied so far is durable."""
-        self.close_epoch()
-        tail = self._tail
-        if tail is not None:
-            await tail
+        await self.epochs.drain()
 
     def _apply(
         self,

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
+from streams.lag import InputLag
 from streams.outputs import Publisher
 from streams.tables import TableStore
-from streams.worker import InputLag, Worker
+from streams.worker import Worker
 from tether.bootstrap import context
 from tether.models.state_codec import dump_session, dump_token
 from tether.security import SetSigner

@@ -81,6 +81,14 @@ def main() -> None:
     help="When the registry names no mode: enforce refuses, audit labels [default: enforce].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tether", "ocsf"]),
+    default="tether",
+    show_default=True,
+    help="tether records, or findings only as OCSF 1.8.0 Detection Findings (docs/soc.md).",
+)
 def replay(
     file: str,
     decisions: bool,
@@ -94,6 +102,7 @@ def replay(
     sources: Path | None,
     sources_mode: str | None,
     quiet: bool,
+    fmt: str,
 ) -> None:
     """Run the detectors over FILE, a JSON Lines file of input events ('-' for stdin).
 
@@ -109,6 +118,7 @@ def replay(
       tether replay events.jsonl > out.jsonl
       tether replay --shadow --policy-dir ./policies yesterday.jsonl | jq 'select(.kind=="finding")'
       cat events.jsonl | tether replay - --decisions
+      tether replay --format ocsf events.jsonl > detection_findings.jsonl
 
     \b
     Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
@@ -124,6 +134,7 @@ def replay(
     """
     from tether.bootstrap import monitor, source_gate  # noqa: PLC0415
     from tether.cli_progress import progress_reader  # noqa: PLC0415
+    from tether.ocsf import ocsf_writer  # noqa: PLC0415
     from tether.replay import Replayer, summary_lines  # noqa: PLC0415
 
     settings = _settings(
@@ -141,7 +152,8 @@ def replay(
     except Exception as exc:  # a policy error must name its file and stop before reading input
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer
-    rep = Replayer(mon, out.write, source=file, decisions=decisions, clock=clock, gate=gate)
+    write = out.write if fmt == "tether" else ocsf_writer(out.write)
+    rep = Replayer(mon, write, source=file, decisions=decisions, clock=clock, gate=gate)
     with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
         stats = rep.run(lines.lines(), lines.tick)
     out.flush()
@@ -191,6 +203,13 @@ def _open_input(file: str) -> IO[bytes]:
 )
 @click.option("--no-worker", is_flag=True, help="With --kafka: use the workers already running.")
 @click.option(
+    "--console",
+    "open_console",
+    is_flag=True,
+    help="Also show the fleet in the live web console (docs/soc.md), on 127.0.0.1; it keeps "
+    "serving after the run until Ctrl-C.",
+)
+@click.option(
     "--write",
     "write_to",
     metavar="FILE",
@@ -207,6 +226,7 @@ def demo(  # click passes every option
     kafka: bool,
     no_worker: bool,
     write_to: str | None,
+    open_console: bool,
 ) -> None:
     """Run a synthetic agent fleet with injected attacks through the detectors, live.
 
@@ -230,6 +250,7 @@ def demo(  # click passes every option
       tether demo --no-live --rate 0                # as fast as possible, plain lines
       tether demo --write events.jsonl              # a sample file: try `tether replay` on it
       tether demo --kafka                           # through Kafka and a worker (make services)
+      tether demo --console                         # and in the live web console
 
     \b
     Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
@@ -257,6 +278,10 @@ def demo(  # click passes every option
                 start_worker=not no_worker,
             )
         )
+    if open_console:
+        from tether.cli_soc import demo_console  # noqa: PLC0415
+
+        sys.exit(demo_console(workflows, seed, attack_rate, rate, live=not no_live))
     from tether.demo.run import run_demo  # noqa: PLC0415
 
     code = run_demo(
@@ -363,7 +388,11 @@ def worker(
         TopicError,
     )
     from tether.cli_stream import EXIT_UNREACHABLE, require_broker, unreachable  # noqa: PLC0415
-    from tether.streaming import run_worker  # noqa: PLC0415
+    from tether.streaming import (  # noqa: PLC0415
+        RuntimeMissingError,
+        RuntimeVersionError,
+        run_worker,
+    )
 
     settings = _settings(
         kafka_bootstrap=bootstrap,
@@ -379,7 +408,7 @@ def worker(
     except BrokerUnavailableError as exc:  # it answered the probe, then went away
         click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason), err=True)
         sys.exit(EXIT_UNREACHABLE)
-    except TopicError as exc:
+    except (TopicError, RuntimeVersionError, RuntimeMissingError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -439,6 +468,53 @@ def schemas_check(directory: Path) -> None:
         click.echo(f"regenerate with: {REGENERATE}", err=True)
         sys.exit(1)
     click.echo(f"ok: schemas in {directory} match the models")
+
+
+@main.group("settings")
+def settings_group() -> None:
+    """tether's settings: the generated reference (docs/configuration.md).
+
+    \b
+    Examples:
+      tether settings doc            # rewrite docs/configuration.md
+      tether settings doc --check    # exit 1 if it is stale
+
+    Environment: none (the settings are TETHER_* variables; docs/configuration.md lists them).
+    """
+
+
+@settings_group.command("doc")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/configuration.md"),
+    show_default=True,
+    help="Where the reference is written.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the file differs.")
+def settings_doc(out: Path, check: bool) -> None:
+    """Generate the settings reference from the settings themselves (every TETHER_* variable,
+    by section, with its type, default and description; internal tuning knobs last).
+
+    \b
+    Examples:
+      tether settings doc                  # rewrite docs/configuration.md (make docs)
+      tether settings doc --check          # exit 1 if it is stale (a unit test does this)
+
+    Environment: none (it documents the TETHER_* variables; it reads none of them).
+    """
+    from tether.settings_reference import reference  # noqa: PLC0415
+
+    text = reference()
+    if check:
+        current = out.read_text(encoding="utf-8") if out.exists() else ""
+        if current != text:
+            click.echo(f"{out} is stale; regenerate with: tether settings doc", err=True)
+            sys.exit(1)
+        click.echo(f"ok: {out} matches the settings")
+        return
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
 
 
 @main.group()
@@ -569,6 +645,17 @@ def _mount_keys_commands() -> None:
 
 
 _mount_keys_commands()
+
+
+def _mount_soc_commands() -> None:
+    from tether.cli_soc import alerts, console, ocsf_forward  # noqa: PLC0415  # docs/soc.md
+
+    main.add_command(alerts, "alerts")
+    main.add_command(console, "console")
+    main.add_command(ocsf_forward, "ocsf-forward")
+
+
+_mount_soc_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,12 +11,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tether.core.config import DetectionConfig, StateLimits
 from tether.kafka_settings import KafkaSettings
 
+
+def _limit(name: str) -> str | None:
+    """The description of a ``StateLimits`` cap (one text for the setting and the core)."""
+    return StateLimits.model_fields[name].description
+
+
 RISK_TIERS: Final = frozenset({"low", "default", "high"})
 """The risk tiers a gateway names in ``Watcher.is_revoked(tier=)``."""
 
 
 class Settings(BaseSettings):
-    """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case)."""
+    """tether's configuration. Every field can be set as ``TETHER_<FIELD>`` (upper case).
+
+    Its sections (detection, kafka, redis, signing, sources, worker, watcher, and the internal
+    tuning knobs) are declared in ``tether.settings_reference.SECTIONS``, which generates the
+    reference, docs/configuration.md (``tether settings doc``). A new setting needs a
+    description and a section there; the tests say so."""
 
     model_config = SettingsConfigDict(
         env_prefix="TETHER_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -24,7 +35,7 @@ class Settings(BaseSettings):
 
     # detection
     grace_s: float = Field(5.0, ge=0, description="event-time grace for late events")
-    max_chain_length: int = Field(3, ge=1)
+    max_chain_length: int = Field(3, ge=1, description="delegation hops allowed from the initiator")
     shadow: bool = Field(False, description="report findings, revoke nothing")
     credential_shared_across_workflows: bool = Field(
         True, description="disable for SPIRE-style cached SVIDs shared by design"
@@ -36,23 +47,30 @@ class Settings(BaseSettings):
     policy: bool = Field(True, description="evaluate per-call Cedar policy")
     # per-workflow state caps (tether.core.config.StateLimits; passing one raises
     # workflow_limits_exceeded, except limit_event_id_bytes, which forgets the oldest ids)
-    limit_state_bytes: int = Field(128 * 1024, ge=4096)
-    limit_event_id_bytes: int = Field(64 * 1024, ge=1024)
-    limit_pending: int = Field(256, ge=1)
-    limit_tokens: int = Field(1024, ge=1)
-    limit_delegations: int = Field(256, ge=1)
-    limit_recent: int = Field(1024, ge=1)
-    limit_token_pairs: int = Field(64, ge=2)
+    limit_state_bytes: int = Field(128 * 1024, ge=4096, description=_limit("state_bytes"))
+    limit_event_id_bytes: int = Field(64 * 1024, ge=1024, description=_limit("event_id_bytes"))
+    limit_pending: int = Field(256, ge=1, description=_limit("pending"))
+    limit_tokens: int = Field(1024, ge=1, description=_limit("tokens"))
+    limit_delegations: int = Field(256, ge=1, description=_limit("delegations"))
+    limit_recent: int = Field(1024, ge=1, description=_limit("recent"))
+    limit_token_pairs: int = Field(64, ge=2, description=_limit("token_pairs"))
     # streaming
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (HOST:PORT[,...])"
+    )
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings,
         description="how every Kafka client authenticates, and topic replication "
         "(TETHER_KAFKA__<FIELD>; docs/kafka-security.md)",
     )
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    topic_prefix: str = "tether."
-    partitions: int = Field(6, ge=1)
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="the revocation registry (the worker writes, gateways may read)",
+    )
+    topic_prefix: str = Field("tether.", description="prefix of every topic name")
+    partitions: int = Field(
+        6, ge=1, description="partitions of tether's topics (tables are co-partitioned with them)"
+    )
     max_skew_s: float = Field(
         300.0, ge=0, description="events dated further ahead are dead letters"
     )
@@ -64,7 +82,7 @@ class Settings(BaseSettings):
         "yet moves event time only to now + max_ahead_s, so it cannot fire other workflows' "
         "waiting checks early; keep it well below grace_s",
     )
-    heartbeat_s: float = Field(1.0, gt=0)
+    heartbeat_s: float = Field(1.0, gt=0, description="seconds between a worker's heartbeats")
     output_reject_min_bytes: int = Field(
         512,
         ge=1,
@@ -152,22 +170,6 @@ class Settings(BaseSettings):
         "letters, state) may wait to share a request to the broker: librdkafka sends a request "
         "per partition, so a short wait sends several times more of them; revocations, "
         "findings and heartbeats go through a producer of their own and never wait",
-    )
-    input_client: Literal["librdkafka", "aiokafka"] = Field(
-        "librdkafka",
-        description="what fetches the worker's input topics: librdkafka, on threads of its own "
-        "(faust still assigns the partitions and commits the offsets), or faust's aiokafka "
-        "consumer, as for the tables' changelogs",
-    )
-    fetch_idle_wait_ms: int = Field(
-        100,
-        ge=0,
-        le=5000,
-        description="with input_client aiokafka: once a fetch of the worker's input comes back "
-        "empty, the next one asks for "
-        "the first record instead of 64 KiB and the broker may hold it this long: a record "
-        "arriving in a lull is answered at once, and a quiet worker sends ~10 fetches a second "
-        "instead of ~125; 0 keeps TETHER_FETCH_WAIT_MS throughout",
     )
     gc_log_ms: float = Field(
         50.0,

@@ -1,50 +1,51 @@
-"""Starting a streaming worker: make sure the broker and topics are there, then run faust."""
+"""Where the streaming worker lives: the one place the CLI finds it.
+
+The worker runtime (the faust app) is the repository's ``streams/`` folder. It imports tether;
+tether never imports it, so the package stays usable (replay, the SDK, watchers, gateways)
+without faust. An installed wheel ships the folder as ``tether_streams`` (pyproject.toml:
+``[tool.hatch.build.targets.wheel.sources]``), so that nothing is installed under a
+generic top-level name; a repository checkout imports it as ``streams``. ``RUNTIME`` lists both,
+in that order, and ``run_worker`` runs the first one present.
+"""
 
 from __future__ import annotations
 
-import gc
-import logging
-import sys
+import importlib
+import importlib.util
 from typing import NoReturn
 
 from tether.settings import Settings
 
+RUNTIME = ("tether_streams", "streams")
+"""The worker runtime's package: as installed from the wheel, then as in a repository checkout."""
+
+
+class RuntimeVersionError(RuntimeError):
+    """An installed faust-streaming or aiokafka is not the version the runtime is pinned to
+    (``streams.faust_fixes.PINNED``); raised by the runtime at start-up."""
+
+
+class RuntimeMissingError(RuntimeError):
+    """Neither name in ``RUNTIME`` can be imported: tether was installed without its worker."""
+
+
+def runtime_package() -> str:
+    """The name the worker runtime is importable under here.
+
+    Raises:
+        RuntimeMissingError: it is not installed.
+    """
+    for name in RUNTIME:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise RuntimeMissingError(
+        f"tether's worker runtime is not installed (looked for {' and '.join(RUNTIME)}): "
+        "install tether from its wheel or run from a checkout of the repository"
+    )
+
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     """Create missing topics, then run the faust worker until it is stopped (SIGTERM/SIGINT)."""
-    import faust  # noqa: PLC0415  # heavy; only the worker needs it
-
-    from streams.app import build  # noqa: PLC0415
-    from streams.gc_freeze import GcFreezer  # noqa: PLC0415
-    from streams.gc_pauses import GcPauses  # noqa: PLC0415
-    from streams.heap_trim import HeapTrimmer  # noqa: PLC0415
-    from tether.adapters.kafka_admin import create_topics, wait_for_broker  # noqa: PLC0415
-
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    wait_for_broker(settings, timeout=60)
-    create_topics(settings)
-    # The worker's threads hand work to each other (faust's consumer thread, the producer's
-    # delivery reports, the registry sync): a thread waiting for the GIL waits up to the switch
-    # interval, 5 ms by default, at every hand-off on a busy worker. 1 ms keeps those waits off
-    # the detection latency at the cost of a little more switching.
-    sys.setswitchinterval(settings.gil_switch_ms / 1000)
-    app, _ = build(settings)
-    # Python's full garbage collection walks every tracked object while holding the GIL: the
-    # objects of faust, aiokafka, pydantic and Cedar made them stalls of the whole worker of
-    # hundreds of ms every few seconds under load (the p99 of detection latency). What exists by now
-    # lives as long as the process: freeze it out of the collector's view (recovered table
-    # state is frozen too, see streams.recovery).
-    gc.collect()
-    gc.freeze()
-    GcPauses(settings.gc_log_ms / 1000).install()
-    if settings.gc_freeze:  # and the live state, as it survives full collections
-        GcFreezer(settings.gc_thaw_s).install()
-    HeapTrimmer(settings.malloc_trim_s).start()
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    # faust's terminal spinner sets the root logger to DEBUG (so that every record spins it)
-    # whenever the level is WARNING or above: every debug call in aiokafka and faust then
-    # builds a LogRecord, several per fetch. The worker is not an interactive program.
-    worker.spinner = None
-    worker.execute_from_commandline()
+    main = importlib.import_module(f"{runtime_package()}.main")
+    main.run_worker(settings, loglevel=loglevel)
+    raise SystemExit(0)  # the faust worker exits the process itself

@@ -19,6 +19,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tether.core import Context, DetectionConfig, Monitor
+from tether.models.codec import decode_event
 from tether.policy.bind import CedarCallPolicy
 from tether.replay import Replayer
 from tether.security import peek
@@ -37,7 +38,6 @@ class Pipeline:
     workdir: Path
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    input_client: str = "librdkafka"  # TETHER_INPUT_CLIENT of the workers
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -54,7 +54,6 @@ class Pipeline:
                 "TETHER_GRACE_S": str(GRACE),
                 "TETHER_WORKER_ID": worker_id,
                 "TETHER_HEARTBEAT_S": "0.5",
-                "TETHER_INPUT_CLIENT": self.input_client,
             }
         )
         return env
@@ -189,12 +188,12 @@ def collect_expected(
 
 
 def workflow_key(line: bytes) -> bytes | None:
-    """The intents key a producer would use: the workflow id, when the line has one."""
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    wf = doc.get("workflow_id") if isinstance(doc, dict) else None
+    """The intents key a producer would use: the workflow id, when the line has one. Read as
+    the pipeline reads it (``decode_event``), so that an event carrying unknown fields orjson
+    cannot parse (a lone surrogate, a deep nesting) is keyed by its workflow like any other:
+    an emitter knows its workflow id whatever else it sends."""
+    decoded = decode_event(line)
+    wf = decoded.workflow_id
     return wf.encode() if isinstance(wf, str) else None
 
 

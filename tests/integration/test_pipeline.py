@@ -44,9 +44,7 @@ def corpus(workflows: int, seed: int, malformed: int = 0) -> list[bytes]:
     return lines
 
 
-@pytest.mark.parametrize("input_client", ["librdkafka", "aiokafka"])
-def test_pipeline_equals_replay(pipe: Pipeline, input_client: str) -> None:
-    pipe.input_client = input_client
+def test_pipeline_equals_replay(pipe: Pipeline) -> None:
     lines = corpus(120, seed=21, malformed=25)
     expected = replay_records(lines)
     pipe.start_worker("w1")

@@ -17,8 +17,9 @@ import pytest
 
 from builders import T0, call, started
 from streams import worker as worker_module
+from streams.lag import InputLag
 from streams.watermarks import PartitionWatermarks
-from streams.worker import InputLag, Worker
+from streams.worker import Worker
 from tether.security import SetSigner, generate_key
 from tether.settings import Settings
 from worker_doubles import make_worker, records

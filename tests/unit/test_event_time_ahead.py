@@ -76,7 +76,7 @@ def test_input_lag_counts_from_when_a_partition_was_last_caught_up(
     signer: SetSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from streams import worker as worker_module
-    from streams.worker import InputLag
+    from streams.lag import InputLag
 
     now = [100.0]
     monkeypatch.setattr(worker_module, "monotonic", lambda: now[0])

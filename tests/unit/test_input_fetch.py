@@ -199,12 +199,18 @@ def _assignment(positions: dict[TP, bool]) -> Any:
     )
 
 
+class _App(SimpleNamespace):
+    """An app double that can be a weak key, as faust's app is (``faust_fixes.hooks``)."""
+
+    __hash__ = object.__hash__
+
+
 def test_aiokafka_does_not_fetch_the_topics_librdkafka_reads() -> None:
     seen: list[frozenset[TP]] = []
     wrapped = faust_fixes.fetch_here(lambda _self, assignment: seen.append(assignment.tps))
     changelog, intents, unpositioned = TP("t.sessions", 0), TP(INTENTS, 0), TP(INTENTS, 1)
     assignment = _assignment({changelog: True, intents: True, unpositioned: False})
-    app = SimpleNamespace()
+    app = _App()
     faust_fixes.attach_input(app, SimpleNamespace(topics=frozenset({INTENTS})))
     try:
         wrapped(None, assignment)
@@ -212,7 +218,7 @@ def test_aiokafka_does_not_fetch_the_topics_librdkafka_reads() -> None:
         faust_fixes._elsewhere.discard(INTENTS)
     # a partition without a position still gets one (faust waits for it when it seeks)
     assert seen == [frozenset({changelog, unpositioned})]
-    assert app.tether_input.topics == {INTENTS}
+    assert faust_fixes.hooks(app).input.topics == {INTENTS}
 
 
 def test_faust_does_not_check_that_aiokafka_fetches_the_topics_librdkafka_reads() -> None:
@@ -225,7 +231,7 @@ def test_faust_does_not_check_that_aiokafka_fetches_the_topics_librdkafka_reads(
         _verify_aiokafka_event_path=lambda _now, tp: checked.append(tp) or True
     )
     changelog, intents = TP("t.sessions", 0), TP(INTENTS, 0)
-    faust_fixes.attach_input(SimpleNamespace(), SimpleNamespace(topics=frozenset({INTENTS})))
+    faust_fixes.attach_input(_App(), SimpleNamespace(topics=frozenset({INTENTS})))
     try:
         AIOKafkaConsumerThread.verify_event_path(thread, time.monotonic(), intents)  # type: ignore[arg-type]
         AIOKafkaConsumerThread.verify_event_path(thread, time.monotonic(), changelog)  # type: ignore[arg-type]
@@ -239,7 +245,8 @@ def test_the_fetcher_starts_at_the_offsets_faust_sought_to() -> None:
     fetcher = SimpleNamespace(
         topics=frozenset({INTENTS}), assign=lambda start, gen: calls.append((start, gen))
     )
-    app = SimpleNamespace(tether_input=fetcher, consumer_generation_id=7)
+    app = _App(consumer_generation_id=7)
+    faust_fixes.hooks(app).input = fetcher
     a, b, changelog = TP(INTENTS, 0), TP(INTENTS, 1), TP("t.sessions", 0)
     consumer = SimpleNamespace(
         app=app,

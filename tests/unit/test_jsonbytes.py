@@ -12,7 +12,7 @@ from test_state_codec import folded
 
 from builders import call, delegate, started
 from sdk_helpers import revocation
-from streams.worker import encode_use
+from streams.credential_uses import encode_use
 from tether.core.credentials import CredentialUse
 from tether.models.jsonbytes import dumps
 from tether.models.session import PairUse, TokenState

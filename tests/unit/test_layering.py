@@ -16,9 +16,8 @@ give the same answers from the same events. Two checks enforce it:
   library's modules cannot be checked this way (pydantic itself loads ``socket`` and
   ``threading``).
 
-``src/`` never imports ``streams`` (the faust shell imports tether, not the reverse).
-``tether.streaming`` still does today; moving the worker's start-up out of it is item 2 of
-issue 23 (one composition root), so that one module is an expected failure until then.
+``src/`` never imports ``streams`` (the faust shell imports tether, not the reverse): the CLI
+finds the worker through ``tether.streaming``, by the runtime package's name.
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PURE = ("tether.core", "tether.models")
@@ -92,8 +89,9 @@ THIRD_PARTY_IO = (
     "tether.policy",
     "streams",
 )
-#: Modules of src/ that still import ``streams``: issue 23, item 2 removes the last one.
-KNOWN_STREAMS_IMPORTERS = frozenset({"tether/streaming.py"})
+#: Modules of src/ that import ``streams``: none (the CLI finds the worker through
+#: ``tether.streaming.RUNTIME``, by name).
+KNOWN_STREAMS_IMPORTERS: frozenset[str] = frozenset()
 
 
 def _imports(path: Path, *, located: Path | None = None) -> list[tuple[int, str]]:
@@ -184,11 +182,5 @@ def test_src_imports_streams_nowhere_new() -> None:
     assert _streams_importers() - KNOWN_STREAMS_IMPORTERS == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tether.streaming starts the faust worker from streams/; issue 23 item 2 (one "
-    "composition root) moves that out of src/. Remove this marker, and the entry in "
-    "KNOWN_STREAMS_IMPORTERS, when it does.",
-)
 def test_src_never_imports_streams() -> None:
     assert _streams_importers() == set()

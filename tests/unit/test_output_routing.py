@@ -13,6 +13,7 @@ from streams import faust_fixes
 from streams.app import build
 from streams.outputs import Batch, Publisher, routed
 from tether.adapters.kafka_publisher import DeliveryError
+from tether.bootstrap import worker_parts
 from tether.settings import Settings
 
 URGENT = ("t.revocations", "t.findings")
@@ -89,8 +90,9 @@ def test_the_failures_of_both_producers_come_back_and_are_retried() -> None:
 def test_the_worker_sends_alerts_at_once_and_routine_records_after_the_linger() -> None:
     settings = Settings(topic_prefix="routing.", output_linger_ms=25)
     try:
-        app, _ = build(settings)
-        alerts, routine = app.tether_outputs  # type: ignore[attr-defined]
+        parts = worker_parts(settings)
+        build(settings, parts)
+        alerts, routine = parts.alerts, parts.outputs
         assert alerts._config["linger.ms"] == 0
         assert routine._config["linger.ms"] == 25
         assert alerts._config["client.id"] != routine._config["client.id"]

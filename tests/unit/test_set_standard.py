@@ -213,7 +213,7 @@ def test_credential_reuse_revocations_name_the_tokens_issuer():
 
 
 def test_the_issuer_crosses_the_credential_uses_topic_and_the_token_state():
-    from streams.worker import decode_use, encode_use
+    from streams.credential_uses import decode_use, encode_use
     from tether.core.credentials import CredentialUse
     from tether.models.session import TokenState
     from tether.models.state_codec import dump_token, load_token

@@ -160,7 +160,7 @@ def test_a_failed_epoch_leaves_its_input_unacknowledged(signer: SetSigner) -> No
         step = w.submit_intents([*next(_steps()), *_call_batch()])
         w.close_epoch()
         await asyncio.sleep(0.02)
-        tail = w._tail
+        tail = w.epochs.tail
         assert tail is not None
         tail.cancel()  # a shutdown while the outputs are unacknowledged
         with pytest.raises(asyncio.CancelledError):

@@ -8,7 +8,8 @@ import asyncio
 import faust
 from faust.types import TP
 
-from streams.store import StateStore, use_state_store
+from streams.faust_fixes import use_state_store
+from streams.store import StateStore
 from tether.models.session import Session, TokenState
 
 

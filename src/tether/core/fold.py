@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tether.core import codes as C
 from tether.core.checks import Identity, Verdict, check_event
 from tether.core.config import DetectionConfig
+from tether.core.context import context_of
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
 from tether.core.violations import (
@@ -623,9 +624,11 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         if not outcome.allowed:
             verdict.violations.append(_policy_violation(s, event, t, outcome))
     trust = event.trust
+    where = context_of(s, event) if verdict.violations else None
     for v in verdict.violations:
         if trust is not None:
             v.trust = trust
+        v.context = where
         _fire(s, v, cfg, now, out)
     cred = event.credential
     if (
@@ -636,7 +639,9 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         _record_use(s, event, t, verdict, ctx, now, out, uses)
     if verdict.waiting and not final:
         size = pending_cost(event)
-        if len(s.pending or ()) >= cfg.limits.pending or not _fits(s, size, cfg):
+        if _pending_full(s, size, cfg):
+            _decide_by_own_time(s, ctx, now, out, uses)
+        if _pending_full(s, size, cfg):
             # No room to wait: decide now, taking absence as final. That can only add
             # findings (every check is monotone), in a workflow revoked from here on.
             _over_limits(s, event, "pending events", cfg, now, out)
@@ -656,6 +661,34 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         s.rewake = True
     elif type(event) is ToolCallIntent and cfg.emit_decisions and decide:
         out.decisions.append(_decision(event, verdict, outcome, now))
+
+
+def _pending_full(s: Session, size: int, cfg: DetectionConfig) -> bool:
+    return len(s.pending or ()) >= cfg.limits.pending or not _fits(s, size, cfg)
+
+
+def _decide_by_own_time(
+    s: Session, ctx: Context, now: Stamp, out: Outbox, uses: list[CredentialUse]
+) -> None:
+    """Before a workflow's waiting events count as past its caps, decide those its own events
+    have already left a grace period behind. All of a workflow's events share one partition:
+    one dated before a waiting event's deadline that has not arrived would arrive after one
+    dated more than a grace period later, which no delivery within the grace period does, so
+    the decision is the one the watermark would make. A worker whose watermark is held back by
+    a slow partition (catching up a backlog) then keeps an honest busy workflow within its caps
+    instead of flagging it."""
+    pending = s.pending
+    if not pending:
+        return
+    horizon = s.last_time
+    due = [p for p in pending if p.deadline < horizon]
+    if not due:
+        return
+    s.pending = [p for p in pending if p.deadline >= horizon] or None
+    s.state_bytes -= sum(p.size for p in due)
+    due.sort(key=lambda p: (p.deadline, p.seq))
+    for p in due:
+        _evaluate(s, p.event, p.event.t, ctx, now, out, uses, final=True, decide=not p.quiet)
 
 
 def _record_use(  # as _evaluate

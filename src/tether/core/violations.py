@@ -8,7 +8,9 @@ from typing import Final
 
 from tether.core.codes import TASK_COMPLETED
 from tether.core.config import DetectionConfig
+from tether.core.context import FindingContext
 from tether.core.ids import derive_id
+from tether.core.rules import rule_doc
 from tether.models.common import SEVERITY_RANK, Severity
 from tether.models.events import InputEvent, Trust
 from tether.models.outputs import Decision, Finding, Response, Revocation, Target, TargetKind
@@ -34,6 +36,7 @@ class Violation:
     severity: Severity | None = None
     policy_ids: tuple[str, ...] = ()
     trust: Trust | None = None  # the causing event's source and what it may not cause
+    context: FindingContext | None = None  # where it happened (tool, credential, chain)
 
     @property
     def finding_id(self) -> str:
@@ -116,6 +119,8 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
     finding_id = v.finding_id
     trust = v.trust
     withheld = [a for a in rule.response if a in trust.withhold] if trust is not None else None
+    doc = rule_doc(v.code)
+    c = v.context or _NO_CONTEXT
     # Built whole before anything is appended: a finding never leaves without its revocations.
     finding = Finding(
         finding_id=finding_id,
@@ -135,6 +140,21 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         source=trust.source if trust is not None else None,
         credential_verified=trust.credential_verified if trust is not None else None,
         withheld=withheld or None,
+        # what an analyst reads first: the rule's words, then where it happened
+        title=doc.title,
+        description=doc.description or None,
+        remediation=doc.remediation or None,
+        atlas=list(doc.atlas) or None,
+        event_type=c.event_type,
+        tool=c.tool,
+        operation=c.operation,
+        resource=c.resource,
+        destination=c.destination,
+        credential_subject=c.credential_subject,
+        credential_issuer=c.credential_issuer,
+        initiator=c.initiator,
+        delegation_chain=list(c.delegation_chain) or None,
+        delegation_ids=list(c.delegation_ids) or None,
     )
     revocations: list[Revocation] = []
     actions: tuple[Response, ...] = () if cfg.shadow else rule.response
@@ -169,6 +189,9 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         )
     out.findings.append(finding)
     out.revocations.extend(revocations)
+
+
+_NO_CONTEXT = FindingContext()
 
 
 _TargetSpec = tuple[TargetKind, str, float]

@@ -28,7 +28,7 @@ from tether.demo.malformed import malformed_lines
 from tether.demo.scorecard import Report, score, summary_lines
 from tether.demo.sources import fleet_sources, forged_lines
 from tether.demo.view import FPS, Frames
-from tether.models.codec import Rejected, decode_event
+from tether.models.codec import Rejected, decode_event, encode
 from tether.security.gate import SourceGate
 from tether.security.proof import SourceKey
 from tether.settings import Settings
@@ -98,6 +98,7 @@ class Demo:
     plain: IO[str] | None
     settings: Settings
     gate: SourceGate | None = None
+    tap: Callable[[str, bytes], None] | None = None  # a live console (tether demo --console)
     monitor: Monitor = field(init=False)
     handed: dict[str, float] = field(default_factory=dict)
     found: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -135,6 +136,8 @@ class Demo:
         elif decoded.event_type == "workflow.completed":
             self.running.discard(decoded.workflow_id)
         self.handed.setdefault(decoded.event_id, time.perf_counter())
+        if self.tap is not None:
+            self.tap("intents", data)
         self.absorb(self.monitor.process(decoded, clock), decoded.event_id)
 
     def _initiator(self, workflow_id: str) -> str | None:
@@ -151,6 +154,11 @@ class Demo:
     def absorb(self, out: Outbox, current: str | None) -> None:
         """Record what one step revealed: latencies, counts, feed rows, plain lines."""
         done = time.perf_counter()
+        if self.tap is not None:
+            for r in out.revocations:
+                self.tap("revocations", encode(r))
+            for f in out.findings:
+                self.tap("findings", encode(f))
         by_finding: dict[str | None, list[str]] = defaultdict(list)
         for r in out.revocations:
             self.targets[r.target.kind] += 1
@@ -248,6 +256,7 @@ def run_demo(
     rate: float,
     live: bool,
     out: IO[str] | None = None,
+    tap: Callable[[str, bytes], None] | None = None,
 ) -> int:
     """Run the synthetic fleet through the monitor, paced in real time, and score the result.
 
@@ -277,7 +286,7 @@ def run_demo(
     use_live = live and out.isatty()
     keys = tempfile.TemporaryDirectory(prefix="tether-demo-sources-")
     key, gate = fleet_sources(Path(keys.name), settings.detection())
-    demo = Demo(board, None if use_live else out, settings, gate)
+    demo = Demo(board, None if use_live else out, settings, gate, tap)
     items = _items(config, survey, key)
     if not use_live:
         pace = f"at ~{rate:,.0f} events/s (x{speedup:,.0f})" if speedup else "as fast as possible"

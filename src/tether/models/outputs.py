@@ -47,6 +47,25 @@ class Finding(Record):
         description="responses not enforced because the cause's source may not cause them "
         "(docs/SECURITY.md)",
     )
+    # What an analyst reads first (docs/soc.md): the rule, then where it happened.
+    title: str | None = Field(None, description="the finding code's title (docs/soc.md)")
+    description: str | None = Field(None, description="what the finding code means")
+    remediation: str | None = Field(None, description="what to do about it")
+    atlas: list[str] | None = Field(None, description="MITRE ATLAS technique ids that fit")
+    event_type: str | None = Field(None, description="the causing event's type")
+    tool: str | None = None
+    operation: str | None = None
+    resource: str | None = None
+    destination: str | None = None
+    credential_subject: str | None = Field(None, description="the presented credential's sub")
+    credential_issuer: str | None = Field(None, description="the presented credential's iss")
+    initiator: str | None = Field(None, description="the workload that started the workflow")
+    delegation_chain: list[str] | None = Field(
+        None,
+        description="workloads from the initiator down to the actor along the delegations in "
+        "force when it acted; starts with '…' when the chain was cut (a loop, or too long)",
+    )
+    delegation_ids: list[str] | None = Field(None, description="the delegations of that chain")
 
 
 class Target(Record):

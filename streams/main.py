@@ -1,0 +1,57 @@
+"""The worker process: make sure the broker and topics are there, then run the faust app.
+
+The CLI (``tether worker``) reaches this module through ``tether.streaming``, the one place that
+knows where the worker runtime lives (``src/`` never imports this package).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from typing import NoReturn
+
+import faust
+
+from tether.adapters.kafka_admin import create_topics, wait_for_broker
+from tether.bootstrap import worker_parts
+from tether.settings import Settings
+
+from .app import build
+from .faust_fixes import check_versions
+from .gc_freeze import GcFreezer
+from .gc_pauses import GcPauses
+from .heap_trim import HeapTrimmer
+
+
+def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
+    """Create missing topics, then run the faust worker until it is stopped (SIGTERM/SIGINT)."""
+    check_versions()  # before anything connects: a clear error naming the pinned versions
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    wait_for_broker(settings, timeout=60)
+    create_topics(settings)
+    # The worker's threads hand work to each other (faust's consumer thread, the producer's
+    # delivery reports, the registry sync): a thread waiting for the GIL waits up to the switch
+    # interval, 5 ms by default, at every hand-off on a busy worker. 1 ms keeps those waits off
+    # the detection latency at the cost of a little more switching.
+    sys.setswitchinterval(settings.gil_switch_ms / 1000)
+    app, _ = build(settings, worker_parts(settings))
+    # Python's full garbage collection walks every tracked object while holding the GIL: the
+    # objects of faust, aiokafka, pydantic and Cedar made them stalls of the whole worker of
+    # hundreds of ms every few seconds under load (the p99 of detection latency). What exists
+    # by now lives as long as the process: freeze it out of the collector's view (recovered
+    # table state is frozen too, see streams.recovery).
+    gc.collect()
+    gc.freeze()
+    GcPauses(settings.gc_log_ms / 1000).install()
+    if settings.gc_freeze:  # and the live state, as it survives full collections
+        GcFreezer(settings.gc_thaw_s).install()
+    HeapTrimmer(settings.malloc_trim_s).start()
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # faust's terminal spinner sets the root logger to DEBUG (so that every record spins it)
+    # whenever the level is WARNING or above: every debug call in aiokafka and faust then
+    # builds a LogRecord, several per fetch. The worker is not an interactive program.
+    worker.spinner = None
+    worker.execute_from_commandline()
