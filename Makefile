@@ -10,6 +10,9 @@
 #                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
 #   make schemas     regenerate the committed JSON Schemas
 #   make docs        regenerate the settings reference, docs/configuration.md
+#   make otel-collector-e2e  build a real OpenTelemetry Collector (OTLP receiver + Kafka exporter;
+#                    Go, minutes, cached in .services/otelcol) and run SDK spans through it,
+#                    tether ingest otlp and a worker (docs/otel.md; not part of `make test`)
 #   make bench       benchmark harness, every figure P1-P6 (~30 min; ARGS=--quick: a few minutes)
 #   make clean       remove the venv, caches and build output (keeps .services/; see services-clean)
 
@@ -37,7 +40,7 @@ browser:  ## Debian's chromium + chromium-driver for the console's browser test
 
 .PHONY: browser
 .PHONY: help venv demo test unit integration check lint typecheck fmt services services-down bench \
-        services-status services-clean schemas docs clean
+        services-status services-clean schemas docs clean otel-collector-e2e
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -112,3 +115,7 @@ clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './.services/*' -exec rm -rf {} +
 	rm -rf src/*.egg-info
+
+otel-collector-e2e: venv services
+	TETHER_OTELCOL="$$(bash scripts/otel-collector.sh | tail -n 1)" $(SERVICES_ENV) \
+		$(BIN)/pytest tests/integration/test_otel_collector_e2e.py $(PYTEST_ARGS)

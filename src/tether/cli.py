@@ -210,6 +210,12 @@ def _open_input(file: str) -> IO[bytes]:
     "serving after the run until Ctrl-C.",
 )
 @click.option(
+    "--otel",
+    is_flag=True,
+    help="The same fleet as OpenTelemetry GenAI spans, through `tether ingest otlp`'s "
+    "decoding and mapping (docs/otel.md), in process.",
+)
+@click.option(
     "--write",
     "write_to",
     metavar="FILE",
@@ -225,6 +231,7 @@ def demo(  # click passes every option
     no_live: bool,
     kafka: bool,
     no_worker: bool,
+    otel: bool,
     write_to: str | None,
     open_console: bool,
 ) -> None:
@@ -251,6 +258,7 @@ def demo(  # click passes every option
       tether demo --write events.jsonl              # a sample file: try `tether replay` on it
       tether demo --kafka                           # through Kafka and a worker (make services)
       tether demo --console                         # and in the live web console
+      tether demo --otel                            # the fleet as OpenTelemetry spans
 
     \b
     Environment (--kafka only): TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_REDIS_URL,
@@ -263,6 +271,10 @@ def demo(  # click passes every option
     if write_to is not None:
         _write_sample(write_to, workflows=workflows, seed=seed, attack_rate=attack_rate)
         return
+    if otel:
+        from tether.otel.demo import run_otel_demo  # noqa: PLC0415
+
+        sys.exit(run_otel_demo(workflows=workflows, seed=seed, attack_rate=attack_rate))
     if kafka:
         from tether.cli_stream import require_broker  # noqa: PLC0415
         from tether.demo.kafka import run_kafka_demo  # noqa: PLC0415
@@ -656,6 +668,15 @@ def _mount_soc_commands() -> None:
 
 
 _mount_soc_commands()
+
+
+def _mount_ingest_commands() -> None:
+    from tether.otel.cli import ingest  # noqa: PLC0415  # OpenTelemetry ingest (docs/otel.md)
+
+    main.add_command(ingest, "ingest")
+
+
+_mount_ingest_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ from tether.models import (
     WorkflowCompleted,
     WorkflowStarted,
 )
+from tether.otel.coverage import CoverageRecord
 
 REGENERATE = "make schemas   (or: tether schemas export --dir schemas)"
 _BASE = "https://tether.dev/schemas/v1/"
@@ -34,6 +35,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "heartbeat": Heartbeat,
     "decision": Decision,
     "deadletter": DeadLetter,
+    "coverage": CoverageRecord,  # tether ingest otlp (docs/otel.md)
 }
 
 

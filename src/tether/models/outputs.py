@@ -170,6 +170,8 @@ DeadLetterReason = Literal[
     "unauthenticated_source",
     "unauthorized_assertion",
     "internal_error",
+    "otlp_undecodable",  # tether ingest otlp: not an OTLP traces record, or spans with bad ids
+    "otlp_unmappable",  # tether ingest otlp: a span maps to an event the contract refuses
 ]
 
 
