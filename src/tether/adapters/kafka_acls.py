@@ -97,6 +97,8 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
         ),
         Grant(worker, "GROUP", "LITERAL", settings.group_id, ("READ", "DESCRIBE")),
         Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.registry", ("READ", "DESCRIBE")),
+        # the revocation ledger (streams/ledger.py) reads the revocations topic in a group of its own
+        Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.ledger", ("READ", "DESCRIBE")),
         Grant(gateway, "TOPIC", "LITERAL", t(REVOCATIONS), ("READ", "DESCRIBE")),
         *(
             Grant(gateway, "GROUP", "PREFIXED", group, ("DESCRIBE",))
