@@ -143,10 +143,11 @@ def test_a_violation_reaches_the_live_console(
     d.get(f"{console}/login")  # type: ignore[attr-defined]
     d.find_element(By.ID, "token").send_keys("wrong-credential")  # type: ignore[attr-defined]
     d.find_element(By.ID, "signin").click()  # type: ignore[attr-defined]
-    assert d.find_elements(By.ID, "login-error")  # type: ignore[attr-defined]
+    wait = WebDriverWait(d, 30)
+    # the refusal is a new page: wait for it (on a loaded machine it is not there at once)
+    wait.until(ec.presence_of_element_located((By.ID, "login-error")))
     d.find_element(By.ID, "token").send_keys(TOKEN)  # type: ignore[attr-defined]
     d.find_element(By.ID, "signin").click()  # type: ignore[attr-defined]
-    wait = WebDriverWait(d, 30)
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "live"))
     d.execute_script("window.__sameLoad = 'yes';")  # type: ignore[attr-defined]
 
