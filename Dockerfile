@@ -10,7 +10,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY streams ./streams
+# xds-protos ships an older copy of opentelemetry/proto: opentelemetry-proto's must win
 RUN pip install . \
+ && pip install --force-reinstall --no-deps "opentelemetry-proto==$(python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
  && useradd --create-home --uid 10001 tether
 
 USER tether
