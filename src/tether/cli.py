@@ -687,6 +687,16 @@ def ssf(config_path: Path, listen: str) -> None:
     asyncio.run(serve(_settings(), config, listen))
 
 
+def _mount_tuning_commands() -> None:
+    from tether.cli_tuning import finding, tuning  # noqa: PLC0415
+
+    main.add_command(tuning, "tuning")
+    main.add_command(finding, "finding")
+
+
+_mount_tuning_commands()
+
+
 def _mount_keys_commands() -> None:
     from tether.cli_keys import keys  # noqa: PLC0415  # signing keys for revocations
 

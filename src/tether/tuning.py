@@ -28,7 +28,15 @@ from typing import Annotated, Any, Final
 
 import orjson
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tether.core.codes import RULES
 from tether.core.config import DetectionConfig, TuningException
@@ -75,6 +83,14 @@ class TuningFile(BaseModel):
     )
     codes: dict[Code, CodeTuning] = Field(default_factory=dict)
     exceptions: list[TuningException] = Field(default_factory=list)
+
+    @field_validator("codes", "exceptions", mode="before")
+    @classmethod
+    def _empty(cls, value: object, info: ValidationInfo) -> object:
+        """``exceptions:`` with nothing under it is an empty list, not an error."""
+        if value is None:
+            return {} if info.field_name == "codes" else []
+        return value
 
 
 class TuningError(ValueError):
