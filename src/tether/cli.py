@@ -33,6 +33,9 @@ def _detection_ready(settings: Settings) -> None:
     mistake stops the command with its file, line and field instead of being ignored."""
     from tether.tuning import TuningError  # noqa: PLC0415
 
+    misspelt = settings.misspelt_tuning()
+    if misspelt:
+        raise click.ClickException("\n".join(misspelt))
     try:
         settings.detection()
     except TuningError as exc:

@@ -385,6 +385,39 @@ class Settings(BaseSettings):
             cfg = load_tuning(self.tuning, cfg)
         return cfg
 
+    @staticmethod
+    def misspelt_tuning() -> list[str]:
+        """``TETHER_*`` variables that are no setting but look like a tuning one
+        (``TETHER_DISABLE``, ``TETHER_SEVERITIES``, ``TETHER_TUNING_FILE``), each with the
+        setting meant: the environment would otherwise ignore them without a word."""
+        import difflib  # noqa: PLC0415
+        import os  # noqa: PLC0415
+
+        tuning = [
+            f"TETHER_{n.upper()}"
+            for n in (
+                "disabled",
+                "severity",
+                "response",
+                "shadow",
+                "shadow_codes",
+                "tuning",
+                "tuning_poll_s",
+                "credential_shared_across_workflows",
+            )
+        ]
+        known = {f"TETHER_{n.upper()}" for n in Settings.model_fields}
+        out = []
+        for name in sorted(os.environ):
+            upper = name.upper()
+            if not upper.startswith("TETHER_") or upper in known or "__" in upper:
+                continue
+            close = difflib.get_close_matches(upper, tuning, n=1, cutoff=0.8)
+            near = close or [t for t in tuning if upper.startswith(t) or t.startswith(upper)]
+            if near:
+                out.append(f"{name} is not a setting: did you mean {near[0]}?")
+        return out
+
     @property
     def group_id(self) -> str:
         """The workers' consumer group: pipelines with different topic prefixes never share one."""

@@ -547,3 +547,108 @@ def test_ocsf_reports_an_excepted_finding_as_not_enforced() -> None:
     doc = detection_finding(f)
     assert doc["disposition_id"] != DISPOSITION_REVOKED
     assert doc["unmapped"]["tether"]["exception"] == "ex-1"
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("TETHER_DISABLE", "TETHER_DISABLED"),
+        ("TETHER_DISABLED_CODES", "TETHER_DISABLED"),
+        ("TETHER_SEVERITIES", "TETHER_SEVERITY"),
+        ("TETHER_RESPONSES", "TETHER_RESPONSE"),
+        ("TETHER_SHADOW_CODE", "TETHER_SHADOW_CODES"),
+        ("TETHER_TUNING_FILE", "TETHER_TUNING"),
+    ],
+)
+def test_misspelt_tuning_variable_stops_replay(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, meant: str
+) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    monkeypatch.setenv(name, "unknown_workflow")
+    res = CliRunner().invoke(main, ["replay", "-q", str(events)])
+    assert res.exit_code == 1
+    assert name in res.output
+    assert meant in res.output
+
+
+def test_unrelated_variables_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TETHER_KAFKA_PORT", "TETHER_REDIS_PORT", "TETHER_OTLP_TOPIC", "TETHER_SOAK"):
+        monkeypatch.setenv(name, "1")
+    assert Settings.misspelt_tuning() == []
+
+
+def _replay(tmp_path: Path, env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    import orjson
+    from click.testing import CliRunner
+
+    from builders import call as c
+    from builders import started as s
+    from tether.cli import main
+
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b"".join(
+            orjson.dumps(e) + b"\n"
+            for e in [
+                s("wf-1", "planner", "tok-p"),
+                c("wf-1", "planner", "tok-p", tool="shell.exec", t=2),
+                c("wf-ghost", "planner", "tok-g", t=3),
+            ]
+        )
+    )
+    res = CliRunner().invoke(main, ["replay", "-q", "--decisions", *args, str(events)], env=env)
+    assert res.exit_code == 0, res.output
+    return [orjson.loads(line) for line in res.stdout.splitlines()]
+
+
+def test_replay_cli_honours_env_and_file(tmp_path: Path) -> None:
+    """The README's claims from the command line: disable, severity, response per code."""
+    plain = _replay(tmp_path, {})
+    codes = {r["code"] for r in plain if r["kind"] == "finding"}
+    assert codes == {"tool_not_granted", "unknown_workflow"}
+    assert any(r["kind"] == "revocation" for r in plain)
+    out = _replay(
+        tmp_path,
+        {
+            "TETHER_DISABLED": "unknown_workflow",
+            "TETHER_SEVERITY": "tool_not_granted=critical",
+            "TETHER_RESPONSE": "tool_not_granted=",
+        },
+    )
+    (f,) = [r for r in out if r["kind"] == "finding"]
+    assert f["code"] == "tool_not_granted"
+    assert f["severity"] == "critical"
+    assert f["tuning_revision"].startswith("env@sha256:")
+    assert not [r for r in out if r["kind"] == "revocation"]
+    tuning = write(tmp_path, "revision: t1\ncodes:\n  tool_not_granted:\n    shadow: true\n")
+    out = _replay(tmp_path, {}, "--tuning", str(tuning))
+    f = next(r for r in out if r["kind"] == "finding" and r["code"] == "tool_not_granted")
+    assert f["shadow"] is True
+    assert not [r for r in out if r["kind"] == "revocation"]
+    decisions = [r for r in out if r["kind"] == "decision"]
+    assert decisions
+    assert all(d["tuning_revision"].startswith("t1@sha256:") for d in decisions)
+
+
+def test_replay_cli_refuses_a_typo(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    bad = write(tmp_path, "codes:\n  tool_not_grantd:\n    enabled: false\n")
+    res = CliRunner().invoke(main, ["replay", "-q", "--tuning", str(bad), str(events)])
+    assert res.exit_code == 1
+    assert "line 2" in res.output
+    assert "tool_not_granted" in res.output
+    res = CliRunner().invoke(
+        main, ["replay", "-q", str(events)], env={"TETHER_DISABLED": "tool_not_grantd"}
+    )
+    assert res.exit_code == 1
+    assert "tool_not_grantd" in res.output
