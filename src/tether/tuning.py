@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from tether.core.codes import RULES
-from tether.core.config import DetectionConfig, TuningException
+from tether.core.config import MAX_EXCEPTIONS, DetectionConfig, TuningException
 from tether.models.common import Severity
 from tether.models.outputs import Response
 
@@ -82,7 +82,7 @@ class TuningFile(BaseModel):
         None, min_length=1, max_length=128, description="a label of your own (a change ticket)"
     )
     codes: dict[Code, CodeTuning] = Field(default_factory=dict)
-    exceptions: list[TuningException] = Field(default_factory=list)
+    exceptions: list[TuningException] = Field(default_factory=list, max_length=MAX_EXCEPTIONS)
 
     @field_validator("codes", "exceptions", mode="before")
     @classmethod
@@ -112,15 +112,15 @@ def apply(base: DetectionConfig, tuning: TuningFile) -> DetectionConfig:
             response[code] = tuple(t.response)
         if t.shadow is not None:
             (shadow.add if t.shadow else shadow.discard)(code)
-    cfg = base.model_copy(
-        update={
-            "disabled": frozenset(disabled),
-            "severity": severity,
-            "response": response,
-            "shadow_codes": frozenset(shadow),
-            "exceptions": (*base.exceptions, *tuning.exceptions),
-        }
+    values = dict(base)  # the fields as they are (validated again below, whole)
+    values.update(
+        disabled=frozenset(disabled),
+        severity=severity,
+        response=response,
+        shadow_codes=frozenset(shadow),
+        exceptions=(*base.exceptions, *tuning.exceptions),
     )
+    cfg = DetectionConfig.model_validate(values)
     return cfg.model_copy(update={"tuning_revision": revision(cfg, tuning.revision)})
 
 

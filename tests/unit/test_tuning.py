@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from test_detections import CASES
 
@@ -652,3 +654,29 @@ def test_replay_cli_refuses_a_typo(tmp_path: Path) -> None:
     )
     assert res.exit_code == 1
     assert "tool_not_grantd" in res.output
+
+
+def test_too_many_exceptions_is_an_error(tmp_path: Path) -> None:
+    item = "  - {id: x, workload: w, expires: '2027-01-01T00:00:00Z', reason: r}\n"
+    p = write(tmp_path, "exceptions:\n" + item * 1001)
+    with pytest.raises(TuningError, match="1000"):
+        load_tuning(p, DetectionConfig())
+
+
+_names = st.text(alphabet="abc/-*?[]:.", min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mine=_names, actor=_names, wf=_names, glob=_names)
+def test_an_exception_never_covers_another_workload(
+    mine: str, actor: str, wf: str, glob: str
+) -> None:
+    """Whatever workflow id or tool the agent picks, an exception scoped to workload ``mine``
+    never covers a finding of another actor (exact, or outside a path prefix)."""
+    exc = exception(workload=ORG + mine, workflow=glob)
+    v = violation("tool_not_granted", workload=ORG + actor, wf=wf)
+    covered = fire(v, DetectionConfig(exceptions=(exc,))).findings[0].exception is not None
+    assert not covered or actor == mine
+    pre = exception(workload=None, workload_prefix=ORG + mine.rstrip("/") + "/")
+    covered = fire(v, DetectionConfig(exceptions=(pre,))).findings[0].exception is not None
+    assert not covered or (ORG + actor).startswith(ORG + mine.rstrip("/") + "/")

@@ -67,8 +67,9 @@ def check_codes(codes: object) -> None:
 
 
 _PREFIX: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]+/")
-MAX_EXCEPTIONS: Final = 10_000
-"""Exceptions one configuration may hold: each finding is matched against all of them."""
+MAX_EXCEPTIONS: Final = 1000
+"""Exceptions one configuration may hold: each finding is matched against all of them, so a
+storm of findings an attacker provokes costs at most this many cheap comparisons each."""
 
 
 class TuningException(BaseModel):
