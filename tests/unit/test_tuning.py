@@ -680,3 +680,20 @@ def test_an_exception_never_covers_another_workload(
     pre = exception(workload=None, workload_prefix=ORG + mine.rstrip("/") + "/")
     covered = fire(v, DetectionConfig(exceptions=(pre,))).findings[0].exception is not None
     assert not covered or (ORG + actor).startswith(ORG + mine.rstrip("/") + "/")
+
+
+def test_tuning_check_cli(tmp_path: Path) -> None:
+    import orjson
+    from click.testing import CliRunner
+
+    from tether.cli import main
+
+    res = CliRunner().invoke(main, ["tuning", "check", str(EXAMPLE)])
+    assert res.exit_code == 0, res.output
+    doc = orjson.loads(res.stdout)
+    assert set(doc["codes"]) == set(RULES)
+    assert doc["tuning_revision"].startswith("example-1@sha256:")
+    bad = write(tmp_path, "codes:\n  tool_not_granted:\n    severity: hgh\n")
+    res = CliRunner().invoke(main, ["tuning", "check", str(bad)])
+    assert res.exit_code == 1
+    assert "line 3" in res.output
