@@ -262,6 +262,7 @@ def _act(  # noqa: PLR0913  # the options of the three commands
         with tempfile.TemporaryDirectory() as d:
             probe = Path(d) / "tuning.yaml"
             probe.write_text(new_text, encoding="utf-8")
+            probe.chmod(0o600)
             rev = load_tuning(probe, settings.detection(tuning=False)).tuning_revision
         record = record.model_copy(update={"tuning_revision": rev})
     _publish(settings, finding_id, sign_action(signer, record))

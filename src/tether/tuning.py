@@ -226,9 +226,15 @@ def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
 def read(path: Path) -> TuningFile:
     """Read and validate a tuning file."""
     try:
+        mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
         raise TuningError(f"{path}: cannot read the tuning file: {exc.strerror}") from exc
+    if mode & 0o022:
+        # whoever can write it can disable every detection: as guarded as the signing key
+        raise TuningError(
+            f"{path}: writable by group or others (mode {mode & 0o777:o}); run: chmod go-w {path}"
+        )
     if len(data) > MAX_BYTES:
         raise TuningError(f"{path}: larger than {MAX_BYTES} bytes")
     try:

@@ -63,6 +63,7 @@ def test_suppress_ack_and_a_worker_key_refused(
     write_private_key(worker_key, generate_key("ES256", issuer="urn:tether:monitor"))
     tuning = tmp_path / "tuning.yaml"
     tuning.write_text("# reviewed\ncodes:\n  unknown_workflow:\n    enabled: false\n")
+    tuning.chmod(0o644)
     env = {"TETHER_KAFKA_BOOTSTRAP": kafka_bootstrap, "TETHER_TOPIC_PREFIX": prefix}
     cli = CliRunner()
 

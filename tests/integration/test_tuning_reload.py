@@ -52,6 +52,7 @@ def _finding(pipe: Pipeline, wf: str, timeout: float = 30.0) -> tuple[dict[str, 
 def test_worker_reloads_tuning_without_restart(pipe: Pipeline, tmp_path: Path) -> None:
     tuning = tmp_path / "tuning.yaml"
     tuning.write_text("revision: a\ncodes:\n  tool_not_granted:\n    severity: low\n")
+    tuning.chmod(0o644)
     proc = pipe.start_worker(
         "w1", env={"TETHER_TUNING": str(tuning), "TETHER_TUNING_POLL_S": "0.2"}
     )

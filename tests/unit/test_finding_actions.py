@@ -143,6 +143,7 @@ def test_suppression_is_scoped_to_the_findings_pattern_only(tmp_path: Path) -> N
     exc = suppression(f, action="fa-0123456789ab", reason="ok", until=NOW + timedelta(days=1))  # type: ignore[arg-type]
     p = tmp_path / "tuning.yaml"
     p.write_text(with_exception("", exc, str(p)))
+    p.chmod(0o644)
     cfg = load_tuning(p, DetectionConfig())
     again = run(
         [

@@ -251,6 +251,7 @@ def test_example_covers_every_code() -> None:
 def write(tmp_path: Path, text: str, name: str = "tuning.yaml") -> Path:
     p = tmp_path / name
     p.write_text(text)
+    p.chmod(0o644)  # whatever the umask: a group-writable tuning file is refused
     return p
 
 
@@ -697,3 +698,12 @@ def test_tuning_check_cli(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["tuning", "check", str(bad)])
     assert res.exit_code == 1
     assert "line 3" in res.output
+
+
+def test_a_tuning_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "codes: {}\n")
+    p.chmod(0o666)
+    with pytest.raises(TuningError, match="chmod go-w"):
+        load_tuning(p, DetectionConfig())
+    p.chmod(0o644)
+    assert load_tuning(p, DetectionConfig()).tuning_revision is None
