@@ -177,6 +177,7 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         parts.signer,  # a missing or unfit key has stopped the worker in worker_parts
         worker_id=parts.worker_id,
         gate=parts.gate,
+        tuning=parts.tuning,
         lag=InputLag(
             behind=fetcher.behind,
             buffered=lambda: intake.pending > 0,

@@ -9,6 +9,7 @@ faust (so before their offsets can be committed). A crash anywhere replays input
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from tether.security import SetSigner
 from tether.security.gate import SourceGate
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, INTENTS, REVOCATIONS
+from tether.tuning import TuningWatch
 
 from .credential_uses import decode_use, encode_use
 from .epochs import StateEpochs
@@ -75,8 +77,10 @@ class Worker:
         worker_id: str,
         lag: InputLag | None = None,
         gate: SourceGate | None = None,
+        tuning: TuningWatch | None = None,
     ) -> None:
         self.settings = settings
+        self.tuning = tuning  # the tuning file, re-read when it changes (docs/tuning.md)
         self.sessions = sessions
         self.tokens = tokens
         self.engine = WorkflowEngine(ctx, sessions)
@@ -130,6 +134,7 @@ class Worker:
 
         The caller hands records over only once the tables have recovered: a record applied to
         a session that recovery later overwrites would be forgotten."""
+        self._retune()
         self._maybe_reschedule()
         now = datetime.now(UTC)
         out = Outbox()
@@ -359,6 +364,7 @@ class Worker:
     def submit_uses(self, records: Sequence[InputRecord]) -> asyncio.Future[None]:
         """Fold a batch of credential uses into the token table (tables recovered, as above);
         the future resolves once the outputs and then the token state are durable."""
+        self._retune()
         now = datetime.now(UTC)
         out = Outbox()
         latest = float("-inf")
@@ -377,6 +383,22 @@ class Worker:
         self._collect(out, batch)
         return self._commit(batch)
 
+    def _retune(self) -> None:
+        """Apply a changed tuning file to every event and check from here on. It only touches
+        per-code tuning (never grace or limits), so nothing already scheduled moves; an invalid
+        file is logged by the watch and the tuning in force kept."""
+        watch = self.tuning
+        if watch is None:
+            return
+        cfg = watch.poll()
+        if cfg is None:
+            return
+        ctx = dataclasses.replace(self.engine.ctx, cfg=cfg)
+        self.engine.ctx = ctx
+        self.index.ctx = ctx
+        if self.gate is not None:
+            self.gate.cfg = cfg
+
     # -- time -----------------------------------------------------------------------------
 
     async def tick(self) -> None:
@@ -384,6 +406,7 @@ class Worker:
         watermark back, and on a quiet stream event time follows the wall clock from the last
         event (the processing-time backstop), so waiting checks fire about one grace period
         after their event."""
+        self._retune()
         self._maybe_reschedule()
         self.input_lag()  # samples which partitions are caught up
         engine = self.engine

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tether.adapters.redis_registry import RedisRegistry
     from tether.security.gate import SourceGate
     from tether.security.sets import SetSigner, SetVerifier
+    from tether.tuning import TuningWatch
 
 _log = logging.getLogger("tether")
 
@@ -106,6 +107,7 @@ class WorkerParts:
     registry: RedisRegistry  # the Redis revocation registry the sync keeps
     verifier: Callable[[], SetVerifier]  # a verifier for the registry sync and the ledger
     input_config: dict[str, Any]  # librdkafka consumer configuration of the input fetcher
+    tuning: TuningWatch | None = None  # re-reads settings.tuning when it changes (None: unset)
 
 
 def worker_id(settings: Settings) -> str:
@@ -126,7 +128,10 @@ def worker_parts(settings: Settings, **overrides: Any) -> WorkerParts:  # noqa: 
     from tether.security import signer_from_settings, verifier_from_settings  # noqa: PLC0415
 
     name = overrides.pop("worker_id", None) or worker_id(settings)
-    ctx = overrides.pop("context", None) or context(settings)
+    tuning = overrides.pop("tuning", None) or tuning_watch(settings)
+    ctx = overrides.pop("context", None) or context(
+        settings, tuning.cfg if tuning is not None else None
+    )
 
     def lazy(key: str, make: Callable[[], Any]) -> Any:  # noqa: ANN401  # each part its type
         return overrides.pop(key) if key in overrides else make()
@@ -153,6 +158,7 @@ def worker_parts(settings: Settings, **overrides: Any) -> WorkerParts:  # noqa: 
         ),
         registry=lazy("registry", lambda: RedisRegistry.from_settings(settings)),
         verifier=lazy("verifier", lambda: lambda: verifier_from_settings(settings)),
+        tuning=tuning,
         input_config=lazy(
             "input_config",
             lambda: consumer_config(
@@ -166,3 +172,18 @@ def worker_parts(settings: Settings, **overrides: Any) -> WorkerParts:  # noqa: 
     if overrides:
         raise TypeError(f"unknown worker parts: {sorted(overrides)}")
     return parts
+
+
+def tuning_watch(settings: Settings) -> TuningWatch | None:
+    """A watch over ``settings.tuning`` on top of the environment's tuning (None: no file).
+
+    Raises:
+        tether.tuning.TuningError: the file is unreadable or invalid at start-up.
+    """
+    if settings.tuning is None:
+        return None
+    from tether.tuning import TuningWatch  # noqa: PLC0415
+
+    return TuningWatch(
+        settings.tuning, settings.detection(tuning=False), interval_s=settings.tuning_poll_s
+    )

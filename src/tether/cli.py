@@ -17,10 +17,37 @@ if TYPE_CHECKING:
 
 
 def _settings(**overrides: object) -> Settings:
+    from pydantic import ValidationError  # noqa: PLC0415
+
     from tether.settings import Settings  # noqa: PLC0415  # keep `tether --help` fast
 
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings.model_validate(clean)
+    try:
+        return Settings.model_validate(clean)
+    except ValidationError as exc:  # a misspelt setting value: say which, never a traceback
+        raise click.ClickException(f"invalid settings (TETHER_* or flags):\n{exc}") from exc
+
+
+def _detection_ready(settings: Settings) -> None:
+    """Read the tuning file (and the environment's tuning) once, before any input is read: a
+    mistake stops the command with its file, line and field instead of being ignored."""
+    from tether.tuning import TuningError  # noqa: PLC0415
+
+    misspelt = settings.misspelt_tuning()
+    if misspelt:
+        raise click.ClickException("\n".join(misspelt))
+    try:
+        settings.detection()
+    except TuningError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_TUNING = click.option(
+    "--tuning",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Tuning file (YAML, docs/tuning.md): per-code enabled, severity, response, shadow "
+    "and scoped exceptions [env TETHER_TUNING].",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -80,6 +107,7 @@ def main() -> None:
     type=click.Choice(["enforce", "audit"]),
     help="When the registry names no mode: enforce refuses, audit labels [default: enforce].",
 )
+@_TUNING
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stderr.")
 @click.option(
     "--format",
@@ -101,6 +129,7 @@ def replay(
     clock: str,
     sources: Path | None,
     sources_mode: str | None,
+    tuning: Path | None,
     quiet: bool,
     fmt: str,
 ) -> None:
@@ -119,11 +148,14 @@ def replay(
       tether replay --shadow --policy-dir ./policies yesterday.jsonl | jq 'select(.kind=="finding")'
       cat events.jsonl | tether replay - --decisions
       tether replay --format ocsf events.jsonl > detection_findings.jsonl
+      tether replay --tuning tuning.yaml events.jsonl
+      TETHER_DISABLED=unknown_workflow TETHER_SEVERITY=tool_not_granted=high tether replay e.jsonl
 
     \b
     Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
     TETHER_POLICY_DIR, TETHER_POLICY_PACK (default), TETHER_POLICY (true),
-    TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS (true).
+    TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS (true), TETHER_TUNING, TETHER_DISABLED,
+    TETHER_SEVERITY, TETHER_RESPONSE, TETHER_SHADOW_CODES (docs/tuning.md).
 
     \b
     One event per line (docs/contract.md has the contract; `tether demo --write FILE` writes
@@ -145,7 +177,9 @@ def replay(
         policy_pack=policy_pack,
         sources=sources,
         sources_mode=sources_mode,
+        tuning=tuning,
     )
+    _detection_ready(settings)
     try:
         mon = monitor(settings, policy_dir=policy_dir, decisions=decisions)
         gate = source_gate(settings, mon.ctx.cfg)
@@ -340,6 +374,7 @@ def _open_output(target: str) -> Iterator[IO[bytes]]:
 @click.option("--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX; default 'tether.'].")
 @click.option("--partitions", type=int, help="Partitions of tether's topics [default: 6].")
 @click.option("--shadow", is_flag=True, default=None, help="Report findings, revoke nothing.")
+@_TUNING
 @click.option(
     "--worker-id",
     help="Stable, unique name of this worker [env TETHER_WORKER_ID]: names it in heartbeats and "
@@ -366,6 +401,7 @@ def worker(
     prefix: str | None,
     partitions: int | None,
     shadow: bool | None,
+    tuning: Path | None,
     worker_id: str | None,
     web_port: int | None,
     loglevel: str,
@@ -393,7 +429,9 @@ def worker(
     Environment (the main ones; docs/operations.md lists all): TETHER_KAFKA_BOOTSTRAP
     (127.0.0.1:9092), TETHER_REDIS_URL (redis://127.0.0.1:6379/0), TETHER_TOPIC_PREFIX,
     TETHER_PARTITIONS (6), TETHER_WORKER_ID, TETHER_SIGNING_KEY (default: a development key
-    under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK.
+    under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK,
+    TETHER_TUNING (re-read every TETHER_TUNING_POLL_S, 2 s, when it changes), TETHER_DISABLED,
+    TETHER_SEVERITY, TETHER_RESPONSE, TETHER_SHADOW_CODES (docs/tuning.md).
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415
         BrokerUnavailableError,
@@ -411,9 +449,11 @@ def worker(
         topic_prefix=prefix,
         partitions=partitions,
         shadow=shadow,
+        tuning=tuning,
         worker_id=worker_id,
         web_port=web_port,
     )
+    _detection_ready(settings)
     require_broker(settings, wait_s)
     try:
         run_worker(settings, loglevel=loglevel)
@@ -648,6 +688,16 @@ def ssf(config_path: Path, listen: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve(_settings(), config, listen))
+
+
+def _mount_tuning_commands() -> None:
+    from tether.cli_tuning import finding, tuning  # noqa: PLC0415
+
+    main.add_command(tuning, "tuning")
+    main.add_command(finding, "finding")
+
+
+_mount_tuning_commands()
 
 
 def _mount_keys_commands() -> None:

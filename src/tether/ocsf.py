@@ -64,8 +64,9 @@ def _ms(t: datetime) -> int:
 
 
 def enforced(f: Finding) -> list[str]:
-    """The responses tether enforced for ``f``: none in shadow mode, none that were withheld."""
-    if f.shadow:
+    """The responses tether enforced for ``f``: none in shadow mode or under a tuning
+    exception, none that were withheld."""
+    if f.shadow or f.exception:
         return []
     withheld = set(f.withheld or ())
     return [r for r in f.response if r != "alert" and r not in withheld]
@@ -200,6 +201,10 @@ def _unmapped(f: Finding) -> dict[str, Any]:
     }
     if f.withheld:
         out["withheld"] = list(f.withheld)
+    if f.exception:
+        out["exception"] = f.exception
+    if f.tuning_revision:
+        out["tuning_revision"] = f.tuning_revision
     if f.credential_subject:
         out["credential_subject"] = f.credential_subject
     if f.initiator:

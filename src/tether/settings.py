@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tether.core.config import DetectionConfig, StateLimits
+from tether.core.config import DetectionConfig, StateLimits, check_codes
 from tether.kafka_settings import KafkaSettings
+from tether.models.common import Severity
+from tether.models.outputs import Response
 
 
 def _limit(name: str) -> str | None:
@@ -39,6 +41,30 @@ class Settings(BaseSettings):
     shadow: bool = Field(False, description="report findings, revoke nothing")
     credential_shared_across_workflows: bool = Field(
         True, description="disable for SPIRE-style cached SVIDs shared by design"
+    )
+    # per-code tuning (docs/tuning.md); the tuning file wins for the codes it names
+    tuning: Path | None = Field(
+        None,
+        description="the tuning file (YAML, docs/tuning.md): per code enabled, severity, "
+        "response, shadow, and scoped exceptions; the worker re-reads it when it changes",
+    )
+    tuning_poll_s: float = Field(
+        2.0, gt=0, description="how often the worker checks the tuning file for a change"
+    )
+    disabled: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), description="finding codes that never fire (code,code or a JSON list)"
+    )
+    severity: Annotated[dict[str, Severity], NoDecode] = Field(
+        default_factory=dict,
+        description="severity per code: code=high,code=low (or a JSON object)",
+    )
+    response: Annotated[dict[str, tuple[Response, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description="response per code: code=revoke_token|quarantine_workload,code= (empty: "
+        "alert only; or a JSON object)",
+    )
+    shadow_codes: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), description="finding codes reported but never enforced (code,code)"
     )
     policy_dir: Path | None = Field(None, description="Cedar policies; default: a built-in pack")
     policy_pack: str = Field(
@@ -292,9 +318,42 @@ class Settings(BaseSettings):
             )
         return tiers
 
-    def detection(self, **overrides: object) -> DetectionConfig:
-        """The core's configuration from these settings (plus explicit overrides)."""
-        disabled = set()
+    @field_validator("disabled", "shadow_codes", mode="before")
+    @classmethod
+    def _code_list(cls, value: object) -> object:
+        from tether.tuning import env_codes  # noqa: PLC0415  # tuning imports the core only
+
+        return env_codes(value)
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity_map(cls, value: object) -> object:
+        from tether.tuning import env_mapping  # noqa: PLC0415
+
+        return env_mapping(value, "severity")
+
+    @field_validator("response", mode="before")
+    @classmethod
+    def _response_map(cls, value: object) -> object:
+        from tether.tuning import env_mapping  # noqa: PLC0415
+
+        return env_mapping(value, "response")
+
+    @field_validator("disabled", "shadow_codes", "severity", "response")
+    @classmethod
+    def _known_codes(cls, value: object) -> object:
+        """A misspelt code would leave it enforced without a word: refuse it."""
+        check_codes(value)
+        return value
+
+    def detection(self, *, tuning: bool = True, **overrides: object) -> DetectionConfig:
+        """The core's configuration from these settings (plus explicit overrides), tuned by
+        the tuning file when one is set (``tuning=False``: the environment's alone).
+
+        Raises:
+            tether.tuning.TuningError: the tuning file is unreadable or invalid.
+        """
+        disabled = set(self.disabled)
         if not self.credential_shared_across_workflows:
             disabled.add("credential_shared_across_workflows")
         values: dict[str, object] = {
@@ -302,6 +361,9 @@ class Settings(BaseSettings):
             "max_chain_length": self.max_chain_length,
             "shadow": self.shadow,
             "disabled": frozenset(disabled),
+            "severity": dict(self.severity),
+            "response": dict(self.response),
+            "shadow_codes": self.shadow_codes,
             "limits": StateLimits(
                 state_bytes=self.limit_state_bytes,
                 event_id_bytes=self.limit_event_id_bytes,
@@ -313,7 +375,48 @@ class Settings(BaseSettings):
             ),
         }
         values.update(overrides)
-        return DetectionConfig.model_validate(values)
+        from tether.tuning import load_tuning, revision  # noqa: PLC0415
+
+        cfg = DetectionConfig.model_validate(values)
+        rev = revision(cfg, None)
+        if rev is not None and cfg.tuning_revision is None:
+            cfg = cfg.model_copy(update={"tuning_revision": f"env@{rev}"})
+        if tuning and self.tuning is not None:
+            cfg = load_tuning(self.tuning, cfg)
+        return cfg
+
+    @staticmethod
+    def misspelt_tuning() -> list[str]:
+        """``TETHER_*`` variables that are no setting but look like a tuning one
+        (``TETHER_DISABLE``, ``TETHER_SEVERITIES``, ``TETHER_TUNING_FILE``), each with the
+        setting meant: the environment would otherwise ignore them without a word."""
+        import difflib  # noqa: PLC0415
+        import os  # noqa: PLC0415
+
+        tuning = [
+            f"TETHER_{n.upper()}"
+            for n in (
+                "disabled",
+                "severity",
+                "response",
+                "shadow",
+                "shadow_codes",
+                "tuning",
+                "tuning_poll_s",
+                "credential_shared_across_workflows",
+            )
+        ]
+        known = {f"TETHER_{n.upper()}" for n in Settings.model_fields}
+        out = []
+        for name in sorted(os.environ):
+            upper = name.upper()
+            if not upper.startswith("TETHER_") or upper in known or "__" in upper:
+                continue
+            close = difflib.get_close_matches(upper, tuning, n=1, cutoff=0.8)
+            near = close or [t for t in tuning if upper.startswith(t) or t.startswith(upper)]
+            if near:
+                out.append(f"{name} is not a setting: did you mean {near[0]}?")
+        return out
 
     @property
     def group_id(self) -> str:

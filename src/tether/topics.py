@@ -9,6 +9,7 @@ FINDINGS = "findings"
 DECISIONS = "decisions"
 REVOCATIONS = "revocations"
 DEADLETTER = "deadletter"
+FINDING_ACTIONS = "finding-actions"  # operators' signed ack/resolve/suppress, keyed by finding_id
 CREDENTIAL_USES = "credential-uses"  # internal: workflow sessions -> token index, keyed by token_id
 
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
@@ -61,6 +62,12 @@ def topic_specs(
             "token_id",
             partitions,
             {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)},
+        ),
+        TopicSpec(  # an audit trail: kept until deleted by hand
+            f"{prefix}{FINDING_ACTIONS}",
+            "finding_id",
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
         ),
     ]
     for spec in specs:

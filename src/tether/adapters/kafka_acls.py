@@ -35,6 +35,7 @@ from tether.topics import (
     CREDENTIAL_USES,
     DEADLETTER,
     DECISIONS,
+    FINDING_ACTIONS,
     FINDINGS,
     INTENTS,
     REVOCATIONS,
@@ -70,6 +71,7 @@ class Principals:
     agent: str = "User:agent"
     gateway: str = "User:gateway"
     gateway_groups: tuple[str, ...] = GATEWAY_GROUP_PREFIXES
+    operator: str = "User:operator"  # tether finding ack|resolve|suppress
 
 
 def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
@@ -104,6 +106,10 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
             Grant(gateway, "GROUP", "PREFIXED", group, ("DESCRIBE",))
             for group in principals.gateway_groups
         ),
+        # operators record finding actions and read findings to scope a suppression
+        Grant(principals.operator, "TOPIC", "LITERAL", t(FINDING_ACTIONS), ("WRITE", "DESCRIBE")),
+        Grant(principals.operator, "TOPIC", "LITERAL", t(FINDINGS), ("READ", "DESCRIBE")),
+        Grant(principals.operator, "GROUP", "PREFIXED", "tether-cli-finding", ("DESCRIBE",)),
     ]
     return grants
 

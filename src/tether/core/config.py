@@ -1,8 +1,13 @@
-"""Detection tuning: grace, chain limits, per-code severity and response, shadow mode."""
+"""Detection tuning: grace, chain limits, per-code severity and response, shadow mode, and
+scoped exceptions (docs/tuning.md)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import re
+from fnmatch import fnmatchcase
+from typing import Final
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tether.core.codes import RULES, Rule
 from tether.models.common import Severity
@@ -44,6 +49,104 @@ class StateLimits(BaseModel):
     token_pairs: int = Field(
         64, ge=2, description="(workload, workflow) uses remembered per token by the token index"
     )
+
+
+def check_codes(codes: object) -> None:
+    """Refuse unknown finding codes, naming the known ones (a misspelt code must never be a
+    tuning silently ignored)."""
+    unknown = (
+        sorted(str(c) for c in codes if c not in RULES)
+        if isinstance(codes, (set, frozenset, dict, list, tuple))
+        else []
+    )
+    if unknown:
+        raise ValueError(
+            f"unknown finding code(s): {', '.join(unknown)}; the known codes are: "
+            + ", ".join(sorted(RULES))
+        )
+
+
+_PREFIX: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]+/")
+MAX_EXCEPTIONS: Final = 1000
+"""Exceptions one configuration may hold: each finding is matched against all of them, so a
+storm of findings an attacker provokes costs at most this many cheap comparisons each."""
+
+
+class TuningException(BaseModel):
+    """A scoped, expiring exception: a finding it matches is still reported (with
+    ``exception`` naming it) but none of its response is enforced.
+
+    It matches only on fields tether holds as authoritative for the finding: the code, the
+    acting workload (which the source registry authorizes each source to assert), the tool and
+    the workflow id of the causing event. It never matches on free text an agent writes
+    (summary, resource, destination, credential claims). An exception for workload X can thus
+    be claimed by any source allowed to assert workload X: the source registry bounds it, and
+    a cause that was not authenticated (a registry in audit mode) never matches. It must name
+    a workload (or a workload path prefix): an exception without one would be every agent's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256, description="names it in findings and logs")
+    reason: str = Field(min_length=1, max_length=2000, description="why (required)")
+    expires: AwareDatetime = Field(
+        description="RFC 3339 with a zone; from this instant (event time, or detection time "
+        "if later) it no longer applies"
+    )
+    codes: frozenset[str] = Field(
+        frozenset(), description="finding codes it covers; empty: every code"
+    )
+    workload: str | None = Field(None, min_length=1, description="the acting workload id")
+    workload_prefix: str | None = Field(
+        None,
+        description="a workload id path prefix ending in '/' (spiffe://td/ns/ci/): every "
+        "workload under it",
+    )
+    tool: str | None = Field(None, min_length=1, description="the tool called (exact)")
+    workflow: str | None = Field(
+        None, min_length=1, description="workflow id glob (fnmatch: *, ?, [..]), case-sensitive"
+    )
+
+    @field_validator("codes")
+    @classmethod
+    def _known(cls, value: frozenset[str]) -> frozenset[str]:
+        check_codes(value)
+        return value
+
+    @field_validator("workload_prefix")
+    @classmethod
+    def _path_prefix(cls, value: str | None) -> str | None:
+        """A string prefix would broaden: ``spiffe://td/ci`` also names ``spiffe://td/ci-evil``."""
+        if value is None:
+            return value
+        if not value.endswith("/"):
+            raise ValueError("workload_prefix must end with '/' (a path prefix)")
+        if "://" in value and _PREFIX.match(value) is None:
+            raise ValueError("workload_prefix must name a trust domain: scheme://domain/...")
+        if value == "/":
+            raise ValueError("workload_prefix '/' would name every workload")
+        return value
+
+    @model_validator(mode="after")
+    def _scoped(self) -> TuningException:
+        if self.workload is None and self.workload_prefix is None:
+            raise ValueError(
+                "an exception needs workload or workload_prefix (without one it would be "
+                "every agent's)"
+            )
+        return self
+
+    def matches(self, code: str, workload: str, tool: str | None, workflow: str) -> bool:
+        """Whether it covers this finding (expiry is the caller's: see ``exception_for``)."""
+        if self.codes and code not in self.codes:
+            return False
+        if self.workload is not None and workload != self.workload:
+            return False
+        if self.workload_prefix is not None and not workload.startswith(self.workload_prefix):
+            return False
+        if self.tool is not None and tool != self.tool:
+            return False
+        return self.workflow is None or fnmatchcase(workflow, self.workflow)
 
 
 class DetectionConfig(BaseModel):
@@ -100,14 +203,47 @@ class DetectionConfig(BaseModel):
         "bounds it by the wall clock instead",
     )
 
-    @field_validator("disabled", "severity", "response")
+    # per-code tuning beyond the above (docs/tuning.md); kept last: appended fields
+    shadow_codes: frozenset[str] = Field(
+        frozenset(), description="finding codes reported but never enforced (per-code shadow)"
+    )
+    exceptions: tuple[TuningException, ...] = Field(
+        (), max_length=MAX_EXCEPTIONS, description="scoped, expiring exceptions"
+    )
+    tuning_revision: str | None = Field(
+        None, description="the tuning's revision, recorded in every finding and decision"
+    )
+
+    @field_validator("disabled", "severity", "response", "shadow_codes")
     @classmethod
     def _known_codes(cls, value: object) -> object:
-        codes = value if isinstance(value, frozenset | set | dict) else ()
-        unknown = sorted(str(c) for c in codes if c not in RULES)
-        if unknown:
-            raise ValueError(f"unknown finding code(s): {', '.join(unknown)}")
+        check_codes(value)
         return value
+
+    def shadowed(self, code: str) -> bool:
+        """Whether ``code``'s findings are reported without their response."""
+        return self.shadow or code in self.shadow_codes
+
+    def exception_for(
+        self,
+        code: str,
+        workload: str,
+        tool: str | None,
+        workflow: str,
+        at: float,
+        *,
+        authenticated: bool | None,
+    ) -> TuningException | None:
+        """The first exception in force at ``at`` (POSIX seconds) that covers the finding.
+
+        ``authenticated`` False (a source registry that did not authenticate the cause): none,
+        because the workload an exception is scoped to is then only the sender's word."""
+        if not self.exceptions or authenticated is False:
+            return None
+        for exc in self.exceptions:
+            if at < exc.expires.timestamp() and exc.matches(code, workload, tool, workflow):
+                return exc
+        return None
 
     def enabled(self, code: str) -> bool:
         """Whether ``code`` may fire."""
@@ -120,4 +256,8 @@ class DetectionConfig(BaseModel):
         resp = self.response.get(code)
         if sev is None and resp is None:
             return base
-        return Rule(code, sev or base.severity, resp or base.response, base.owasp, base.title)
+        if resp is None:
+            resp = base.response
+        elif not resp:
+            resp = ("alert",)  # an empty response: alert only
+        return Rule(code, sev or base.severity, resp, base.owasp, base.title)

@@ -662,7 +662,7 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
             s.pending.append(wait)
         s.rewake = True
     elif type(event) is ToolCallIntent and cfg.emit_decisions and decide:
-        out.decisions.append(_decision(event, verdict, outcome, now))
+        out.decisions.append(_decision(event, verdict, outcome, now, cfg))
 
 
 def _pending_full(s: Session, size: int, cfg: DetectionConfig) -> bool:
@@ -823,16 +823,22 @@ def _policy_violation(
 
 
 def _decision(
-    event: ToolCallIntent, verdict: Verdict, outcome: PolicyOutcome | None, now: Stamp
+    event: ToolCallIntent,
+    verdict: Verdict,
+    outcome: PolicyOutcome | None,
+    now: Stamp,
+    cfg: DetectionConfig,
 ) -> Decision:
-    codes = sorted({v.code for v in verdict.violations})
+    codes = sorted({v.code for v in verdict.violations if cfg.enabled(v.code)})
     trust = event.trust
     return Decision(
         event_id=event.event_id,
         workflow_id=event.workflow_id,
         workload_id=event.agent.workload_id,
         tool=event.action.tool,
-        decision="deny" if codes or (outcome is not None and not outcome.allowed) else "allow",
+        decision="deny"
+        if codes or (outcome is not None and not outcome.allowed and cfg.enabled(C.POLICY_DENIED))
+        else "allow",
         findings=codes,
         policy_ids=list(outcome.policy_ids) if outcome is not None else [],
         policy_revision=outcome.revision if outcome is not None else None,
@@ -840,6 +846,7 @@ def _decision(
         authenticated=trust.authenticated if trust is not None else None,
         source=trust.source if trust is not None else None,
         credential_verified=trust.credential_verified if trust is not None else None,
+        tuning_revision=cfg.tuning_revision,
     )
 
 

@@ -121,6 +121,17 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
     withheld = [a for a in rule.response if a in trust.withhold] if trust is not None else None
     doc = rule_doc(v.code)
     c = v.context or _NO_CONTEXT
+    shadow = cfg.shadowed(v.code)
+    # an exception is judged at the later of event and detection time: a backdated event
+    # cannot bring an expired exception back
+    excepted = cfg.exception_for(
+        v.code,
+        v.workload_id,
+        c.tool,
+        v.workflow_id,
+        max(v.event_time, now.timestamp()),
+        authenticated=trust.authenticated if trust is not None else None,
+    )
     # Built whole before anything is appended: a finding never leaves without its revocations.
     finding = Finding(
         finding_id=finding_id,
@@ -135,7 +146,7 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         detected_at=now,
         response=list(rule.response),
         owasp=list(rule.owasp),
-        shadow=cfg.shadow,
+        shadow=shadow,
         authenticated=trust.authenticated if trust is not None else None,
         source=trust.source if trust is not None else None,
         credential_verified=trust.credential_verified if trust is not None else None,
@@ -155,9 +166,11 @@ def emit(v: Violation, cfg: DetectionConfig, stamp: Stamp, out: Outbox) -> None:
         initiator=c.initiator,
         delegation_chain=list(c.delegation_chain) or None,
         delegation_ids=list(c.delegation_ids) or None,
+        exception=excepted.id if excepted is not None else None,
+        tuning_revision=cfg.tuning_revision,
     )
     revocations: list[Revocation] = []
-    actions: tuple[Response, ...] = () if cfg.shadow else rule.response
+    actions: tuple[Response, ...] = () if shadow or excepted is not None else rule.response
     if withheld and actions:
         actions = tuple(a for a in actions if a not in withheld)
         if (

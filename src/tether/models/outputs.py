@@ -66,6 +66,14 @@ class Finding(Record):
         "force when it acted; starts with '…' when the chain was cut (a loop, or too long)",
     )
     delegation_ids: list[str] | None = Field(None, description="the delegations of that chain")
+    exception: str | None = Field(
+        None,
+        description="the id of the tuning exception that matched: reported, but none of its "
+        "response enforced (docs/tuning.md)",
+    )
+    tuning_revision: str | None = Field(
+        None, description="the revision of the tuning that shaped it (docs/tuning.md)"
+    )
 
 
 class Target(Record):
@@ -145,6 +153,9 @@ class Decision(Record):
     authenticated: bool | None = None
     source: str | None = None
     credential_verified: bool | None = None
+    tuning_revision: str | None = Field(
+        None, description="the revision of the tuning that shaped it (docs/tuning.md)"
+    )
 
 
 class Source(Record):
