@@ -39,12 +39,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from private_services import HOST, ROOT, PrivateKafka, free_port
 
 TOXIPROXY_SCRIPT = ROOT / "scripts" / "toxiproxy.sh"
+REVOKED_PREFIX = "tether:revoked:"
+STALENESS_S = 10.0  # TETHER_REGISTRY_STALENESS_S, the default: what a gateway trusts Redis by
+NOBODY = ("workload", "fault-net-nobody-revoked-this")  # a target no scenario revokes
 BOTH = ("upstream", "downstream")
 
 
@@ -347,3 +352,31 @@ class TmpfsKafka(PrivateKafka):
                     check=False,
                 )
                 self.mounted = False
+
+
+# -- the registry as a gateway sees it ---------------------------------------------------
+
+
+def epoch(stamp: str) -> float:
+    """An RFC 3339 timestamp of the feed as epoch seconds."""
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def live_targets(revocations: list[dict[str, Any]], margin_s: float) -> set[tuple[str, str]]:
+    """The targets whose revocation is still in force ``margin_s`` from now."""
+    horizon = time.time() + margin_s
+    until: dict[tuple[str, str], float] = {}
+    for r in revocations:
+        target = (r["target"]["kind"], r["target"]["id"])
+        until[target] = max(until.get(target, 0.0), epoch(r["not_after"]))
+    return {t for t, end in until.items() if end > horizon}
+
+
+def held_targets(url: str) -> set[tuple[str, str]]:
+    """The (kind, id) of every revocation key Redis at ``url`` holds (read directly)."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = (k.decode() for k in client.scan_iter(match=f"{REVOKED_PREFIX}*", count=1000))
+        return {tuple(k[len(REVOKED_PREFIX) :].split(":", 1)) for k in keys}  # type: ignore[misc]
+    finally:
+        client.close()

@@ -14,7 +14,9 @@ mid-stream, the fault is applied for a while and healed:
 
 The same worker process must carry on alone after the heal and publish every revocation
 ``tether replay`` expects; the figures say how long the heartbeats stopped and how long the
-worker took to publish again after the heal.
+worker took to publish again after the heal. The registry sync's consumer is behind the proxy
+too: after the heal, the (private, unproxied) Redis must hold every live revocation and be
+trusted again (read as a gateway does; ``registry_caught_up_and_trusted_after_heal_s``).
 
 Run with ``make faults-net`` (not part of ``make test``: a private broker per module and about a
 minute per fault). Sizes: ``TETHER_FAULT_*``: ``NET_EVENTS`` (4,000), ``NET_RATE`` events/s
@@ -28,9 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from corpus import fleet_lines
-from net import ProxiedKafka, Proxy, Toxiproxy
+from net import NOBODY, STALENESS_S, ProxiedKafka, Proxy, Toxiproxy, held_targets, live_targets
 from scenario import FAST, Scenario, knob, wait_until
+
+from tether.adapters.redis_registry import RedisRegistry
 
 pytestmark = [pytest.mark.faults_net, pytest.mark.timeout(900)]
 
@@ -78,10 +83,19 @@ def test_worker_rides_out_a_network_fault_to_the_broker(
     )
     fault_s, timeout = knob(variant, "NET_FAULT_S", 10, 10), knob(variant, "TIMEOUT", 300, 300)
     latency_ms = int(knob(variant, "NET_LATENCY_MS", 500, 500))
-    lines = fleet_lines(events, seed=int(knob(variant, "SEED", 41, 41)), end_before_now_s=900)
+    lines = fleet_lines(
+        events, seed=int(knob(variant, "SEED", 41, 41)), end_before_now_s=30, short_s=300
+    )
     expected = run.replay(lines)
     run.figures.events_in = len(lines)
     run.start()
+    # The registry sync's consumer is on the proxy too: Redis (direct) must catch up after it.
+    client = redis.Redis.from_url(run.redis_url, socket_timeout=5)
+    client.flushall()
+    client.close()
+    gateway = RedisRegistry(
+        run.redis_url, sync_topic=run.topic("revocations"), sync_staleness_s=STALENESS_S
+    )
     run.launch("w1")
     run.wait_up("w1", timeout=180)
     pid = run.pid("w1")
@@ -101,6 +115,14 @@ def test_worker_rides_out_a_network_fault_to_the_broker(
 
     feeder.join(timeout)
     run.wait_for_revocations(expected, timeout)
+    required = live_targets(expected.get("revocation", []), 15)
+    wait_until(lambda: required <= held_targets(run.redis_url), timeout, "the registry caught up")
+    wait_until(
+        lambda: gateway.lookup_sync(*NOBODY) is False,  # type: ignore[arg-type]
+        timeout,
+        "Redis trusted again",
+    )
+    registry_s = time.time() - healed
     lost = run.count_revocations(expected)
     run.figures.extra.update(
         fault=fault,
@@ -110,6 +132,8 @@ def test_worker_rides_out_a_network_fault_to_the_broker(
         heartbeat_gap_s=round(gap, 1),
         heartbeat_back_after_heal_s=round(back_s, 1),
         produced=feeder.sent,
+        registry_live_revocations=len(required),
+        registry_caught_up_and_trusted_after_heal_s=round(registry_s, 1),
         same_pid=run.pid("w1") == pid,
         lag_at_end=run.lag(),
     )

@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from corpus import fleet_lines
-from net import Proxy, Toxiproxy
+from net import NOBODY, STALENESS_S, Proxy, Toxiproxy, epoch, held_targets, live_targets
 from private_services import PrivateRedis
 from scenario import FAST, Scenario, knob, wait_until
 
@@ -49,9 +47,6 @@ from tether.adapters.redis_registry import RedisRegistry
 pytestmark = [pytest.mark.faults_net, pytest.mark.timeout(900)]
 
 FAULTS = ["latency", "stall", "cut"]
-PREFIX = "tether:revoked:"
-STALENESS_S = 10.0  # TETHER_REGISTRY_STALENESS_S, the default
-NOBODY = ("workload", "fault-net-nobody-revoked-this")
 
 
 @pytest.fixture(scope="module")
@@ -89,29 +84,6 @@ def run(
     scenario.extra_env["TETHER_REDIS_URL"] = f"redis://{proxy.address}/0"  # the sync's path
     yield scenario
     scenario.close()
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp).timestamp()
-
-
-def _live(revocations: list[dict[str, Any]], margin_s: float) -> set[tuple[str, str]]:
-    """The targets whose revocation is still in force ``margin_s`` from now."""
-    horizon = time.time() + margin_s
-    until: dict[tuple[str, str], float] = {}
-    for r in revocations:
-        target = (r["target"]["kind"], r["target"]["id"])
-        until[target] = max(until.get(target, 0.0), _epoch(r["not_after"]))
-    return {t for t, end in until.items() if end > horizon}
-
-
-def _held(url: str) -> set[tuple[str, str]]:
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        keys = (k.decode() for k in client.scan_iter(match=f"{PREFIX}*", count=1000))
-        return {tuple(k[len(PREFIX) :].split(":", 1)) for k in keys}  # type: ignore[misc]
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -169,9 +141,9 @@ def test_registry_sync_rides_out_a_network_fault_to_redis(  # noqa: PLR0915  # o
         due = {
             (s.doc["target"]["kind"], s.doc["target"]["id"])
             for s in run.tap.records("revocations")
-            if s.read_at < cutoff and _epoch(s.doc["not_after"]) > time.time() + 15
+            if s.read_at < cutoff and epoch(s.doc["not_after"]) > time.time() + 15
         }
-        missing_in_fault = len(due - _held(server.url))
+        missing_in_fault = len(due - held_targets(server.url))
     healed = time.monotonic()
     # Past the staleness bound (plus the heartbeat interval and a batch's lag), the sync has
     # written nothing since the fault began: a "not revoked" then is Redis trusted unvouched.
@@ -181,8 +153,10 @@ def test_registry_sync_rides_out_a_network_fault_to_redis(  # noqa: PLR0915  # o
 
     feeder.join(timeout)
     run.wait_for_revocations(expected, timeout)
-    required = _live(revocations, 15)
-    wait_until(lambda: required <= _held(server.url), timeout, "every live revocation in Redis")
+    required = live_targets(revocations, 15)
+    wait_until(
+        lambda: required <= held_targets(server.url), timeout, "every live revocation in Redis"
+    )
     all_in_redis_s = time.monotonic() - healed
     wait_until(
         lambda: gateway.lookup_sync(*NOBODY) is False,  # type: ignore[arg-type]
