@@ -8,7 +8,7 @@ never written). The sync is off the request path, so its calls get their own, lo
 (``TETHER_REGISTRY_SYNC_TIMEOUT_S``, 5 s); the gateways keep failing fast.
 
 The fast reproduction here needs no Toxiproxy: a small delaying TCP relay in front of the shared
-Redis holds every reply 1.2 s.
+Redis holds every reply 1.1 s.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
+import redis
 
-from tether.adapters.registry import RegistryUnavailableError
+from tether.adapters.redis_registry import RedisRegistry
 from tether.bootstrap import worker_parts
 from tether.models.outputs import Revocation
 from tether.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-DELAY_S = 1.2  # more than a gateway's 1 s lookup timeout, well under the sync's
+DELAY_S = 1.1  # more than a gateway's 1 s lookup timeout, well under the sync's
 
 
 class SlowRelay:
@@ -99,27 +100,28 @@ def _revocation(tag: str) -> Revocation:
 
 
 def test_the_registry_sync_writes_over_a_link_slower_than_a_gateways_timeout(
-    slow_redis: str,
+    slow_redis: str, redis_url: str
 ) -> None:
-    """The worker's registry (the sync's) writes a batch through the 1.2 s link."""
-    settings = Settings(redis_url=slow_redis)
-    registry = worker_parts(settings, signer=None).registry
+    """The worker's registry (the sync's) writes a batch through the 1.1 s link."""
+    registry = worker_parts(Settings(redis_url=slow_redis), signer=None).registry
     rev = _revocation(str(time.time_ns()))
     try:
-        registry.put_many_sync([rev])
+        registry.put_many_sync([rev])  # before the fix: RegistryUnavailableError, Timeout reading
     finally:
         registry.close_sync()
-    assert registry.lookup_sync("workload", rev.target.id) is True
+    direct = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        assert direct.exists(f"tether:revoked:workload:{rev.target.id}")
+    finally:
+        direct.close()
 
 
 def test_a_gateway_lookup_still_fails_fast_over_the_same_link(slow_redis: str) -> None:
     """The gateways' registry keeps its 1 s timeout: a slow Redis answers None, not a wait."""
-    from tether.adapters.redis_registry import RedisRegistry
-
     gateway = RedisRegistry.from_settings(Settings(redis_url=slow_redis))
     start = time.monotonic()
-    with pytest.raises(RegistryUnavailableError):
-        gateway.put_many_sync([_revocation(str(time.time_ns()))])
-    assert gateway.lookup_sync("workload", "anyone") is None
+    try:
+        assert gateway.lookup_sync("workload", "anyone") is None
+    finally:
+        gateway.close_sync()
     assert time.monotonic() - start < 10
-    gateway.close_sync()
