@@ -5,6 +5,8 @@
 #   make test        all tests, incl. integration against real Kafka + Redis (started for you)
 #   make unit        unit tests only, no services
 #   make soak        long fault-injection runs (tests/fault -m soak; sizes: TETHER_SOAK_*), ~1 h
+#   make faults-net  network faults through Toxiproxy (built from the Go module proxy by
+#                    scripts/toxiproxy.sh) and a full broker disk (a tmpfs; needs root), ~10 min
 #   make check       ruff check + ruff format --check + mypy, then `make test` (= CI, .ci/run)
 #   make services    start Apache Kafka (KRaft) + Redis on loopback, and a second, secured broker
 #                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
@@ -34,7 +36,7 @@ SERVICES_ENV := TETHER_KAFKA_BOOTSTRAP=$${TETHER_KAFKA_BOOTSTRAP:-127.0.0.1:$(TE
 MYPY_TARGETS = $(foreach d,src streams,$(if $(shell find $(d) -name '*.py' 2>/dev/null | head -n 1),$(d)))
 
 .DEFAULT_GOAL := help
-.PHONY: soak
+.PHONY: soak faults-net
 browser:  ## Debian's chromium + chromium-driver for the console's browser test
 	bash scripts/browser.sh
 
@@ -74,6 +76,12 @@ integration: venv services browser
 # are printed at the end and written to tests/fault/out/ (docs/RELIABILITY.md).
 soak: venv services
 	$(SERVICES_ENV) $(BIN)/pytest -m soak tests/fault $(PYTEST_ARGS)
+
+# Issue 24: latency, a stall and a cut between the worker and the broker and between the
+# registry sync and Redis (Toxiproxy), and a full disk under a private broker's log directory.
+faults-net: venv services
+	bash scripts/toxiproxy.sh
+	$(SERVICES_ENV) $(BIN)/pytest -m faults_net tests/fault $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -156,7 +156,13 @@ def worker_parts(settings: Settings, **overrides: Any) -> WorkerParts:  # noqa: 
                 overrides={"linger.ms": settings.output_linger_ms},
             ),
         ),
-        registry=lazy("registry", lambda: RedisRegistry.from_settings(settings)),
+        # The registry sync's own timeout, not a gateway's: it must keep writing over a slow link.
+        registry=lazy(
+            "registry",
+            lambda: RedisRegistry.from_settings(
+                settings, timeout_s=settings.registry_sync_timeout_s
+            ),
+        ),
         verifier=lazy("verifier", lambda: lambda: verifier_from_settings(settings)),
         tuning=tuning,
         input_config=lazy(

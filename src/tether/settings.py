@@ -145,6 +145,13 @@ class Settings(BaseSettings):
         description="gateways trust a Redis 'not revoked' only while the registry sync has "
         "vouched for every partition within this many seconds (and every sync mark says synced)",
     )
+    registry_sync_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="connect and read timeout of the registry sync's Redis calls; longer than a "
+        "gateway's 1 s lookup timeout because the sync is off the request path and must keep "
+        "writing over a slow link (at 1 s it wrote nothing with a 1 s round trip)",
+    )
     watcher_hold_s: float = Field(
         60.0,
         ge=0,

@@ -91,7 +91,7 @@ SECTIONS: Final = (
         "redis",
         "Redis",
         "The revocation registry the worker keeps and gateways may read.",
-        ("redis_url", "registry_staleness_s"),
+        ("redis_url", "registry_staleness_s", "registry_sync_timeout_s"),
     ),
     Section(
         "signing",

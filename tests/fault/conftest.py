@@ -59,10 +59,17 @@ def _soak_selected(config: pytest.Config) -> bool:
     return "soak" in (config.getoption("markexpr") or "") or os.environ.get("TETHER_SOAK") == "1"
 
 
+def _faults_net_selected(config: pytest.Config) -> bool:
+    """The network and disk faults (issue 24) run only when asked for: ``make faults-net``."""
+    markexpr = config.getoption("markexpr") or ""
+    return "faults_net" in markexpr or os.environ.get("TETHER_FAULTS_NET") == "1"
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection sees the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    soak = _soak_selected(config)
+    soak, net = _soak_selected(config), _faults_net_selected(config)
     skip = pytest.mark.skip(reason="soak variant: run with `make soak` (pytest -m soak)")
+    skip_net = pytest.mark.skip(reason="network/disk fault: run with `make faults-net`")
     for item in items:
         if _HERE not in Path(item.path).resolve().parents:
             continue
@@ -70,6 +77,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.fault)
         if item.get_closest_marker("soak") is not None and not soak:
             item.add_marker(skip)
+        if item.get_closest_marker("faults_net") is not None and not net:
+            item.add_marker(skip_net)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
