@@ -14,15 +14,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from private_services import PROBE, SERVICES_SCRIPT
+from scenario import FAST, Scenario
 
 from tether.topics import TopicSpec
-
-from private_services import ROOT, SERVICES_SCRIPT
 
 ENV = "TETHER_CLUSTER_BOOTSTRAP"
 REPLICAS, MIN_ISR = 3, 2
@@ -78,12 +82,27 @@ class Cluster:
         configs = self.admin.describe_configs([resource])[resource].result(timeout=20)
         return int(configs["min.insync.replicas"].value)
 
+    def shortfalls(self, prefix: str) -> list[str]:
+        """Topics of ``prefix`` (tether's and faust's changelogs) replicated less than production
+        asks: fewer than 3 replicas, or ``min.insync.replicas`` below 2."""
+        topics = self.topics(prefix)
+        states = self.partitions(topics)
+        out = sorted(
+            {
+                f"{t}: {len(s.replicas)} replicas"
+                for (t, _), s in states.items()
+                if len(s.replicas) < REPLICAS
+            }
+        )
+        out += [
+            f"{t}: min.insync.replicas {n}" for t in topics if (n := self.min_insync(t)) < MIN_ISR
+        ]
+        return out
+
     def wait_leaders_other_than(self, node: int, topics: Sequence[str], timeout: float) -> float:
         """Until no partition of ``topics`` names ``node`` (down) or nobody as its leader."""
         return _wait(
-            lambda: all(
-                s.leader not in (node, -1) for s in self.partitions(topics).values()
-            ),
+            lambda: all(s.leader not in (node, -1) for s in self.partitions(topics).values()),
             timeout,
             f"new leaders for the partitions node {node} led",
         )
@@ -136,7 +155,7 @@ class Cluster:
         self._script("start", node)
         port = int(self.bootstrap.split(",")[node - 1].rsplit(":", 1)[1])
         probe = subprocess.run(  # our own probe, fixed arguments
-            ["python3", str(ROOT / "scripts" / "probe.py"), "kafka", f"127.0.0.1:{port}", "--wait", "180"],
+            [sys.executable, str(PROBE), "kafka", f"127.0.0.1:{port}", "--wait", "180"],
             capture_output=True,
             timeout=240,
             check=False,
@@ -145,7 +164,13 @@ class Cluster:
 
     def _script(self, action: str, node: int) -> None:
         out = subprocess.run(  # our own script, fixed arguments
-            [shutil.which("bash") or "/bin/bash", str(SERVICES_SCRIPT), "cluster-node", action, str(node)],
+            [
+                shutil.which("bash") or "/bin/bash",
+                str(SERVICES_SCRIPT),
+                "cluster-node",
+                action,
+                str(node),
+            ],
             capture_output=True,
             timeout=120,
             check=False,
@@ -153,14 +178,39 @@ class Cluster:
         assert out.returncode == 0, f"cluster-node {action} {node}: {out.stderr.decode()[-2000:]}"
 
 
-def _wait(condition: object, timeout: float, what: str) -> float:
+@pytest.fixture
+def cluster() -> Cluster:
+    """The running cluster; the test is skipped without one (``make cluster``)."""
+    bootstrap = cluster_bootstrap()
+    if bootstrap is None:
+        pytest.skip("needs the three-broker cluster: `make cluster`")
+    return Cluster(bootstrap)
+
+
+@pytest.fixture
+def cluster_run(
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Scenario]:
+    """The module's ``SCENARIO`` on the cluster, replicated as production: the workers, the
+    topics and the gateway all read ``TETHER_KAFKA__REPLICATION_FACTOR=3`` and
+    ``TETHER_KAFKA__MIN_INSYNC_REPLICAS=2``."""
+    for name, value in REPLICATION_ENV.items():
+        monkeypatch.setenv(name, value)
+    scenario = Scenario(request.module.SCENARIO, FAST, cluster.bootstrap, redis_url, tmp_path)
+    yield scenario
+    scenario.close()
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
     start = time.monotonic()
     while True:
-        try:
-            if condition():  # type: ignore[operator]
+        with suppress(Exception):  # metadata while a broker is down: ask again
+            if condition():
                 return time.monotonic() - start
-        except Exception:  # noqa: BLE001  # metadata while a broker is down: ask again
-            pass
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.25)

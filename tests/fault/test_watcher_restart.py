@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from scenario import VARIANTS, Scenario, knob, wait_until
-from sdk_helpers import heartbeat, revocation
+from scenario import Scenario, knob, wait_until
 
+from sdk_helpers import heartbeat, revocation
 from tether.adapters.kafka_admin import create_topics
 from tether.adapters.kafka_config import producer_config
 from tether.models.outputs import Heartbeat, Revocation
@@ -146,9 +146,7 @@ class Gateway:
 
 
 @pytest.fixture
-def run(
-    variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path
-) -> Iterator[Scenario]:
+def run(variant: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Scenario]:
     scenario = Scenario(SCENARIO, variant, kafka_bootstrap, redis_url, tmp_path)
     yield scenario
     scenario.close()
@@ -207,8 +205,6 @@ def test_watcher_restarted_while_revocations_are_published_misses_none(
     fig.revocations_seen = len(acked) - len(missing)
     fig.lost = len(missing)
     fig.duplicates = sum(gateway.applied.values()) - len(gateway.applied)
-    fig.extra.update(
-        mode=mode, restarts=gateway.restarts, down_s_each=down_s, rate_per_s=rate
-    )
+    fig.extra.update(mode=mode, restarts=gateway.restarts, down_s_each=down_s, rate_per_s=rate)
     run.report()
     assert not missing, f"{len(missing)} acknowledged revocations never revoked: {missing[:5]}"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from feed import watcher_options
 from tap import Identity, revocation_identity
 
 from tether.models.codec import encode
@@ -35,12 +34,9 @@ class Gateway:
         self.watcher = self._new()
 
     def _new(self) -> Watcher:
-        return Watcher(
-            self.settings,
-            client_id="fault-gateway",
-            on_record=self._on_record,
-            **watcher_options(Watcher, self.home),
-        )
+        # The worker's development key pair under ``home/keys`` (made when it first starts):
+        # the watcher reads its JWKS on the first record, so it may start before the worker.
+        return Watcher(self.settings, client_id="fault-gateway", on_record=self._on_record)
 
     def _on_record(self, record: Revocation | Heartbeat) -> None:
         if isinstance(record, Revocation):
