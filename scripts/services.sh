@@ -17,6 +17,9 @@
 #                certificates made here with openssl and keytool), StandardAuthorizer, and
 #                tether's ACLs per principal for the prefix 'tether.' (tether topics acls --apply)
 #   down-secure  stop the secured broker
+#   env-secure USER   the TETHER_* variables of a client logged in as USER (admin, worker, agent,
+#                gateway; agent-mtls: agent by client certificate on the MTLS listener):
+#                eval "$(scripts/services.sh env-secure agent)"
 #   up-cluster   a cluster of three brokers (KRaft; each node also one voter of a three-voter
 #                controller quorum) on 19092-19094, controllers 19192-19194, data under
 #                .services/cluster/; replication factor 3, min.insync.replicas 2 by default
@@ -26,9 +29,6 @@
 #   cluster-node start|stop|kill N   one node of the cluster (1-3): start it again on its log
 #                directory, stop it (SIGTERM: controlled shutdown) or kill -9 it (a crash);
 #                the cluster fault tests use it (tests/fault/test_cluster_*.py, `make cluster`)
-#   env-secure USER   the TETHER_* variables of a client logged in as USER (admin, worker, agent,
-#                gateway; agent-mtls: agent by client certificate on the MTLS listener):
-#                eval "$(scripts/services.sh env-secure agent)"
 #
 # Settings (environment): TETHER_KAFKA_PORT (9092), TETHER_KAFKA_CONTROLLER_PORT (9093),
 # TETHER_REDIS_PORT (6379), TETHER_KAFKA_HEAP_OPTS ("-Xms256m -Xmx512m"),
