@@ -79,10 +79,10 @@ soak: venv services
 	$(SERVICES_ENV) $(BIN)/pytest -m soak tests/fault $(PYTEST_ARGS)
 
 # Replication faults need three brokers: outside `make test` (minutes, and three more JVMs).
-# Redis is the shared one (`services.sh up`); the tests read the cluster from env-cluster.
+# Redis is the shared one (`services.sh up-redis`); the tests read the cluster from env-cluster.
 CLUSTER_KEEP ?=
 cluster: venv
-	bash scripts/services.sh up >/dev/null
+	bash scripts/services.sh up-redis
 	bash scripts/services.sh up-cluster >/dev/null
 	@eval "$$(bash scripts/services.sh env-cluster)"; rc=0; \
 	  echo "TETHER_CLUSTER_BOOTSTRAP=$$TETHER_CLUSTER_BOOTSTRAP $(BIN)/pytest -m cluster tests/fault"; \

@@ -24,6 +24,7 @@
 #                controller quorum) on 19092-19094, controllers 19192-19194, data under
 #                .services/cluster/; replication factor 3, min.insync.replicas 2 by default
 #   down-cluster stop the cluster's nodes (also done by `down`)
+#   up-redis     Redis alone (`make cluster` starts it beside the cluster)
 #   env-cluster  the TETHER_* variables of a client of the cluster (bootstrap, replication 3,
 #                min.insync.replicas 2): eval "$(scripts/services.sh env-cluster)"
 #   cluster-node start|stop|kill N   one node of the cluster (1-3): start it again on its log
@@ -718,6 +719,12 @@ print(cid)')
   print_env_cluster | sed 's/^/export /'
 }
 
+# up-redis: Redis alone (what `make cluster` needs beside the cluster).
+ensure_redis_only() {
+  mkdir -p "$SVC_DIR"
+  redis_up
+}
+
 cluster_down() {
   # All three at once: stopped one after another, the last node's controlled shutdown waits for
   # a quorum that is gone (it took the 30 s and a KILL).
@@ -886,6 +893,7 @@ case "${1:-}" in
   up-secure) kafka_secure_up ;;
   down-secure) stop_pid "$SECURE_PID" kafka.Kafka kafka-secure ;;
   env-secure) print_env_secure "${2:-}" ;;
+  up-redis) ensure_redis_only ;;
   up-cluster) cluster_up ;;
   down-cluster) cluster_down ;;
   env-cluster) print_env_cluster | sed 's/^/export /' ;;
