@@ -7,6 +7,9 @@
 #   make soak        long fault-injection runs (tests/fault -m soak; sizes: TETHER_SOAK_*), ~1 h
 #   make faults-net  network faults through Toxiproxy (built from the Go module proxy by
 #                    scripts/toxiproxy.sh) and a full broker disk (a tmpfs; needs root), ~10 min
+#   make cluster     a three-broker Kafka cluster on loopback (19092-19094; services.sh up-cluster),
+#                    then its fault tests (tests/fault -m cluster: the leader broker killed, workers
+#                    killed in a loop), ~10 min; stops the cluster after (CLUSTER_KEEP=1 keeps it)
 #   make check       ruff check + ruff format --check + mypy, then `make test` (= CI, .ci/run)
 #   make services    start Apache Kafka (KRaft) + Redis on loopback, and a second, secured broker
 #                    (SASL_SSL + ACLs, docs/kafka-security.md); services-down stops them
@@ -42,7 +45,7 @@ browser:  ## Debian's chromium + chromium-driver for the console's browser test
 
 .PHONY: browser
 .PHONY: help venv demo test unit integration check lint typecheck fmt services services-down bench \
-        services-status services-clean schemas docs clean otel-collector-e2e
+        services-status services-clean schemas docs clean otel-collector-e2e cluster cluster-down
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -82,6 +85,21 @@ soak: venv services
 faults-net: venv services
 	bash scripts/toxiproxy.sh
 	$(SERVICES_ENV) $(BIN)/pytest -m faults_net tests/fault $(PYTEST_ARGS)
+
+# Replication faults need three brokers: outside `make test` (minutes, and three more JVMs).
+# Redis is the shared one (`services.sh up-redis`); the tests read the cluster from env-cluster.
+CLUSTER_KEEP ?=
+cluster: venv
+	bash scripts/services.sh up-redis
+	bash scripts/services.sh up-cluster >/dev/null
+	@eval "$$(bash scripts/services.sh env-cluster)"; rc=0; \
+	  echo "TETHER_CLUSTER_BOOTSTRAP=$$TETHER_CLUSTER_BOOTSTRAP $(BIN)/pytest -m cluster tests/fault"; \
+	  TETHER_REDIS_URL=$${TETHER_REDIS_URL:-redis://127.0.0.1:$(TETHER_REDIS_PORT)/0} \
+	    $(BIN)/pytest -m cluster tests/fault $(PYTEST_ARGS) || rc=$$?; \
+	  if [ -z "$(CLUSTER_KEEP)" ]; then bash scripts/services.sh down-cluster; fi; exit $$rc
+
+cluster-down:
+	bash scripts/services.sh down-cluster
 
 lint: venv
 	$(BIN)/ruff check .

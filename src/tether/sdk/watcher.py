@@ -12,7 +12,6 @@ from typing import Final, Self
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -102,7 +101,8 @@ class Watcher:
                 asked only while the feed is stale; it answers "not revoked" only while the
                 registry sync vouches for it.
             from_beginning: bootstrap from the start of the topic. False tails from the end and
-                is ready at once, knowing only revocations issued from now on.
+                is ready at once, knowing only revocations issued from its first start on (a
+                restart resumes where it stopped, whichever is chosen).
             on_record: called on the watcher's thread with each record applied.
             verifier: authenticates each record (default: a
                 :class:`~tether.security.SetVerifier` from the settings' ``jwks`` and
@@ -151,6 +151,8 @@ class Watcher:
         self._bootstrapped = False
         self._consumer: Consumer | None = None
         self._paused: dict[int, int] = {}  # partition -> offset to read again from
+        # partition -> the offset after the last record taken: where a restart resumes
+        self._positions: dict[int, int] = {}
         self._behind: dict[int, int] = {}  # partition -> offset to reach again after a pause
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -164,7 +166,11 @@ class Watcher:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop following the topic and close the consumer (the local set stays readable)."""
+        """Stop following the topic and close the consumer (the local set stays readable).
+
+        :meth:`start` again resumes each partition after the last record taken, so nothing
+        published in between is skipped; :attr:`ready` waits until that gap is read.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -241,18 +247,16 @@ class Watcher:
                     raise LookupError(f"topic {self.topic} is not available: {detail}")
                 ids = sorted(topic.partitions)
                 self.revocations.expect_partitions(ids)
-                if self._from_beginning:
-                    marks = {
-                        p: consumer.get_watermark_offsets(
-                            TopicPartition(self.topic, p), timeout=_METADATA_TIMEOUT_S
-                        )
-                        for p in ids
-                    }
-                    self._high = {p: high for p, (_low, high) in marks.items()}
-                    self._pending = {p for p, (low, high) in marks.items() if high > low}
-                start = OFFSET_BEGINNING if self._from_beginning else OFFSET_END
-                partitions = [TopicPartition(self.topic, p, start) for p in ids]
+                marks = {
+                    p: consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, p), timeout=_METADATA_TIMEOUT_S
+                    )
+                    for p in ids
+                }
+                partitions = self._resume_at(marks)
                 consumer.assign(partitions)
+                if self._paused:  # still paused from before a restart: resumed as the hold drains
+                    consumer.pause([TopicPartition(self.topic, p) for p in self._paused])
             except (KafkaException, LookupError) as exc:
                 self.last_error = str(exc)
                 _log.warning("revocation watcher waiting for %s: %s", self.topic, exc)
@@ -262,6 +266,30 @@ class Watcher:
                 self._mark_ready()
             return partitions
         return []
+
+    def _resume_at(self, marks: dict[int, tuple[int, int]]) -> list[TopicPartition]:
+        """Where each partition is read from, and what must be read before :attr:`ready`.
+
+        The first start reads from the beginning (or, with ``from_beginning=False``, from the
+        high-water marks of that first start). A restart of the same watcher resumes each
+        partition after the last record it took: revocations published while it was stopped
+        are read, not skipped (a tailing watcher that restarted at the end lost them all), and
+        it is not ready again until it has read up to the marks of the restart.
+        """
+        restart = self._bootstrapped or bool(self._positions)
+        if not restart and not self._from_beginning:
+            self._positions = {p: high for p, (_low, high) in marks.items()}
+        self._high = {p: high for p, (_low, high) in marks.items()}
+        self._pending = {
+            p for p, (low, high) in marks.items() if high > max(low, self._positions.get(p, low))
+        }
+        if restart and self._pending:
+            self._bootstrapped = False  # ready again once caught up (:meth:`_caught_up`)
+            self._update_ready()
+        return [
+            TopicPartition(self.topic, p, self._positions.get(p, OFFSET_BEGINNING))
+            for p in sorted(marks)
+        ]
 
     def _handle(self, msg: Message) -> None:
         error = msg.error()
@@ -288,6 +316,8 @@ class Watcher:
             self._pause(partition, offset)
             return
         self._reached(partition, offset)
+        if partition is not None and offset is not None:
+            self._positions[partition] = offset + 1
         if (
             partition in self._pending
             and offset is not None
