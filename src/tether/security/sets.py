@@ -536,6 +536,10 @@ class SetVerifier:
         """The key of ``kid`` from the key set the (not yet verified) ``iss`` names: operators'
         SETs verify only with operators' keys, the worker's only with the worker's."""
         operators = self._operator_keys
+        if iss != self.issuer and (operators is None or iss != self.operator_issuer):
+            # Neither ours nor the operators': no key lookup (and no hold for an unknown kid);
+            # the signature is not checked, but no signature could make this SET acceptable.
+            raise SetRejected("wrong_issuer", f"iss {iss!r}; expected {self.issuer!r}")
         if operators is not None and iss == self.operator_issuer:
             key = operators.find(kid)
             if key is None:
