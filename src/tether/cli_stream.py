@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from click.decorators import FC
 
     from tether.models.outputs import TargetKind
-    from tether.security.sets import FeedRecord
     from tether.sdk.watcher import Watcher
+    from tether.security.sets import FeedRecord
     from tether.settings import Settings
     from tether.topics import TopicSpec
 

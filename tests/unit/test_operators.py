@@ -314,7 +314,9 @@ def _expected(events: list[tuple[str, int]]) -> float | None:
     return max(live, default=None)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     picks=st.lists(
         st.one_of(

@@ -545,7 +545,8 @@ class SetVerifier:
             if key is None:
                 if self._keys.find(kid) is not None:
                     raise SetRejected(
-                        "wrong_issuer", f"key {kid!r} is a worker key; it cannot sign as an operator"
+                        "wrong_issuer",
+                        f"key {kid!r} is a worker key; it cannot sign as an operator",
                     )
                 raise SetRejected("unknown_kid", f"no key {kid!r} in the operators' JWKS")
             if key.get(KEY_ISSUER) != self.operator_issuer:
@@ -620,6 +621,11 @@ class SetVerifier:
             raise SetRejected("malformed", f"event {event_type!r}; this record needs {expected!r}")
         if isinstance(record, Revocation) and jti != record.revocation_id:
             raise SetRejected("malformed", "jti differs from the revocation_id")
+        self._check_operator(claims, record, jti)
+        return record
+
+    def _check_operator(self, claims: dict[str, Any], record: FeedRecord, jti: str) -> None:
+        """A reinstatement only from an operator; never a heartbeat from one."""
         operator = self.operator_issuer is not None and claims.get("iss") == self.operator_issuer
         if isinstance(record, Reinstatement):
             if not operator:
@@ -630,7 +636,6 @@ class SetVerifier:
                 raise SetRejected("malformed", "jti differs from the reinstatement_id")
         elif isinstance(record, Heartbeat) and operator:
             raise SetRejected("not_operator", "a heartbeat is the worker's, never an operator's")
-        return record
 
     def _remember(self, claims: dict[str, Any], record: FeedRecord) -> None:
         key = (str(claims["iss"]), str(claims["jti"]))
