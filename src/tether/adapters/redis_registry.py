@@ -66,16 +66,15 @@ if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
 local lift = redis.call('GET', KEYS[2])
-local until = tonumber(ARGV[3])
-if not lift or tonumber(lift) < tonumber(ARGV[2]) then
-  local ttl = redis.call('PEXPIRETIME', KEYS[2])
-  if ttl > until then
-    until = ttl
-  end
-  redis.call('SET', KEYS[2], ARGV[2], 'PXAT', until)
-elseif redis.call('PEXPIRETIME', KEYS[2]) < until then
-  redis.call('PEXPIREAT', KEYS[2], until)
+local keep = tonumber(ARGV[3])
+local kept = redis.call('PEXPIRETIME', KEYS[2])
+if kept > keep then
+  keep = kept
 end
+if not lift or tonumber(lift) < tonumber(ARGV[2]) then
+  lift = ARGV[2]
+end
+redis.call('SET', KEYS[2], lift, 'PXAT', keep)
 return 1
 """
 
