@@ -157,7 +157,9 @@ def test_a_false_positive_is_reinstated_and_forged_reinstatements_are_not(
             assert ledger.state.corrections == 2  # nothing republished since the reinstatement
 
             # a later violation revokes again, everywhere
-            again = revocation("token", "jti-fp", lasts=600, rid="rv-again", start=datetime.now(UTC))
+            again = revocation(
+                "token", "jti-fp", lasts=600, rid="rv-again", start=datetime.now(UTC)
+            )
             feed.revoke(again)
             feed.flush()
             eventually(lambda: watcher.is_revoked(token_id="jti-fp"), timeout=10)

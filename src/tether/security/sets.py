@@ -406,7 +406,9 @@ class SetVerifier:
     event of the right type, a ``sub_id``, a record in the ``tether`` claim whose id is the
     ``jti``; ``malformed``); ``iat``, and a heartbeat's ``emitted_at``, at most ``max_skew_s``
     ahead of the clock (``future_dated``); and that this ``(iss, jti)`` was not accepted before
-    (``replayed``).
+    (``replayed``). With ``operator_keys``, a SET whose ``iss`` is the operators' is verified
+    with those keys only (each bound to that issuer); only such a SET may carry a reinstatement,
+    and never a heartbeat (``not_operator``; docs/operators.md).
 
     Replay memory is bounded by time: a revocation's ``jti`` is remembered until its
     ``not_after`` (after that a copy is expired on arrival anyway, and one already expired is
