@@ -79,16 +79,13 @@ def _records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | Non
     return out
 
 
-def test_compaction_keeps_the_reinstatement_or_the_later_revocation(tmp_path, kafka_bootstrap):
-    fresh_topic_prefix = f"it-{uuid.uuid4().hex[:12]}"
-    kafka_admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    worker = SetSigner(generate_key("ES256", issuer=ISSUER), issuer=ISSUER)
+def _settings(tmp_path, kafka_bootstrap: str, worker: SetSigner) -> Settings:
     jwks = tmp_path / "jwks.json"
     write_jwks(jwks, [worker.public_jwk()])
     ops = generate_operator_files(tmp_path / "ops", name="alice", issuer=OPS, alg="ES256")
-    settings = Settings(
+    return Settings(
         kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"{fresh_topic_prefix}.",
+        topic_prefix=f"it-{uuid.uuid4().hex[:12]}.",
         partitions=2,
         issuer=ISSUER,
         jwks=str(jwks),
@@ -96,6 +93,30 @@ def test_compaction_keeps_the_reinstatement_or_the_later_revocation(tmp_path, ka
         operator_key=ops.private_key,
         home=tmp_path,
     )
+
+
+def _compacted(producer: Producer, bootstrap: str, topic: str) -> dict[bytes, list[bytes | None]]:
+    """Roll segments with filler until one record is left per key (or 150 s)."""
+    deadline = time.monotonic() + 150
+    kept: dict[bytes, list[bytes | None]] = {}
+    while time.monotonic() < deadline:
+        for p in range(2):
+            producer.produce(topic, key=b"filler", value=None, partition=p)
+        producer.flush(5)
+        kept = {}
+        for key, value in _records(bootstrap, topic):
+            if key in (b"token:A", b"token:B"):
+                kept.setdefault(key, []).append(value)
+        if all(len(kept.get(k, [])) == 1 for k in (b"token:A", b"token:B")):
+            break
+        time.sleep(3.0)
+    return kept
+
+
+def test_compaction_keeps_the_reinstatement_or_the_later_revocation(tmp_path, kafka_bootstrap):
+    kafka_admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    worker = SetSigner(generate_key("ES256", issuer=ISSUER), issuer=ISSUER)
+    settings = _settings(tmp_path, kafka_bootstrap, worker)
     created = create_topics(settings)
     topic = settings.topic("revocations")
     _compacting(kafka_bootstrap, topic)
@@ -123,19 +144,7 @@ def test_compaction_keeps_the_reinstatement_or_the_later_revocation(tmp_path, ka
         x_b = operator.reinstatement(parse_target("token:B"), reason="fp", now=lift_at)
         publish(x_b, operator.sign(x_b))
 
-        deadline = time.monotonic() + 150
-        kept: dict[bytes, list[bytes | None]] = {}
-        while time.monotonic() < deadline:
-            for p in range(2):
-                producer.produce(topic, key=b"filler", value=None, partition=p)
-            producer.flush(5)
-            kept = {}
-            for key, value in _records(kafka_bootstrap, topic):
-                if key in (b"token:A", b"token:B"):
-                    kept.setdefault(key, []).append(value)
-            if all(len(kept.get(k, [])) == 1 for k in (b"token:A", b"token:B")):
-                break
-            time.sleep(3.0)
+        kept = _compacted(producer, kafka_bootstrap, topic)
         assert all(len(kept.get(k, [])) == 1 for k in (b"token:A", b"token:B")), kept
         (left_a,) = kept[b"token:A"]
         (left_b,) = kept[b"token:B"]
