@@ -24,11 +24,6 @@ _log = logging.getLogger("tether.operators")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_ENVIRONMENT = (
-    "Environment: TETHER_OPERATOR_KEY (the private key; default $TETHER_HOME/operator/"
-    "operator.jwk.json), TETHER_OPERATOR_NAME (default --by), TETHER_OPERATOR_ISSUER, "
-    "TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SET_AUDIENCE."
-)
 
 _target_argument = click.argument("target", metavar="KIND:ID")
 _reason_option = click.option(
@@ -149,6 +144,11 @@ def revoke(  # one parameter per option
     Examples:
       tether revoke workload:spiffe://acme/agent/coder --reason "laptop stolen" --until 4h
       tether revoke token:jti-7f3a --reason "leaked in a ticket"
+
+    Environment: TETHER_OPERATOR_KEY (the private key; default
+    $TETHER_HOME/operator/operator.jwk.json), TETHER_OPERATOR_NAME (the default --by),
+    TETHER_OPERATOR_ISSUER, TETHER_OPERATOR_REVOKE_S, TETHER_OPERATOR_WINDOW_S,
+    TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SET_AUDIENCE.
     """
     from tether.security.operators import parse_target, utc_now  # noqa: PLC0415
 
@@ -183,6 +183,11 @@ def reinstate(target: str, reason: str, by: str | None, key: Path | None, dry_ru
     \b
     Example:
       tether reinstate workload:spiffe://acme/agent/coder --reason "FP: approved batch job"
+
+    Environment: TETHER_OPERATOR_KEY (the private key; default
+    $TETHER_HOME/operator/operator.jwk.json), TETHER_OPERATOR_NAME (the default --by),
+    TETHER_OPERATOR_ISSUER, TETHER_OPERATOR_REVOKE_S, TETHER_OPERATOR_WINDOW_S,
+    TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SET_AUDIENCE.
     """
     from tether.security.operators import parse_target, utc_now  # noqa: PLC0415
 
@@ -192,7 +197,3 @@ def reinstate(target: str, reason: str, by: str | None, key: Path | None, dry_ru
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     _act(settings, record, signer.sign(record), dry_run)
-
-
-for _command in (revoke, reinstate):
-    _command.help = f"{_command.help}\n\n{_ENVIRONMENT}"
