@@ -347,3 +347,56 @@ def test_the_outcome_does_not_depend_on_order_or_duplicates(worker, operator, pi
     for pick in order:
         s.apply(b"token:jti-1", records[pick])
     assert s.revoked_until("token", "jti-1") == _expected(list(set(picks)))
+
+
+# -- the registry's semantics and the CLI ----------------------------------------------------
+
+
+def test_the_memory_registry_lifts_earlier_revocations_and_keeps_later_ones(operator):
+    from tether.adapters.memory_registry import MemoryRegistry
+
+    clock = FakeClock(T0 + timedelta(seconds=30))
+    registry = MemoryRegistry(clock=clock)
+    registry.put_sync(revocation(lasts=3600, start=T0))
+    assert registry.reinstate_sync(reinstatement(operator, at=T0 + timedelta(seconds=10)))
+    assert registry.lookup_sync("token", "jti-1") is False
+    registry.put_sync(revocation(lasts=3600, start=T0))  # the lifted one again: stays lifted
+    assert registry.lookup_sync("token", "jti-1") is False
+    registry.put_sync(revocation(lasts=60, rid="rv-2", start=T0 + timedelta(seconds=20)))
+    assert registry.lookup_sync("token", "jti-1") is True
+
+
+def test_until_accepts_durations_and_zoned_times():
+    from click import BadParameter
+
+    from tether.cli_operators import parse_until
+
+    assert parse_until("90s", T0) == T0 + timedelta(seconds=90)
+    assert parse_until("4h", T0) == T0 + timedelta(hours=4)
+    assert parse_until("2026-11-29T09:00:00Z", T0) == T0.replace(day=29, hour=9)
+    for bad in ("tomorrow", "2026-11-29T09:00:00", "4 hours"):
+        with pytest.raises(BadParameter):
+            parse_until(bad, T0)
+
+
+def test_tether_reinstate_dry_run_prints_a_record_the_verifiers_accept(tmp_path, worker):
+    from click.testing import CliRunner
+
+    from tether.cli import main
+    from tether.security.keys import verifier_from_settings, write_jwks
+
+    files = generate_operator_files(tmp_path / "ops", name="carol", issuer=OPS)
+    write_jwks(tmp_path / "jwks.json", [worker.public_jwk()])
+    env = {"TETHER_OPERATOR_KEY": str(files.private_key), "TETHER_HOME": str(tmp_path)}
+    args = ["reinstate", "workload:spiffe://acme/a", "--reason", "fp", "--dry-run"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout.splitlines()[0])
+    token = result.stderr.strip().splitlines()[-1].encode()
+    settings = Settings(
+        home=tmp_path, jwks=str(tmp_path / "jwks.json"), operator_jwks=str(files.jwks)
+    )
+    got = verifier_from_settings(settings).verify(token)
+    assert isinstance(got, Reinstatement)
+    assert got.model_dump(mode="json", exclude_none=True) == record
+    assert (got.by, got.reason) == ("carol", "fp")
