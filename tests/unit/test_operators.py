@@ -158,6 +158,14 @@ def test_an_operator_key_cannot_sign_heartbeats(worker, operator):
     assert exc.value.reason == "not_operator"
 
 
+def test_only_an_operator_may_sign_a_revocation_that_names_one(worker, operator):
+    """A stolen worker key must not put words in an operator's mouth (the audit trail)."""
+    rev = revocation().model_copy(update={"by": "alice", "note": "she said so"})
+    with pytest.raises(SetRejected) as exc:
+        verifier(worker, operator, FakeClock()).verify(worker.revocation(rev))
+    assert exc.value.reason == "not_operator"
+
+
 def test_a_replayed_reinstatement_is_rejected(worker, operator):
     clock = FakeClock()
     v = verifier(worker, operator, clock)

@@ -407,8 +407,9 @@ class SetVerifier:
     ``jti``; ``malformed``); ``iat``, and a heartbeat's ``emitted_at``, at most ``max_skew_s``
     ahead of the clock (``future_dated``); and that this ``(iss, jti)`` was not accepted before
     (``replayed``). With ``operator_keys``, a SET whose ``iss`` is the operators' is verified
-    with those keys only (each bound to that issuer); only such a SET may carry a reinstatement,
-    and never a heartbeat (``not_operator``; docs/operators.md).
+    with those keys only (each bound to that issuer); only such a SET may carry a reinstatement
+    or a revocation naming an operator (``by``), and never a heartbeat (``not_operator``;
+    docs/operators.md).
 
     Replay memory is bounded by time: a revocation's ``jti`` is remembered until its
     ``not_after`` (after that a copy is expired on arrival anyway, and one already expired is
@@ -638,6 +639,9 @@ class SetVerifier:
                 raise SetRejected("malformed", "jti differs from the reinstatement_id")
         elif isinstance(record, Heartbeat) and operator:
             raise SetRejected("not_operator", "a heartbeat is the worker's, never an operator's")
+        elif isinstance(record, Revocation) and record.by is not None and not operator:
+            # "alice revoked it" is an audit claim: only an operator's key may make it
+            raise SetRejected("not_operator", "a revocation naming an operator (by) is theirs")
 
     def _remember(self, claims: dict[str, Any], record: FeedRecord) -> None:
         key = (str(claims["iss"]), str(claims["jti"]))
