@@ -23,7 +23,7 @@ import orjson
 from joserfc import jws
 from joserfc.jwk import JWKRegistry, Key
 
-from tether.models.outputs import Heartbeat, Revocation, Target
+from tether.models.outputs import Heartbeat, Reinstatement, Revocation, Target
 from tether.security import SetSigner, generate_key
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "vectors"
@@ -255,6 +255,25 @@ def build(out: Path = OUT) -> dict[str, bytes]:
             "iat far in the future (2100): a SET dated ahead could be replayed at its date, a "
             "heartbeat to make a dead feed look fresh (allow a few minutes of clock skew)",
             _sign(key, header, variant(iat=int(datetime(2100, 1, 1, tzinfo=UTC).timestamp()))),
+        ),
+        rejected(
+            "reinstatement-not-from-an-operator",
+            "not_operator",
+            "a reinstatement (lifting the token's revocation) signed with the WORKER's key and "
+            "issuer: only a key of the operators' JWKS, with the operators' issuer, may lift a "
+            "revocation (docs/operators.md); a stolen worker key must not",
+            signer.reinstatement(
+                Reinstatement(
+                    reinstatement_id="reinstate-1",
+                    target=Target.model_validate({"kind": "token", "id": "jti-7f3a"}),
+                    by="mallory",
+                    reason="let me back in",
+                    issued_at=T0,
+                    not_after=UNTIL,
+                    token_issuer=STS,
+                )
+            ).decode("ascii"),
+            tether_only=True,
         ),
         rejected(
             "replayed",

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +53,7 @@ from confluent_kafka import (
 )
 
 from tether.adapters.kafka_config import consumer_config, producer_config
-from tether.models.outputs import Revocation
+from tether.models.outputs import Reinstatement, Revocation
 from tether.security import SetRejected, SetVerifier, peek
 from tether.settings import Settings
 from tether.topics import REVOCATIONS
@@ -66,18 +67,59 @@ SWEEP_S = 1.0
 
 
 @dataclass(slots=True)
-class _Held:
-    """The longest revocation of one key, as signed."""
+class _Rev:
+    """One live revocation of a key, as signed."""
 
+    issued_at: float
     not_after: float
     value: bytes
-    current: bool = True  # the latest record read for the key is this one (or as long)
+
+
+@dataclass(slots=True)
+class _Key:
+    """What the ledger knows of one key: the revocations that an operator's reinstatement may
+    leave standing (none outlasts another while being as recent), and the latest such lift."""
+
+    revs: list[_Rev] = field(default_factory=list)
+    lift: float = -math.inf  # revocations issued at or before this are lifted
+    lift_until: float = -math.inf  # the reinstatement's not_after
+    lift_value: bytes = b""  # the reinstatement, as signed
+    current: bool = True  # the latest record read for the key is its truth
+
+    def truth(self) -> bytes | None:
+        """What compaction must keep for the key: its longest standing revocation, else the
+        reinstatement that lifted the others (so a lifted revocation copied onto the topic
+        later cannot come back), else nothing."""
+        if self.revs:
+            return max(self.revs, key=lambda r: (r.not_after, r.issued_at)).value
+        return self.lift_value or None
+
+    def dead_at(self) -> float:
+        """When nothing of the key matters any more (its tombstone is due tombstone_after_s later)."""
+        return max([r.not_after for r in self.revs] + [self.lift_until])
+
+    def add(self, issued_at: float, not_after: float, value: bytes) -> bool:
+        """Hold a revocation; False when a reinstatement lifts it or one held makes it moot."""
+        if issued_at <= self.lift:
+            return False
+        if any(r.issued_at >= issued_at and r.not_after >= not_after for r in self.revs):
+            return False
+        self.revs = [r for r in self.revs if r.issued_at > issued_at or r.not_after > not_after]
+        self.revs.append(_Rev(issued_at, not_after, value))
+        return True
+
+    def reinstate(self, item: Reinstatement, value: bytes) -> None:
+        at = item.issued_at.timestamp()
+        if at >= self.lift:
+            self.lift, self.lift_value = at, value
+        self.lift_until = max(self.lift_until, item.not_after.timestamp())
+        self.revs = [r for r in self.revs if r.issued_at > self.lift]
 
 
 @dataclass(slots=True)
 class _Partition:
-    held: dict[bytes, _Held] = field(default_factory=dict)
-    expiry: list[tuple[float, bytes]] = field(default_factory=list)  # heap of (not_after, key)
+    held: dict[bytes, _Key] = field(default_factory=dict)
+    expiry: list[tuple[float, bytes]] = field(default_factory=list)  # heap of (dead_at, key)
     live: bool = False  # caught up with the partition's end once: corrections are made
 
 
@@ -132,7 +174,7 @@ class LedgerState:
 
     def __init__(
         self,
-        verify: Callable[[bytes], Revocation | None],
+        verify: Callable[[bytes], Revocation | Reinstatement | None],
         publish: Publish,
         *,
         tombstone_after_s: float,
@@ -162,22 +204,32 @@ class LedgerState:
         if part is None or key is None or key.startswith(b"heartbeat:"):
             return
         held = part.held.get(key)
-        if held is not None and held.not_after + self.tombstone_after_s < self._clock():
+        if held is not None and held.dead_at() + self.tombstone_after_s < self._clock():
             del part.held[key]  # past: nothing to keep on the topic (its tombstone is due)
             held = None
-        rev = self._verify(value) if value else None
-        if rev is not None:
-            t = rev.not_after.timestamp()
-            if self._floor is not None:
-                self._floor.note(rev.target.key, t)
-            if held is None or t >= held.not_after:
-                if held is None or t > held.not_after:
-                    heapq.heappush(part.expiry, (t, key))
-                part.held[key] = _Held(t, value or b"")
-                return
+        record = self._verify(value) if value else None
+        if record is not None:
+            if held is None:
+                held = part.held[key] = _Key()
+            before = held.dead_at()
+            if isinstance(record, Reinstatement):
+                held.reinstate(record, value or b"")
+            else:
+                t = record.not_after.timestamp()
+                if self._floor is not None:
+                    self._floor.note(record.target.key, t)
+                held.add(record.issued_at.timestamp(), t, value or b"")
+            if held.dead_at() != before:
+                heapq.heappush(part.expiry, (held.dead_at(), key))
         if held is None:
             return
-        held.current = False  # displaced by something shorter, a tombstone or a forgery
+        truth = held.truth()
+        if truth is None or truth == value:
+            held.current = True
+            return
+        # displaced: by something shorter, a tombstone, a forgery, a lifted revocation copied
+        # again, or a reinstatement that leaves a later revocation standing
+        held.current = False
         if part.live:
             self._republish(partition, key, held)
 
@@ -190,11 +242,12 @@ class LedgerState:
         part.live = True
         now = self._clock()
         for key, held in part.held.items():
-            if not held.current and held.not_after + self.tombstone_after_s >= now:
+            if not held.current and held.dead_at() + self.tombstone_after_s >= now:
                 self._republish(partition, key, held)
 
     def sweep(self) -> None:
-        """Tombstone every held revocation past ``not_after + tombstone_after_s``."""
+        """Tombstone every key whose revocations (and reinstatement) are all past
+        ``not_after + tombstone_after_s``."""
         now = self._clock()
         for partition, part in self.partitions.items():
             if not part.live:
@@ -203,20 +256,24 @@ class LedgerState:
             while heap and heap[0][0] + self.tombstone_after_s < now:
                 t, key = heapq.heappop(heap)
                 held = part.held.get(key)
-                if held is None or held.not_after != t:
-                    continue  # superseded by a longer revocation (its own entry is queued)
+                if held is None or held.dead_at() != t:
+                    continue  # it changed since: its own entry is queued
+                del part.held[key]
                 self._publish(key, None, partition)
                 self.tombstones += 1
 
-    def _republish(self, partition: int, key: bytes, held: _Held) -> None:
-        self._publish(key, held.value, partition)
+    def _republish(self, partition: int, key: bytes, held: _Key) -> None:
+        truth = held.truth()
+        if truth is None:
+            return
+        self._publish(key, truth, partition)
         held.current = True
         self.corrections += 1
         _log.warning(
-            "revocation %s displaced on partition %d: published again (not_after %.0f)",
+            "revocation %s displaced on partition %d: published again (until %.0f)",
             key.decode("utf-8", "replace")[:200],
             partition,
-            held.not_after,
+            held.dead_at(),
         )
 
 
@@ -340,7 +397,7 @@ class RevocationLedger:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.state.revoke([tp.partition for tp in partitions])
 
-    def _verified(self, value: bytes) -> Revocation | None:
+    def _verified(self, value: bytes) -> Revocation | Reinstatement | None:
         mine = self.local.take(value)
         if mine is not None:
             return mine
@@ -350,7 +407,7 @@ class RevocationLedger:
             if exc.reason != "replayed":
                 return None
             record = peek(value)  # its signature verified: only its jti was seen before
-        return record if isinstance(record, Revocation) else None
+        return record if isinstance(record, Revocation | Reinstatement) else None
 
     def _publish(self, key: bytes, value: bytes | None, partition: int) -> None:
         producer = self._producer

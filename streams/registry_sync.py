@@ -42,10 +42,11 @@ a JWKS read that succeeded after that still lacks its key, as the gateways' watc
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic
 
@@ -61,9 +62,10 @@ from confluent_kafka import (
 from tether.adapters.kafka_config import consumer_config
 from tether.adapters.redis_registry import RedisRegistry
 from tether.adapters.registry import RegistryUnavailableError
-from tether.models.outputs import Heartbeat, Revocation
+from tether.models.outputs import Heartbeat, Reinstatement, Revocation
 from tether.sdk.revocation_set import HOLD_S
-from tether.security import SetRejected, SetVerifier
+from tether.security import SetRejected, SetVerifier, peek
+from tether.security.sets import FeedRecord
 from tether.settings import Settings
 from tether.topics import REVOCATIONS
 
@@ -150,6 +152,7 @@ class RegistrySync:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
+        self.reinstated = 0
         self.skipped = 0
         self.check_s = check_s  # how often the partitions' marks are read
         self.rebuilds = 0  # partitions read again from the start after the registry lost them
@@ -410,12 +413,14 @@ class RegistrySync:
             high,
         )
 
-    def parse(self, messages: Sequence[Message]) -> list[Revocation]:
-        """The verified revocations among ``messages`` (tombstones, duplicates and rejected
-        records are skipped; a tombstone never lifts a revocation). Heartbeats are noted for
+    def parse(self, messages: Sequence[Message]) -> list[Revocation | Reinstatement]:
+        """The verified revocations and operators' reinstatements among ``messages``, in order
+        (tombstones and rejected records are skipped; a tombstone never lifts a revocation; a
+        duplicate is written again, harmlessly: the ledger republishes a revocation a
+        reinstatement did not lift, and Redis must then hold it again). Heartbeats are noted for
         the freshness heartbeats; a record whose key is unknown stops its partition (it and
         what follows it are read again later) until it verifies or is given up."""
-        out: list[Revocation] = []
+        out: list[Revocation | Reinstatement] = []
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -443,7 +448,7 @@ class RegistrySync:
                 out.append(record)
         return out
 
-    def _verified(self, msg: Message, value: bytes) -> Revocation | Heartbeat | None:
+    def _verified(self, msg: Message, value: bytes) -> FeedRecord | None:
         """The record, or None: rejected (logged), or waiting for its key (partition stopped)."""
         partition, offset = msg.partition(), msg.offset()
         before = self.verifier.key_generation
@@ -457,15 +462,57 @@ class RegistrySync:
                 and not self._unknown_key(partition, offset, before)
             ):
                 return None
-            if exc.reason != "replayed":  # a duplicate from at-least-once delivery
+            if exc.reason == "replayed":  # authentic (verified before its jti was checked)
+                record = peek(value)
+                if not isinstance(record, Heartbeat):  # a heartbeat again proves nothing
+                    return record
+            else:
                 self.skipped += 1
                 _log.warning("rejected record on %s@%s: %s", msg.topic(), offset, exc)
             if partition is not None:
                 self._waiting.pop(partition, None)
             return None
 
-    def _write(self, revocations: list[Revocation]) -> bool:
-        """Write every revocation, retrying while Redis is unavailable; False if stopped first."""
+    def _write(self, records: list[Revocation | Reinstatement]) -> bool:
+        """Write every revocation and apply every reinstatement, in order, retrying while Redis
+        is unavailable; False if stopped first."""
+        run: list[Revocation] = []
+        for record in records:
+            if isinstance(record, Revocation):
+                run.append(record)
+                continue
+            if not self._put(run):
+                return False
+            run = []
+            if not self._retrying(functools.partial(self._reinstate, record)):
+                return False
+        return self._put(run)
+
+    def _reinstate(self, item: Reinstatement) -> None:
+        lifted = self.registry.reinstate_sync(item)
+        self.reinstated += 1
+        _log.warning(
+            "registry: %s reinstated %s (%s)%s",
+            item.by,
+            item.target.key,
+            item.reason,
+            "; its revocation deleted" if lifted else "",
+        )
+
+    def _retrying(self, write: Callable[[], None]) -> bool:
+        backoff = 0.05
+        while True:
+            try:
+                write()
+            except (RegistryUnavailableError, ConnectionError, OSError) as exc:
+                _log.error("registry unavailable (%s); retrying in %.2fs", exc, backoff)
+                if self._stopping.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            return True
+
+    def _put(self, revocations: list[Revocation]) -> bool:
         if not revocations:
             return True
         backoff = 0.05

@@ -709,6 +709,16 @@ def _mount_keys_commands() -> None:
 _mount_keys_commands()
 
 
+def _mount_operator_commands() -> None:
+    from tether.cli_operators import reinstate, revoke  # noqa: PLC0415  # docs/operators.md
+
+    main.add_command(revoke, "revoke")
+    main.add_command(reinstate, "reinstate")
+
+
+_mount_operator_commands()
+
+
 def _mount_soc_commands() -> None:
     from tether.cli_soc import alerts, console, ocsf_forward  # noqa: PLC0415  # docs/soc.md
 

@@ -192,3 +192,62 @@ def source(name: str, directory: Path) -> None:
     click.echo(f"source {name}: new key {key.kid} ({len(keys_now) + 1} in its key set)")
     click.echo(f"  key set  {keyset}  (sources.yaml: keys: {keyset.name})")
     click.echo(f"  emitter  {mine}  (SourceKey.load({name!r}, path))")
+
+
+@keys.command("operator")
+@click.option(
+    "--out",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the key pair goes [default: $TETHER_HOME/operator, i.e. .tether/operator].",
+)
+@click.option("--name", help="The operator the key belongs to [default: $USER].")
+@_alg_option
+@click.option("--force", is_flag=True, help="Replace this directory's private key.")
+def operator(directory: Path | None, name: str | None, alg: str | None, force: bool) -> None:
+    """Create an operator key pair: DIR/operator.jwk.json (private, 0600) and DIR/jwks.json.
+
+    Operators sign `tether revoke` and `tether reinstate` with it. It is bound to the
+    operators' issuer (TETHER_OPERATOR_ISSUER, urn:tether:operator), never the worker's:
+    watchers accept a reinstatement only from a key in TETHER_OPERATOR_JWKS, so a stolen
+    worker key cannot lift a revocation. Another operator's key goes into the same JWKS: run
+    it with the same --out on a copy of the JWKS, or merge the files.
+
+    \b
+    Then:
+      operator CLI:                TETHER_OPERATOR_KEY=DIR/operator.jwk.json
+      watchers, worker, SSF:       TETHER_OPERATOR_JWKS=DIR/jwks.json (or https://.../jwks.json)
+
+    \b
+    Example:
+      tether keys operator --out ~/.tether-operator --name alice
+
+    Environment: TETHER_HOME (.tether), TETHER_OPERATOR_ISSUER, $USER (the default --name).
+    """
+    import os  # noqa: PLC0415
+
+    from tether.security.operators import generate_operator_files, operator_dir  # noqa: PLC0415
+    from tether.settings import Settings  # noqa: PLC0415
+
+    settings = Settings()
+    where = directory or operator_dir(settings)
+    who = (name or os.environ.get("USER") or "").strip()
+    if not who:
+        raise click.ClickException("give the operator's --name (no $USER)")
+    try:
+        files = generate_operator_files(
+            where,
+            name=who,
+            issuer=settings.operator_issuer,
+            alg=alg or "RS256",  # type: ignore[arg-type]  # a click.Choice
+            force=force,
+        )
+    except (FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot write keys in {where}: {exc.strerror}") from exc
+    click.echo(f"operator {files.name}: key {files.kid} (issuer {settings.operator_issuer})")
+    click.echo(f"  private key  {files.private_key}  (mode 0600: the operator's; keep it secret)")
+    click.echo(f"  public JWKS  {files.jwks}  (give it to watchers, the worker and SSF)")
+    click.echo(f"TETHER_OPERATOR_KEY={files.private_key}")
+    click.echo(f"TETHER_OPERATOR_JWKS={files.jwks}")

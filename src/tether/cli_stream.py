@@ -16,8 +16,9 @@ import orjson
 if TYPE_CHECKING:
     from click.decorators import FC
 
-    from tether.models.outputs import Heartbeat, Revocation, TargetKind
+    from tether.models.outputs import TargetKind
     from tether.sdk.watcher import Watcher
+    from tether.security.sets import FeedRecord
     from tether.settings import Settings
     from tether.topics import TopicSpec
 
@@ -510,7 +511,7 @@ class _Printer:
         self._heartbeats = heartbeats
         self._lock = threading.Lock()
 
-    def __call__(self, record: Revocation | Heartbeat) -> None:
+    def __call__(self, record: FeedRecord) -> None:
         from tether.models.codec import encode  # noqa: PLC0415
         from tether.models.outputs import Heartbeat  # noqa: PLC0415
 

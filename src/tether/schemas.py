@@ -15,6 +15,7 @@ from tether.models import (
     Finding,
     Heartbeat,
     InputEvent,
+    Reinstatement,
     Revocation,
     ToolCallIntent,
     WorkflowCompleted,
@@ -33,6 +34,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "finding": Finding,
     "revocation": Revocation,
     "heartbeat": Heartbeat,
+    "reinstatement": Reinstatement,  # an operator's (docs/operators.md)
     "decision": Decision,
     "deadletter": DeadLetter,
     "coverage": CoverageRecord,  # tether ingest otlp (docs/otel.md)

@@ -264,6 +264,38 @@ class Settings(BaseSettings):
         description="verify only with JWKS keys that carry an 'iss' member naming the issuer "
         "(a key with 'iss' is always bound to it; this also refuses keys without one)",
     )
+    # operator actions (docs/operators.md): tether revoke / tether reinstate
+    operator_jwks: str | None = Field(
+        None,
+        description="JWKS path or https URL of the operators' public keys: watchers, the "
+        "registry sync, the ledger and SSF accept operators' revocations and reinstatements "
+        "only from these (each bound to operator_issuer); unset: <home>/operator/jwks.json if "
+        "it exists, else no operator is trusted",
+    )
+    operator_issuer: str = Field(
+        "urn:tether:operator",
+        min_length=1,
+        description="iss of operators' SETs; must differ from issuer (the worker's)",
+    )
+    operator_key: Path | None = Field(
+        None,
+        description="private JWK `tether revoke`/`tether reinstate` sign with; unset: "
+        "<home>/operator/operator.jwk.json",
+    )
+    operator_name: str | None = Field(
+        None,
+        description="who the operator actions name when --by is not given; unset: the "
+        "operator key's 'operator' member, else $USER",
+    )
+    operator_revoke_s: float = Field(
+        86400.0, gt=0, description="how long `tether revoke` revokes when --until is not given"
+    )
+    operator_window_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="a reinstatement's lifetime (appliers remember the lift that long) and the "
+        "longest `tether revoke --until` accepts",
+    )
     gil_switch_ms: float = Field(
         1.0,
         gt=0,

@@ -113,6 +113,20 @@ SECTIONS: Final = (
         ),
     ),
     Section(
+        "operators",
+        "Operators",
+        "Operators' keys and their signed actions, `tether revoke` and `tether reinstate` "
+        "(docs/operators.md).",
+        (
+            "operator_jwks",
+            "operator_issuer",
+            "operator_key",
+            "operator_name",
+            "operator_revoke_s",
+            "operator_window_s",
+        ),
+    ),
+    Section(
         "sources",
         "Authenticated sources",
         "Who may emit telemetry, and the identity tokens tether verifies (docs/SECURITY.md).",

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from tether.adapters.registry import Clock, RegistryUnavailableError, epoch_ms
-from tether.models.outputs import Revocation, TargetKind
+from tether.models.outputs import Reinstatement, Revocation, TargetKind
 
 
 class MemoryRegistry:
@@ -21,6 +21,7 @@ class MemoryRegistry:
         """Create an empty registry reading time from ``clock`` (epoch seconds)."""
         self._clock = clock
         self._entries: dict[tuple[str, str], tuple[int, Revocation]] = {}
+        self._lifts: dict[tuple[str, str], tuple[int, int]] = {}  # (lifted up to ms, until ms)
         self.available = True
 
     async def put(self, rev: Revocation) -> None:
@@ -40,9 +41,29 @@ class MemoryRegistry:
         key = (rev.target.kind, rev.target.id)
         if until <= self._now_ms():
             return
+        lift = self._lifts.get(key)
+        if lift is not None and self._live(lift[1]) and epoch_ms(rev.issued_at) <= lift[0]:
+            return  # an operator's reinstatement lifts it
         current = self._entries.get(key)
         if current is None or current[0] < until or not self._live(current[0]):
             self._entries[key] = (until, rev)
+
+    def reinstate_sync(self, item: Reinstatement) -> bool:
+        """An operator's reinstatement, as :meth:`RedisRegistry.reinstate_sync
+        <tether.adapters.redis_registry.RedisRegistry.reinstate_sync>` applies it."""
+        if not self.available:
+            raise RegistryUnavailableError("memory registry marked unavailable")
+        key = (item.target.kind, item.target.id)
+        at, until = epoch_ms(item.issued_at), epoch_ms(item.not_after)
+        lift = self._lifts.get(key)
+        if lift is not None and self._live(lift[1]):
+            at, until = max(at, lift[0]), max(until, lift[1])
+        self._lifts[key] = (at, until)
+        current = self._entries.get(key)
+        if current is not None and epoch_ms(current[1].issued_at) <= at:
+            del self._entries[key]
+            return True
+        return False
 
     async def lookup(self, kind: TargetKind, id: str) -> bool | None:
         """True while revoked, False otherwise, None when "unavailable"."""

@@ -22,7 +22,7 @@ from tether.adapters.registry import (
     key_for,
 )
 from tether.models.codec import encode
-from tether.models.outputs import Revocation, TargetKind
+from tether.models.outputs import Reinstatement, Revocation, TargetKind
 from tether.settings import Settings
 from tether.topics import REVOCATIONS
 
@@ -39,15 +39,42 @@ def _int(value: object) -> int | None:
         return None
 
 
-# Store the revocation unless the key already lives at least as long. PEXPIRETIME (Redis 7.0+)
-# answers -2 for a missing key and -1 for a key without expiry, which is never shortened.
+# Store the revocation unless the key already lives at least as long, or an operator's
+# reinstatement (KEYS[2]: the epoch ms it lifts up to) lifts it: issued (ARGV[3], epoch ms) at or
+# before that. PEXPIRETIME (Redis 7.0+) answers -2 for a missing key and -1 for a key without
+# expiry, which is never shortened.
 PUT_SCRIPT: Final = """
 local deadline = tonumber(ARGV[2])
+local lift = redis.call('GET', KEYS[2])
+if lift and tonumber(ARGV[3]) <= tonumber(lift) then
+  return 0
+end
 local current = redis.call('PEXPIRETIME', KEYS[1])
 if current == -1 or current >= deadline then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 1
+"""
+
+
+# An operator's reinstatement (docs/operators.md): delete the revocation held (KEYS[1]) if it is
+# still the one read (ARGV[1]) and was issued at or before the lift (the caller compared), and
+# move the lift mark (KEYS[2]) forward to ARGV[2] epoch ms, kept until ARGV[3] epoch ms.
+REINSTATE_SCRIPT: Final = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+local lift = redis.call('GET', KEYS[2])
+local keep = tonumber(ARGV[3])
+local kept = redis.call('PEXPIRETIME', KEYS[2])
+if kept > keep then
+  keep = kept
+end
+if not lift or tonumber(lift) < tonumber(ARGV[2]) then
+  lift = ARGV[2]
+end
+redis.call('SET', KEYS[2], lift, 'PXAT', keep)
 return 1
 """
 
@@ -174,10 +201,12 @@ class RedisRegistry:
         args = self._put_args(rev)
         if args is None:
             return
-        key, value, until = args
+        key, value, until, issued = args
         try:
             client = self._async_client()
-            await client.register_script(PUT_SCRIPT)(keys=[key], args=[value, until])
+            await client.register_script(PUT_SCRIPT)(
+                keys=[key, self._lift_key(key)], args=[value, until, issued]
+            )
         except redis.RedisError as exc:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
 
@@ -213,10 +242,12 @@ class RedisRegistry:
         args = self._put_args(rev)
         if args is None:
             return
-        key, value, until = args
+        key, value, until, issued = args
         try:
             client = self._sync_client()
-            client.register_script(PUT_SCRIPT)(keys=[key], args=[value, until])
+            client.register_script(PUT_SCRIPT)(
+                keys=[key, self._lift_key(key)], args=[value, until, issued]
+            )
         except redis.RedisError as exc:
             raise RegistryUnavailableError(f"cannot record {key} in Redis: {exc}") from exc
 
@@ -234,13 +265,44 @@ class RedisRegistry:
             client = self._sync_client()
             script = self._put_script(client)
             pipe = client.pipeline(transaction=False)
-            for key, value, until in writes:
-                script(keys=[key], args=[value, until], client=pipe)
+            for key, value, until, issued in writes:
+                script(keys=[key, self._lift_key(key)], args=[value, until, issued], client=pipe)
             pipe.execute()
         except redis.RedisError as exc:
             raise RegistryUnavailableError(
                 f"cannot record {len(writes)} revocations: {exc}"
             ) from exc
+
+    def reinstate_sync(self, item: Reinstatement) -> bool:
+        """Apply an operator's reinstatement (verified by the caller): the target's revocation
+        held is deleted if it was issued at or before ``item.issued_at``, and a lift mark
+        (``<key_prefix minus ':'>-lifted:<kind>:<id>``, never read by lookups) keeps a lifted
+        revocation written again later from coming back, until ``item.not_after``. A later
+        revocation held stays. Returns whether a revocation was deleted.
+
+        Raises:
+            RegistryUnavailableError: Redis could not be read or written.
+        """
+        key = key_for(item.target.kind, item.target.id, self._prefix)
+        at = epoch_ms(item.issued_at)
+        until = max(epoch_ms(item.not_after), int(self._clock() * 1000) + 1000)
+        try:
+            client = self._sync_client()
+            held = client.get(key)
+            lifts = b""
+            if isinstance(held, bytes):
+                try:
+                    issued = epoch_ms(Revocation.model_validate_json(held).issued_at)
+                except ValueError:
+                    issued = -1  # not a revocation tether wrote: nothing to keep it for
+                if issued <= at:
+                    lifts = held
+            client.register_script(REINSTATE_SCRIPT)(
+                keys=[key, self._lift_key(key)], args=[lifts, at, until]
+            )
+        except redis.RedisError as exc:
+            raise RegistryUnavailableError(f"cannot reinstate {key} in Redis: {exc}") from exc
+        return bool(lifts)
 
     def sync_marks(self, topic: str, partitions: Sequence[int]) -> list[str | None]:
         """The registry sync's mark of each partition of ``topic`` (None: Redis has none, as
@@ -376,11 +438,16 @@ class RedisRegistry:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _put_args(self, rev: Revocation) -> tuple[str, bytes, int] | None:
+    def _put_args(self, rev: Revocation) -> tuple[str, bytes, int, int] | None:
         until = epoch_ms(rev.not_after)
         if until <= int(self._clock() * 1000):
             return None  # already over: nothing to enforce
-        return key_for(rev.target.kind, rev.target.id, self._prefix), encode(rev), until
+        key = key_for(rev.target.kind, rev.target.id, self._prefix)
+        return key, encode(rev), until, epoch_ms(rev.issued_at)
+
+    def _lift_key(self, key: str) -> str:
+        """The lift mark of a revocation key: outside the key prefix, so no lookup reads it."""
+        return f"{self._prefix.rstrip(':')}-lifted:{key[len(self._prefix) :]}"
 
     def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()

@@ -106,6 +106,34 @@ class Revocation(Record):
         description="for a token target: the iss of the revoked token, as the event that "
         "caused the revocation presented it (the jwt_id subject of its SET names it)",
     )
+    by: str | None = Field(
+        default=None,
+        description="an operator's revocation (reason 'operator'): who revoked by hand, as "
+        "`tether revoke --by` named them (docs/operators.md)",
+    )
+    note: str | None = Field(
+        default=None, description="an operator's revocation: why, as `tether revoke --reason` said"
+    )
+
+
+class Reinstatement(Record):
+    """An operator lifts the revocations of ``target`` issued at or before ``issued_at``.
+
+    Signed only with an operator key (docs/operators.md): the worker never emits one. A
+    revocation issued after ``issued_at`` (a later violation) is not lifted. ``not_after`` is
+    how long appliers remember the lift, so a lifted revocation read again late is not applied.
+    """
+
+    kind: Literal["reinstatement"] = "reinstatement"
+    reinstatement_id: str
+    target: Target
+    by: str = Field(description="the operator who reinstated (`tether reinstate --by`)")
+    reason: str = Field(description="why (`tether reinstate --reason`, required)")
+    issued_at: AwareDatetime = Field(
+        description="lifts the target's revocations issued at or before this instant"
+    )
+    not_after: AwareDatetime = Field(description="appliers remember the lift until then")
+    token_issuer: str | None = None
 
 
 class Heartbeat(Record):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
 from tether.adapters.registry import Clock, RevocationLookup
-from tether.models.outputs import Heartbeat, Revocation, TargetKind
+from tether.models.outputs import Heartbeat, Reinstatement, Revocation, TargetKind
 from tether.sdk.freshness import FeedFreshness
-from tether.security.sets import SetRejected
+from tether.security.sets import FeedRecord, SetRejected
 from tether.settings import RISK_TIERS
 
 _log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ Headers = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | 
 class RecordVerifier(Protocol):
     """Checks that a feed record is authentic and reads it (:class:`~tether.security.SetVerifier`)."""
 
-    def verify(self, data: bytes) -> Revocation | Heartbeat:
+    def verify(self, data: bytes) -> FeedRecord:
         """The record inside ``data``; raises :class:`~tether.security.SetRejected` if not authentic."""
         ...
 
@@ -96,6 +96,9 @@ class WatcherStats:
         hold_full: records refused because the hold was full (left in the topic, read again).
         tombstones: records with no value (ignored: a revocation ends only at ``not_after``).
         fail_open: ``is_revoked`` answers of "not revoked" given only because the tier fails open.
+        reinstatements: operators' reinstatements applied (each lifts the revocations of its
+            target issued at or before it; docs/operators.md).
+        lifted: revocations not applied because a reinstatement read earlier lifts them.
         fail_closed: ``is_revoked`` answers of "revoked" given only because the feed was stale.
         registry_lookups: fallback lookups made while the feed was stale.
         errors: consumer errors reported by the Kafka client.
@@ -104,6 +107,8 @@ class WatcherStats:
 
     records: int = 0
     revocations: int = 0
+    reinstatements: int = 0
+    lifted: int = 0
     expired_on_arrival: int = 0
     heartbeats: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -211,6 +216,16 @@ class RevocationSet:
         self._workload = self._tables["workload"]
         self._delegation = self._tables["delegation"]
         self._expiry: list[tuple[float, str, str]] = []  # min-heap; stale entries skipped
+        # Per kind and id, the (issued_at, not_after) of the target's live revocations that no
+        # other one outlasts while being as recent: what a reinstatement leaves standing is
+        # decided here. Mostly one revocation per target: then only its issued_at is stored
+        # (its not_after is the table's), which keeps a revoked target at ~2x the bytes.
+        self._issued: dict[str, dict[str, float | list[tuple[float, float]]]] = {
+            kind: {} for kind in TARGET_KINDS
+        }
+        # Per target, the latest reinstatement read: (issued_at it lifts up to, remembered until).
+        self._lifts: dict[tuple[str, str], tuple[float, float]] = {}
+        self._lift_expiry: list[tuple[float, str, str]] = []
         self._stale_after = -math.inf  # "not revoked" is trusted while now <= this
         self._ready = False
         self._behind = False
@@ -306,7 +321,7 @@ class RevocationSet:
         headers: Headers = None,
         *,
         partition: int | None = None,
-    ) -> Revocation | Heartbeat | None:
+    ) -> FeedRecord | None:
         """Verify and apply one record of the revocations topic; never raises on bad input.
 
         ``key`` and ``headers`` are not signed, so they decide nothing: the SET names its target.
@@ -339,7 +354,7 @@ class RevocationSet:
         self._apply_verified(record, partition)
         return record
 
-    def retry_held(self) -> list[Revocation | Heartbeat]:
+    def retry_held(self) -> list[FeedRecord]:
         """Verify the held records again (their key may be known now); return those applied.
 
         A record still unknown is given up (``unknown_kid``) only once it has waited ``hold_s``
@@ -353,7 +368,7 @@ class RevocationSet:
         if not self._held:
             return []
         now = self._clock()
-        applied: list[Revocation | Heartbeat] = []
+        applied: list[FeedRecord] = []
         oldest = self._held[0]
         due = oldest.after_wait is None and now - oldest.since >= self._hold_s
         if not due:
@@ -403,21 +418,84 @@ class RevocationSet:
             self._refresh()
 
     def add(self, rev: Revocation) -> bool:
-        """Hold ``rev`` (already verified) until its ``not_after``; False when that has passed."""
+        """Hold ``rev`` (already verified) until its ``not_after``; False when that has passed,
+        or when a reinstatement already read lifts it (issued at or before that one)."""
         self.stats.revocations += 1
-        return self.revoke(rev.target.kind, rev.target.id, rev.not_after.timestamp())
+        return self.revoke(
+            rev.target.kind, rev.target.id, rev.not_after.timestamp(), rev.issued_at.timestamp()
+        )
 
-    def revoke(self, kind: TargetKind, id: str, until: float) -> bool:
-        """Hold a target as revoked until epoch second ``until`` (a later ``until`` wins)."""
+    def revoke(self, kind: TargetKind, id: str, until: float, issued_at: float = -math.inf) -> bool:
+        """Hold a target as revoked until epoch second ``until`` (a later ``until`` wins),
+        unless a reinstatement read already lifts what was issued at ``issued_at``."""
         if until <= self._clock():
             self.stats.expired_on_arrival += 1
             return False
-        table = self._tables[kind]
-        current = table.get(id)
-        if current is None or current < until:
-            table[id] = until
-            heapq.heappush(self._expiry, (until, kind, id))
+        target = (kind, id)
+        lift = self._lifts.get(target)
+        if lift is not None and issued_at <= lift[0]:
+            self.stats.lifted += 1
+            return False
+        issued = self._frontier(kind, id)
+        if any(i >= issued_at and u >= until for i, u in issued):
+            return True  # as recent and as long a revocation is held: this one changes nothing
+        kept = [(i, u) for i, u in issued if i > issued_at or u > until]
+        kept.append((issued_at, until))
+        self._keep(kind, id, kept)
+        heapq.heappush(self._expiry, (until, kind, id))
         return True
+
+    def _frontier(self, kind: TargetKind, id: str) -> list[tuple[float, float]]:
+        entry = self._issued[kind].get(id)
+        if entry is None:
+            return []
+        if isinstance(entry, list):
+            return entry
+        until = self._tables[kind].get(id)
+        return [] if until is None else [(entry, until)]
+
+    def _keep(self, kind: TargetKind, id: str, frontier: list[tuple[float, float]]) -> None:
+        """Hold exactly these revocations of a target (none: not revoked)."""
+        table, issued = self._tables[kind], self._issued[kind]
+        if not frontier:
+            table.pop(id, None)
+            issued.pop(id, None)
+            return
+        table[id] = max(u for _i, u in frontier)
+        issued[id] = frontier[0][0] if len(frontier) == 1 else frontier
+
+    def reinstate(self, item: Reinstatement) -> int:
+        """Lift the revocations of ``item.target`` issued at or before ``item.issued_at``
+        (already verified as an operator's); a revocation issued later stays. The lift is
+        remembered until ``item.not_after``, so a lifted revocation read again meanwhile (a
+        late copy, a republished one) is not applied. Returns how many revocations it lifted.
+
+        An expired reinstatement still lifts: on a topic not yet compacted a bootstrap reads
+        the revocation before it, and refusing the lift would resurrect that revocation.
+        """
+        self.stats.reinstatements += 1
+        kind, ident = item.target.kind, item.target.id
+        target = (kind, ident)
+        at, until = item.issued_at.timestamp(), item.not_after.timestamp()
+        lift = self._lifts.get(target)
+        if lift is not None:
+            at, until = max(at, lift[0]), max(until, lift[1])
+        if until > self._clock():
+            self._lifts[target] = (at, until)
+            heapq.heappush(self._lift_expiry, (until, kind, ident))
+        issued = self._frontier(kind, ident)
+        standing = [(i, u) for i, u in issued if i > at]
+        lifted = len(issued) - len(standing)
+        self._keep(kind, ident, standing)
+        _log.warning(
+            "revocation feed: %s reinstated %s (%s); %d revocation(s) lifted, revoked now: %s",
+            item.by,
+            item.target.key,
+            item.reason,
+            lifted,
+            bool(standing),
+        )
+        return lifted
 
     def heartbeat(self, hb: Heartbeat, partition: int | None = None) -> None:
         """Note a heartbeat (already verified) read from ``partition``; see
@@ -445,14 +523,23 @@ class RevocationSet:
             table = self._tables[kind]
             if table.get(ident) == until:
                 del table[ident]
+                self._issued[kind].pop(ident, None)
                 dropped += 1
+        lifts = self._lift_expiry
+        while lifts and lifts[0][0] <= now:
+            until, kind, ident = heapq.heappop(lifts)
+            lift = self._lifts.get((kind, ident))
+            if lift is not None and lift[1] == until:
+                del self._lifts[(kind, ident)]
         return dropped
 
     # -- internals -------------------------------------------------------------------------
 
-    def _apply_verified(self, record: Revocation | Heartbeat, partition: int | None) -> None:
+    def _apply_verified(self, record: FeedRecord, partition: int | None) -> None:
         if isinstance(record, Heartbeat):
             self.heartbeat(record, partition)
+        elif isinstance(record, Reinstatement):
+            self.reinstate(record)
         else:
             self.add(record)
 

@@ -21,7 +21,6 @@ from confluent_kafka import (
 
 from tether.adapters.kafka_config import consumer_config
 from tether.adapters.registry import Clock, RevocationLookup
-from tether.models.outputs import Heartbeat, Revocation
 from tether.sdk.revocation_set import (
     HoldFull,
     RecordVerifier,
@@ -29,6 +28,7 @@ from tether.sdk.revocation_set import (
     WatcherStats,
 )
 from tether.security.keys import verifier_from_settings
+from tether.security.sets import FeedRecord
 from tether.settings import Settings
 from tether.topics import REVOCATIONS
 
@@ -40,7 +40,7 @@ _HOUSEKEEPING_S: Final = 0.5
 _METADATA_TIMEOUT_S: Final = 5.0
 _RETRY_S: Final = 1.0
 
-OnRecord = Callable[[Revocation | Heartbeat], None]
+OnRecord = Callable[[FeedRecord], None]
 
 
 class Watcher:
@@ -379,7 +379,7 @@ class Watcher:
         elif self.ready.is_set():
             self.ready.clear()
 
-    def _notify(self, record: Revocation | Heartbeat) -> None:
+    def _notify(self, record: FeedRecord) -> None:
         if self._on_record is not None:
             try:
                 self._on_record(record)

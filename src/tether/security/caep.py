@@ -22,12 +22,16 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from tether.models.outputs import Heartbeat, Revocation, Target, TargetKind
+from tether.models.outputs import Heartbeat, Reinstatement, Revocation, Target, TargetKind
 
 CAEP: Final = "https://schemas.openid.net/secevent/caep/event-type/"
 SESSION_REVOKED: Final = CAEP + "session-revoked"
 CREDENTIAL_CHANGE: Final = CAEP + "credential-change"
 VERIFICATION: Final = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+REINSTATED: Final = "urn:tether:secevent:event-type:reinstated"
+"""An operator's reinstatement (docs/operators.md). CAEP has no counterpart of session-revoked
+(a revoked session is not restored), so this is tether's own event type: it travels on the
+revocations topic only, never to SSF receivers."""
 
 EVENT_TYPES: Final[dict[TargetKind, str]] = {
     "token": SESSION_REVOKED,
@@ -57,7 +61,10 @@ def subject(target: Target, *, token_issuer: str = ANY_TOKEN_ISSUER) -> dict[str
 
 def reason_admin(rev: Revocation) -> str:
     """The administrator-facing reason: code, target, until when, and what caused it."""
-    cause = f"finding {rev.finding_id}" if rev.finding_id else "no finding"
+    if rev.by is not None:
+        cause = f"by operator {rev.by}: {rev.note or 'no reason given'}"
+    else:
+        cause = f"finding {rev.finding_id}" if rev.finding_id else "no finding"
     until = rev.not_after.isoformat().replace("+00:00", "Z")
     return (
         f"{rev.reason} ({rev.severity}): tether revoked {rev.target.kind} {rev.target.id} "
@@ -74,9 +81,23 @@ def revocation_event(rev: Revocation) -> tuple[str, dict[str, Any]]:
         body["change_type"] = "revoke"
         body["friendly_name"] = f"workload identity {rev.target.id}"
     body["event_timestamp"] = int(rev.issued_at.timestamp())
-    body["initiating_entity"] = "policy"
+    body["initiating_entity"] = "policy" if rev.by is None else "admin"  # an operator's
     body["reason_admin"] = {"en": reason_admin(rev)}
     return event_type, body
+
+
+def reinstatement_event(item: Reinstatement) -> tuple[str, dict[str, Any]]:
+    """The one event of a reinstatement: tether's own type, initiated by an admin."""
+    until = item.issued_at.isoformat().replace("+00:00", "Z")
+    body: dict[str, Any] = {
+        "event_timestamp": int(item.issued_at.timestamp()),
+        "initiating_entity": "admin",
+        "reason_admin": {
+            "en": f"{item.by} reinstated {item.target.kind} {item.target.id} (revocations issued "
+            f"at or before {until}): {item.reason}"
+        },
+    }
+    return REINSTATED, body
 
 
 def heartbeat_state(hb: Heartbeat) -> str:
@@ -94,8 +115,10 @@ def heartbeat_subject(hb: Heartbeat) -> dict[str, Any]:
     return {"format": "opaque", "id": hb.source}
 
 
-def expected_event_type(record: Revocation | Heartbeat) -> str:
+def expected_event_type(record: Revocation | Heartbeat | Reinstatement) -> str:
     """The event type a SET carrying ``record`` must have."""
     if isinstance(record, Heartbeat):
         return VERIFICATION
+    if isinstance(record, Reinstatement):
+        return REINSTATED
     return EVENT_TYPES[record.target.kind]

@@ -516,11 +516,16 @@ def key_source_from_settings(settings: Settings) -> KeySource:
 def verifier_from_settings(
     settings: Settings, *, clock: Callable[[], float] = time.time
 ) -> SetVerifier:
-    """A gateway's verifier: the configured JWKS and issuer. Reads nothing until first use."""
+    """A gateway's verifier: the configured JWKS and issuer, and the operators' JWKS
+    (``TETHER_OPERATOR_JWKS``; tether.security.operators). Reads nothing until first use."""
+    from tether.security.operators import operator_key_source  # noqa: PLC0415  # imports this
+
     return SetVerifier(
         key_source_from_settings(settings),
         issuer=settings.issuer,
         clock=clock,
         max_skew_s=settings.max_skew_s,
         require_key_issuer=settings.jwks_require_iss,
+        operator_keys=operator_key_source(settings),
+        operator_issuer=settings.operator_issuer,
     )

@@ -35,7 +35,7 @@ from joserfc.jwk import ECKey, JWKRegistry, Key, RSAKey
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from tether.models.jsonbytes import dumps
-from tether.models.outputs import Heartbeat, Revocation
+from tether.models.outputs import Heartbeat, Reinstatement, Revocation
 from tether.security import caep
 
 SET_TYP: Final = "secevent+jwt"
@@ -53,6 +53,11 @@ at its date to make a dead feed look fresh)."""
 KEY_ISSUER: Final = "iss"
 """A JWK member binding a key to one issuer: it verifies only SETs whose ``iss`` is that."""
 DEFAULT_AUDIENCE: Final = "urn:tether:revocations"
+DEFAULT_OPERATOR_ISSUER: Final = "urn:tether:operator"
+"""The ``iss`` of operators' SETs (``tether revoke``, ``tether reinstate``; docs/operators.md)."""
+
+FeedRecord = Revocation | Heartbeat | Reinstatement
+"""What the revocations topic carries: a reinstatement only ever from an operator key."""
 
 RejectReason = Literal[
     "unsigned",
@@ -65,6 +70,7 @@ RejectReason = Literal[
     "malformed",
     "replayed",
     "future_dated",
+    "not_operator",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
@@ -85,14 +91,17 @@ class SetRejected(ValueError):
 
 def _record_kind(value: object) -> str:
     if isinstance(value, dict):
-        return "heartbeat" if value.get("kind") == "heartbeat" else "revocation"
+        kind = value.get("kind")
+        return kind if kind in ("heartbeat", "reinstatement") else "revocation"
     return str(getattr(value, "kind", "revocation"))
 
 
 # A legacy revocation record may omit "kind" (the first contract named it only for heartbeats).
-_feed_record: TypeAdapter[Revocation | Heartbeat] = TypeAdapter(
+_feed_record: TypeAdapter[FeedRecord] = TypeAdapter(
     Annotated[
-        Annotated[Revocation, Tag("revocation")] | Annotated[Heartbeat, Tag("heartbeat")],
+        Annotated[Revocation, Tag("revocation")]
+        | Annotated[Heartbeat, Tag("heartbeat")]
+        | Annotated[Reinstatement, Tag("reinstatement")],
         Discriminator(_record_kind),
     ]
 )
@@ -242,6 +251,24 @@ class SetSigner:
         }
         return self._sign(claims)
 
+    def reinstatement(self, item: Reinstatement) -> bytes:
+        """The SET of an operator's reinstatement. Verifiers accept it only from a key of the
+        operators' JWKS with the operators' issuer (``not_operator`` otherwise), so the worker's
+        signer calling this produces nothing any applier takes (tether.security.operators)."""
+        event_type, body = caep.reinstatement_event(item)
+        issuer_of_token = item.token_issuer or self.token_issuer
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": int(item.issued_at.timestamp()),
+            "jti": item.reinstatement_id,
+            "txn": item.reinstatement_id,
+            "sub_id": caep.subject(item.target, token_issuer=issuer_of_token),
+            "events": {event_type: body},
+            TETHER_CLAIM: item.model_dump(mode="json", exclude_none=True),
+        }
+        return self._sign(claims)
+
     def sign(self, record: Revocation | Heartbeat, *, audience: str | None = None) -> bytes:
         """Either of the two, by type (for ``audience``, else the signer's)."""
         if isinstance(record, Heartbeat):
@@ -307,7 +334,7 @@ def unverified_parts(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
-def _tether_record(claims: Mapping[str, Any]) -> Revocation | Heartbeat:
+def _tether_record(claims: Mapping[str, Any]) -> FeedRecord:
     body = claims.get(TETHER_CLAIM)
     if not isinstance(body, dict):
         raise SetRejected("malformed", f"no {TETHER_CLAIM!r} claim with the record")
@@ -317,7 +344,7 @@ def _tether_record(claims: Mapping[str, Any]) -> Revocation | Heartbeat:
         raise SetRejected("malformed", f"{TETHER_CLAIM!r} claim is not a record: {exc}") from exc
 
 
-def peek(data: bytes) -> Revocation | Heartbeat:
+def peek(data: bytes) -> FeedRecord:
     """The record inside a SET WITHOUT verifying it; also reads legacy plain-JSON records.
 
     For tools, tests and comparing replays, never for enforcement (use :class:`SetVerifier`).
@@ -379,7 +406,10 @@ class SetVerifier:
     event of the right type, a ``sub_id``, a record in the ``tether`` claim whose id is the
     ``jti``; ``malformed``); ``iat``, and a heartbeat's ``emitted_at``, at most ``max_skew_s``
     ahead of the clock (``future_dated``); and that this ``(iss, jti)`` was not accepted before
-    (``replayed``).
+    (``replayed``). With ``operator_keys``, a SET whose ``iss`` is the operators' is verified
+    with those keys only (each bound to that issuer); only such a SET may carry a reinstatement
+    or a revocation naming an operator (``by``), and never a heartbeat (``not_operator``;
+    docs/operators.md).
 
     Replay memory is bounded by time: a revocation's ``jti`` is remembered until its
     ``not_after`` (after that a copy is expired on arrival anyway, and one already expired is
@@ -401,8 +431,10 @@ class SetVerifier:
         max_skew_s: float = MAX_SKEW_S,
         require_key_issuer: bool = False,
         audience: str | None = None,
+        operator_keys: KeyLookup | None = None,
+        operator_issuer: str = DEFAULT_OPERATOR_ISSUER,
     ) -> None:
-        """Verify against ``keys``, accepting only ``issuer``.
+        """Verify against ``keys``, accepting only ``issuer`` (and operators', see below).
 
         Args:
             keys: finds the public key of a ``kid`` (:class:`StaticKeys`,
@@ -417,7 +449,20 @@ class SetVerifier:
                 are always held to it).
             audience: when set, the ``aud`` claim must be it or a list holding it
                 (``wrong_audience``); None accepts any audience.
+            operator_keys: the operators' public keys (``TETHER_OPERATOR_JWKS``). A SET whose
+                ``iss`` is ``operator_issuer`` is verified with these only, and each must be
+                bound to that issuer (an ``iss`` member). Only such a SET may carry a
+                reinstatement (``not_operator`` otherwise); an operator's revocation is
+                accepted like the worker's. None: no operator is trusted.
+            operator_issuer: the operators' ``iss`` (``TETHER_OPERATOR_ISSUER``).
         """
+        if operator_keys is not None and operator_issuer == issuer:
+            raise ValueError(
+                f"the operators' issuer must differ from the worker's ({issuer!r}): a worker "
+                "key must never sign as an operator"
+            )
+        self.operator_issuer = operator_issuer if operator_keys is not None else None
+        self._operator_keys = operator_keys
         unsupported = set(algorithms) - ALGORITHMS
         if unsupported:
             raise ValueError(f"unsupported algorithms {sorted(unsupported)}: use RS256 or ES256")
@@ -438,8 +483,12 @@ class SetVerifier:
         """Successful reads of a key source that rereads its JWKS (``KeySource.generation``);
         None for keys that never change. A reader holding a record with an unknown ``kid``
         gives it up only after a read that succeeded later still lacks that key."""
-        generation = getattr(self._keys, "generation", None)
-        return generation if isinstance(generation, int) else None
+        generations = [
+            g
+            for g in (getattr(k, "generation", None) for k in (self._keys, self._operator_keys))
+            if isinstance(g, int)
+        ]
+        return sum(generations) if generations else None
 
     @property
     def remembered(self) -> int:
@@ -452,7 +501,7 @@ class SetVerifier:
         with self._lock:
             self._seen = _Seen()
 
-    def verify(self, data: bytes) -> Revocation | Heartbeat:
+    def verify(self, data: bytes) -> FeedRecord:
         """The record inside an authentic, first-seen SET.
 
         Raises:
@@ -460,7 +509,7 @@ class SetVerifier:
         """
         if len(data) > self._max_bytes:
             raise SetRejected("malformed", f"{len(data)} bytes; the limit is {self._max_bytes}")
-        header, _claims = unverified_parts(data)
+        header, unverified = unverified_parts(data)
         alg = header.get("alg")
         if not isinstance(alg, str):
             raise SetRejected("malformed", "no alg in the JWS header")
@@ -474,9 +523,7 @@ class SetVerifier:
             raise SetRejected("malformed", "no kid in the JWS header")
         if "crit" in header or "b64" in header:  # e.g. RFC 7797's unencoded payload
             raise SetRejected("malformed", "a tether SET has no critical header parameters")
-        key = self._keys.find(kid)
-        if key is None:
-            raise SetRejected("unknown_kid", f"no key {kid!r} in the JWKS")
+        key = self._key(kid, unverified.get("iss"))
         try:
             fit = signing_alg(key)
         except ValueError as exc:
@@ -487,6 +534,37 @@ class SetVerifier:
         record = self._record(claims)
         self._remember(claims, record)
         return record
+
+    def _key(self, kid: str, iss: object) -> Key:
+        """The key of ``kid`` from the key set the (not yet verified) ``iss`` names: operators'
+        SETs verify only with operators' keys, the worker's only with the worker's."""
+        operators = self._operator_keys
+        if iss != self.issuer and (operators is None or iss != self.operator_issuer):
+            # Neither ours nor the operators': no key lookup (and no hold for an unknown kid);
+            # the signature is not checked, but no signature could make this SET acceptable.
+            raise SetRejected("wrong_issuer", f"iss {iss!r}; expected {self.issuer!r}")
+        if operators is not None and iss == self.operator_issuer:
+            key = operators.find(kid)
+            if key is None:
+                if self._keys.find(kid) is not None:
+                    raise SetRejected(
+                        "wrong_issuer",
+                        f"key {kid!r} is a worker key; it cannot sign as an operator",
+                    )
+                raise SetRejected("unknown_kid", f"no key {kid!r} in the operators' JWKS")
+            if key.get(KEY_ISSUER) != self.operator_issuer:
+                raise SetRejected(
+                    "wrong_issuer", f"operator key {kid!r} is not bound to {self.operator_issuer!r}"
+                )
+            return key
+        key = self._keys.find(kid)
+        if key is None:
+            if operators is not None and operators.find(kid) is not None:
+                raise SetRejected(
+                    "wrong_issuer", f"key {kid!r} is an operator key; iss {iss!r} is not theirs"
+                )
+            raise SetRejected("unknown_kid", f"no key {kid!r} in the JWKS")
+        return key
 
     def _allowed(self) -> str:
         return ", ".join(sorted(self._algorithms))
@@ -507,7 +585,7 @@ class SetVerifier:
         if not isinstance(claims, dict):
             raise SetRejected("malformed", "claims must be a JSON object")
         iss = claims.get("iss")
-        if iss != self.issuer:
+        if iss != self.issuer and (iss is None or iss != self.operator_issuer):
             raise SetRejected("wrong_issuer", f"iss {iss!r}; expected {self.issuer!r}")
         bound = key.get(KEY_ISSUER)
         if bound is None and self._require_key_issuer:
@@ -520,7 +598,7 @@ class SetVerifier:
             )
         return claims
 
-    def _record(self, claims: dict[str, Any]) -> Revocation | Heartbeat:
+    def _record(self, claims: dict[str, Any]) -> FeedRecord:
         for name in _FORBIDDEN_CLAIMS:
             if name in claims:
                 raise SetRejected("malformed", f"a SET must not carry {name!r}")
@@ -546,12 +624,29 @@ class SetVerifier:
             raise SetRejected("malformed", f"event {event_type!r}; this record needs {expected!r}")
         if isinstance(record, Revocation) and jti != record.revocation_id:
             raise SetRejected("malformed", "jti differs from the revocation_id")
+        self._check_operator(claims, record, jti)
         return record
 
-    def _remember(self, claims: dict[str, Any], record: Revocation | Heartbeat) -> None:
+    def _check_operator(self, claims: dict[str, Any], record: FeedRecord, jti: str) -> None:
+        """A reinstatement only from an operator; never a heartbeat from one."""
+        operator = self.operator_issuer is not None and claims.get("iss") == self.operator_issuer
+        if isinstance(record, Reinstatement):
+            if not operator:
+                raise SetRejected(
+                    "not_operator", "a reinstatement is accepted only from an operator key"
+                )
+            if jti != record.reinstatement_id:
+                raise SetRejected("malformed", "jti differs from the reinstatement_id")
+        elif isinstance(record, Heartbeat) and operator:
+            raise SetRejected("not_operator", "a heartbeat is the worker's, never an operator's")
+        elif isinstance(record, Revocation) and record.by is not None and not operator:
+            # "alice revoked it" is an audit claim: only an operator's key may make it
+            raise SetRejected("not_operator", "a revocation naming an operator (by) is theirs")
+
+    def _remember(self, claims: dict[str, Any], record: FeedRecord) -> None:
         key = (str(claims["iss"]), str(claims["jti"]))
         now = self._clock()
-        if isinstance(record, Revocation):
+        if isinstance(record, Revocation | Reinstatement):
             until = record.not_after.timestamp()
         else:
             until = record.emitted_at.timestamp() + self._heartbeat_window_s

@@ -27,9 +27,10 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from tether.adapters.kafka_config import consumer_config
-from tether.models.outputs import Heartbeat, Revocation
+from tether.models.outputs import Revocation
 from tether.sdk.revocation_set import HOLD_S
 from tether.security import SetRejected, SetSigner, SetVerifier, caep, peek
+from tether.security.sets import FeedRecord
 from tether.settings import Settings
 from tether.ssf.streams import POLL, Stream, StreamStore
 from tether.topics import REVOCATIONS
@@ -201,6 +202,8 @@ class StreamPump:
             return None
         record = await self._verified(value)
         if not isinstance(record, Revocation):
+            # A heartbeat, or an operator's reinstatement: CAEP has no event that restores a
+            # revoked session or credential, so receivers get nothing (docs/operators.md).
             return None
         if record.not_after.timestamp() <= self._clock():
             return None
@@ -212,7 +215,7 @@ class StreamPump:
             return None
         return self.signer.revocation(record, audience=stream.aud)
 
-    async def _verified(self, value: bytes) -> Revocation | Heartbeat | None:
+    async def _verified(self, value: bytes) -> FeedRecord | None:
         waited = 0.0
         while True:
             try:
