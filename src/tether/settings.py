@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     limit_delegations: int = Field(256, ge=1, description=_limit("delegations"))
     limit_recent: int = Field(1024, ge=1, description=_limit("recent"))
     limit_token_pairs: int = Field(64, ge=2, description=_limit("token_pairs"))
+    limit_token_workflows: int = Field(256, ge=2, description=_limit("token_workflows"))
     # streaming
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers (HOST:PORT[,...])"
@@ -310,6 +311,7 @@ class Settings(BaseSettings):
                 delegations=self.limit_delegations,
                 recent=self.limit_recent,
                 token_pairs=self.limit_token_pairs,
+                token_workflows=self.limit_token_workflows,
             ),
         }
         values.update(overrides)
