@@ -371,8 +371,9 @@ class Worker:
             self.tokens.current_partition = rec.partition
             self.index.observe(use, now, out)
             latest = max(latest, use.t)
+        self.index.decide(self.engine.watermark, now, out)  # shared tokens' completions
         if latest > float("-inf"):
-            self.index.expire(min(latest, now.timestamp() + self.settings.max_ahead_s), now)
+            self.index.expire(min(latest, now.timestamp() + self.settings.max_ahead_s), now, out)
         batch = Batch()
         self._collect(out, batch)
         return self._commit(batch)
@@ -393,6 +394,7 @@ class Worker:
             target = max(target, engine.watermark + (clock - self._advanced_at))
         target = min(target, self._event_time_limit())
         if target <= engine.watermark and not engine.pending:
+            await self._decide_tokens()
             return
         reached = False
         while not reached:  # in bounded steps, each made durable before the next
@@ -407,6 +409,19 @@ class Worker:
             self._collect(out, batch)
             self._collect_uses(uses, batch)
             await self._commit(batch, now=True)
+        await self._decide_tokens()
+
+    async def _decide_tokens(self) -> None:
+        """Decide the completions of shared tokens that event time has passed
+        (``tether.core.sharing``): their revocations, then the token state, made durable."""
+        if self.index.next_decision >= self.engine.watermark:
+            return
+        now = datetime.now(UTC)
+        out = Outbox()
+        self.index.decide(self.engine.watermark, now, out)
+        batch = Batch()
+        self._collect(out, batch)
+        await self._commit(batch, now=True)
 
     def _event_time_limit(self) -> float:
         """How far event time may go now: the wall clock plus ``max_ahead_s``."""

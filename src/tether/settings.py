@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     max_chain_length: int = Field(3, ge=1, description="delegation hops allowed from the initiator")
     shadow: bool = Field(False, description="report findings, revoke nothing")
     credential_shared_across_workflows: bool = Field(
-        True, description="disable for SPIRE-style cached SVIDs shared by design"
+        True,
+        description="disable for SPIRE-style cached SVIDs shared by design: sharing is then "
+        "allowed, and a completion revokes a shared credential only once no other live "
+        "workflow of its subject uses it",
     )
     policy_dir: Path | None = Field(None, description="Cedar policies; default: a built-in pack")
     policy_pack: str = Field(
