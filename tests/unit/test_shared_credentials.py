@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_invariance import in_time_order, outcome, with_duplicates, within_grace
+from test_invariance import _RoundTrip, in_time_order, outcome, with_duplicates, within_grace
 
 from builders import T0, call, completed, delegate, parse, started
 from scenarios import Result, run
+from streams.credential_uses import decode_use, encode_use
 from tether.core import Context, DetectionConfig, Monitor, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex
-from tether.models.state_codec import dump_token, load_token
+from tether.models.events import Trust
+from tether.models.state_codec import dump_session, dump_token, load_session, load_token
 
 SHARING = DetectionConfig(disabled=frozenset({"credential_shared_across_workflows"}))
 STRICT = DetectionConfig()  # the default: sharing is a finding, completion revokes at once
@@ -233,7 +235,8 @@ times = st.integers(min_value=0, max_value=40).map(lambda n: n / 2)
 @st.composite
 def shared_fleets(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Workflows of one planner sharing its cached SVID, some completing, with stray uses of
-    a second token and calls dated after their workflow's completion."""
+    a second token, calls dated after their workflow's completion, and another workload
+    presenting the SVID (credential_reuse: never a use that keeps a workflow live)."""
     events: list[dict[str, Any]] = []
     n = 0
 
@@ -246,9 +249,11 @@ def shared_fleets(draw: st.DrawFn) -> list[dict[str, Any]]:
         events.append(started(wf, "planner", SVID, t=draw(times), eid=eid()))
         for _ in range(draw(st.integers(0, 3))):
             token = draw(st.sampled_from([SVID, SVID, "tok-2"]))
-            events.append(call(wf, "planner", token, t=draw(times), eid=eid()))
+            actor = draw(st.sampled_from(["planner", "planner", "planner", "coder"]))
+            events.append(call(wf, actor, token, holder="planner", t=draw(times), eid=eid()))
         if draw(st.integers(0, 3)) > 0:
-            events.append(completed(wf, "planner", SVID, t=draw(times), eid=eid()))
+            token = draw(st.sampled_from([SVID, None]))
+            events.append(completed(wf, "planner", token, t=draw(times), eid=eid()))
     return events
 
 
@@ -272,3 +277,59 @@ def test_completion_revocations_do_not_depend_on_duplicates(
 ) -> None:
     ordered = within_grace(events, seed)
     assert outcome(run(with_duplicates(ordered, seed), SHARING)) == outcome(run(ordered, SHARING))
+
+
+def test_an_untrusted_claim_of_use_does_not_keep_someone_elses_token_alive() -> None:
+    """A use only a source untrusted with credentials vouches for is nobody's to count: it
+    neither defers the completion's revocation nor causes one."""
+    untrusted = Trust(source="gw-untrusted", authenticated=True, withhold=["revoke_token"])
+    mon = Monitor(Context(SHARING))
+    out = Outbox()
+    events = [
+        parse(started("wf-a", "planner", SVID, t=0)),
+        parse(started("wf-b", "planner", "tok-b", t=1)),
+        parse(call("wf-b", "planner", SVID, t=2)).model_copy(update={"trust": untrusted}),
+        parse(completed("wf-a", "planner", SVID, t=10)),
+        parse(completed("wf-b", "planner", None, t=11)),
+    ]
+    for ev in events:
+        out.extend(mon.process(ev))
+    out.extend(mon.flush())
+    assert {(v.target.id, v.workflow_id) for v in out.revocations} == {
+        (SVID, "wf-a"),
+        ("tok-b", "wf-b"),
+    }
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        CredentialUse(SVID, "wl-p", "wf-a", 1.5, "e1", False, 600.0, owner=True, issuer="iss"),
+        CredentialUse(SVID, "", "wf-a", 10.0, "done-a", False, 600.0, completed=True),
+        CredentialUse(SVID, "", "wf-a", 10.0, "done-a", False, 600.0, issuer="i", completed=True),
+        CredentialUse(SVID, "wl-p", "wf-a", 1.5, "e1", True, 600.0, done=10.0),
+        CredentialUse(SVID, "wl-p", "wf-a", 1.5, "e1", False, 600.0),
+    ],
+)
+def test_completions_and_uses_cross_the_wire_unchanged(use: CredentialUse) -> None:
+    assert decode_use(encode_use(use)) == use
+
+
+@SETTINGS
+@given(shared_fleets(), st.integers(0, 2**32))
+def test_completion_revocations_survive_serialized_state(
+    events: list[dict[str, Any]], seed: int
+) -> None:
+    """Sessions and tokens read back from their changelog encoding on every access (as after
+    a worker restart) decide the same completions."""
+    ordered = within_grace(events, seed)
+    mon = Monitor(
+        Context(SHARING),
+        sessions=_RoundTrip(dump_session, load_session),
+        tokens=_RoundTrip(dump_token, load_token),
+    )
+    out = Outbox()
+    for raw in ordered:
+        out.extend(mon.process(parse(raw)))
+    out.extend(mon.flush())
+    assert outcome(Result(out)) == outcome(run(ordered, SHARING))
