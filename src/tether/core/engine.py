@@ -414,7 +414,7 @@ class Monitor:
         wm = self.workflows.watermark
         if wm > before:
             index = self.index
-            if index.next_decision < wm:
+            if index.sharing and index.next_decision < wm:
                 index.decide(wm, now if now is not None else wm, out)
             index.expire(wm, now, out)
 

@@ -107,7 +107,7 @@ def review(  # the index's arguments
     shares = st.shares or {}
     settle = settle_s(cfg)
     changed = False
-    for wf, sh in sorted(shares.items(), key=lambda kv: (kv[1].done or _INF, kv[0])):
+    for wf, sh in sorted(shares.items(), key=_completion_order):
         done = sh.done
         if done is None or sh.state != WAITING or not (force or done + settle < watermark):
             continue
@@ -149,6 +149,11 @@ def next_review(st: TokenState, cfg: DetectionConfig) -> float:
         else:
             due = min(due, _forget_at(sh, cfg))
     return due
+
+
+def _completion_order(item: tuple[str, WorkflowShare]) -> tuple[float, str]:
+    done = item[1].done
+    return (done if done is not None else _INF, item[0])
 
 
 def _outlived(shares: dict[str, WorkflowShare], wf: str, done: float, cfg: DetectionConfig) -> bool:
