@@ -226,7 +226,6 @@ class TokenIndex:
         # streaming worker keeps a token that long after its last use even once event time has
         # passed its expiry, because uses from a lagging partition or worker arrive late.
         self.hold_s = hold_s  # (the time of a token's last use is its ``used_at``)
-        self.sharing = shares_credentials(ctx.cfg)
         self._due: list[tuple[float, str]] = []  # (review time, token id), as WorkflowEngine
         self._due_at: dict[str, float] = {}
 
@@ -236,7 +235,7 @@ class TokenIndex:
         cfg = self.ctx.cfg
         try:
             st = observe(before, use, cfg, stamp, out)
-            if self.sharing and note(st, use, cfg, stamp, out):
+            if shares_credentials(cfg) and note(st, use, cfg, stamp, out):
                 self._schedule(st)
         except Exception as exc:  # one use's failure is its own
             out.failures.append(Failure.of(use.workflow_id, exc))
@@ -414,7 +413,7 @@ class Monitor:
         wm = self.workflows.watermark
         if wm > before:
             index = self.index
-            if index.sharing and index.next_decision < wm:
+            if index.next_decision < wm:
                 index.decide(wm, now if now is not None else wm, out)
             index.expire(wm, now, out)
 
