@@ -5,9 +5,12 @@ when its last workflow completes (docs/contract.md, "Completion and shared crede
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_invariance import _RoundTrip, in_time_order, outcome, with_duplicates, within_grace
@@ -15,6 +18,7 @@ from test_invariance import _RoundTrip, in_time_order, outcome, with_duplicates,
 from builders import T0, call, completed, delegate, parse, started
 from scenarios import Result, run
 from streams.credential_uses import decode_use, encode_use
+from tether.cli import main
 from tether.core import Context, DetectionConfig, Monitor, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex
@@ -333,3 +337,32 @@ def test_completion_revocations_survive_serialized_state(
         out.extend(mon.process(parse(raw)))
     out.extend(mon.flush())
     assert outcome(Result(out)) == outcome(run(ordered, SHARING))
+
+
+@pytest.mark.parametrize(("env", "expected"), [("false", {"wf-b"}), ("true", {"wf-a", "wf-b"})])
+def test_tether_replay_reads_the_setting_from_the_environment(
+    tmp_path: Path, env: str, expected: set[str]
+) -> None:
+    """`TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS=false tether replay`, as the docs say."""
+    events = [
+        started("wf-a", "planner", SVID, t=0),
+        started("wf-b", "planner", SVID, t=1),
+        completed("wf-a", "planner", SVID, t=10),
+        call("wf-b", "planner", SVID, t=12),
+        completed("wf-b", "planner", SVID, t=20),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    result = CliRunner().invoke(
+        main,
+        ["replay", str(path), "-q", "--no-policy"],
+        env={"TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS": env},
+    )
+    assert result.exit_code == 0, result.output
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    revoked = {
+        r["workflow_id"]
+        for r in records
+        if r["kind"] == "revocation" and r["reason"] == "task_completed"
+    }
+    assert revoked == expected
