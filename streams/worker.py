@@ -80,7 +80,9 @@ class Worker:
         self.sessions = sessions
         self.tokens = tokens
         self.engine = WorkflowEngine(ctx, sessions)
-        self.index = TokenIndex(ctx, tokens, hold_s=settings.token_hold_s)
+        self.index = TokenIndex(
+            ctx, tokens, hold_s=settings.token_hold_s, wait_s=ctx.cfg.grace_s
+        )  # wait_s: shared tokens' completions wait for uses a catch-up settles with them
         self.publisher = publisher
         self.topics = {
             name: settings.topic(name)
@@ -419,6 +421,8 @@ class Worker:
         now = datetime.now(UTC)
         out = Outbox()
         self.index.decide(self.engine.watermark, now, out)
+        if not len(out) and not self.tokens.dirty:
+            return  # held (TokenIndex.wait_s): nothing decided yet
         batch = Batch()
         self._collect(out, batch)
         await self._commit(batch, now=True)

@@ -366,3 +366,35 @@ def test_tether_replay_reads_the_setting_from_the_environment(
         if r["kind"] == "revocation" and r["reason"] == "task_completed"
     }
     assert revoked == expected
+
+
+def _note(workflow: str, t: float) -> CredentialUse:
+    return CredentialUse(SVID, "", workflow, t, f"done-{workflow}", False, 600.0, completed=True)
+
+
+def _use(workflow: str, t: float) -> CredentialUse:
+    return CredentialUse(SVID, "wl-p", workflow, t, f"use-{workflow}", False, 600.0, owner=True)
+
+
+def test_the_worker_waits_for_uses_a_catch_up_settles_with_the_completion() -> None:
+    """A worker whose watermark jumps past a completion (catching up, or just restarted)
+    settles the other workflow's earlier use in the same step; that use reaches the index
+    through the credential-uses topic after the completion. The index waits ``wait_s`` of
+    processing time after a completion arrives (and after recovery) before deciding."""
+    idx = TokenIndex(Context(SHARING), wait_s=5.0)
+    out = Outbox()
+    idx.observe(_use("wf-a", 0.0), 1000.0, out)
+    idx.observe(_note("wf-a", 10.0), 1000.0, out)
+    idx.decide(500.0, 1001.0, out)  # the watermark is long past the completion: held
+    assert not out.revocations
+    idx.observe(_use("wf-b", 5.0), 1002.0, out)  # arrives within the wait: counted
+    idx.decide(500.0, 1006.0, out)
+    assert not out.revocations  # wf-b is live at the completion: deferred
+    idx.observe(_note("wf-b", 30.0), 1007.0, out)
+    recovered = {k: load_token(dump_token(v), k) for k, v in idx.tokens.items()}
+    again = TokenIndex(Context(SHARING), recovered, wait_s=5.0)
+    again.reschedule_all()
+    again.decide(500.0, 2000.0, out)  # recovered: held afresh
+    assert not out.revocations
+    again.decide(500.0, 2005.5, out)
+    assert {(v.target.id, v.workflow_id) for v in out.revocations} == {(SVID, "wf-b")}

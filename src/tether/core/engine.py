@@ -218,6 +218,7 @@ class TokenIndex:
         tokens: MutableMapping[str, TokenState] | None = None,
         *,
         hold_s: float = 0.0,
+        wait_s: float = 0.0,
     ) -> None:
         self.ctx = ctx
         self.tokens: MutableMapping[str, TokenState] = tokens if tokens is not None else {}
@@ -228,6 +229,13 @@ class TokenIndex:
         self.hold_s = hold_s  # (the time of a token's last use is its ``used_at``)
         self._due: list[tuple[float, str]] = []  # (review time, token id), as WorkflowEngine
         self._due_at: dict[str, float] = {}
+        # With ``wait_s`` > 0 (the streaming worker), a shared token's completions are decided
+        # no sooner than ``wait_s`` of processing time after its last completion arrived (or
+        # after recovery: -inf, held from the first ``decide``). The uses a catching-up or
+        # restarted worker settles in the same step that moves the watermark past a completion
+        # travel the credential-uses topic after it; this gives them time to arrive.
+        self.wait_s = wait_s
+        self._held: dict[str, float] = {}
 
     def observe(self, use: CredentialUse, stamp: Stamp, out: Outbox) -> None:
         """Fold one use into its token's state (a failure is reported in ``out.failures``)."""
@@ -237,6 +245,8 @@ class TokenIndex:
             st = observe(before, use, cfg, stamp, out)
             if shares_credentials(cfg) and note(st, use, cfg, stamp, out):
                 self._schedule(st)
+                if use.completed and self.wait_s > 0:
+                    self._held[use.token_id] = _seconds(stamp)
         except Exception as exc:  # one use's failure is its own
             out.failures.append(Failure.of(use.workflow_id, exc))
             if before is not None:
@@ -252,10 +262,14 @@ class TokenIndex:
         """Decide the completions of shared tokens (and their backstops) due before
         ``watermark``; O(1) when nothing is due."""
         due = self._due
+        held: list[tuple[float, str]] = []
         while due and due[0][0] < watermark:
             at, token_id = heapq.heappop(due)
             if self._due_at.get(token_id) != at:
                 continue  # superseded by an earlier review
+            if self._held and self._holds(token_id, stamp):
+                held.append((at, token_id))
+                continue
             del self._due_at[token_id]
             st = self.tokens.get(token_id)
             if st is None:
@@ -268,6 +282,21 @@ class TokenIndex:
             if changed:
                 self.tokens[token_id] = st  # a table-backed store persists on assignment
             self._schedule(st)
+        for item in held:
+            heapq.heappush(due, item)
+
+    def _holds(self, token_id: str, stamp: Stamp) -> bool:
+        """Whether the token's decisions wait (``wait_s``) a little longer."""
+        since = self._held.get(token_id)
+        if since is None:
+            return False
+        now_s = _seconds(stamp)
+        if since == -_INF:  # recovered: held from now on
+            self._held[token_id] = since = now_s
+        if now_s - since < self.wait_s:
+            return True
+        del self._held[token_id]
+        return False
 
     @property
     def next_decision(self) -> float:
@@ -317,12 +346,14 @@ class TokenIndex:
         """Rebuild the expiry and review indexes from the store (recovered tokens are held
         afresh)."""
         self._expiry = []
-        self._due, self._due_at = [], {}
+        self._due, self._due_at, self._held = [], {}, {}
         for k, st in self.tokens.items():
             st.used_at = 0.0
             self._expiry.append((st.expires_at, k))
             if st.shares or st.backstop is not None:
                 self._schedule(st)
+                if self.wait_s > 0:
+                    self._held[k] = -_INF
         heapq.heapify(self._expiry)
 
 
