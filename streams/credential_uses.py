@@ -22,17 +22,33 @@ def encode_use(use: CredentialUse) -> bytes:
         use.expires_at,
         use.owner,
     ]
-    if use.issuer is not None:
+    if use.issuer is not None or use.completed or use.done is not None:
         fields.append(use.issuer)
+    if use.completed or use.done is not None:
+        fields.append(use.completed)  # a completion (tether.core.sharing), not a use
+    if use.done is not None:
+        fields.append(use.done)  # the use's workflow had completed
     return dumps(fields)
 
 
 def decode_use(data: bytes) -> CredentialUse:
-    """The inverse of ``encode_use`` (also reads uses written without an owner or issuer)."""
+    """The inverse of ``encode_use`` (also reads uses written without an owner, issuer or
+    completion flag)."""
     token_id, workload, workflow, t, event_id, inherited, expires, *more = orjson.loads(data)
-    owner = bool(more and more[0] is True)
-    issuer = intern(more[1]) if len(more) > 1 and isinstance(more[1], str) else None
+    owner, issuer, completed, done = (*more, None, None, None, None)[:4]
+    issuer = intern(issuer) if isinstance(issuer, str) else None
+    done = float(done) if isinstance(done, int | float) and done is not True else None
     # workload ids repeat across the fleet: one copy, shared by every token's state
     return CredentialUse(
-        token_id, intern(workload), workflow, t, event_id, inherited, expires, owner, issuer
+        token_id,
+        intern(workload),
+        workflow,
+        t,
+        event_id,
+        inherited,
+        expires,
+        owner is True,
+        issuer,
+        completed is True,
+        done,
     )

@@ -84,7 +84,9 @@ class Worker:
         self.sessions = sessions
         self.tokens = tokens
         self.engine = WorkflowEngine(ctx, sessions)
-        self.index = TokenIndex(ctx, tokens, hold_s=settings.token_hold_s)
+        self.index = TokenIndex(
+            ctx, tokens, hold_s=settings.token_hold_s, wait_s=ctx.cfg.grace_s
+        )  # wait_s: shared tokens' completions wait for uses a catch-up settles with them
         self.publisher = publisher
         self.topics = {
             name: settings.topic(name)
@@ -377,8 +379,9 @@ class Worker:
             self.tokens.current_partition = rec.partition
             self.index.observe(use, now, out)
             latest = max(latest, use.t)
+        self.index.decide(self.engine.watermark, now, out)  # shared tokens' completions
         if latest > float("-inf"):
-            self.index.expire(min(latest, now.timestamp() + self.settings.max_ahead_s), now)
+            self.index.expire(min(latest, now.timestamp() + self.settings.max_ahead_s), now, out)
         batch = Batch()
         self._collect(out, batch)
         return self._commit(batch)
@@ -416,6 +419,7 @@ class Worker:
             target = max(target, engine.watermark + (clock - self._advanced_at))
         target = min(target, self._event_time_limit())
         if target <= engine.watermark and not engine.pending:
+            await self._decide_tokens()
             return
         reached = False
         while not reached:  # in bounded steps, each made durable before the next
@@ -430,6 +434,21 @@ class Worker:
             self._collect(out, batch)
             self._collect_uses(uses, batch)
             await self._commit(batch, now=True)
+        await self._decide_tokens()
+
+    async def _decide_tokens(self) -> None:
+        """Decide the completions of shared tokens that event time has passed
+        (``tether.core.sharing``): their revocations, then the token state, made durable."""
+        if self.index.next_decision >= self.engine.watermark:
+            return
+        now = datetime.now(UTC)
+        out = Outbox()
+        self.index.decide(self.engine.watermark, now, out)
+        if not len(out) and not self.tokens.dirty:
+            return  # held (TokenIndex.wait_s): nothing decided yet
+        batch = Batch()
+        self._collect(out, batch)
+        await self._commit(batch, now=True)
 
     def _event_time_limit(self) -> float:
         """How far event time may go now: the wall clock plus ``max_ahead_s``."""

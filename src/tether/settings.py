@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     max_chain_length: int = Field(3, ge=1, description="delegation hops allowed from the initiator")
     shadow: bool = Field(False, description="report findings, revoke nothing")
     credential_shared_across_workflows: bool = Field(
-        True, description="disable for SPIRE-style cached SVIDs shared by design"
+        True,
+        description="disable for SPIRE-style cached SVIDs shared by design: sharing is then "
+        "allowed, and a completion revokes a shared credential only once no other live "
+        "workflow of its subject uses it",
     )
     # per-code tuning (docs/tuning.md); the tuning file wins for the codes it names
     tuning: Path | None = Field(
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
     limit_delegations: int = Field(256, ge=1, description=_limit("delegations"))
     limit_recent: int = Field(1024, ge=1, description=_limit("recent"))
     limit_token_pairs: int = Field(64, ge=2, description=_limit("token_pairs"))
+    limit_token_workflows: int = Field(256, ge=2, description=_limit("token_workflows"))
     # streaming
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers (HOST:PORT[,...])"
@@ -411,6 +415,7 @@ class Settings(BaseSettings):
                 delegations=self.limit_delegations,
                 recent=self.limit_recent,
                 token_pairs=self.limit_token_pairs,
+                token_workflows=self.limit_token_workflows,
             ),
         }
         values.update(overrides)

@@ -78,6 +78,7 @@ SECTIONS: Final = (
             "limit_delegations",
             "limit_recent",
             "limit_token_pairs",
+            "limit_token_workflows",
         ),
     ),
     Section(

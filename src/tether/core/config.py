@@ -49,6 +49,12 @@ class StateLimits(BaseModel):
     token_pairs: int = Field(
         64, ge=2, description="(workload, workflow) uses remembered per token by the token index"
     )
+    token_workflows: int = Field(
+        256,
+        ge=2,
+        description="workflows remembered per token when credentials may be shared across "
+        "workflows; past it, every completion of that token revokes it",
+    )
 
 
 def check_codes(codes: object) -> None:

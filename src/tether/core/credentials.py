@@ -30,6 +30,10 @@ class CredentialUse:
     expires_at: float
     owner: bool = False  # the presenter is the token's subject
     issuer: str | None = None  # the token's iss, named in its revocation's SET
+    # not a use: the workflow completed at ``t`` (``event_id``: the completion) after using the
+    # token; sent only when sharing is allowed, decided by ``tether.core.sharing``
+    completed: bool = False
+    done: float | None = None  # a use: when its workflow had completed, if it had when reported
 
 
 def observe(
@@ -52,6 +56,8 @@ def observe(
     st.expires_at = max(st.expires_at, use.expires_at)
     if use.issuer is not None and (st.issuer is None or use.issuer < st.issuer):
         st.issuer = use.issuer  # the least of those presented: the same in any arrival order
+    if use.completed:
+        return st  # a completion, not a use: nothing to compare
     pairs = st.pairs
     workload, workflow = use.workload_id, use.workflow_id
     for i, prev in enumerate(pairs):

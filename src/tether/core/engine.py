@@ -14,6 +14,7 @@ from datetime import datetime
 
 from tether.core.credentials import CredentialUse, observe
 from tether.core.fold import Context, fire_due, fold, wake_at
+from tether.core.sharing import next_review, note, review, settle_s, shares_credentials
 from tether.core.violations import Failure, Outbox, Stamp
 from tether.models.events import InputEvent
 from tether.models.session import Session, TokenState
@@ -207,7 +208,9 @@ def _seconds(stamp: Stamp) -> float:
 
 
 class TokenIndex:
-    """Cross-workflow token memory: observes credential uses, forgets long-expired tokens."""
+    """Cross-workflow token memory: observes credential uses, forgets long-expired tokens and,
+    when credentials may be shared across workflows, decides completions as event time passes
+    them (``decide``; ``tether.core.sharing``)."""
 
     def __init__(
         self,
@@ -215,6 +218,7 @@ class TokenIndex:
         tokens: MutableMapping[str, TokenState] | None = None,
         *,
         hold_s: float = 0.0,
+        wait_s: float = 0.0,
     ) -> None:
         self.ctx = ctx
         self.tokens: MutableMapping[str, TokenState] = tokens if tokens is not None else {}
@@ -223,12 +227,26 @@ class TokenIndex:
         # streaming worker keeps a token that long after its last use even once event time has
         # passed its expiry, because uses from a lagging partition or worker arrive late.
         self.hold_s = hold_s  # (the time of a token's last use is its ``used_at``)
+        self._due: list[tuple[float, str]] = []  # (review time, token id), as WorkflowEngine
+        self._due_at: dict[str, float] = {}
+        # With ``wait_s`` > 0 (the streaming worker), a shared token's completions are decided
+        # no sooner than ``wait_s`` of processing time after its last completion arrived (or
+        # after recovery: -inf, held from the first ``decide``). The uses a catching-up or
+        # restarted worker settles in the same step that moves the watermark past a completion
+        # travel the credential-uses topic after it; this gives them time to arrive.
+        self.wait_s = wait_s
+        self._held: dict[str, float] = {}
 
     def observe(self, use: CredentialUse, stamp: Stamp, out: Outbox) -> None:
         """Fold one use into its token's state (a failure is reported in ``out.failures``)."""
         before = self.tokens.get(use.token_id)
+        cfg = self.ctx.cfg
         try:
-            st = observe(before, use, self.ctx.cfg, stamp, out)
+            st = observe(before, use, cfg, stamp, out)
+            if shares_credentials(cfg) and note(st, use, cfg, stamp, out):
+                self._schedule(st)
+                if use.completed and self.wait_s > 0:
+                    self._held[use.token_id] = _seconds(stamp)
         except Exception as exc:  # one use's failure is its own
             out.failures.append(Failure.of(use.workflow_id, exc))
             if before is not None:
@@ -240,10 +258,66 @@ class TokenIndex:
         if before is None:
             heapq.heappush(self._expiry, (st.expires_at, use.token_id))
 
-    def expire(self, watermark: float, now: Stamp | None = None) -> None:
+    def decide(self, watermark: float, stamp: Stamp, out: Outbox) -> None:
+        """Decide the completions of shared tokens (and their backstops) due before
+        ``watermark``; O(1) when nothing is due."""
+        due = self._due
+        held: list[tuple[float, str]] = []
+        while due and due[0][0] < watermark:
+            at, token_id = heapq.heappop(due)
+            if self._due_at.get(token_id) != at:
+                continue  # superseded by an earlier review
+            if self._held and self._holds(token_id, stamp):
+                held.append((at, token_id))
+                continue
+            del self._due_at[token_id]
+            st = self.tokens.get(token_id)
+            if st is None:
+                continue
+            try:
+                changed = review(st, watermark, self.ctx.cfg, stamp, out)
+            except Exception as exc:  # one token's failure is its own
+                out.failures.append(Failure.of(token_id, exc))
+                continue
+            if changed:
+                self.tokens[token_id] = st  # a table-backed store persists on assignment
+            self._schedule(st)
+        for item in held:
+            heapq.heappush(due, item)
+
+    def _holds(self, token_id: str, stamp: Stamp) -> bool:
+        """Whether the token's decisions wait (``wait_s``) a little longer."""
+        since = self._held.get(token_id)
+        if since is None:
+            return False
+        now_s = _seconds(stamp)
+        if since == -_INF:  # recovered: held from now on
+            self._held[token_id] = since = now_s
+        if now_s - since < self.wait_s:
+            return True
+        del self._held[token_id]
+        return False
+
+    @property
+    def next_decision(self) -> float:
+        """The earliest event time at which a shared token's review is due (``inf``: none)."""
+        return self._due[0][0] if self._due else _INF
+
+    def _schedule(self, st: TokenState) -> None:
+        at = next_review(st, self.ctx.cfg)
+        token_id = st.token_id
+        if at < self._due_at.get(token_id, _INF):
+            self._due_at[token_id] = at
+            heapq.heappush(self._due, (at, token_id))
+            if len(self._due) > 2 * len(self._due_at) + _HEAP_SLACK:
+                self._due = [(t, k) for k, t in self._due_at.items()]  # as _compact_heap
+                heapq.heapify(self._due)
+
+    def expire(self, watermark: float, now: Stamp | None = None, out: Outbox | None = None) -> None:
         """Forget tokens expired for longer than the revocation margin (a later use of one
         raises credential_expired regardless); with ``hold_s``, only tokens also unused for
-        ``hold_s`` of processing time before ``now``."""
+        ``hold_s`` of processing time before ``now``. A shared token's completions still
+        waiting are decided first, into ``out``."""
         heap = self._expiry
         keep = max(self.ctx.cfg.grace_s, self.ctx.cfg.revocation_margin_s)
         held = self.hold_s > 0 and now is not None
@@ -261,16 +335,25 @@ class TokenIndex:
                     break  # the earliest-expiring token is still held: the rest wait behind it
             heapq.heappop(heap)
             if st.expires_at + keep < watermark:
+                if st.shares and out is not None:  # completions waiting: decided, not dropped
+                    stamp = now if now is not None else watermark
+                    review(st, watermark, self.ctx.cfg, stamp, out, force=True)
                 del self.tokens[token_id]
             else:
                 heapq.heappush(heap, (st.expires_at, token_id))
 
     def reschedule_all(self) -> None:
-        """Rebuild the expiry index from the store (recovered tokens are held afresh)."""
+        """Rebuild the expiry and review indexes from the store (recovered tokens are held
+        afresh)."""
         self._expiry = []
+        self._due, self._due_at, self._held = [], {}, {}
         for k, st in self.tokens.items():
             st.used_at = 0.0
             self._expiry.append((st.expires_at, k))
+            if st.shares or st.backstop is not None:
+                self._schedule(st)
+                if self.wait_s > 0:
+                    self._held[k] = -_INF
         heapq.heapify(self._expiry)
 
 
@@ -358,8 +441,12 @@ class Monitor:
         if uses:
             self._route(uses, now, out)
             uses.clear()
-        if self.workflows.watermark > before:
-            self.index.expire(self.workflows.watermark)
+        wm = self.workflows.watermark
+        if wm > before:
+            index = self.index
+            if index.next_decision < wm:
+                index.decide(wm, now if now is not None else wm, out)
+            index.expire(wm, now, out)
 
     def advance(self, watermark: float, now: datetime | None = None) -> Outbox:
         """Move event time forward without an event."""
@@ -367,15 +454,22 @@ class Monitor:
         uses: list[CredentialUse] = []
         self.workflows.advance(watermark, now, out, uses)
         self._route(uses, now, out)
-        self.index.expire(self.workflows.watermark)
+        wm = self.workflows.watermark
+        self.index.decide(wm, now if now is not None else wm, out)
+        self.index.expire(wm, now, out)
         return out
 
     def flush(self, now: datetime | None = None) -> Outbox:
-        """End of input: decide every pending check."""
+        """End of input: decide every pending check (and every completion of a shared token,
+        as if its settling time had passed)."""
         out = Outbox()
         uses: list[CredentialUse] = []
         self.workflows.flush(now, out, uses)
         self._route(uses, now, out)
+        wf = self.workflows
+        if wf.watermark > -_INF or wf.latest > -_INF:
+            horizon = max(wf.watermark, wf.latest) + settle_s(self.ctx.cfg) + 1e-3
+            self.index.decide(horizon, now if now is not None else wf.watermark, out)
         return out
 
     def _route(self, uses: list[CredentialUse], now: datetime | None, out: Outbox) -> None:

@@ -17,6 +17,7 @@ from tether.core.config import DetectionConfig
 from tether.core.context import context_of
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
+from tether.core.sharing import shares_credentials
 from tether.core.violations import (
     Failure,
     Outbox,
@@ -115,7 +116,7 @@ def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
     elif type(event) is DelegationGranted:
         _add_delegation(s, event, cfg, now, out)
     if cred is not None and token_ok:
-        _track_token(s, event, cred.token_id, cred.expires_t, t, cfg, now, out)
+        _track_token(s, event, cred.token_id, cred.expires_t, t, cfg, now, out, uses=uses)
     kind = type(event)
     if (kind is ToolCallIntent or kind is DelegationGranted) and cred is not None:
         token_id = cred.token_id if token_ok else ""
@@ -135,7 +136,7 @@ def fold(  # noqa: PLR0912  # one step per event type, inline on the hot path
         ):
             s.unknown = act  # the earliest call not preceded by the workflow's start
     elif type(event) is WorkflowCompleted:
-        _complete(s, event, t, cfg, now, out)
+        _complete(s, event, t, cfg, now, out, uses)
     _evaluate(s, event, t, ctx, now, out, uses, final=False)
     if type(event) is not WorkflowStarted and (
         s.early is not None or s.started is None or t <= s.started.started_at + cfg.grace_s
@@ -463,7 +464,7 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
         s.recent = deque(recent)
 
 
-def _track_token(  # the event's facts, read once by the caller
+def _track_token(  # noqa: PLR0913  # the event's facts, read once by the caller
     s: Session,
     event: InputEvent,
     token_id: str,
@@ -472,6 +473,8 @@ def _track_token(  # the event's facts, read once by the caller
     cfg: DetectionConfig,
     now: Stamp,
     out: Outbox,
+    *,
+    uses: list[CredentialUse],
 ) -> None:
     event_id = event.event_id
     s.tokens_until = max(s.tokens_until, expires)  # outlives compaction: how long it is remembered
@@ -488,7 +491,7 @@ def _track_token(  # the event's facts, read once by the caller
             seen.issuer = sys.intern(issuer)  # any arrival order: the least
     done = s.completed_at
     if done is not None and t <= done:
-        _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out)
+        _revoke_on_completion(s, token_id, expires, done, event_id, cfg, now, out, uses=uses)
 
 
 def _add_token(  # as _track_token
@@ -514,7 +517,7 @@ def _add_token(  # as _track_token
     return s.add_token(TokenSeen(token_id, t, expires, event.event_id, issuer=issuer))
 
 
-def _revoke_on_completion(
+def _revoke_on_completion(  # noqa: PLR0913  # the completion's facts
     s: Session,
     token_id: str,
     expires: float,
@@ -523,25 +526,51 @@ def _revoke_on_completion(
     cfg: DetectionConfig,
     now: Stamp,
     out: Outbox,
+    *,
+    uses: list[CredentialUse],
+    again: bool = False,
 ) -> None:
+    """Revoke a token used in the completed workflow (reason task_completed), once per token.
+
+    When credentials may be shared across workflows (``tether.core.sharing``), whether another
+    live workflow still uses it is the token index's to decide: the completion is reported to
+    the index instead (``again``: once more, for a completion earlier than the one reported)."""
     if not cfg.revoke_on_completion or cfg.shadow:
         return
     revoked = s.completion_revoked
-    if revoked is not None and token_id in revoked:
+    if revoked is not None and token_id in revoked and not again:
         return
     seen = s.token(token_id)
-    out.revocations.append(
-        completion_revocation(
-            s.workflow_id,
-            token_id,
-            expires,
-            done,
-            evidence,
-            cfg,
-            now,
-            token_issuer=seen.issuer if seen is not None else None,
+    if shares_credentials(cfg):
+        issuer = seen.issuer if seen is not None else None
+        uses.append(
+            CredentialUse(
+                token_id,
+                "",
+                s.workflow_id,
+                done,
+                evidence,
+                False,
+                expires,
+                issuer=issuer,
+                completed=True,
+            )
         )
-    )
+    else:
+        out.revocations.append(
+            completion_revocation(
+                s.workflow_id,
+                token_id,
+                expires,
+                done,
+                evidence,
+                cfg,
+                now,
+                token_issuer=seen.issuer if seen is not None else None,
+            )
+        )
+    if revoked is not None and token_id in revoked:
+        return  # reported again (``again``): remembered already
     cost = id_cost(token_id)
     if _fits(s, cost, cfg):  # past the cap, revoked again on a later use (the same record)
         s.state_bytes += cost
@@ -550,11 +579,18 @@ def _revoke_on_completion(
         revoked.add(token_id)
 
 
-def _complete(
-    s: Session, event: WorkflowCompleted, t: float, cfg: DetectionConfig, now: Stamp, out: Outbox
+def _complete(  # the fold's arguments
+    s: Session,
+    event: WorkflowCompleted,
+    t: float,
+    cfg: DetectionConfig,
+    now: Stamp,
+    out: Outbox,
+    uses: list[CredentialUse],
 ) -> None:
     if s.completed_at is not None and s.completed_at <= t:
         return
+    again = s.completed_at is not None  # an earlier completion: the token index takes it
     s.completed_at = t
     s.rewake = True
     s.completed_event = event.event_id
@@ -564,7 +600,16 @@ def _complete(
     for seen in s.tokens:
         if seen.first_use <= t:  # tokens first used after completion: see activity_after_completion
             _revoke_on_completion(
-                s, seen.token_id, seen.expires_at, t, event.event_id, cfg, now, out
+                s,
+                seen.token_id,
+                seen.expires_at,
+                t,
+                event.event_id,
+                cfg,
+                now,
+                out,
+                uses=uses,
+                again=again,
             )
 
 
@@ -733,6 +778,7 @@ def _record_use(  # as _evaluate
                     cred.expires_t,
                     owner=cred.subject == workload,
                     issuer=sys.intern(cred.issuer),
+                    done=s.completed_at,
                 )
             )
             return
@@ -786,6 +832,7 @@ def _settle_uses(s: Session, watermark: float, grace: float, uses: list[Credenti
                     expires_at=rec.expires_at,
                     owner=rec.owner,
                     issuer=token.issuer,
+                    done=s.completed_at,
                 )
             )
     s.settle_at = left

@@ -373,6 +373,23 @@ class PairUse(NamedTuple):
     owner: bool = False  # the workload is the token's subject
 
 
+WAITING: Final = 0  # a ``WorkflowShare``'s completion, not decided yet
+DEFERRED: Final = 1  # decided: another workflow was live with the token, not revoked
+REVOKED: Final = 2  # decided: revoked (task_completed)
+
+
+@dataclass(slots=True)
+class WorkflowShare:
+    """One workflow's part in a token shared across workflows (sharing allowed): when the
+    token's subject first presented it there, and when the workflow completed
+    (``tether.core.sharing``)."""
+
+    first: float = float("inf")  # the earliest trusted, non-inherited use by the subject
+    done: float | None = None  # the workflow's completion (the earliest one reported)
+    evidence: str = ""  # the completion's event id
+    state: int = WAITING
+
+
 @dataclass(slots=True)
 class TokenState:
     """Cross-workflow memory of one token, for credential_reuse (partitioned by ``token_id``).
@@ -394,3 +411,9 @@ class TokenState:
     # processing time of its last use, for the streaming worker's hold (0: not yet known);
     # not serialized, not part of equality
     used_at: float = field(default=0.0, compare=False, repr=False)
+    # sharing allowed: each workflow's part in the token (at most ``limits.token_workflows``)
+    shares: dict[str, WorkflowShare] | None = None
+    crowded: bool = False  # a workflow did not fit in ``shares``: every completion revokes
+    # the earliest completion deferred and not yet followed by a revocation:
+    # (completed at, workflow id, evidence); revoked idle_timeout_s after it at the latest
+    backstop: tuple[float, str, str] | None = None

@@ -19,13 +19,15 @@ from tether.models.session import (
     TokenSeen,
     TokenState,
     UseRec,
+    WorkflowShare,
     shared_set,
 )
 from tether.models.state_size import loaded
 
 STATE_VERSION = 2  # sessions; 2: the start's grant facts inline, empty fields left out
 _READABLE = frozenset({1, STATE_VERSION})  # version 1 sessions still load
-TOKEN_STATE_VERSION = 1
+TOKEN_STATE_VERSION = 1  # workflow shares ("s") are optional: older records still load
+_INF = float("inf")
 
 _T = TypeVar("_T")
 
@@ -274,8 +276,35 @@ def dump_token(st: TokenState) -> bytes:
             "f": sorted(st.fired or ()),
             "pt": st.partition,
             **({"i": st.issuer} if st.issuer is not None else {}),
+            **({"s": _dump_shares(st)} if st.shares or st.crowded or st.backstop else {}),
         }
     )
+
+
+def _dump_shares(st: TokenState) -> dict[str, object]:
+    """The token's workflow shares (``tether.core.sharing``); infinity is written as null."""
+    return {
+        "w": {
+            wf: [None if sh.first == _INF else sh.first, sh.done, sh.evidence, sh.state]
+            for wf, sh in (st.shares or {}).items()
+        },
+        "c": st.crowded,
+        "b": list(st.backstop) if st.backstop is not None else None,
+    }
+
+
+def _load_shares(st: TokenState, doc: dict[str, object]) -> None:
+    shares = doc.get("w")
+    if isinstance(shares, dict) and shares:
+        st.shares = {
+            wf: WorkflowShare(_INF if first is None else first, done, evidence, state)
+            for wf, (first, done, evidence, state) in shares.items()
+        }
+    st.crowded = bool(doc.get("c"))
+    backstop = doc.get("b")
+    if isinstance(backstop, list):
+        done, wf, evidence = backstop
+        st.backstop = (done, wf, evidence)
 
 
 def load_token(data: bytes, key: str | None = None) -> TokenState:
@@ -292,4 +321,7 @@ def load_token(data: bytes, key: str | None = None) -> TokenState:
     st.partition = doc.get("pt", -1)
     issuer = doc.get("i")
     st.issuer = intern(issuer) if isinstance(issuer, str) else None
+    shares = doc.get("s")
+    if isinstance(shares, dict):
+        _load_shares(st, shares)
     return st
