@@ -7,7 +7,6 @@ knows where the worker runtime lives (``src/`` never imports this package).
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 from typing import NoReturn
 
@@ -15,6 +14,8 @@ import faust
 
 from tether.adapters.kafka_admin import create_topics, wait_for_broker
 from tether.bootstrap import worker_parts
+from tether.health import serve
+from tether.logs import configure, dict_config
 from tether.settings import Settings
 
 from .app import build
@@ -22,14 +23,16 @@ from .faust_fixes import check_versions
 from .gc_freeze import GcFreezer
 from .gc_pauses import GcPauses
 from .heap_trim import HeapTrimmer
+from .observe import worker_health
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     """Create missing topics, then run the faust worker until it is stopped (SIGTERM/SIGINT)."""
     check_versions()  # before anything connects: a clear error naming the pinned versions
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure(loglevel, fmt=settings.log_format, worker=settings.worker_id)
+    # /metrics, /healthz and /readyz answer from here on (not ready until the tables recover)
+    health = worker_health(settings)
+    serve(settings.metrics_addr, health)
     wait_for_broker(settings, timeout=60)
     create_topics(settings)
     # The worker's threads hand work to each other (faust's consumer thread, the producer's
@@ -37,7 +40,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     # interval, 5 ms by default, at every hand-off on a busy worker. 1 ms keeps those waits off
     # the detection latency at the cost of a little more switching.
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
-    app, _ = build(settings, worker_parts(settings))
+    app, _ = build(settings, worker_parts(settings), health=health)
     # Python's full garbage collection walks every tracked object while holding the GIL: the
     # objects of faust, aiokafka, pydantic and Cedar made them stalls of the whole worker of
     # hundreds of ms every few seconds under load (the p99 of detection latency). What exists
@@ -49,7 +52,15 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     if settings.gc_freeze:  # and the live state, as it survives full collections
         GcFreezer(settings.gc_thaw_s).install()
     HeapTrimmer(settings.malloc_trim_s).start()
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # faust replaces the root logger's handlers when it starts: give it tether's format
+    logging_config = dict_config(loglevel, fmt=settings.log_format, worker=settings.worker_id)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logging_config if settings.log_format == "json" else None,
+    )
     # faust's terminal spinner sets the root logger to DEBUG (so that every record spins it)
     # whenever the level is WARNING or above: every debug call in aiokafka and faust then
     # builds a LogRecord, several per fetch. The worker is not an interactive program.
