@@ -61,7 +61,7 @@ def by_label(
     return {labels[0][1]: v for (n, labels), v in metrics.items() if n == name and labels}
 
 
-def not_ready_then_ready(pipe: Pipeline, base: str) -> None:
+def not_ready_then_ready(pipe: Pipeline, base: str, worker: str = "w1") -> None:
     """/readyz: 503 from the first answer (before the worker has reached the broker) until the
     tables have recovered and the rest holds, then 200."""
     # The endpoint answers before the worker has even reached the broker: not ready yet.
@@ -72,12 +72,12 @@ def not_ready_then_ready(pipe: Pipeline, base: str) -> None:
             first = get(f"{base}/readyz")
         except OSError:
             time.sleep(0.05)
-    assert first is not None, pipe.log("w1")
+    assert first is not None, pipe.log(worker)
     assert first[0] == 503
     assert orjson.loads(first[1])["checks"]["tables_recovered"] is False
     assert get(f"{base}/healthz")[0] == 200
 
-    pipe.wait_heartbeat("w1")
+    pipe.wait_heartbeat(worker)
     deadline = time.monotonic() + 30
     while get(f"{base}/readyz")[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -149,3 +149,34 @@ def json_log_lines(path: Path, *, worker: str) -> None:
     assert all({"ts", "level", "logger", "message"} <= d.keys() for d in docs)
     assert all(d["worker"] == worker for d in docs)
     assert any(d["logger"].startswith("tether") for d in docs)
+
+
+def test_readyz_is_not_ready_while_a_restarted_worker_recovers_its_tables(
+    pipe: Pipeline,
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"TETHER_METRICS_ADDR": f"127.0.0.1:{port}"}
+    pipe.start_worker("w1", env=env)
+    pipe.wait_heartbeat("w1")
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    lines = list(iter_json_lines(FleetConfig(seed=9, workflows=30, attack_rate=0.0, start=start)))
+    pipe.produce(lines)
+    deadline = time.monotonic() + 30
+    sessions = 0.0
+    while time.monotonic() < deadline:
+        now = samples(base)
+        if total(now, "tether_events_total") == len(lines):
+            sessions = by_label(now, "tether_state_keys").get("sessions", 0.0)
+            if sessions > 0:
+                break
+        time.sleep(0.3)
+    assert sessions > 0
+    time.sleep(1.0)  # the last state epoch reaches the changelog
+    pipe.kill("w1")
+
+    pipe.start_worker("w1b", env=env)  # its partitions and their changelogs: recovered
+    not_ready_then_ready(pipe, base, "w1b")
+    after = samples(base)
+    assert total(after, "tether_recovered_keys_total") > 0
+    assert total(after, "tether_events_total") == 0  # a new process: counters start again
