@@ -88,9 +88,10 @@ class WorkerObserver:
 
     async def heartbeat(self) -> None:
         """Send the worker's heartbeat; note when one was acknowledged (feed freshness)."""
-        before = self.worker._heartbeats  # the sequence heartbeat() advances
+        sent = self.worker.heartbeats  # their own publisher: counts what Kafka acknowledged
+        before = sent.published
         await self.worker.heartbeat()
-        if self.worker._heartbeats != before:  # sent and acknowledged
+        if sent.published != before:
             self.heartbeat_at = time.monotonic()
 
     def sample(self) -> None:
@@ -153,4 +154,4 @@ class WorkerObserver:
                 sync.written,
             )
 
-        READINGS.add(read)
+        READINGS.add("worker", read)

@@ -593,7 +593,6 @@ def gateway(
     fail_closed_tiers).
     """
     import asyncio  # noqa: PLC0415
-    import logging  # noqa: PLC0415
 
     from tether.gateway.server import load_config, serve  # noqa: PLC0415
 
@@ -601,10 +600,13 @@ def gateway(
         config = load_config(config_path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from tether.logs import configure  # noqa: PLC0415
+
+    settings = _settings()
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(name)s %(message)s")
     asyncio.run(
         serve(
-            _settings(),
+            settings,
             config,
             http=http_listen or None,
             grpc_listen=grpc_listen or None,
@@ -638,7 +640,6 @@ def ssf(config_path: Path, listen: str) -> None:
     are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER.
     """
     import asyncio  # noqa: PLC0415
-    import logging  # noqa: PLC0415
 
     from tether.ssf.server import load_config, serve  # noqa: PLC0415
 
@@ -646,8 +647,17 @@ def ssf(config_path: Path, listen: str) -> None:
         config = load_config(config_path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(_settings(), config, listen))
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.observe import start  # noqa: PLC0415
+
+    settings = _settings()
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(name)s %(message)s")
+    _, ops = start("ssf", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
+    try:
+        asyncio.run(serve(settings, config, listen))
+    finally:
+        if ops is not None:
+            ops.stop()
 
 
 def _mount_keys_commands() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -59,6 +58,8 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
     """
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.observe import start  # noqa: PLC0415
     from tether.soc.alert_config import load_alerts_config  # noqa: PLC0415
     from tether.soc.alerts import run_alerts  # noqa: PLC0415
 
@@ -70,7 +71,8 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
         raise click.ClickException(f"{config_path}: {exc}") from exc
     settings = _settings(bootstrap, prefix)
     require_broker(settings, 30.0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(levelname)s %(message)s")
+    start("alerts", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
     stop = _stop_on_signals()
     for s in run_alerts(settings, config, stop):
         click.echo(
@@ -99,11 +101,14 @@ def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_PARTITIONS (of the new
     topic).
     """
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.observe import start  # noqa: PLC0415
     from tether.soc.ocsf_forward import run_ocsf_forward  # noqa: PLC0415
 
     settings = _settings(bootstrap, prefix)
     require_broker(settings, 30.0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(levelname)s %(message)s")
+    start("ocsf-forward", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
     fwd = run_ocsf_forward(settings, _stop_on_signals())
     click.echo(f"published {fwd.published}, skipped {fwd.skipped}", err=True)
 
@@ -138,6 +143,7 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
     import asyncio  # noqa: PLC0415
     import os  # noqa: PLC0415
 
+    from tether.observe import start  # noqa: PLC0415
     from tether.soc.console import serve  # noqa: PLC0415
 
     token = os.environ.get("TETHER_CONSOLE_TOKEN", "")
@@ -152,6 +158,7 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
     def started(bound: int) -> None:
         click.echo(f"tether console on http://{host}:{bound}/ (sign in with the credential)")
 
+    start("console", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, token, host=host, port=port, history=history, started=started))
 

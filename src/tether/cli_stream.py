@@ -449,8 +449,16 @@ def watch(
         on_record=printer,
         client_id="tether-cli-watch",
     )
-    with watcher:
-        _follow(watcher)
+    from tether.observe import start, watch_feed  # noqa: PLC0415
+
+    probes, ops = start("watch", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
+    watch_feed(probes, watcher)
+    try:
+        with watcher:
+            _follow(watcher)
+    finally:
+        if ops is not None:
+            ops.stop()
 
 
 def _parse_target(text: str) -> tuple[TargetKind, str]:

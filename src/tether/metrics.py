@@ -135,17 +135,18 @@ Reader = Callable[[], Iterable[Metric]]
 class Reading(Collector):
     """Metrics read at scrape time from a component (its counters cost the hot path nothing).
 
-    A process adds one reader per component it runs; a reader that fails is skipped (a scrape
-    must never take the process down)."""
+    A process adds one reader per component it runs, under a name: a component started again
+    in the same process (a test) replaces its reader instead of adding a second. A reader that
+    fails is skipped (a scrape must never take the process down)."""
 
     def __init__(self) -> None:
-        self._readers: list[Reader] = []
+        self._readers: dict[str, Reader] = {}
         self._lock = threading.Lock()
 
-    def add(self, reader: Reader) -> None:
-        """Export what ``reader`` returns at every scrape."""
+    def add(self, name: str, reader: Reader) -> None:
+        """Export what ``reader`` returns at every scrape (replacing ``name``'s reader)."""
         with self._lock:
-            self._readers.append(reader)
+            self._readers[name] = reader
 
     def clear(self) -> None:
         """Forget every reader (tests)."""
@@ -154,7 +155,7 @@ class Reading(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            readers = list(self._readers)
+            readers = list(self._readers.values())
         for reader in readers:
             try:
                 yield from reader()
@@ -209,6 +210,7 @@ READ_NAMES: Final = (
     "tether_feed_lag_records",
     "tether_gateway_checks_total",
     "tether_gateway_verdicts_total",
+    "tether_ingest_total",
 )
 
 NAMES: Final = frozenset(

@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tether.gateway.decide import Revocations, Verdict, decide
+from tether.gateway.decide import Revocations, Verdict, decide, strictest
 from tether.gateway.mapping import GatewayConfig, Headers, request_facts
 from tether.sdk.revocation_set import DEFAULT_FAIL_CLOSED_TIERS
 
@@ -16,6 +16,21 @@ class GatewayStats:
     """Verdicts given, by outcome and reason (``/metrics``-style counters for the health view)."""
 
     verdicts: Counter[str] = field(default_factory=Counter)
+    # (answer, tier): answer is revoked, not_revoked, fail_open, fail_closed or refused
+    answers: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def answer(verdict: Verdict) -> str:
+    """What the revocation set answered for a verdict (``tether_gateway_checks_total``)."""
+    if verdict.reason == "ok":
+        return "not_revoked"
+    if verdict.reason.endswith("_revoked"):
+        return "revoked"
+    if verdict.reason == "stale_fail_open":
+        return "fail_open"
+    if verdict.outcome == "unavailable":
+        return "fail_closed"
+    return "refused"  # no route, a missing or unreadable identity: never asked
 
 
 class Gateway:
@@ -32,7 +47,7 @@ class Gateway:
             else DEFAULT_FAIL_CLOSED_TIERS
         )
         self.stats = GatewayStats()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # guards ``stats`` (requests come on several threads)
 
     def check(
         self, path: str, headers: Headers, body: bytes | None = None, *, trust_uri_headers: bool
@@ -52,6 +67,8 @@ class Gateway:
             headers = {k: v for k, v in headers.items() if k not in config.original_uri_headers}
         facts, tiers = request_facts(config, path, headers, body)
         verdict = decide(facts, tiers, self.revocations, self.fail_closed)
-        with self._lock:
+        tier = strictest(tiers, self.fail_closed)
+        with self.lock:
             self.stats.verdicts[f"{verdict.outcome}:{verdict.reason}"] += 1
+            self.stats.answers[answer(verdict), tier] += 1
         return verdict
