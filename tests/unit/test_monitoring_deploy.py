@@ -46,7 +46,8 @@ def test_every_static_metric_is_registered_with_its_conventional_name() -> None:
         if name.startswith("tether_"):
             assert name in NAMES, f"{name} is exported but not listed in tether.metrics.NAMES"
             assert (kind == "counter") == name.endswith("_total"), name
-        assert "_milliseconds" not in name and "_ms" not in name, "base units: seconds"
+        assert "_milliseconds" not in name, "base units: seconds"
+        assert "_ms" not in name, "base units: seconds"
 
 
 def test_every_metric_read_from_a_component_is_exported_by_some_reader() -> None:
@@ -143,7 +144,8 @@ def test_probes_point_at_the_served_paths_and_port(kind: str) -> None:
             assert ports["metrics"] == int(port)
             assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
             assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+            assert c["resources"]["requests"]["cpu"]
+            assert c["resources"]["requests"]["memory"]
             annotations = doc["spec"]["template"]["metadata"]["annotations"]
             assert annotations["prometheus.io/port"] == port
             # the home is a writable volume: the root filesystem is read-only
