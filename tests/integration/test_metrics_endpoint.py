@@ -98,7 +98,7 @@ def test_worker_metrics_move_with_its_input_and_readyz_follows_recovery(pipe: Pi
     assert before[("tether_ready", (("check", "tables_recovered"),))] == 1
 
     start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
-    cfg = FleetConfig(seed=5, workflows=40, attack_rate=0.4, disorder=1.0, start=start)
+    cfg = FleetConfig(seed=5, workflows=25, attack_rate=0.4, disorder=1.0, start=start)
     lines = list(iter_json_lines(cfg)) + malformed_lines(5, 7)
     expected = replay_records(lines)
     pipe.produce(lines)
