@@ -393,7 +393,9 @@ def worker(
     Environment (the main ones; docs/operations.md lists all): TETHER_KAFKA_BOOTSTRAP
     (127.0.0.1:9092), TETHER_REDIS_URL (redis://127.0.0.1:6379/0), TETHER_TOPIC_PREFIX,
     TETHER_PARTITIONS (6), TETHER_WORKER_ID, TETHER_SIGNING_KEY (default: a development key
-    under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK.
+    under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK,
+    TETHER_METRICS_ADDR (127.0.0.1:9464: /metrics, /healthz, /readyz; off disables),
+    TETHER_LOG_FORMAT (text | json). docs/monitoring.md.
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415
         BrokerUnavailableError,
@@ -590,7 +592,8 @@ def gateway(
     \b
     Environment: as `tether watch`: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_JWKS,
     TETHER_ISSUER, TETHER_STALENESS_S, TETHER_FAIL_CLOSED_TIERS (unless the mapping sets
-    fail_closed_tiers).
+    fail_closed_tiers), TETHER_METRICS_ADDR (127.0.0.1:9465: /metrics, /healthz, /readyz),
+    TETHER_LOG_FORMAT (text | json). docs/monitoring.md.
     """
     import asyncio  # noqa: PLC0415
 
@@ -637,7 +640,8 @@ def ssf(config_path: Path, listen: str) -> None:
 
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SIGNING_KEY (the key SETs
-    are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER.
+    are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER,
+    TETHER_METRICS_ADDR (127.0.0.1:9467), TETHER_LOG_FORMAT (text | json).
     """
     import asyncio  # noqa: PLC0415
 

@@ -54,7 +54,7 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
 
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, and the variables the sinks'
-    token_env name.
+    token_env name; TETHER_METRICS_ADDR (127.0.0.1:9468), TETHER_LOG_FORMAT (text | json).
     """
     from pydantic import ValidationError  # noqa: PLC0415
 
@@ -99,7 +99,7 @@ def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
 
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_PARTITIONS (of the new
-    topic).
+    topic), TETHER_METRICS_ADDR (127.0.0.1:9471), TETHER_LOG_FORMAT (text | json).
     """
     from tether.logs import configure  # noqa: PLC0415
     from tether.observe import start  # noqa: PLC0415
@@ -138,7 +138,8 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
       tether console --port 9000 --history 10000
 
     \b
-    Environment: TETHER_CONSOLE_TOKEN (required), TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
+    Environment: TETHER_CONSOLE_TOKEN (required), TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX,
+    TETHER_METRICS_ADDR (127.0.0.1:9469).
     """
     import asyncio  # noqa: PLC0415
     import os  # noqa: PLC0415

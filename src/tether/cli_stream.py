@@ -428,7 +428,8 @@ def watch(
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_TOPIC_PREFIX ('tether.'),
     TETHER_JWKS (file or https URL), TETHER_ISSUER (urn:tether:monitor), TETHER_STALENESS_S (5),
-    TETHER_HOME (.tether: where the development JWKS lives).
+    TETHER_HOME (.tether: where the development JWKS lives), TETHER_METRICS_ADDR
+    (127.0.0.1:9466: /metrics, /healthz, /readyz while following; docs/monitoring.md).
     """
     from tether.sdk.watcher import Watcher  # noqa: PLC0415
 

@@ -62,9 +62,9 @@ def by_label(
 
 
 def not_ready_then_ready(pipe: Pipeline, base: str, worker: str = "w1") -> None:
-    """/readyz: 503 from the first answer (before the worker has reached the broker) until the
+    """/readyz: 503 from the first answer (before the worker has joined its group) until the
     tables have recovered and the rest holds, then 200."""
-    # The endpoint answers before the worker has even reached the broker: not ready yet.
+    # The endpoint answers before the worker has joined its group: not ready yet.
     first: tuple[int, bytes] | None = None
     deadline = time.monotonic() + 30
     while first is None and time.monotonic() < deadline:

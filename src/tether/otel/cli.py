@@ -118,7 +118,8 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     Environment (flags win): TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_OTLP_TOPIC,
     TETHER_OTLP_ENCODING, TETHER_OTLP_GROUP, TETHER_OTLP_MAPPING, TETHER_OTLP_SOURCE_KEY,
     TETHER_OTLP_SOURCE, and the Kafka security
-    settings TETHER_KAFKA__* (docs/kafka-security.md).
+    settings TETHER_KAFKA__* (docs/kafka-security.md); TETHER_METRICS_ADDR (127.0.0.1:9470),
+    TETHER_LOG_FORMAT (text | json).
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415  # keep `tether --help` fast
         TopicError,
