@@ -10,6 +10,9 @@ from tether.gateway.decide import Revocations, Verdict, decide, strictest
 from tether.gateway.mapping import GatewayConfig, Headers, request_facts
 from tether.sdk.revocation_set import DEFAULT_FAIL_CLOSED_TIERS
 
+TIER_SETS_MAX = 256
+"""Sets of tiers whose deciding tier a gateway remembers (more are worked out each time)."""
+
 
 @dataclass
 class GatewayStats:
@@ -48,6 +51,9 @@ class Gateway:
         )
         self.stats = GatewayStats()
         self.lock = threading.Lock()  # guards ``stats`` (requests come on several threads)
+        # the deciding tier of each set of tiers a request has met (sets come from the
+        # mapping's routes and tool tiers, so there are few): not worked out per request
+        self._tier_of: dict[frozenset[str], str] = {}
 
     def check(
         self, path: str, headers: Headers, body: bytes | None = None, *, trust_uri_headers: bool
@@ -67,8 +73,17 @@ class Gateway:
             headers = {k: v for k, v in headers.items() if k not in config.original_uri_headers}
         facts, tiers = request_facts(config, path, headers, body)
         verdict = decide(facts, tiers, self.revocations, self.fail_closed)
-        tier = strictest(tiers, self.fail_closed)
+        tier = self._tier(tiers)
         with self.lock:
             self.stats.verdicts[f"{verdict.outcome}:{verdict.reason}"] += 1
             self.stats.answers[answer(verdict), tier] += 1
         return verdict
+
+    def _tier(self, tiers: set[str]) -> str:
+        key = frozenset(tiers)
+        tier = self._tier_of.get(key)
+        if tier is None:
+            tier = strictest(tiers, self.fail_closed)
+            if len(self._tier_of) < TIER_SETS_MAX:
+                self._tier_of[key] = tier
+        return tier
