@@ -186,3 +186,11 @@ def test_docker_compose_config_validates() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_docs_monitoring_lists_every_metric_and_port() -> None:
+    doc = (ROOT / "docs/monitoring.md").read_text()
+    missing = [name for name in sorted(NAMES) if f"`{name}`" not in doc]
+    assert missing == []
+    for process, port in PORTS.items():
+        assert f"| {port} |" in doc, process
