@@ -59,7 +59,7 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
     from pydantic import ValidationError  # noqa: PLC0415
 
     from tether.logs import configure  # noqa: PLC0415
-    from tether.observe import start  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.soc.alert_config import load_alerts_config  # noqa: PLC0415
     from tether.soc.alerts import run_alerts  # noqa: PLC0415
 
@@ -72,9 +72,10 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
     settings = _settings(bootstrap, prefix)
     require_broker(settings, 30.0)
     configure("INFO", fmt=settings.log_format, text="%(asctime)s %(levelname)s %(message)s")
-    start("alerts", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
     stop = _stop_on_signals()
-    for s in run_alerts(settings, config, stop):
+    with serving("alerts", settings):  # /metrics, /healthz, /readyz (docs/monitoring.md)
+        delivered = run_alerts(settings, config, stop)
+    for s in delivered:
         click.echo(
             f"{s.sink.name}: sent {s.sent}, summaries {s.summaries}, "
             f"filtered {s.filtered}, duplicates {s.duplicates}, refused {s.rejected}",
@@ -102,14 +103,14 @@ def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
     topic), TETHER_METRICS_ADDR (127.0.0.1:9471), TETHER_LOG_FORMAT (text | json).
     """
     from tether.logs import configure  # noqa: PLC0415
-    from tether.observe import start  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.soc.ocsf_forward import run_ocsf_forward  # noqa: PLC0415
 
     settings = _settings(bootstrap, prefix)
     require_broker(settings, 30.0)
     configure("INFO", fmt=settings.log_format, text="%(asctime)s %(levelname)s %(message)s")
-    start("ocsf-forward", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
-    fwd = run_ocsf_forward(settings, _stop_on_signals())
+    with serving("ocsf-forward", settings):  # /metrics, /healthz, /readyz (docs/monitoring.md)
+        fwd = run_ocsf_forward(settings, _stop_on_signals())
     click.echo(f"published {fwd.published}, skipped {fwd.skipped}", err=True)
 
 
@@ -144,7 +145,7 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
     import asyncio  # noqa: PLC0415
     import os  # noqa: PLC0415
 
-    from tether.observe import start  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.soc.console import serve  # noqa: PLC0415
 
     token = os.environ.get("TETHER_CONSOLE_TOKEN", "")
@@ -159,8 +160,7 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
     def started(bound: int) -> None:
         click.echo(f"tether console on http://{host}:{bound}/ (sign in with the credential)")
 
-    start("console", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
-    with contextlib.suppress(KeyboardInterrupt):
+    with serving("console", settings), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, token, host=host, port=port, history=history, started=started))
 
 

@@ -70,12 +70,17 @@ def configure(
     worker: str | None = None,
     text: str = TEXT_FORMAT,
 ) -> None:
-    """Send the root logger's records to stderr in ``fmt`` (replacing its handlers: a process
-    configures logging once, at start)."""
+    """Send the root logger's records to stderr in ``fmt``, as ``logging.basicConfig`` would:
+    nothing changes if someone else has configured the root logger already (a test runner's
+    capture, an embedding application). Called again, it replaces its own handler."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
+    ours = [h for h in root.handlers if getattr(h, "tether", False)]
+    if len(ours) != len(root.handlers):
+        return
+    for handler in ours:
         root.removeHandler(handler)
     handler = logging.StreamHandler()
+    handler.tether = True  # type: ignore[attr-defined]  # marks the handler this function added
     handler.setFormatter(formatter(fmt, worker=worker, text=text))
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)

@@ -10,7 +10,8 @@ copies, a request nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -33,6 +34,18 @@ def start(
     for name, fn in (checks or {}).items():
         health.check(name, fn)
     return health, serve(settings.metrics_addr, health)
+
+
+@contextmanager
+def serving(process: str, settings: Settings) -> Iterator[Health]:
+    """``start`` for the length of a ``with`` block: the endpoint stops (its port is released)
+    when the process's work returns."""
+    health, ops = start(process, settings)
+    try:
+        yield health
+    finally:
+        if ops is not None:
+            ops.stop()
 
 
 def watch_feed(health: Health, watcher: Watcher) -> None:

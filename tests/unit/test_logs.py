@@ -75,3 +75,23 @@ def test_the_dict_config_faust_applies_keeps_the_format(fmt: str) -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_configure_leaves_a_root_logger_someone_else_configured() -> None:
+    from tether.logs import configure
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    foreign = logging.NullHandler()
+    try:
+        root.handlers[:] = [foreign]
+        configure("debug", fmt="json")
+        assert root.handlers == [foreign]
+        root.handlers[:] = []
+        configure("info", fmt="json")
+        configure("info", fmt="json")  # again: its own handler replaced, not doubled
+        (handler,) = root.handlers
+        assert isinstance(handler.formatter, JsonFormatter)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

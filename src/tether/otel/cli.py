@@ -127,7 +127,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     )
     from tether.logs import configure  # noqa: PLC0415
     from tether.metrics import READINGS, labelled  # noqa: PLC0415
-    from tether.observe import start  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.otel.adapter import OtlpIngest, coverage_spec, tune_gc  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
     from tether.security.proof import SourceKey  # noqa: PLC0415
@@ -176,7 +176,6 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     )
     adapter.install_signal_handlers()
     tune_gc()
-    start("ingest", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
     READINGS.add(
         "ingest",
         lambda: [labelled("tether_ingest", "OTLP ingest counts, by kind", "kind", adapter.stats)],
@@ -186,4 +185,5 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
         f"group {adapter.group_id}",
         err=True,
     )
-    adapter.run()
+    with serving("ingest", settings):  # /metrics, /healthz, /readyz (docs/monitoring.md)
+        adapter.run()
