@@ -84,6 +84,9 @@ def not_ready_then_ready(pipe: Pipeline, base: str, worker: str = "w1") -> None:
     status, body = get(f"{base}/readyz")
     assert status == 200, body
     assert all(orjson.loads(body)["checks"].values())
+    status, body = get(f"{base}/healthz")
+    assert status == 200
+    assert orjson.loads(body)["last_beat_s"] < 5  # the event loop's timer beats
 
 
 def test_worker_metrics_move_with_its_input_and_readyz_follows_recovery(pipe: Pipeline) -> None:
