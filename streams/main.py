@@ -1,4 +1,5 @@
-"""The worker process: make sure the broker and topics are there, then run the faust app.
+"""The worker process: make sure the broker and topics are there, then run the faust app; and
+the standalone registry-sync process (``tether registry-sync``).
 
 The CLI (``tether worker``) reaches this module through ``tether.streaming``, the one place that
 knows where the worker runtime lives (``src/`` never imports this package).
@@ -7,15 +8,20 @@ knows where the worker runtime lives (``src/`` never imports this package).
 from __future__ import annotations
 
 import gc
+import signal
 import sys
+import threading
 from typing import NoReturn
 
 import faust
 
 from tether.adapters.kafka_admin import create_topics, wait_for_broker
-from tether.bootstrap import worker_parts
-from tether.health import serve
+from tether.adapters.redis_registry import RedisRegistry
+from tether.bootstrap import worker_id, worker_parts
+from tether.health import Health, serve
 from tether.logs import configure, dict_config
+from tether.metrics import READINGS, counter
+from tether.security import verifier_from_settings
 from tether.settings import Settings
 
 from .app import build
@@ -24,6 +30,7 @@ from .gc_freeze import GcFreezer
 from .gc_pauses import GcPauses
 from .heap_trim import HeapTrimmer
 from .observe import worker_health
+from .registry_sync import RegistrySync
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
@@ -66,3 +73,46 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     # builds a LogRecord, several per fetch. The worker is not an interactive program.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def run_registry_sync(settings: Settings) -> None:
+    """Keep the revocation registry (Redis) in step with the revocations topic, without a
+    worker, until SIGTERM or SIGINT (``tether registry-sync``).
+
+    Every worker runs the same sync in a thread; this process joins the same consumer group
+    (``<app id>.registry``) and takes a share of its partitions: a registry that stays in step
+    while the workers are down or being rolled, and a process of its own to watch and scale."""
+    configure("info", fmt=settings.log_format, worker=settings.worker_id)
+    health = Health("registry-sync", alive_s=30.0)
+    ops = serve(settings.metrics_addr, health)
+    sync = RegistrySync(
+        settings,
+        RedisRegistry.from_settings(settings),
+        verifier_from_settings(settings),
+        client_id=f"tether-registry-{worker_id(settings)}",
+    )
+    health.check("following", lambda: sync.running)
+    health.check("partitions_assigned", lambda: bool(sync.assigned))
+    READINGS.add(
+        "registry-sync",
+        lambda: [
+            counter(
+                "tether_registry_writes",
+                "Revocations the registry sync wrote to the revocation registry (Redis)",
+                sync.written,
+            )
+        ],
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sync.start()
+    try:
+        while not stop.wait(1.0):
+            health.beat()
+            if not sync.running:
+                raise SystemExit("the registry sync stopped (see the log above)")
+    finally:
+        sync.stop()
+        if ops is not None:
+            ops.stop()

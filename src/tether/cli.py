@@ -426,6 +426,47 @@ def worker(
         raise click.ClickException(str(exc)) from exc
 
 
+@main.command("registry-sync")
+@click.option("--bootstrap", envvar="TETHER_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.option("--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX; default 'tether.'].")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to keep trying to reach Kafka at start-up before giving up (exit 69).",
+)
+def registry_sync(bootstrap: str | None, prefix: str | None, wait_s: float) -> None:
+    """Keep the Redis revocation registry in step with the revocations topic, without a worker.
+
+    Every `tether worker` runs this sync in a thread; this process joins the same consumer
+    group (<app id>.registry) and takes a share of the revocations partitions, so the registry
+    stays in step while workers are down or being rolled. Verifies every record against
+    TETHER_JWKS. Runs until SIGTERM or Ctrl-C.
+
+    \b
+    Examples:
+      tether registry-sync
+      TETHER_REDIS_URL=redis://redis:6379/0 TETHER_JWKS=/etc/tether/jwks.json tether registry-sync
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_APP_ID, TETHER_REDIS_URL,
+    TETHER_JWKS, TETHER_ISSUER, TETHER_WORKER_ID (names its Kafka client),
+    TETHER_METRICS_ADDR (127.0.0.1:9472: /metrics, /healthz, /readyz), TETHER_LOG_FORMAT
+    (text | json). docs/monitoring.md.
+    """
+    from tether.cli_stream import require_broker  # noqa: PLC0415
+    from tether.streaming import RuntimeMissingError, run_registry_sync  # noqa: PLC0415
+
+    settings = _settings(kafka_bootstrap=bootstrap, topic_prefix=prefix)
+    require_broker(settings, wait_s)
+    try:
+        run_registry_sync(settings)
+    except (RuntimeMissingError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 _SCHEMA_DIR = click.option(
     "--dir",
     "directory",

@@ -37,6 +37,7 @@ PORTS: Final = {
     "console": 9469,
     "ingest": 9470,
     "ocsf-forward": 9471,
+    "registry-sync": 9472,
 }
 """Each long-running process's default port on 127.0.0.1 (docs/monitoring.md)."""
 

@@ -148,7 +148,8 @@ class Settings(BaseSettings):
         None,
         description="HOST:PORT of the process's /metrics, /healthz and /readyz endpoint; unset: "
         "127.0.0.1 and the process's own port (worker 9464, gateway 9465, watch 9466, ssf 9467, "
-        "alerts 9468, console 9469, ingest 9470, ocsf-forward 9471; docs/monitoring.md); off "
+        "alerts 9468, console 9469, ingest 9470, ocsf-forward 9471, registry-sync 9472; "
+        "docs/monitoring.md); off "
         "disables it",
     )
     log_format: Literal["text", "json"] = Field(
