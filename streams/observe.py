@@ -7,6 +7,7 @@ event loop, and the counters components already keep are read at scrape time.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -73,6 +74,11 @@ class WorkerObserver:
         h.check("input_assigned", lambda: self.assigned)
         h.check("outputs_writable", self._writable)
         h.check("feed_fresh", self._fresh)
+        FEED_STALENESS.set_function(self._staleness)  # read at scrape time
+
+    def _staleness(self) -> float:
+        at = self.heartbeat_at
+        return math.inf if at is None else time.monotonic() - at
 
     def _writable(self) -> bool:
         now = time.monotonic()  # the event loop's clock (asyncio's loop.time())
@@ -109,9 +115,6 @@ class WorkerObserver:
         STATE_KEYS.labels("sessions").set(len(worker.sessions))
         STATE_KEYS.labels("tokens").set(len(worker.tokens))
         SIGNING_QUEUE.set(worker.signing.queued)
-        at = self.heartbeat_at
-        if at is not None:
-            FEED_STALENESS.set(time.monotonic() - at)
 
     def readers(self, recovery: FastRecovery, sync: RegistrySync) -> None:
         """Export the counters the worker's components keep, read at scrape time."""

@@ -120,7 +120,7 @@ SIGNING_QUEUE: Final = Gauge(
 FEED_STALENESS: Final = Gauge(
     "tether_feed_staleness_seconds",
     "Worker: seconds since its last heartbeat was acknowledged; watcher and gateway: "
-    "seconds since the last heartbeat read from the revocations feed",
+    "seconds since the last heartbeat read from the revocations feed (+Inf: none yet)",
 )
 
 # -- every process -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ copies, a request nothing.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from tether.health import Health, OpsServer, serve
-from tether.metrics import READINGS, counter, gauge, labelled
+from tether.metrics import FEED_STALENESS, READINGS, counter, gauge, labelled
 from tether.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,15 +87,14 @@ def watch_feed(health: Health, watcher: Watcher) -> None:
                 "Records between the watcher's position and the end of the revocations topic",
                 stats.lag,
             )
-        last = watcher.last_heartbeat
-        if last is not None:
-            yield gauge(
-                "tether_feed_staleness_seconds",
-                "Seconds since the last heartbeat read from the revocations feed",
-                max(0.0, time.time() - last),
-            )
 
     READINGS.add("feed", read)
+
+    def staleness() -> float:
+        last = watcher.last_heartbeat
+        return math.inf if last is None else max(0.0, time.time() - last)
+
+    FEED_STALENESS.set_function(staleness)  # one family, whichever process sets it
 
 
 def gateway_answers(gateway: Gateway) -> None:

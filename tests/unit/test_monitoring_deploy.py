@@ -7,16 +7,20 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
-from tether.health import PORTS
+from tether.health import PORTS, Health
 from tether.kafka_settings import KafkaSettings
 from tether.metrics import NAMES, READ_NAMES
+from tether.observe import watch_feed
+from tether.sdk.revocation_set import WatcherStats
 from tether.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +198,19 @@ def test_docs_monitoring_lists_every_metric_and_port() -> None:
     assert missing == []
     for process, port in PORTS.items():
         assert f"| {port} |" in doc, process
+
+
+def test_no_metric_family_is_exported_twice() -> None:
+    """With the watcher's readers registered beside the static metrics (a gateway process)."""
+    watcher = SimpleNamespace(
+        ready=threading.Event(),
+        revocations=SimpleNamespace(is_fresh=lambda: False),
+        stats=WatcherStats(lag=3),
+        last_heartbeat=None,
+    )
+    watch_feed(Health("gateway"), watcher)  # type: ignore[arg-type]  # the attributes it reads
+    text = generate_latest(REGISTRY).decode()
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+    assert "tether_feed_staleness_seconds +Inf" in text
+    assert "tether_feed_lag_records 3.0" in text
