@@ -17,6 +17,7 @@ import faust
 
 from tether.adapters.kafka_publisher import KafkaPublisher
 from tether.bootstrap import WorkerParts, worker_parts
+from tether.health import Health
 from tether.models.state_codec import dump_session, dump_token, load_session, load_token
 from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, FINDINGS, INTENTS, REVOCATIONS
@@ -27,6 +28,7 @@ from .intake import Intake
 from .kafka_auth import broker_credentials
 from .lag import InputLag
 from .ledger import RevocationLedger
+from .observe import WorkerObserver
 from .outputs import Publisher, routed
 from .recovery import FastRecovery
 from .registry_sync import LocalSignatures, RegistrySync
@@ -112,9 +114,12 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
-def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.App, Worker]:  # noqa: PLR0915  # one place wires the app
+def build(  # noqa: PLR0915  # one place wires the app
+    settings: Settings, parts: WorkerParts | None = None, *, health: Health | None = None
+) -> tuple[faust.App, Worker]:
     """Wire the faust app for ``settings`` from ``parts`` (default: ``worker_parts(settings)``);
-    nothing connects until the app starts."""
+    nothing connects until the app starts. ``health`` is what the process's ``/healthz`` and
+    ``/readyz`` answer from (``streams.main`` serves it; the app adds its checks)."""
     parts = parts or worker_parts(settings)
     codecs.register()
     faust_fixes.apply()  # refuses faust and aiokafka versions other than the pinned ones
@@ -205,6 +210,8 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         )
         worker.signed_for_ledger = ledger.local  # what this worker signed needs no verification
     recovery = FastRecovery(tables, {"sessions": load_session, "tokens": load_token})
+    observer = WorkerObserver(settings, worker, tables_ready=ready, health=health)
+    observer.readers(recovery, sync)
     faust_fixes.attach_intake(app, intake)
     faust_fixes.attach_input(app, fetcher)
     faust_fixes.attach_recovery(app, recovery)
@@ -217,6 +224,7 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         worker.close_epoch()  # its state write starts now, not when the epoch would end
         if not await intake.wait_idle(settings.session_timeout_s / 2):
             _log.warning("a batch was still being processed when partitions were revoked")
+        observer.assigned = False
         intake.reset()
         fetcher.unassign()  # assigned again once faust has sought to the committed offsets
         recovery.reset()  # the next assignment recovers from the changelogs' start
@@ -225,6 +233,7 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         intake.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
         worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
+        observer.assigned = True
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
@@ -249,12 +258,13 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:
+        observer.sample()
         if ready():
             await worker.tick()
 
     @app.timer(interval=settings.heartbeat_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _heartbeat() -> None:
         if ready():
-            await worker.heartbeat()
+            await observer.heartbeat()
 
     return app, worker

@@ -12,9 +12,12 @@ state write per epoch instead of one per fetch.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from tether.metrics import EPOCH_COMMIT
 
 from .outputs import Batch
 from .tables import TableStore
@@ -86,12 +89,14 @@ class StateEpochs:
         for table in self.tables:
             state.records.extend(table.changes().records)
         previous = self.tail
+        closed = time.monotonic()
 
         async def commit() -> None:
             await asyncio.gather(*epoch.outputs)
             if previous is not None:
                 await previous
             await self.send(state)
+            EPOCH_COMMIT.observe(time.monotonic() - closed)  # once per epoch: cheap
 
         task = asyncio.ensure_future(commit())
         task.add_done_callback(epoch.settle)

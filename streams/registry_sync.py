@@ -175,6 +175,17 @@ class RegistrySync:
         self._thread = threading.Thread(target=self._run, name="tether-registry", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the following thread is alive (``/readyz`` of ``tether registry-sync``)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def assigned(self) -> frozenset[int]:
+        """The revocations partitions this sync follows now (its share of the group's)."""
+        return frozenset(self._assigned)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the batch in hand (its offsets are committed only if it was written)."""
         self._stopping.set()

@@ -86,6 +86,7 @@ class SigningPool:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tether-sign")
         self._pool: ProcessPoolExecutor | None = None
         self.fallbacks = 0
+        self.queued = 0  # revocations handed to ``sign`` and not signed yet
 
     def start(self) -> None:
         """Start the child processes now (the first revocation should not wait for them)."""
@@ -109,6 +110,13 @@ class SigningPool:
 
     async def sign(self, payloads: Sequence[bytes]) -> list[bytes]:
         """The compact SETs of ``payloads``, in order."""
+        self.queued += len(payloads)
+        try:
+            return await self._sign(payloads)
+        finally:
+            self.queued -= len(payloads)
+
+    async def _sign(self, payloads: Sequence[bytes]) -> list[bytes]:
         loop = asyncio.get_running_loop()
         if self.processes > 0:
             self.start()

@@ -22,6 +22,13 @@ from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.core.violations import ts
+from tether.metrics import (
+    DEADLETTERS_TOTAL,
+    DECISION_LATENCY,
+    EVENTS_TOTAL,
+    FINDINGS_TOTAL,
+    REVOCATIONS_TOTAL,
+)
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.outputs import Finding, Heartbeat, Revocation, Source
 from tether.models.session import Session, TokenState
@@ -50,6 +57,17 @@ FIRE_MAX = 2000
 """Sessions whose due checks one step decides at most: a long jump of event time (after a
 stretch of lag, every session's grace period ends at once) is worked off in steps of this size,
 each made durable before the next, instead of one step that stalls the worker for seconds."""
+
+
+def _where(rec: InputRecord, workflow: str | None, code: str) -> dict[str, object]:
+    """A log record's fields an operator filters on (``TETHER_LOG_FORMAT=json``)."""
+    return {
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "workflow": workflow,
+        "code": code,
+    }
 
 
 @dataclass(slots=True)
@@ -149,16 +167,23 @@ class Worker:
         self._record_at = monotonic()
         alarms = _Alarms(self.inline_max)
         revocations = out.revocations
+        oldest = horizon
         for rec in records:
             self._apply(rec, now, horizon, skew, out, uses, batch)
             if len(revocations) > alarms.seen:
                 self._raise_now(out, alarms)
+            stamp = getattr(rec, "timestamp", None)  # seconds; a test's record may have none
+            if stamp and 0 < stamp < oldest:
+                oldest = stamp
         self.engine.advance(self.watermarks.current(), now, out, uses, limit=FIRE_MAX)
         if self.engine.watermark > before:
             self._advanced_at = monotonic()
         self._collect(out, batch)
         self._collect_uses(uses, batch)
-        return self._commit(batch, early=alarms.sent, budget=alarms.budget)
+        done = self._commit(batch, early=alarms.sent, budget=alarms.budget)
+        if oldest < horizon:  # one observation per batch: its oldest record's wait
+            DECISION_LATENCY.observe(max(0.0, datetime.now(UTC).timestamp() - oldest))
+        return done
 
     def _raise_now(self, out: Outbox, alarms: _Alarms) -> None:
         """Publish at once the findings and revocations the record just applied raised, if its
@@ -258,6 +283,7 @@ class Worker:
         topic, local, ledger = self.topics[REVOCATIONS], self.signed_here, self.signed_for_ledger
         entries: list[Entry] = []
         for r, token in zip(revocations, tokens, strict=True):
+            REVOCATIONS_TOTAL.add(r.reason)
             if local is not None:
                 local.add(token, r)
             if ledger is not None:
@@ -302,7 +328,9 @@ class Worker:
             if not self.engine.process(decoded, now, out, uses, advance=False):
                 f = out.failures.pop()  # this record's own failure: dead-lettered as received
                 _log.error(
-                    "internal error on %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, f.error
+                    "internal error on %s[%d]@%d: %s",
+                    *(rec.topic, rec.partition, rec.offset, f.error),
+                    extra=_where(rec, f.workflow_id, "internal_error"),
                 )
                 why = Rejected("internal_error", f.error, f.workflow_id, decoded.event_id)
                 self._dead(rec, data, why, now, batch)
@@ -311,8 +339,13 @@ class Worker:
             # further than max_ahead_s past it: it cannot fire others' waiting checks early
             self.watermarks.observe(rec.partition, min(decoded.t, self._ahead))
             self.events += 1
+            EVENTS_TOTAL.add(decoded.event_type)
         except Exception as exc:  # never let one record stop the worker or vanish
-            _log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
+            _log.exception(
+                "unexpected error on %s[%d]@%d",
+                *(rec.topic, rec.partition, rec.offset),
+                extra=_where(rec, None, "internal_error"),
+            )
             self._dead(
                 rec, data, Rejected("internal_error", f"internal error: {exc!r}"), now, batch
             )
@@ -325,6 +358,7 @@ class Worker:
         self, rec: InputRecord, data: bytes, why: Rejected, now: datetime, batch: Batch
     ) -> None:
         self.deadletters += 1
+        DEADLETTERS_TOTAL.add(why.reason)
         source = Source(topic=rec.topic, partition=rec.partition, offset=rec.offset)
         record = dead_letter(data, why, source, now)
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
@@ -339,6 +373,7 @@ class Worker:
                 encode(ev) if ev is not None else b"", why, source, datetime.now(UTC)
             )
             self.deadletters += 1
+            DEADLETTERS_TOTAL.add("internal_error")
             batch.add(self.topics[DEADLETTER], f.workflow_id.encode(), encode(dead))
         out.failures.clear()
         self._collect_findings(out.findings, batch)
@@ -350,6 +385,7 @@ class Worker:
     def _collect_findings(self, findings: list[Finding], batch: Batch) -> None:
         topic = self.topics[FINDINGS]
         for f in findings:
+            FINDINGS_TOTAL.add(f.code)
             batch.add(topic, f.workflow_id.encode(), encode(f))
 
     def _collect_uses(self, uses: list[CredentialUse], batch: Batch) -> None:

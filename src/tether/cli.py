@@ -432,6 +432,8 @@ def worker(
     under TETHER_HOME, .tether), TETHER_SHADOW, TETHER_POLICY_DIR, TETHER_POLICY_PACK,
     TETHER_TUNING (re-read every TETHER_TUNING_POLL_S, 2 s, when it changes), TETHER_DISABLED,
     TETHER_SEVERITY, TETHER_RESPONSE, TETHER_SHADOW_CODES (docs/tuning.md).
+    TETHER_METRICS_ADDR (127.0.0.1:9464: /metrics, /healthz, /readyz; off disables),
+    TETHER_LOG_FORMAT (text | json). docs/monitoring.md.
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415
         BrokerUnavailableError,
@@ -461,6 +463,47 @@ def worker(
         click.echo(unreachable(settings.kafka_bootstrap, wait_s, exc.reason), err=True)
         sys.exit(EXIT_UNREACHABLE)
     except (TopicError, RuntimeVersionError, RuntimeMissingError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("registry-sync")
+@click.option("--bootstrap", envvar="TETHER_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.option("--prefix", help="Topic name prefix [env TETHER_TOPIC_PREFIX; default 'tether.'].")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to keep trying to reach Kafka at start-up before giving up (exit 69).",
+)
+def registry_sync(bootstrap: str | None, prefix: str | None, wait_s: float) -> None:
+    """Keep the Redis revocation registry in step with the revocations topic, without a worker.
+
+    Every `tether worker` runs this sync in a thread; this process joins the same consumer
+    group (<app id>.registry) and takes a share of the revocations partitions, so the registry
+    stays in step while workers are down or being rolled. Verifies every record against
+    TETHER_JWKS. Runs until SIGTERM or Ctrl-C.
+
+    \b
+    Examples:
+      tether registry-sync
+      TETHER_REDIS_URL=redis://redis:6379/0 TETHER_JWKS=/etc/tether/jwks.json tether registry-sync
+
+    \b
+    Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_APP_ID, TETHER_REDIS_URL,
+    TETHER_JWKS, TETHER_ISSUER, TETHER_WORKER_ID (names its Kafka client),
+    TETHER_METRICS_ADDR (127.0.0.1:9472: /metrics, /healthz, /readyz), TETHER_LOG_FORMAT
+    (text | json). docs/monitoring.md.
+    """
+    from tether.cli_stream import require_broker  # noqa: PLC0415
+    from tether.streaming import RuntimeMissingError, run_registry_sync  # noqa: PLC0415
+
+    settings = _settings(kafka_bootstrap=bootstrap, topic_prefix=prefix)
+    require_broker(settings, wait_s)
+    try:
+        run_registry_sync(settings)
+    except (RuntimeMissingError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -630,10 +673,10 @@ def gateway(
     \b
     Environment: as `tether watch`: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_JWKS,
     TETHER_ISSUER, TETHER_STALENESS_S, TETHER_FAIL_CLOSED_TIERS (unless the mapping sets
-    fail_closed_tiers).
+    fail_closed_tiers), TETHER_METRICS_ADDR (127.0.0.1:9465: /metrics, /healthz, /readyz),
+    TETHER_LOG_FORMAT (text | json). docs/monitoring.md.
     """
     import asyncio  # noqa: PLC0415
-    import logging  # noqa: PLC0415
 
     from tether.gateway.server import load_config, serve  # noqa: PLC0415
 
@@ -641,10 +684,13 @@ def gateway(
         config = load_config(config_path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from tether.logs import configure  # noqa: PLC0415
+
+    settings = _settings()
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(name)s %(message)s")
     asyncio.run(
         serve(
-            _settings(),
+            settings,
             config,
             http=http_listen or None,
             grpc_listen=grpc_listen or None,
@@ -675,10 +721,10 @@ def ssf(config_path: Path, listen: str) -> None:
 
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_SIGNING_KEY (the key SETs
-    are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER.
+    are signed with), TETHER_JWKS (to verify the topic's records), TETHER_ISSUER,
+    TETHER_METRICS_ADDR (127.0.0.1:9467), TETHER_LOG_FORMAT (text | json).
     """
     import asyncio  # noqa: PLC0415
-    import logging  # noqa: PLC0415
 
     from tether.ssf.server import load_config, serve  # noqa: PLC0415
 
@@ -686,8 +732,17 @@ def ssf(config_path: Path, listen: str) -> None:
         config = load_config(config_path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(_settings(), config, listen))
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.observe import start  # noqa: PLC0415
+
+    settings = _settings()
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(name)s %(message)s")
+    _, ops = start("ssf", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
+    try:
+        asyncio.run(serve(settings, config, listen))
+    finally:
+        if ops is not None:
+            ops.stop()
 
 
 def _mount_tuning_commands() -> None:

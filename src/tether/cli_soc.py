@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -55,10 +54,12 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
 
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, and the variables the sinks'
-    token_env name.
+    token_env name; TETHER_METRICS_ADDR (127.0.0.1:9468), TETHER_LOG_FORMAT (text | json).
     """
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.soc.alert_config import load_alerts_config  # noqa: PLC0415
     from tether.soc.alerts import run_alerts  # noqa: PLC0415
 
@@ -70,9 +71,11 @@ def alerts(config_path: Path, bootstrap: str | None, prefix: str | None) -> None
         raise click.ClickException(f"{config_path}: {exc}") from exc
     settings = _settings(bootstrap, prefix)
     require_broker(settings, 30.0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(levelname)s %(message)s")
     stop = _stop_on_signals()
-    for s in run_alerts(settings, config, stop):
+    with serving("alerts", settings):  # /metrics, /healthz, /readyz (docs/monitoring.md)
+        delivered = run_alerts(settings, config, stop)
+    for s in delivered:
         click.echo(
             f"{s.sink.name}: sent {s.sent}, summaries {s.summaries}, "
             f"filtered {s.filtered}, duplicates {s.duplicates}, refused {s.rejected}",
@@ -97,14 +100,17 @@ def ocsf_forward(bootstrap: str | None, prefix: str | None) -> None:
 
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_PARTITIONS (of the new
-    topic).
+    topic), TETHER_METRICS_ADDR (127.0.0.1:9471), TETHER_LOG_FORMAT (text | json).
     """
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.soc.ocsf_forward import run_ocsf_forward  # noqa: PLC0415
 
     settings = _settings(bootstrap, prefix)
     require_broker(settings, 30.0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    fwd = run_ocsf_forward(settings, _stop_on_signals())
+    configure("INFO", fmt=settings.log_format, text="%(asctime)s %(levelname)s %(message)s")
+    with serving("ocsf-forward", settings):  # /metrics, /healthz, /readyz (docs/monitoring.md)
+        fwd = run_ocsf_forward(settings, _stop_on_signals())
     click.echo(f"published {fwd.published}, skipped {fwd.skipped}", err=True)
 
 
@@ -133,11 +139,13 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
       tether console --port 9000 --history 10000
 
     \b
-    Environment: TETHER_CONSOLE_TOKEN (required), TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
+    Environment: TETHER_CONSOLE_TOKEN (required), TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX,
+    TETHER_METRICS_ADDR (127.0.0.1:9469).
     """
     import asyncio  # noqa: PLC0415
     import os  # noqa: PLC0415
 
+    from tether.observe import serving  # noqa: PLC0415
     from tether.soc.console import serve  # noqa: PLC0415
 
     token = os.environ.get("TETHER_CONSOLE_TOKEN", "")
@@ -152,7 +160,7 @@ def console(host: str, port: int, history: int, bootstrap: str | None, prefix: s
     def started(bound: int) -> None:
         click.echo(f"tether console on http://{host}:{bound}/ (sign in with the credential)")
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with serving("console", settings), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, token, host=host, port=port, history=history, started=started))
 
 

@@ -429,7 +429,8 @@ def watch(
     \b
     Environment: TETHER_KAFKA_BOOTSTRAP (127.0.0.1:9092), TETHER_TOPIC_PREFIX ('tether.'),
     TETHER_JWKS (file or https URL), TETHER_ISSUER (urn:tether:monitor), TETHER_STALENESS_S (5),
-    TETHER_HOME (.tether: where the development JWKS lives).
+    TETHER_HOME (.tether: where the development JWKS lives), TETHER_METRICS_ADDR
+    (127.0.0.1:9466: /metrics, /healthz, /readyz while following; docs/monitoring.md).
     """
     from tether.sdk.watcher import Watcher  # noqa: PLC0415
 
@@ -450,8 +451,16 @@ def watch(
         on_record=printer,
         client_id="tether-cli-watch",
     )
-    with watcher:
-        _follow(watcher)
+    from tether.observe import start, watch_feed  # noqa: PLC0415
+
+    probes, ops = start("watch", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
+    watch_feed(probes, watcher)
+    try:
+        with watcher:
+            _follow(watcher)
+    finally:
+        if ops is not None:
+            ops.stop()
 
 
 def _parse_target(text: str) -> tuple[TargetKind, str]:

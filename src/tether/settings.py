@@ -181,6 +181,19 @@ class Settings(BaseSettings):
     web_host: str = Field(
         "127.0.0.1", description="address the faust web server binds (0.0.0.0: every interface)"
     )
+    metrics_addr: str | None = Field(
+        None,
+        description="HOST:PORT of the process's /metrics, /healthz and /readyz endpoint; unset: "
+        "127.0.0.1 and the process's own port (worker 9464, gateway 9465, watch 9466, ssf 9467, "
+        "alerts 9468, console 9469, ingest 9470, ocsf-forward 9471, registry-sync 9472; "
+        "docs/monitoring.md); off "
+        "disables it",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text, or json: one JSON object per log line (ts, level, logger, message, "
+        "worker, partition, workflow, code when known)",
+    )
     batch_max: int = Field(1000, ge=1, description="records per processing batch")
     tick_s: float = Field(0.2, gt=0, description="processing-time backstop interval")
     state_epoch_ms: float = Field(

@@ -161,6 +161,13 @@ SECTIONS: Final = (
         ),
     ),
     Section(
+        "operations",
+        "Metrics, health and logs",
+        "Every long-running process's /metrics, /healthz and /readyz endpoint, and its log "
+        "format (docs/monitoring.md).",
+        ("metrics_addr", "log_format"),
+    ),
+    Section(
         "advanced",
         "Advanced: worker tuning (internal)",
         "Knobs of the worker's internals, measured and set for the common case. Change them "

@@ -49,3 +49,9 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> NoReturn:
     main = importlib.import_module(f"{runtime_package()}.main")
     main.run_worker(settings, loglevel=loglevel)
     raise SystemExit(0)  # the faust worker exits the process itself
+
+
+def run_registry_sync(settings: Settings) -> None:
+    """Keep the Redis registry in step with the revocations topic until SIGTERM/SIGINT."""
+    main = importlib.import_module(f"{runtime_package()}.main")
+    main.run_registry_sync(settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import http.client
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from nginx_rig import Rig, free_port, nginx_binary
 from pipeline import Pipeline
+from prometheus_client.parser import text_string_to_metric_families
 
 from tether.sdk.emitter import Emitter
 from tether.security.sets import unverified_parts
@@ -71,10 +73,14 @@ def test_revoked_token_refused_by_nginx(pipe: Pipeline, tmp_path: Path, monkeypa
     monkeypatch.setenv("TETHER_SET_AUDIENCE", AUDIENCE)  # the worker's (Pipeline.env copies it)
     pipe.start_worker("w1")
     pipe.wait_heartbeat("w1")
-    grpc_port = free_port()
+    grpc_port, metrics_port = free_port(), free_port()
     rig = Rig(
         tmp_path,
-        {**pipe.env("gateway"), "TETHER_STALENESS_S": "5"},
+        {
+            **pipe.env("gateway"),
+            "TETHER_STALENESS_S": "5",
+            "TETHER_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        },
         gateway_args=["--grpc", f"127.0.0.1:{grpc_port}"],
     ).start()
     try:
@@ -152,8 +158,29 @@ def test_revoked_token_refused_by_nginx(pipe: Pipeline, tmp_path: Path, monkeypa
         assert envoy_check(grpc_port, token) == (7, 403, "token_revoked")
         assert envoy_check(grpc_port, "jti-someone-else")[0] == 0
         assert_published_set_is_standard(pipe, token)
+        assert_gateway_metrics(metrics_port)
     finally:
         rig.stop()
+
+
+def assert_gateway_metrics(port: int) -> None:
+    """The gateway's /readyz is ready (feed read and fresh) and /metrics counted its answers."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:  # loopback
+        assert orjson.loads(resp.read())["checks"] == {
+            "feed_bootstrapped": True,
+            "feed_fresh": True,
+        }
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # loopback
+        text = resp.read().decode()
+    answers = {
+        s.labels["answer"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "tether_gateway_checks_total"
+    }
+    assert answers["revoked"] >= 3, answers  # nginx twice, Envoy once
+    assert answers["not_revoked"] >= 3, answers
+    assert "tether_feed_staleness_seconds" in text
 
 
 def envoy_check(port: int, token: str) -> tuple[int, int, str]:

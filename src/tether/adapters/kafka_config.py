@@ -8,6 +8,7 @@ file (``KafkaSettings.password``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -64,12 +65,18 @@ def security_config(kafka: KafkaSettings) -> KafkaConfig:
 
 
 def client_config(settings: Settings, *, client_id: str) -> KafkaConfig:
-    """What every client needs: where the brokers are, its name, and how it authenticates."""
-    return {
+    """What every client needs: where the brokers are, its name, and how it authenticates.
+
+    With ``TETHER_LOG_FORMAT=json``, librdkafka's own log lines go through Python's logging
+    (logger ``tether.kafka``) instead of straight to stderr, so that every line is JSON."""
+    config: KafkaConfig = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "client.id": client_id,
         **security_config(settings.kafka),
     }
+    if settings.log_format == "json":
+        config["logger"] = logging.getLogger("tether.kafka")
+    return config
 
 
 def producer_config(

@@ -17,6 +17,7 @@ from tether.gateway.ext_authz import add_to_server
 from tether.gateway.http import check_app, health_app
 from tether.gateway.mapping import GatewayConfig
 from tether.gateway.service import Gateway
+from tether.observe import gateway_answers, start, watch_feed
 from tether.sdk.watcher import Watcher
 from tether.settings import Settings
 
@@ -59,6 +60,9 @@ async def serve(
     )
     watcher.start()
     gateway = Gateway(config, watcher.revocations)
+    probes, ops = start("gateway", settings)  # /metrics, /healthz, /readyz (docs/monitoring.md)
+    watch_feed(probes, watcher)
+    gateway_answers(gateway)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -97,4 +101,6 @@ async def serve(
             await server.stop(1.0)
         for runner in runners:
             await runner.cleanup()
+        if ops is not None:
+            ops.stop()
         watcher.stop()

@@ -6,9 +6,12 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tether.gateway.decide import Revocations, Verdict, decide
+from tether.gateway.decide import Revocations, Verdict, decide, strictest
 from tether.gateway.mapping import GatewayConfig, Headers, request_facts
 from tether.sdk.revocation_set import DEFAULT_FAIL_CLOSED_TIERS
+
+TIER_SETS_MAX = 256
+"""Sets of tiers whose deciding tier a gateway remembers (more are worked out each time)."""
 
 
 @dataclass
@@ -16,6 +19,21 @@ class GatewayStats:
     """Verdicts given, by outcome and reason (``/metrics``-style counters for the health view)."""
 
     verdicts: Counter[str] = field(default_factory=Counter)
+    # (answer, tier): answer is revoked, not_revoked, fail_open, fail_closed or refused
+    answers: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def answer(verdict: Verdict) -> str:
+    """What the revocation set answered for a verdict (``tether_gateway_checks_total``)."""
+    if verdict.reason == "ok":
+        return "not_revoked"
+    if verdict.reason.endswith("_revoked"):
+        return "revoked"
+    if verdict.reason == "stale_fail_open":
+        return "fail_open"
+    if verdict.outcome == "unavailable":
+        return "fail_closed"
+    return "refused"  # no route, a missing or unreadable identity: never asked
 
 
 class Gateway:
@@ -32,7 +50,10 @@ class Gateway:
             else DEFAULT_FAIL_CLOSED_TIERS
         )
         self.stats = GatewayStats()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # guards ``stats`` (requests come on several threads)
+        # the deciding tier of each set of tiers a request has met (sets come from the
+        # mapping's routes and tool tiers, so there are few): not worked out per request
+        self._tier_of: dict[frozenset[str], str] = {}
 
     def check(
         self, path: str, headers: Headers, body: bytes | None = None, *, trust_uri_headers: bool
@@ -52,6 +73,17 @@ class Gateway:
             headers = {k: v for k, v in headers.items() if k not in config.original_uri_headers}
         facts, tiers = request_facts(config, path, headers, body)
         verdict = decide(facts, tiers, self.revocations, self.fail_closed)
-        with self._lock:
+        tier = self._tier(tiers)
+        with self.lock:
             self.stats.verdicts[f"{verdict.outcome}:{verdict.reason}"] += 1
+            self.stats.answers[answer(verdict), tier] += 1
         return verdict
+
+    def _tier(self, tiers: set[str]) -> str:
+        key = frozenset(tiers)
+        tier = self._tier_of.get(key)
+        if tier is None:
+            tier = strictest(tiers, self.fail_closed)
+            if len(self._tier_of) < TIER_SETS_MAX:
+                self._tier_of[key] = tier
+        return tier

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -119,23 +118,29 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     Environment (flags win): TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX, TETHER_OTLP_TOPIC,
     TETHER_OTLP_ENCODING, TETHER_OTLP_GROUP, TETHER_OTLP_MAPPING, TETHER_OTLP_SOURCE_KEY,
     TETHER_OTLP_SOURCE, and the Kafka security
-    settings TETHER_KAFKA__* (docs/kafka-security.md).
+    settings TETHER_KAFKA__* (docs/kafka-security.md); TETHER_METRICS_ADDR (127.0.0.1:9470),
+    TETHER_LOG_FORMAT (text | json).
     """
     from tether.adapters.kafka_admin import (  # noqa: PLC0415  # keep `tether --help` fast
         TopicError,
         create_topics,
     )
+    from tether.logs import configure  # noqa: PLC0415
+    from tether.metrics import READINGS, labelled  # noqa: PLC0415
+    from tether.observe import serving  # noqa: PLC0415
     from tether.otel.adapter import OtlpIngest, coverage_spec, tune_gc  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
     from tether.security.proof import SourceKey  # noqa: PLC0415
     from tether.settings import Settings  # noqa: PLC0415
     from tether.topics import topic_specs  # noqa: PLC0415
 
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     overrides = {"kafka_bootstrap": bootstrap, "topic_prefix": prefix}
     settings = Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
+    configure(
+        loglevel,
+        fmt=settings.log_format,
+        text="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = MappingConfig.load(mapping)
     except (ValueError, OSError) as exc:
@@ -171,9 +176,14 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     )
     adapter.install_signal_handlers()
     tune_gc()
+    READINGS.add(
+        "ingest",
+        lambda: [labelled("tether_ingest", "OTLP ingest counts, by kind", "kind", adapter.stats)],
+    )
     click.echo(
         f"tether ingest otlp: {topic} ({encoding}) -> {settings.topic('intents')}, "
         f"group {adapter.group_id}",
         err=True,
     )
-    adapter.run()
+    with serving("ingest", settings):  # /metrics, /healthz, /readyz (docs/monitoring.md)
+        adapter.run()
