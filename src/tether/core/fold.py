@@ -273,6 +273,7 @@ def _keep_early(
         _over_limits(s, event, "events kept for a later start", cfg, now, out)
         return
     s.state_bytes += cost
+    s.early_bytes += cost
     if early is None:
         s.early = [event]
     else:
@@ -280,8 +281,8 @@ def _keep_early(
 
 
 def _drop_early(s: Session) -> None:
-    if s.early:
-        s.state_bytes -= sum(pending_cost(e) for e in s.early)
+    s.state_bytes -= s.early_bytes
+    s.early_bytes = 0
     s.early = None
 
 
@@ -377,9 +378,15 @@ def _expire_seen(s: Session, window: float) -> None:
 
 
 def _prune_seen(s: Session, horizon: float) -> None:
-    """Forget event ids dated before ``horizon`` (the dedup window's start)."""
-    s.seen = {k: v for k, v in s.seen.items() if v >= horizon}
-    s.seen_bytes = sum(seen_cost(k) for k in s.seen)
+    """Forget event ids dated before ``horizon`` (the dedup window's start). Only what is
+    forgotten is counted (``seen_bytes`` is the sum of the remembered ids' costs): a completed
+    workflow prunes once, and usually forgets few."""
+    seen = s.seen
+    gone = [k for k, v in seen.items() if v < horizon]
+    if not gone:
+        return
+    s.seen_bytes -= sum(seen_cost(k) for k in gone)
+    s.seen = {k: v for k, v in seen.items() if v >= horizon}
 
 
 def _room_for_token(s: Session, cost: int, cfg: DetectionConfig) -> bool:
@@ -446,10 +453,20 @@ def _remember(s: Session, act: ActRef, cfg: DetectionConfig, now: Stamp, out: Ou
         s.state_bytes += cost
         return
     horizon = s.last_time - cfg.grace_s  # the watermark is at least last_time
-    while recent and recent[0].t < horizon:
-        old = recent[0]
-        s.state_bytes -= recent_cost(old)
-        del recent[0]
+    if recent and recent[0].t < horizon:
+        freed = 0
+        while recent and recent[0].t < horizon:
+            old = recent[0]
+            issuer = old.token_issuer
+            freed += 6 * (  # recent_cost, inline
+                len(old.event_id)
+                + len(old.workload_id)
+                + len(old.token_id)
+                + (len(issuer) + 1 if issuer else 0)
+            )
+            del recent[0]
+            freed += RECENT_OVERHEAD
+        s.state_bytes -= freed
     limits = cfg.limits
     if len(recent) >= limits.recent or (
         s.state_bytes + cost > limits.state_bytes and not _fits(s, cost, cfg)
@@ -485,7 +502,8 @@ def _track_token(  # noqa: PLR0913  # the event's facts, read once by the caller
         if t < seen.first_use:
             s.state_bytes += jlen(event_id) - jlen(seen.event_id)
             seen.first_use, seen.event_id = t, event_id
-        issuer = event.credential.issuer if event.credential is not None else None
+        cred = event.credential
+        issuer = cred.issuer if cred is not None else None
         if issuer is not None and (seen.issuer is None or issuer < seen.issuer):
             s.state_bytes += jlen(issuer) - (jlen(seen.issuer) if seen.issuer else -1)
             seen.issuer = sys.intern(issuer)  # any arrival order: the least

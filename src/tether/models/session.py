@@ -230,6 +230,9 @@ class Session:
     state_bytes: int = field(default=0, compare=False, repr=False)
     seen_bytes: int = field(default=0, compare=False, repr=False)
     settle_at: float = field(default=float("inf"), compare=False, repr=False)
+    early_bytes: int = field(
+        default=0, compare=False, repr=False
+    )  # of ``early``, within state_bytes
 
     def token(self, token_id: str) -> TokenSeen | None:
         """The token with this id, if it was used in this workflow.
