@@ -22,6 +22,7 @@ from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, FINDINGS, INTENTS, REVOCATIONS
 
 from . import codecs, faust_fixes
+from .audit_chain import kafka_head_reader
 from .input_fetch import InputFetcher
 from .intake import Intake
 from .kafka_auth import broker_credentials
@@ -135,7 +136,11 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
     tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
 
     def ready() -> bool:
-        return not app.rebalancing and bool(tables.recovery.completed.is_set())
+        return (
+            not app.rebalancing
+            and bool(tables.recovery.completed.is_set())
+            and not (worker.audit is not None and worker.audit.reading)  # chain heads read
+        )
 
     def ack(message: Any) -> object:
         return app.consumer.ack(message)  # the consumer exists only once the app starts
@@ -183,6 +188,10 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
             records=fetcher.lag_records,
         ),
     )
+    if worker.audit is not None:
+        worker.audit.read_heads = kafka_head_reader(
+            settings, client_id=f"tether-audit-{parts.worker_id}"
+        )
     intake.route(intents_name, worker.submit_intents)
     intake.route(uses_name, worker.submit_uses)
     worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
@@ -224,6 +233,8 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         intake.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
         worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
+        if worker.audit is not None:  # read the chain heads before any decision is written
+            await worker.audit.assign(worker.assigned)
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sync.stop()
@@ -255,5 +266,10 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
     async def _heartbeat() -> None:
         if ready():
             await worker.heartbeat()
+
+    @app.timer(interval=settings.audit_checkpoint_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _checkpoint() -> None:
+        if ready():
+            await worker.checkpoint()
 
     return app, worker
