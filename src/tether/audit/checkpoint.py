@@ -28,7 +28,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key
 
-from tether.security.sets import KEY_ISSUER, SetSigner, signing_alg
+from tether.security.sets import KEY_ISSUER, KeyLookup, SetSigner, StaticKeys, signing_alg
 
 from .chain import Link
 
@@ -80,14 +80,23 @@ class BadCheckpoint(ValueError):
     """A checkpoint that does not verify: forged, altered, or signed with an unknown key."""
 
 
-def keys_of(jwks: Mapping[str, Any]) -> dict[str, Key]:
-    """The verification keys of a JWKS document, by ``kid`` (unusable keys skipped)."""
+def keys_of(jwks: Mapping[str, Any]) -> StaticKeys:
+    """The verification keys of a JWKS document (unusable keys skipped, with a warning)."""
     from tether.security.keys import parse_jwks  # noqa: PLC0415  # logs skipped keys
 
-    return parse_jwks(orjson.dumps(dict(jwks)), "JWKS")
+    return StaticKeys(parse_jwks(orjson.dumps(dict(jwks)), "JWKS").values())
 
 
-def verify_checkpoint(token: bytes, keys: Mapping[str, Key], issuer: str | None = None) -> Checkpoint:
+def public_jwk(key: Key) -> dict[str, Any]:
+    """``key``'s public half as a JWK, with its issuer binding (``iss``) if it has one."""
+    jwk = dict(key.as_dict(private=False))
+    bound = key.get(KEY_ISSUER)
+    if bound is not None:
+        jwk[KEY_ISSUER] = bound
+    return jwk
+
+
+def verify_checkpoint(token: bytes, keys: KeyLookup, issuer: str | None = None) -> Checkpoint:
     """The claims of a checkpoint whose signature verifies with one of ``keys``.
 
     A key bound to an issuer (an ``iss`` member, as ``tether keys`` writes them) verifies only
@@ -103,7 +112,7 @@ def verify_checkpoint(token: bytes, keys: Mapping[str, Key], issuer: str | None 
     if not isinstance(header, dict) or header.get("typ") != TYP:
         raise BadCheckpoint(f"typ is not {TYP}")
     kid = header.get("kid")
-    key = keys.get(kid) if isinstance(kid, str) else None
+    key = keys.find(kid) if isinstance(kid, str) else None
     if key is None:
         raise BadCheckpoint(f"signed with unknown key {kid!r}")
     try:

@@ -28,9 +28,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from joserfc.jwk import Key
 
 from .chain import GENESIS, UNKNOWN, Link, NotChained, link_hash, unseal
+from tether.security.sets import KeyLookup, StaticKeys
+
 from .checkpoint import BadCheckpoint, Checkpoint, verify_checkpoint
 
 IssueKind = Literal[
@@ -42,6 +43,7 @@ IssueKind = Literal[
     "truncated",
     "rewritten",
     "bad_checkpoint",
+    "bad_signature",
     "broken",
 ]
 OTHER_KINDS = frozenset({"finding", "revocation", "deadletter", "heartbeat"})
@@ -153,7 +155,7 @@ class _Item:
 def verify_log(
     entries: Iterable[Entry],
     checkpoints: Sequence[tuple[bytes, str]] = (),
-    keys: Mapping[str, Key] | None = None,
+    keys: KeyLookup | None = None,
     *,
     issuer: str | None = None,
     only_decisions: bool = False,
@@ -175,7 +177,7 @@ def verify_log(
         item = _read(entry, order, report, only_decisions=only_decisions)
         if item is not None:
             items.setdefault(item.link.partition, []).append(item)
-    valid = _checkpoints(checkpoints, keys or {}, issuer, report)
+    valid = _checkpoints(checkpoints, keys or StaticKeys(()), issuer, report)
     for partition in sorted(set(items) | {c.partition for c in valid}):
         part = PartitionReport(partition)
         report.partitions[partition] = part
@@ -195,6 +197,7 @@ def verify_log(
                 )
             )
         _check_against(partition, chain, [c for c in valid if c.partition == partition], report)
+    report.issues.sort(key=lambda i: (i.partition if i.partition is not None else -1, i.seq or 0))
     return report
 
 
@@ -396,7 +399,7 @@ def _branch_length(start: _Item, off: list[_Item]) -> int:
 
 def _checkpoints(
     tokens: Sequence[tuple[bytes, str]],
-    keys: Mapping[str, Key],
+    keys: KeyLookup,
     issuer: str | None,
     report: Report,
 ) -> list[Checkpoint]:
