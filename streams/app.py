@@ -8,6 +8,7 @@ never hung on the app.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from time import monotonic
@@ -225,6 +226,10 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         worker.close_epoch()  # its state write starts now, not when the epoch would end
         if not await intake.wait_idle(settings.session_timeout_s / 2):
             _log.warning("a batch was still being processed when partitions were revoked")
+        try:  # vouch for the decisions written so far before the partitions may move
+            await asyncio.wait_for(worker.checkpoint(), settings.session_timeout_s / 4)
+        except Exception:  # the next owner checkpoints the head it continues from
+            _log.warning("no checkpoint of the decisions' chains before the rebalance")
         intake.reset()
         fetcher.unassign()  # assigned again once faust has sought to the committed offsets
         recovery.reset()  # the next assignment recovers from the changelogs' start

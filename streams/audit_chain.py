@@ -137,7 +137,9 @@ class DecisionChain:
             head = heads[partition]
             self.heads.set_head(partition, head)
             if head is not None:
-                self._checkpointed.setdefault(partition, head.seq)  # nothing new to vouch for
+                # the next checkpoint vouches for the head this worker continues from: the
+                # previous owner may have died before checkpointing its last links
+                self._durable[partition] = head
         _log.info("decisions' chain heads: %s", {p: (h.seq if h else None) for p, h in heads.items()})
 
     def due_checkpoints(self, now: float) -> list[Entry]:
