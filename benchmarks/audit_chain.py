@@ -75,27 +75,37 @@ def main() -> None:
     print(f"encode                            {t_plain / n * 1e6:7.2f} µs/decision")
     print(f"encode + link (worker's path)     {t_sealed / n * 1e6:7.2f} µs/decision")
     print(f"the link alone                    {(t_sealed - t_plain) / n * 1e6:7.2f} µs/decision")
-    print(f"bytes per decision                {sum(map(len, plain)) / n:7.0f} -> "
-          f"{sum(map(len, sealed)) / n:.0f} (+{added:.0f})")
+    print(
+        f"bytes per decision                {sum(map(len, plain)) / n:7.0f} -> "
+        f"{sum(map(len, sealed)) / n:.0f} (+{added:.0f})"
+    )
 
     entries = [Entry(v, f"offset {i // parts}", i % parts) for i, v in enumerate(sealed)]
     t_verify = best_of(2, lambda: verify_log(entries))
-    print(f"verify (links, order)             {t_verify / n * 1e6:7.2f} µs/record "
-          f"({n / t_verify:,.0f} records/s)")
+    print(
+        f"verify (links, order)             {t_verify / n * 1e6:7.2f} µs/record "
+        f"({n / t_verify:,.0f} records/s)"
+    )
 
     for alg in ("RS256", "ES256"):
-        signer = SetSigner(generate_key(alg), issuer="urn:tether:bench")
-        cps = CheckpointSigner(signer)
-        heads = ChainHeads()
-        heads.set_head(0, None)
-        _, link = heads.seal(0, plain[0])
-        reps = 200
-        t_sign = best_of(3, lambda: [cps.sign(link, log="t", worker="w", now=0) for _ in range(reps)])
-        tokens = [(cps.sign(link, log="t", worker="w", now=0), "cp")] * reps
-        keys = keys_of({"keys": [signer.public_jwk()]})
-        t_check = best_of(3, lambda: verify_log([], tokens, keys))
-        print(f"checkpoint {alg}: sign {t_sign / reps * 1e3:6.3f} ms, verify "
-              f"{t_check / reps * 1e3:6.3f} ms (one per partition per TETHER_AUDIT_CHECKPOINT_S)")
+        checkpoint_cost(alg, plain[0])
+
+
+def checkpoint_cost(alg: str, body: bytes, reps: int = 200) -> None:
+    """Print what signing and verifying one checkpoint costs with an ``alg`` key."""
+    signer = SetSigner(generate_key(alg), issuer="urn:tether:bench")
+    cps = CheckpointSigner(signer)
+    heads = ChainHeads()
+    heads.set_head(0, None)
+    _, link = heads.seal(0, body)
+    t_sign = best_of(3, lambda: [cps.sign(link, log="t", worker="w", now=0) for _ in range(reps)])
+    tokens = [(cps.sign(link, log="t", worker="w", now=0), "cp")] * reps
+    keys = keys_of({"keys": [signer.public_jwk()]})
+    t_check = best_of(3, lambda: verify_log([], tokens, keys))
+    print(
+        f"checkpoint {alg}: sign {t_sign / reps * 1e3:6.3f} ms, verify "
+        f"{t_check / reps * 1e3:6.3f} ms (one per partition per TETHER_AUDIT_CHECKPOINT_S)"
+    )
 
 
 if __name__ == "__main__":

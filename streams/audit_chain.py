@@ -23,6 +23,7 @@ partition = the decisions partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -140,7 +141,9 @@ class DecisionChain:
                 # the next checkpoint vouches for the head this worker continues from: the
                 # previous owner may have died before checkpointing its last links
                 self._durable[partition] = head
-        _log.info("decisions' chain heads: %s", {p: (h.seq if h else None) for p, h in heads.items()})
+        _log.info(
+            "decisions' chain heads: %s", {p: (h.seq if h else None) for p, h in heads.items()}
+        )
 
     def due_checkpoints(self, now: float) -> list[Entry]:
         """Signed checkpoints of every durable head that moved since its last checkpoint."""
@@ -209,13 +212,11 @@ def _tail(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> L
             continue
         err = msg.error()
         if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001  # confluent's constant
+            if err.code() == KafkaError._PARTITION_EOF:  # confluent's constant
                 break
             raise KafkaException(err)
-        try:
+        with contextlib.suppress(NotChained):  # someone else's unlinked record: skipped
             last = unseal(msg.value() or b"").link
-        except NotChained:
-            pass
         if (msg.offset() or 0) >= high - 1:
             break
     else:

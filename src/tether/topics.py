@@ -10,7 +10,9 @@ DECISIONS = "decisions"
 REVOCATIONS = "revocations"
 DEADLETTER = "deadletter"
 CREDENTIAL_USES = "credential-uses"  # internal: workflow sessions -> token index, keyed by token_id
-AUDIT_CHECKPOINTS = "audit-checkpoints"  # signed heads of the decisions' hash chains (docs/audit.md)
+AUDIT_CHECKPOINTS = (
+    "audit-checkpoints"  # signed heads of the decisions' hash chains (docs/audit.md)
+)
 
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 

@@ -31,8 +31,17 @@ def pipe(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Pipel
 def verify(pipe: Pipeline, jwks: str) -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(
         main,
-        ["audit", "verify", "--json", "--jwks", jwks, "--bootstrap", pipe.bootstrap,
-         "--prefix", pipe.prefix],
+        [
+            "audit",
+            "verify",
+            "--json",
+            "--jwks",
+            jwks,
+            "--bootstrap",
+            pipe.bootstrap,
+            "--prefix",
+            pipe.prefix,
+        ],
         catch_exceptions=False,
     )
     return result.exit_code, orjson.loads(result.stdout)

@@ -15,9 +15,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from pipeline import PARTITIONS, Pipeline, replay_records
 
+from tether.adapters.kafka_admin import create_topics
 from tether.audit.kafka import Stored, read_topic
 from tether.cli import main
 from tether.demo.fleet import FleetConfig, iter_json_lines
@@ -42,12 +43,14 @@ def audit(pipe: Pipeline, *args: str) -> tuple[int, dict[str, Any]]:
     return result.exit_code, orjson.loads(result.stdout)
 
 
-def wait_covered(pipe: Pipeline, jwks: str, decisions: int, timeout: float = 60.0) -> dict[str, Any]:
+def wait_covered(
+    pipe: Pipeline, jwks: str, decisions: int, timeout: float = 60.0
+) -> dict[str, Any]:
     """Until every decision is on the topic and each partition's last link is checkpointed."""
     deadline = time.monotonic() + timeout
     report: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        code, report = audit(pipe, "verify", "--jwks", jwks)
+        _, report = audit(pipe, "verify", "--jwks", jwks)
         parts = report["partitions"]
         if report["records"] >= decisions and all(p["after_checkpoint"] == 0 for p in parts):
             return report
@@ -132,8 +135,14 @@ def test_audit_verify_passes_untouched_detects_each_tampering_and_exports(
     assert code == 0
     copy_topic(pipe, "copy-untouched", stored)
     code, report = audit(
-        pipe, "verify", "--jwks", jwks, "--topic", pipe.topic("copy-untouched"),
-        "--checkpoints-topic", checkpoints,
+        pipe,
+        "verify",
+        "--jwks",
+        jwks,
+        "--topic",
+        pipe.topic("copy-untouched"),
+        "--checkpoints-topic",
+        checkpoints,
     )
     assert code == 0, report["issues"]
 
@@ -142,8 +151,14 @@ def test_audit_verify_passes_untouched_detects_each_tampering_and_exports(
         records += tamper(by_partition(stored, busiest))
         copy_topic(pipe, f"copy-{name}", records)
         code, report = audit(
-            pipe, "verify", "--jwks", jwks, "--topic", pipe.topic(f"copy-{name}"),
-            "--checkpoints-topic", checkpoints,
+            pipe,
+            "verify",
+            "--jwks",
+            jwks,
+            "--topic",
+            pipe.topic(f"copy-{name}"),
+            "--checkpoints-topic",
+            checkpoints,
         )
         assert code == 1, name
         assert [(i["kind"], i["partition"]) for i in report["issues"]] == [(kind, busiest)], (
@@ -155,22 +170,58 @@ def test_audit_verify_passes_untouched_detects_each_tampering_and_exports(
     bundle = tmp_path / "wf.bundle.json"
     result = CliRunner().invoke(
         main,
-        ["audit", "export", workflow, "--out", str(bundle), "--jwks", jwks,
-         "--bootstrap", pipe.bootstrap, "--prefix", pipe.prefix],
+        [
+            "audit",
+            "export",
+            workflow,
+            "--out",
+            str(bundle),
+            "--jwks",
+            jwks,
+            "--bootstrap",
+            pipe.bootstrap,
+            "--prefix",
+            pipe.prefix,
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     doc = orjson.loads(bundle.read_bytes())
-    assert doc["events"] and doc["checkpoints"]
+    assert doc["events"]
+    assert doc["checkpoints"]
     code, report = audit(pipe, "verify", "--bundle", str(bundle))
     assert code == 0, report["issues"]
     # an auditor's copy with one of the workflow's decisions altered fails offline
     segment = doc["decisions"][str(busiest)]
     mine = next(i for i in segment if "value" in i)
-    mine["value"] = mine["value"].replace(workflow, workflow + "x", 1).replace(
-        workflow + "x", workflow, 1
-    ).replace('"tool":"', '"tool":"x', 1)
+    mine["value"] = (
+        mine["value"]
+        .replace(workflow, workflow + "x", 1)
+        .replace(workflow + "x", workflow, 1)
+        .replace('"tool":"', '"tool":"x', 1)
+    )
     bundle.write_bytes(orjson.dumps(doc))
     code, report = audit(pipe, "verify", "--bundle", str(bundle))
     assert code == 1
     assert [i["kind"] for i in report["issues"]] == ["changed"]
+
+
+def test_decisions_retention_is_a_setting_applied_to_new_and_existing_topics(
+    kafka_bootstrap: str, fresh_topic_prefix: str
+) -> None:
+    def retention(settings: Settings, name: str) -> str:
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic(name))
+        configs = admin.describe_configs([resource])[resource].result(30)
+        return str(configs["retention.ms"].value)
+
+    base = {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": fresh_topic_prefix}
+    first = Settings.model_validate({**base, "decisions_retention_ms": 86_400_000})
+    create_topics(first)
+    assert retention(first, "decisions") == "86400000"
+    assert retention(first, "audit-checkpoints") == "86400000"
+    forever = Settings.model_validate({**base, "decisions_retention_ms": -1})
+    create_topics(forever)  # the topics exist: the changed setting is applied to them
+    assert retention(forever, "decisions") == "-1"
+    assert retention(forever, "audit-checkpoints") == "-1"
+    assert retention(forever, "intents") == "604800000"  # other topics keep their own

@@ -244,7 +244,13 @@ def test_checkpoint_round_trip_and_typ() -> None:
     link = Link(3, 41, GENESIS, "a" * 64)
     token = CHECKPOINTS.sign(link, log="t.decisions", worker="w1", now=1_700_000_000.5)
     c = verify_checkpoint(token, KEYS, ISSUER)
-    assert (c.partition, c.seq, c.head, c.issued_at, c.worker) == (3, 41, "a" * 64, 1_700_000_000, "w1")
+    assert (c.partition, c.seq, c.head, c.issued_at, c.worker) == (
+        3,
+        41,
+        "a" * 64,
+        1_700_000_000,
+        "w1",
+    )
 
 
 # -- any single edit is detected ---------------------------------------------------------------

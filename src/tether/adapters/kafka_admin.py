@@ -259,9 +259,19 @@ def _enforce(admin: AdminClient, specs: Sequence[TopicSpec], deadline: float) ->
         if not changes:
             continue
         resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=changes)
-        future = admin.incremental_alter_configs([resource])[resource]
-        future.result(timeout=max(1.0, deadline - time.monotonic()))
-        _log.info("set %s on %s", ", ".join(f"{c.name}={c.value}" for c in changes), spec.name)
+        wanted = ", ".join(f"{c.name}={c.value}" for c in changes)
+        try:
+            future = admin.incremental_alter_configs([resource])[resource]
+            future.result(timeout=max(1.0, deadline - time.monotonic()))
+        except (KafkaException, TimeoutError) as exc:  # a worker without AlterConfigs: not fatal
+            _log.warning(
+                "could not set %s on %s (%s): run `tether topics create` as an administrator",
+                wanted,
+                spec.name,
+                _reason(exc) if isinstance(exc, KafkaException) else repr(exc),
+            )
+            continue
+        _log.info("set %s on %s", wanted, spec.name)
 
 
 def _config_mismatches(

@@ -57,7 +57,7 @@ def _workflow_of(value: bytes) -> object:
     return doc.get("workflow_id") if isinstance(doc, dict) else None
 
 
-def build(  # noqa: PLR0913  # the bundle's parts, named
+def build(  # noqa: PLR0912  # one pass per part of the bundle
     workflow_id: str,
     sources: Sources,
     *,
@@ -169,15 +169,19 @@ def check(bundle: object, keys: KeyLookup) -> Report:
                     entries.append(Entry(value, where, partition))
                     if _workflow_of(value) != workflow:
                         foreign.append(
-                            Issue("inserted", partition, None, where, f"not a decision of {workflow}")
+                            Issue(
+                                "inserted", partition, None, where, f"not a decision of {workflow}"
+                            )
                         )
                 else:
                     link = item["link"]
                     stub = Link(partition, int(link["seq"]), str(link["prev"]), str(link["hash"]))
                     entries.append(Entry(b"", where, partition, stub=stub))
         tokens = [
-            (str(c["token"]).encode(), f"checkpoint partition {c.get('partition')} offset "
-             f"{c.get('offset')}")
+            (
+                str(c["token"]).encode(),
+                f"checkpoint partition {c.get('partition')} offset {c.get('offset')}",
+            )
             for c in bundle.get("checkpoints", [])
         ]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

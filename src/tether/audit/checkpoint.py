@@ -134,7 +134,9 @@ def verify_checkpoint(token: bytes, keys: KeyLookup, issuer: str | None = None) 
         raise BadCheckpoint("partition, seq and iat must be non-negative integers")
     if not isinstance(head, str):
         raise BadCheckpoint("head must be a string")
-    assert isinstance(partition, int) and isinstance(seq, int) and isinstance(iat, int)  # noqa: S101
+    assert isinstance(partition, int)  # noqa: S101  # checked above, for the type checker
+    assert isinstance(seq, int)  # noqa: S101
+    assert isinstance(iat, int)  # noqa: S101
     return Checkpoint(
         partition,
         seq,

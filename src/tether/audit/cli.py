@@ -42,7 +42,7 @@ def _keys(settings: Settings, jwks: Path | None) -> tuple[KeyLookup, dict[str, A
         from tether.security.keys import KeySource  # noqa: PLC0415
 
         source = KeySource(location, allow_http=settings.jwks_allow_http)
-        data = source._read()  # noqa: SLF001  # the raw document, for the bundle
+        data = source._read()  # the raw document, for the bundle
     else:
         try:
             data = Path(location).read_bytes()
@@ -123,6 +123,7 @@ def audit() -> None:
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: TETHER_KAFKA_BOOTSTRAP].")
 @click.option("--prefix", help="Topic prefix [default: TETHER_TOPIC_PREFIX].")
 def verify(  # noqa: PLR0913  # one parameter per option
+    *,
     file: Path | None,
     topic: str | None,
     checkpoints_topic: str | None,
@@ -195,7 +196,9 @@ def verify(  # noqa: PLR0913  # one parameter per option
         except TopicUnreadable as exc:
             _fail(str(exc))
         entries = [Entry(r.value, f"offset {r.offset}", r.partition) for r in read.records]
-        tokens = _checkpoint_tokens(settings, checkpoints_topic or settings.topic(AUDIT_CHECKPOINTS))
+        tokens = _checkpoint_tokens(
+            settings, checkpoints_topic or settings.topic(AUDIT_CHECKPOINTS)
+        )
         report = verify_log(entries, tokens, keys, complete=read.complete)
         _print(report, name, as_json)
     sys.exit(INTACT if report.ok else TAMPERED)
@@ -248,8 +251,11 @@ def _verify_bundle(settings: Settings, path: Path, jwks: Path | None, as_json: b
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the bundle here [default: <WORKFLOW_ID>.bundle.json].",
 )
-@click.option("--jwks", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Verification keys to include [default: TETHER_JWKS].")
+@click.option(
+    "--jwks",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Verification keys to include [default: TETHER_JWKS].",
+)
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: TETHER_KAFKA_BOOTSTRAP].")
 @click.option("--prefix", help="Topic prefix [default: TETHER_TOPIC_PREFIX].")
 def export(
@@ -301,7 +307,11 @@ def export(
     bundle = build(
         workflow_id,
         Sources(
-            read[INTENTS], read[DECISIONS], read[AUDIT_CHECKPOINTS], read[FINDINGS], read[REVOCATIONS]
+            read[INTENTS],
+            read[DECISIONS],
+            read[AUDIT_CHECKPOINTS],
+            read[FINDINGS],
+            read[REVOCATIONS],
         ),
         keys=keys,
         jwks=doc,
@@ -317,4 +327,6 @@ def export(
         f"{len(bundle['revocations'])} revocation(s)"
     )
     if not decisions:
-        click.echo(f"warning: no chained decision of {workflow_id} on the decisions topic", err=True)
+        click.echo(
+            f"warning: no chained decision of {workflow_id} on the decisions topic", err=True
+        )

@@ -37,7 +37,7 @@ class TopicRead:
     partitions: int = 0
 
 
-def read_topic(settings: Settings, topic: str, *, timeout_s: float = 60.0) -> TopicRead:
+def read_topic(settings: Settings, topic: str, *, timeout_s: float = 60.0) -> TopicRead:  # noqa: PLR0912  # one loop over a consumer's outcomes
     """Every record of ``topic`` up to its current end.
 
     Raises:
@@ -83,7 +83,7 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 60.0) -> To
                 continue
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001  # librdkafka's name
+                if err.code() == KafkaError._PARTITION_EOF:  # librdkafka's name
                     pending.discard(msg.partition() or 0)
                     continue
                 raise TopicUnreadable(f"{topic}: {err.str()}")

@@ -24,14 +24,13 @@ unnoticed (each partition's report says how many there are).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
-from .chain import GENESIS, UNKNOWN, Link, NotChained, link_hash, unseal
 from tether.security.sets import KeyLookup, StaticKeys
 
+from .chain import GENESIS, UNKNOWN, Link, NotChained, link_hash, unseal
 from .checkpoint import BadCheckpoint, Checkpoint, verify_checkpoint
 
 IssueKind = Literal[
@@ -257,7 +256,7 @@ def _moved(items: list[_Item]) -> set[int]:
     return set(range(len(items))) - keep
 
 
-def _verify_partition(
+def _verify_partition(  # noqa: PLR0912  # one walk, each case named where it is met
     partition: int, items: list[_Item], report: Report, part: PartitionReport
 ) -> dict[int, _Item]:
     """Check one partition's records; return its chain (seq -> the record on it)."""
@@ -311,8 +310,10 @@ def _verify_partition(
                     "the writer could not read the chain's head and restarted it here",
                 )
             )
-        elif expected is not None and main.link.prev != expected and not (
-            last is not None and seq > last.link.seq + 1
+        elif (
+            expected is not None
+            and main.link.prev != expected
+            and not (last is not None and seq > last.link.seq + 1)
         ):
             if seq == 0:
                 detail = "the first link does not start from the genesis hash"
