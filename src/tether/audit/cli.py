@@ -29,6 +29,13 @@ def _settings(bootstrap: str | None, prefix: str | None) -> Settings:
     return Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
 
 
+def _broker(settings: Settings) -> None:
+    """One clear line and exit 2 if Kafka does not answer (not librdkafka's retries)."""
+    from tether.cli_stream import require_broker  # noqa: PLC0415
+
+    require_broker(settings, 10.0, exit_code=USAGE)
+
+
 def _keys(settings: Settings, jwks: Path | None) -> tuple[KeyLookup, dict[str, Any]]:
     """The verification keys (``--jwks``, else ``TETHER_JWKS``, else the development JWKS) and
     the JWKS document they came from."""
@@ -183,6 +190,7 @@ def verify(  # noqa: PLR0913  # one parameter per option
                 if line.strip()
             ]
         elif checkpoints_topic is not None:
+            _broker(settings)
             tokens = _checkpoint_tokens(settings, checkpoints_topic)
         report = verify_log(entries, tokens, keys, only_decisions=True, complete=not partial)
         _print(report, str(file), as_json)
@@ -191,6 +199,7 @@ def verify(  # noqa: PLR0913  # one parameter per option
         from tether.topics import AUDIT_CHECKPOINTS, DECISIONS  # noqa: PLC0415
 
         name = topic or settings.topic(DECISIONS)
+        _broker(settings)
         try:
             read = read_topic(settings, name)
         except TopicUnreadable as exc:
@@ -297,6 +306,7 @@ def export(
 
     settings = _settings(bootstrap, prefix)
     keys, doc = _keys(settings, jwks)
+    _broker(settings)
     try:
         read = {
             name: read_topic(settings, settings.topic(name)).records
