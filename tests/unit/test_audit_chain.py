@@ -290,3 +290,36 @@ def test_any_single_edit_is_detected(n: int, edit: str, where: int, other: int, 
     assert tampered != log
     report = verify_log(tampered, tokens, KEYS, complete=True)
     assert not report.ok, (edit, i, j)
+
+
+HOSTILE = [
+    b"",
+    b"not json",
+    b"[1, 2]",
+    b'{"chain": 5}',
+    b'{"chain": {"v": 1, "partition": -1, "seq": 0, "prev": "x", "hash": "y"}}',
+    b'{"chain": {"v": 1, "partition": 0, "seq": true, "prev": "x", "hash": "' + b"a" * 64 + b'"}}',
+    b'{"chain": {"v": 2, "partition": 0, "seq": 0, "prev": "x", "hash": "' + b"a" * 64 + b'"}}',
+    b'{"chain": {"v": 1, "partition": 0, "seq": 999999999999999999999, "prev": "x", "hash": "'
+    + b"a" * 64
+    + b'"}}',
+    b'{"chain": {"v": 1, "partition": 0, "seq": 1000000000000, "prev": "x", "hash": "'
+    + b"a" * 64
+    + b'"}}',
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_records_are_reported_never_crash(value: bytes) -> None:
+    log, tokens = chained(4)
+    report = verify_log([*log[:2], Entry(value, "hostile", 0), *log[2:]], tokens, KEYS)
+    assert not report.ok
+
+
+def test_a_reversed_log_names_every_moved_record_once() -> None:
+    heads = ChainHeads()
+    heads.set_head(0, None)
+    body = decision(1)
+    log = [Entry(heads.seal(0, body)[0], f"o{i}", 0) for i in range(5000)]
+    report = verify_log(list(reversed(log)))
+    assert [i.kind for i in report.issues] == ["reordered"] * 4999

@@ -262,16 +262,29 @@ def _verify_partition(  # noqa: PLR0912  # one walk, each case named where it is
     """Check one partition's records; return its chain (seq -> the record on it)."""
     issues = report.issues
     part.records = len(items)
-    for i in sorted(_moved(items)):
+    moved = _moved(items)
+    if moved:  # name a neighbour it is out of order with: linear, whatever the log holds
+        before: list[_Item | None] = []  # the highest seq stored before each record
+        top: _Item | None = None
+        for it in items:
+            before.append(top)
+            if top is None or it.link.seq > top.link.seq:
+                top = it
+        after: list[_Item | None] = [None] * len(items)  # the lowest seq stored after it
+        low: _Item | None = None
+        for i in range(len(items) - 1, -1, -1):
+            after[i] = low
+            if low is None or items[i].link.seq < low.link.seq:
+                low = items[i]
+    for i in sorted(moved):
         it = items[i]
         seq = it.link.seq
-        higher = [o for o in items[:i] if o.link.seq > seq]
-        if higher:
-            o = max(higher, key=lambda o: o.link.seq)
+        o = before[i]
+        if o is not None and o.link.seq > seq:
             detail = f"stored after seq {o.link.seq} ({o.position})"
         else:
-            o = min((o for o in items[i + 1 :] if o.link.seq < seq), key=lambda o: o.link.seq)
-            detail = f"stored before seq {o.link.seq} ({o.position})"
+            o = after[i]
+            detail = f"stored before seq {o.link.seq} ({o.position})" if o is not None else ""
         issues.append(Issue("reordered", partition, seq, it.position, detail))
     by_seq: dict[int, list[_Item]] = {}
     for it in items:
