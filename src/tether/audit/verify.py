@@ -256,14 +256,11 @@ def _moved(items: list[_Item]) -> set[int]:
     return set(range(len(items))) - keep
 
 
-def _verify_partition(  # noqa: PLR0912  # one walk, each case named where it is met
-    partition: int, items: list[_Item], report: Report, part: PartitionReport
-) -> dict[int, _Item]:
-    """Check one partition's records; return its chain (seq -> the record on it)."""
-    issues = report.issues
-    part.records = len(items)
+def _report_moved(partition: int, items: list[_Item], issues: list[Issue]) -> None:
+    """A ``reordered`` issue per moved record, naming a neighbour it is out of order with
+    (linear, whatever the log holds)."""
     moved = _moved(items)
-    if moved:  # name a neighbour it is out of order with: linear, whatever the log holds
+    if moved:
         before: list[_Item | None] = []  # the highest seq stored before each record
         top: _Item | None = None
         for it in items:
@@ -286,6 +283,15 @@ def _verify_partition(  # noqa: PLR0912  # one walk, each case named where it is
             o = after[i]
             detail = f"stored before seq {o.link.seq} ({o.position})" if o is not None else ""
         issues.append(Issue("reordered", partition, seq, it.position, detail))
+
+
+def _verify_partition(  # one walk, each case named where it is met
+    partition: int, items: list[_Item], report: Report, part: PartitionReport
+) -> dict[int, _Item]:
+    """Check one partition's records; return its chain (seq -> the record on it)."""
+    issues = report.issues
+    part.records = len(items)
+    _report_moved(partition, items, issues)
     by_seq: dict[int, list[_Item]] = {}
     for it in items:
         by_seq.setdefault(it.link.seq, []).append(it)
