@@ -10,6 +10,7 @@ from collections.abc import Collection
 from typing import Any
 
 import pytest
+
 from builders import call, started
 from streams.worker import Worker
 from tether.audit.chain import GENESIS, UNKNOWN, Link, seal, unseal
