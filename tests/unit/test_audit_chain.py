@@ -323,3 +323,15 @@ def test_a_reversed_log_names_every_moved_record_once() -> None:
     log = [Entry(heads.seal(0, body)[0], f"o{i}", 0) for i in range(5000)]
     report = verify_log(list(reversed(log)))
     assert [i.kind for i in report.issues] == ["reordered"] * 4999
+
+
+def test_a_topic_upgraded_to_the_chain_counts_its_older_unlinked_records() -> None:
+    old = [Entry(decision(i), f"offset {i}", 0) for i in range(3)]
+    log, tokens = chained(4)
+    shifted = [Entry(e.value, f"offset {i + 3}", 0) for i, e in enumerate(log)]
+    report = verify_log([*old, *shifted], tokens, KEYS, before_chain=True)
+    assert report.ok, [i.line() for i in report.issues]
+    assert report.before_chain == 3
+    # an unlinked record after the chain began is still an insertion
+    late = [*old, *shifted[:2], Entry(decision(9), "offset 9", 0), *shifted[2:]]
+    assert kinds(verify_log(late, tokens, KEYS, before_chain=True)) == [("inserted", None)]

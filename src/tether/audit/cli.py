@@ -74,6 +74,11 @@ def _print(report: Report, source: str, as_json: bool) -> None:
         f"{source}: {report.records:,} records on {parts} partition(s), "
         f"{report.checkpoints:,} valid checkpoint(s)"
         + (f", {report.ignored:,} other records skipped" if report.ignored else "")
+        + (
+            f", {report.before_chain:,} unlinked records from before the chain began"
+            if report.before_chain
+            else ""
+        )
     )
     for p in sorted(report.partitions):
         r = report.partitions[p]
@@ -208,7 +213,7 @@ def verify(  # noqa: PLR0913  # one parameter per option
         tokens = _checkpoint_tokens(
             settings, checkpoints_topic or settings.topic(AUDIT_CHECKPOINTS)
         )
-        report = verify_log(entries, tokens, keys, complete=read.complete)
+        report = verify_log(entries, tokens, keys, complete=read.complete, before_chain=True)
         _print(report, name, as_json)
     sys.exit(INTACT if report.ok else TAMPERED)
 

@@ -123,6 +123,7 @@ class Report:
     partitions: dict[int, PartitionReport] = field(default_factory=dict)
     records: int = 0
     ignored: int = 0  # records of other kinds in a file
+    before_chain: int = 0  # unlinked records of a topic stored before its partition's first link
     checkpoints: int = 0  # valid checkpoints checked
 
     @property
@@ -136,6 +137,7 @@ class Report:
             "ok": self.ok,
             "records": self.records,
             "ignored": self.ignored,
+            "before_chain": self.before_chain,
             "checkpoints": self.checkpoints,
             "issues": [i.as_dict() for i in self.issues],
             "partitions": [self.partitions[p].as_dict() for p in sorted(self.partitions)],
@@ -159,6 +161,7 @@ def verify_log(
     issuer: str | None = None,
     only_decisions: bool = False,
     complete: bool | Collection[int] = False,
+    before_chain: bool = False,
 ) -> Report:
     """Verify ``entries`` (in storage order) and the signed ``checkpoints`` (token, position).
 
@@ -169,10 +172,23 @@ def verify_log(
     began (a topic partition nothing was ever deleted from: its low watermark is 0), so a first
     link after seq 0 means records were removed from the start. Otherwise a log may start
     anywhere (retention deletes the oldest records), and removing records from the start of a
-    log is indistinguishable from retention."""
+    log is indistinguishable from retention.
+
+    ``before_chain``: on a topic (entries with a ``partition``), unlinked records stored before
+    the first link of their partition are counted (``Report.before_chain``), not reported: they
+    were written before the chain was turned on (Kafka only appends; nothing can be inserted
+    before a stored record)."""
     report = Report()
     items: dict[int, list[_Item]] = {}
+    linked: set[int] = set()  # stored partitions whose first link has been read
     for order, entry in enumerate(entries):
+        if before_chain and entry.partition is not None and entry.partition not in linked:
+            try:
+                unseal(entry.value)
+            except NotChained:
+                report.before_chain += 1
+                continue
+            linked.add(entry.partition)
         item = _read(entry, order, report, only_decisions=only_decisions)
         if item is not None:
             items.setdefault(item.link.partition, []).append(item)
