@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -43,6 +45,15 @@ _log = logging.getLogger("tether.worker")
 TAIL_WINDOW = 256
 """How many records back from a partition's end the head is looked for (records appended by
 someone else, unlinked, are skipped)."""
+
+
+@dataclass(slots=True)
+class _Step:
+    """One step's last link on one partition, and whether Kafka has acknowledged the step."""
+
+    link: Link
+    acked: bool = False
+
 
 ReadHeads = Callable[[Collection[int]], dict[int, Link | None]]
 """Reads the last link of each decisions partition (None: the partition holds none)."""
@@ -66,6 +77,11 @@ class DecisionChain:
         self.read_heads = read_heads
         self._signer = CheckpointSigner(signer)
         self._step: dict[int, Link] = {}  # links sealed since the last ``take``
+        # per partition, the steps' last links in the order they were sealed, each with
+        # whether Kafka has acknowledged it: the durable head is the end of the acknowledged
+        # prefix (a later step acknowledged before an earlier one still being retried moves
+        # it no further)
+        self._steps: dict[int, deque[_Step]] = {}
         self._durable: dict[int, Link] = {}  # the last acknowledged link per partition
         self._checkpointed: dict[int, int] = {}  # partition -> seq of its last checkpoint
         self.checkpoints = 0
@@ -78,23 +94,27 @@ class DecisionChain:
         self._step[partition] = link
         return value
 
-    def take(self) -> dict[int, Link]:
-        """The last link sealed per partition since the previous call (a step's)."""
+    def take(self) -> list[_Step]:
+        """The step just sealed: its last link per partition, queued in seal order."""
         step, self._step = self._step, {}
-        return step
+        taken = [_Step(link) for link in step.values()]
+        for s in taken:
+            self._steps.setdefault(s.link.partition, deque()).append(s)
+        return taken
 
-    def acknowledged(self, links: dict[int, Link]) -> Callable[[asyncio.Future[None]], None]:
+    def acknowledged(self, steps: list[_Step]) -> Callable[[asyncio.Future[None]], None]:
         """A done-callback for a step's publication: once Kafka has acknowledged it, its links
-        are durable (and may be checkpointed)."""
+        are durable, as far as every earlier step of the partition is too (and then may be
+        checkpointed)."""
 
         def done(future: asyncio.Future[None]) -> None:
             if future.cancelled() or future.exception() is not None:
-                return
-            durable = self._durable
-            for partition, link in links.items():
-                held = durable.get(partition)
-                if held is None or link.seq > held.seq:
-                    durable[partition] = link
+                return  # only a shutdown: the step was not made durable
+            for s in steps:
+                s.acked = True
+                queue = self._steps.get(s.link.partition)
+                while queue and queue[0].acked:
+                    self._durable[s.link.partition] = queue.popleft().link
 
         return done
 
@@ -103,6 +123,7 @@ class DecisionChain:
         for partition in self.heads.partitions():
             if partition not in partitions:
                 self.heads.forget(partition)
+                self._steps.pop(partition, None)
                 self._durable.pop(partition, None)
                 self._checkpointed.pop(partition, None)
         new = sorted(p for p in partitions if not self.heads.known(p))

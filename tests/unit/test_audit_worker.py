@@ -150,3 +150,35 @@ def test_an_unreadable_head_restarts_the_chain_visibly(signer: SetSigner) -> Non
     asyncio.run(scenario())
     link = unseal(broker.on(DECISIONS)[0][2]).link
     assert (link.seq, link.prev) == (0, UNKNOWN)
+
+
+def test_a_later_step_acknowledged_first_does_not_move_the_durable_head(signer: SetSigner) -> None:
+    """A step still retried while a later one is acknowledged: a checkpoint of the later head
+    would name links not in the log yet (a crash would then look like a removal)."""
+    broker = Broker()
+
+    async def scenario() -> list[int]:
+        w = worker(signer, broker, {0: None})
+        w.assign({0})
+        assert w.audit is not None
+        await w.audit.assign(w.assigned)
+        broker.hold = True
+        w.submit_intents(calls("wf-a", 0, 2))  # the first step: held
+        first = list(broker.held)
+        broker.held.clear()
+        broker.hold = False
+        w.submit_intents(calls("wf-b", 0, 2, first=10))  # the second: acknowledged at once
+        await asyncio.sleep(0.01)
+        await w.checkpoint()
+        seen = [len(broker.on(CHECKPOINTS))]
+        for f in first:
+            f.set_result([])
+        await w.drain()
+        await w.checkpoint()
+        seen.append(len(broker.on(CHECKPOINTS)))
+        return seen
+
+    assert asyncio.run(scenario()) == [0, 1]
+    keys = keys_of({"keys": [signer.public_jwk()]})
+    last = verify_checkpoint(broker.on(CHECKPOINTS)[-1][2], keys)
+    assert last.seq == max(unseal(e[2]).link.seq for e in broker.on(DECISIONS))
