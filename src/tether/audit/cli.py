@@ -117,8 +117,8 @@ def audit() -> None:
     "--checkpoints",
     "checkpoints_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="With FILE: signed checkpoints, one per line [default: none; with --topic-free "
-    "FILE, read from <prefix>audit-checkpoints only if --checkpoints-topic is given].",
+    help="With FILE: its signed checkpoints, one per line (or give --checkpoints-topic) "
+    "[default: none: a truncated tail is then undetectable].",
 )
 @click.option(
     "--bundle",
