@@ -99,7 +99,6 @@ def _drop_link(b: dict[str, Any]) -> None:
 
 def _forge_checkpoint(b: dict[str, Any]) -> None:
     other = CheckpointSigner(SetSigner(generate_key("ES256"), issuer="urn:tether:test"))
-    from tether.audit.chain import Link
 
     b["checkpoints"].append(
         {
