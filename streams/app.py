@@ -8,6 +8,7 @@ never hung on the app.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from time import monotonic
@@ -23,6 +24,7 @@ from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, FINDINGS, INTENTS, REVOCATIONS
 
 from . import codecs, faust_fixes
+from .audit_chain import kafka_head_reader
 from .input_fetch import InputFetcher
 from .intake import Intake
 from .kafka_auth import broker_credentials
@@ -140,7 +142,11 @@ def build(  # noqa: PLR0915  # one place wires the app
     tables: Any = app.tables  # the recovery service is not on faust's TableManagerT
 
     def ready() -> bool:
-        return not app.rebalancing and bool(tables.recovery.completed.is_set())
+        return (
+            not app.rebalancing
+            and bool(tables.recovery.completed.is_set())
+            and not (worker.audit is not None and worker.audit.reading)  # chain heads read
+        )
 
     def ack(message: Any) -> object:
         return app.consumer.ack(message)  # the consumer exists only once the app starts
@@ -189,6 +195,10 @@ def build(  # noqa: PLR0915  # one place wires the app
             records=fetcher.lag_records,
         ),
     )
+    if worker.audit is not None:
+        worker.audit.read_heads = kafka_head_reader(
+            settings, client_id=f"tether-audit-{parts.worker_id}"
+        )
     intake.route(intents_name, worker.submit_intents)
     intake.route(uses_name, worker.submit_uses)
     worker.signed_here = LocalSignatures()  # what this worker signed needs no verification
@@ -225,6 +235,10 @@ def build(  # noqa: PLR0915  # one place wires the app
         if not await intake.wait_idle(settings.session_timeout_s / 2):
             _log.warning("a batch was still being processed when partitions were revoked")
         observer.assigned = False
+        try:  # vouch for the decisions written so far before the partitions may move
+            await asyncio.wait_for(worker.checkpoint(), settings.session_timeout_s / 4)
+        except Exception:  # the next owner checkpoints the head it continues from
+            _log.warning("no checkpoint of the decisions' chains before the rebalance")
         intake.reset()
         fetcher.unassign()  # assigned again once faust has sought to the committed offsets
         recovery.reset()  # the next assignment recovers from the changelogs' start
@@ -233,6 +247,8 @@ def build(  # noqa: PLR0915  # one place wires the app
         intake.reset()
         assigned = kwargs.get("assigned", args[0] if args else set())
         worker.assign({tp.partition for tp in assigned if tp.topic == intents_name})
+        if worker.audit is not None:  # read the chain heads before any decision is written
+            await worker.audit.assign(worker.assigned)
         observer.assigned = True
 
     def _shutdown(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -266,5 +282,10 @@ def build(  # noqa: PLR0915  # one place wires the app
     async def _heartbeat() -> None:
         if ready():
             await observer.heartbeat()
+
+    @app.timer(interval=settings.audit_checkpoint_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _checkpoint() -> None:
+        if ready():
+            await worker.checkpoint()
 
     return app, worker

@@ -55,6 +55,11 @@ class TableStore(MutableMapping[str, V], Generic[V]):
         value = self._data.pop(key)
         self._dirty[key] = value.partition
 
+    def partition_of(self, key: str) -> int | None:
+        """The partition ``key`` lives on (or lived on, deleted since the last ``changes``)."""
+        value = self._data.get(key)
+        return value.partition if value is not None else self._dirty.get(key)
+
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._data.keys()))
 

@@ -38,6 +38,7 @@ from tether.settings import Settings
 from tether.topics import CREDENTIAL_USES, DEADLETTER, DECISIONS, FINDINGS, INTENTS, REVOCATIONS
 from tether.tuning import TuningWatch
 
+from .audit_chain import DecisionChain
 from .credential_uses import decode_use, encode_use
 from .epochs import StateEpochs
 from .intake import InputRecord
@@ -113,6 +114,10 @@ class Worker:
         if publisher.reject is None:  # an output refused for good: its dead letter instead
             publisher.reject = OutputRejects(settings, self.topics)
         self.heartbeats = Publisher(publisher.publish_many)
+        # the decisions' hash chain and its signed checkpoints (streams.audit_chain)
+        self.audit = (
+            DecisionChain(settings, signer, worker_id=worker_id) if settings.audit_chain else None
+        )
         self.signer = signer  # revocations and heartbeats leave as signed Security Event Tokens
         self.signing = SigningPool(signer, settings.signing_processes)
         self.inline_max = settings.signing_inline_max  # findings' revocations signed here
@@ -231,6 +236,8 @@ class Worker:
         (see ``streams.signing``) and follow."""
         later = self._sign_urgent(outputs, self.inline_max if budget is None else budget)
         sent = self.publisher.send_now(outputs)
+        if self.audit is not None:  # the step's links are durable once Kafka has them
+            sent.add_done_callback(self.audit.acknowledged(self.audit.take()))
         steps = [*early, sent]
         if later is not None:
             steps.append(asyncio.ensure_future(self._send_outputs(later)))
@@ -379,8 +386,23 @@ class Worker:
         self._collect_findings(out.findings, batch)
         at_least = self.floor.at_least
         batch.unsigned.extend(at_least(r) for r in out.revocations)
+        topic, audit = self.topics[DECISIONS], self.audit
         for d in out.decisions:
-            batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
+            if audit is None:
+                batch.add(topic, d.workflow_id.encode(), encode(d))
+                continue
+            partition = self._decision_partition(d.workflow_id)  # the chain's: explicit
+            batch.add(topic, d.workflow_id.encode(), audit.seal(partition, encode(d)), partition)
+
+    def _decision_partition(self, workflow_id: str) -> int:
+        """The decisions partition of a workflow: its intents partition, which this worker
+        owns (so it is the one writer of that partition's chain)."""
+        partition = self.sessions.partition_of(workflow_id)
+        if partition is None or partition < 0:
+            partition = self.sessions.current_partition
+        if partition < 0:
+            partition = min(self.assigned, default=0)
+        return partition
 
     def _collect_findings(self, findings: list[Finding], batch: Batch) -> None:
         topic = self.topics[FINDINGS]
@@ -533,6 +555,15 @@ class Worker:
             batch.add(topic, key, self.signer.heartbeat(hb), partition)
         await self.heartbeats.send(batch)  # its own failure clock: a heartbeat that gets through
         # must not make a pipeline whose outputs are failing look healthy
+
+    async def checkpoint(self) -> None:
+        """Publish a signed checkpoint of each decisions chain head that moved (docs/audit.md)."""
+        if self.audit is None:
+            return
+        batch = Batch()
+        batch.records.extend(self.audit.due_checkpoints(datetime.now(UTC).timestamp()))
+        if batch.records:
+            await self.heartbeats.send(batch)
 
     def input_lag(self) -> tuple[float, int | None]:
         """The worker's input lag: seconds (an upper bound on how long its oldest unapplied

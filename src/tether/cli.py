@@ -155,7 +155,9 @@ def replay(
     Environment (flags win): TETHER_GRACE_S (5), TETHER_MAX_CHAIN_LENGTH (3), TETHER_SHADOW,
     TETHER_POLICY_DIR, TETHER_POLICY_PACK (default), TETHER_POLICY (true),
     TETHER_CREDENTIAL_SHARED_ACROSS_WORKFLOWS (true), TETHER_TUNING, TETHER_DISABLED,
-    TETHER_SEVERITY, TETHER_RESPONSE, TETHER_SHADOW_CODES (docs/tuning.md).
+    TETHER_SEVERITY, TETHER_RESPONSE, TETHER_SHADOW_CODES (docs/tuning.md), TETHER_AUDIT_CHAIN
+    (true: with --decisions, each decision is hash-linked to the one before; tether audit
+    verify FILE).
 
     \b
     One event per line (docs/contract.md has the contract; `tether demo --write FILE` writes
@@ -187,7 +189,15 @@ def replay(
         raise click.ClickException(str(exc)) from exc
     out = sys.stdout.buffer
     write = out.write if fmt == "tether" else ocsf_writer(out.write)
-    rep = Replayer(mon, write, source=file, decisions=decisions, clock=clock, gate=gate)
+    rep = Replayer(
+        mon,
+        write,
+        source=file,
+        decisions=decisions,
+        clock=clock,
+        gate=gate,
+        chain=decisions and settings.audit_chain and fmt == "tether",  # docs/audit.md
+    )
     with _open_input(file) as stream, progress_reader(stream, file, enabled=not quiet) as lines:
         stats = rep.run(lines.lines(), lines.tick)
     out.flush()
@@ -792,6 +802,15 @@ def _mount_ingest_commands() -> None:
 
 
 _mount_ingest_commands()
+
+
+def _mount_audit_commands() -> None:
+    from tether.audit.cli import audit  # noqa: PLC0415  # the tamper-evident log (docs/audit.md)
+
+    main.add_command(audit, "audit")
+
+
+_mount_audit_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

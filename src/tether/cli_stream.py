@@ -142,6 +142,7 @@ def topics_create(
         settings.topic_prefix,
         settings.partitions,
         min_insync_replicas=settings.kafka.min_insync_replicas,
+        decisions_retention_ms=settings.decisions_retention_ms,
     )
     require_broker(settings, wait_s)
     try:

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from tether.audit.chain import ChainHeads
 from tether.core import Monitor, Outbox
 from tether.core.floor import NotAfterFloor
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
 from tether.models.events import InputEvent
-from tether.models.outputs import Revocation, Source
+from tether.models.outputs import Decision, Revocation, Source
 
 if TYPE_CHECKING:
     from tether.security.gate import SourceGate
@@ -64,6 +65,7 @@ class Replayer:
         decisions: bool = False,
         clock: str = "event",
         gate: SourceGate | None = None,
+        chain: bool = False,
     ) -> None:
         self.monitor = monitor
         self.gate = gate  # authenticates and authorizes each event (docs/SECURITY.md)
@@ -75,6 +77,10 @@ class Replayer:
         self._started = datetime.now(UTC)
         self._out = Outbox()
         self._floor = NotAfterFloor()  # a target is never revoked shorter than before
+        # decisions linked in one hash chain (partition 0), verifiable with tether audit verify
+        self._chain = ChainHeads() if chain else None
+        if self._chain is not None:
+            self._chain.set_head(0, None)
 
     def feed(self, line: bytes) -> None:
         """One input line (with or without its newline)."""
@@ -246,6 +252,9 @@ class Replayer:
                 self._put(d)
 
     def _put(self, record: BaseModel) -> None:
+        if self._chain is not None and isinstance(record, Decision):
+            self.write(self._chain.seal(0, encode(record))[0] + b"\n")
+            return
         self.write(encode(record) + b"\n")
 
 

@@ -132,6 +132,24 @@ class Settings(BaseSettings):
         ge=0,
         description="the ledger tombstones a revocation this long (wall time) after its not_after",
     )
+    audit_chain: bool = Field(
+        True,
+        description="link every decision to the one before it on its decisions partition (a "
+        "'chain' member: docs/audit.md) and publish signed checkpoints of each chain's head",
+    )
+    audit_checkpoint_s: float = Field(
+        5.0,
+        gt=0,
+        description="seconds between a worker's signed checkpoints of the chain heads it writes "
+        "(only partitions with new decisions): records after the last checkpoint can be cut "
+        "from a partition's tail unnoticed",
+    )
+    decisions_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention.ms of the decisions and audit-checkpoints topics (-1: keep for "
+        "ever), set by tether topics create, also on existing topics",
+    )
     staleness_s: float = Field(5.0, gt=0, description="watcher fails closed beyond this")
     fail_closed_tiers: frozenset[str] = Field(
         frozenset({"high", "default"}),

@@ -149,6 +149,13 @@ SECTIONS: Final = (
         ),
     ),
     Section(
+        "audit",
+        "Audit log",
+        "The tamper-evident decision log: hash links, signed checkpoints, retention "
+        "(docs/audit.md).",
+        ("audit_chain", "audit_checkpoint_s", "decisions_retention_ms"),
+    ),
+    Section(
         "watcher",
         "Watchers and gateways",
         "How a gateway's watcher decides that the revocation feed is fresh enough to trust.",

@@ -11,6 +11,9 @@ REVOCATIONS = "revocations"
 DEADLETTER = "deadletter"
 FINDING_ACTIONS = "finding-actions"  # operators' signed ack/resolve/suppress, keyed by finding_id
 CREDENTIAL_USES = "credential-uses"  # internal: workflow sessions -> token index, keyed by token_id
+AUDIT_CHECKPOINTS = (
+    "audit-checkpoints"  # signed heads of the decisions' hash chains (docs/audit.md)
+)
 
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 
@@ -23,10 +26,17 @@ class TopicSpec:
     key: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    enforced: tuple[str, ...] = ()
+    """Configs ``tether topics create`` also sets on the topic when it exists already (a
+    documented setting, like the decisions' retention, must take effect when changed)."""
 
 
 def topic_specs(
-    prefix: str = "tether.", partitions: int = 6, *, min_insync_replicas: int = 1
+    prefix: str = "tether.",
+    partitions: int = 6,
+    *,
+    min_insync_replicas: int = 1,
+    decisions_retention_ms: int = SEVEN_DAYS_MS,
 ) -> list[TopicSpec]:
     """Every topic, in the contract's table order (docs/contract.md), then the internal ones.
 
@@ -34,7 +44,13 @@ def topic_specs(
     with ``intents`` and the token table with ``credential-uses``. Every topic gets the same
     ``min.insync.replicas`` (``TETHER_KAFKA__MIN_INSYNC_REPLICAS``): a revocation is no less
     worth keeping than the intent that caused it.
+
+    The decisions (the audit log) and their signed checkpoints are kept
+    ``decisions_retention_ms`` (``TETHER_DECISIONS_RETENTION_MS``; -1: for ever), set on both
+    topics whenever ``tether topics create`` runs. The checkpoints topic has the decisions'
+    partition count: checkpoint ``p`` goes to partition ``p``.
     """
+    audit = {"cleanup.policy": "delete", "retention.ms": str(decisions_retention_ms)}
     specs = [
         TopicSpec(
             f"{prefix}{INTENTS}",
@@ -43,7 +59,13 @@ def topic_specs(
             {"cleanup.policy": "delete", "retention.ms": str(SEVEN_DAYS_MS)},
         ),
         TopicSpec(f"{prefix}{FINDINGS}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
-        TopicSpec(f"{prefix}{DECISIONS}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
+        TopicSpec(
+            f"{prefix}{DECISIONS}",
+            "workflow_id (partition: the workflow's intents partition)",
+            partitions,
+            dict(audit),
+            enforced=("retention.ms",),
+        ),
         TopicSpec(
             f"{prefix}{REVOCATIONS}",
             "<target.kind>:<target.id>",
@@ -68,6 +90,13 @@ def topic_specs(
             "finding_id",
             partitions,
             {"cleanup.policy": "delete", "retention.ms": "-1"},
+        ),
+        TopicSpec(
+            f"{prefix}{AUDIT_CHECKPOINTS}",
+            "decisions partition",
+            partitions,
+            dict(audit),
+            enforced=("retention.ms",),
         ),
     ]
     for spec in specs:

@@ -12,8 +12,8 @@ def test_the_worker_may_join_each_of_its_consumer_groups() -> None:
     grants = acl_grants(settings, Principals("User:worker", "User:agent", "User:gateway"))
     groups = {g.name for g in grants if g.resource == "GROUP" and g.principal == "User:worker"}
     app = settings.group_id
-    # the faust app's group, the registry sync's and the revocation ledger's
-    assert {app, f"{app}.registry", f"{app}.ledger"} <= groups
+    # the faust app's group, the registry sync's, the revocation ledger's, the audit chain's
+    assert {app, f"{app}.registry", f"{app}.ledger", f"{app}.audit"} <= groups
     for g in grants:
         if g.resource == "GROUP" and g.principal != "User:worker":
             assert set(g.operations) == {"DESCRIBE"}  # nobody else may join a worker's group

@@ -11,7 +11,8 @@ default) whatever is not granted here is refused:
   worker's changelogs;
 - the **worker** reads the input topics, writes every output topic, owns its consumer groups
   (``<app id>`` and ``<app id>.registry``) and the topics faust names after the app id (the
-  tables' changelogs, ``<app id>-...``), and reads revocations back (the registry sync);
+  tables' changelogs, ``<app id>-...``), and reads revocations back (the registry sync) and
+  the tail of the decisions topic (its hash chain, group ``<app id>.audit``);
 - a **gateway** (the SDK ``Watcher``, ``tether watch``) only reads revocations. The watcher
   assigns itself every partition and commits nothing, but librdkafka still looks up the
   coordinator of its (random, ``<client id>-<hex>``) group id, which takes Describe on the
@@ -32,6 +33,7 @@ from typing import Final, Literal
 
 from tether.settings import Settings
 from tether.topics import (
+    AUDIT_CHECKPOINTS,
     CREDENTIAL_USES,
     DEADLETTER,
     DECISIONS,
@@ -86,8 +88,12 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
         Grant(worker, "TOPIC", "LITERAL", t(REVOCATIONS), ("READ", "WRITE", *describe)),
         *(
             Grant(worker, "TOPIC", "LITERAL", t(name), ("WRITE", *describe))
-            for name in (FINDINGS, DECISIONS, DEADLETTER)
+            for name in (FINDINGS, DEADLETTER, AUDIT_CHECKPOINTS)
         ),
+        # the decisions' hash chain (docs/audit.md): a worker reads the tail of each decisions
+        # partition it is assigned, to continue its chain, as a consumer of group <app id>.audit
+        Grant(worker, "TOPIC", "LITERAL", t(DECISIONS), ("READ", "WRITE", *describe)),
+        Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.audit", ("READ", "DESCRIBE")),
         # the tables' changelogs, <app id>-sessions-changelog and <app id>-tokens-changelog,
         # which faust creates itself; and any other topic faust names after the app
         Grant(

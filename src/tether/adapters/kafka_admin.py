@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
     AdminClient,
+    AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewTopic,
@@ -16,6 +18,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 from tether.adapters.kafka_config import KafkaConfig, admin_config
 from tether.settings import Settings
 from tether.topics import TopicSpec, topic_specs
+
+_log = logging.getLogger(__name__)
 
 # Existing topics must agree with the spec on these configs: a revocations topic that deletes
 # instead of compacting silently forgets live revocations, so a gateway bootstrapping from it
@@ -124,6 +128,7 @@ def create_topics(
             settings.topic_prefix,
             settings.partitions,
             min_insync_replicas=settings.kafka.min_insync_replicas,
+            decisions_retention_ms=settings.decisions_retention_ms,
         )
     replicas = settings.kafka.replication_factor
     admin = AdminClient(admin_config(settings))
@@ -133,6 +138,7 @@ def create_topics(
         missing = [spec for spec in specs if spec.name not in existing]
         created = _create(admin, missing, replicas, timeout) if missing else []
         partitions, replication = _await_leaders(admin, [spec.name for spec in specs], deadline)
+        _enforce(admin, [s for s in specs if s.name in existing and s.enforced], deadline)
         problems = _partition_mismatches(specs, partitions)
         problems += _replication_shortfalls(specs, replication, replicas)
         problems += _config_mismatches(admin, specs, deadline)
@@ -233,6 +239,39 @@ def _replication_shortfalls(
         for spec in specs
         if replication[spec.name] < replicas
     ]
+
+
+def _enforce(admin: AdminClient, specs: Sequence[TopicSpec], deadline: float) -> None:
+    """Set each spec's ``enforced`` configs on its existing topic where they differ (a changed
+    ``TETHER_DECISIONS_RETENTION_MS`` takes effect on the next ``tether topics create``)."""
+    for spec in specs:
+        configs = _describe(admin, spec.name, deadline)
+        changes = [
+            ConfigEntry(
+                key,
+                spec.config[key],
+                incremental_operation=AlterConfigOpType.SET,
+            )
+            for key in spec.enforced
+            if key in spec.config
+            and (configs[key].value if key in configs else None) != spec.config[key]
+        ]
+        if not changes:
+            continue
+        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=changes)
+        wanted = ", ".join(f"{c.name}={c.value}" for c in changes)
+        try:
+            future = admin.incremental_alter_configs([resource])[resource]
+            future.result(timeout=max(1.0, deadline - time.monotonic()))
+        except (KafkaException, TimeoutError) as exc:  # a worker without AlterConfigs: not fatal
+            _log.warning(
+                "could not set %s on %s (%s): run `tether topics create` as an administrator",
+                wanted,
+                spec.name,
+                _reason(exc) if isinstance(exc, KafkaException) else repr(exc),
+            )
+            continue
+        _log.info("set %s on %s", wanted, spec.name)
 
 
 def _config_mismatches(

@@ -160,6 +160,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
             settings.topic_prefix,
             settings.partitions,
             min_insync_replicas=settings.kafka.min_insync_replicas,
+            decisions_retention_ms=settings.decisions_retention_ms,
         )
         try:
             create_topics(settings, [*specs, coverage_spec(settings)])
