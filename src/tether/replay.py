@@ -74,7 +74,8 @@ class Replayer:
         self.stats = ReplayStats()
         self._started = datetime.now(UTC)
         self._out = Outbox()
-        self._floor = NotAfterFloor()  # a target is never revoked shorter than before
+        # a target is never revoked shorter than before; shared with the monitor's decision log
+        self._floor: NotAfterFloor = monitor.revocations
 
     def feed(self, line: bytes) -> None:
         """One input line (with or without its newline)."""

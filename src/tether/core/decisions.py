@@ -1,0 +1,145 @@
+"""The decision log's last step: what a gateway consulting tether does with each call.
+
+The fold decides what a call *revealed* (its findings, whether a check still waits). Whether a
+gateway lets it through depends on something else: whether any of the call's targets (its
+token, workflow, workload, or a delegation of its chain) is revoked at that moment, by this
+workflow's findings, another workflow's, a completion, the token index or an operator. That is
+read from a ``RevocationView`` when the step's outputs are put together, after the step's own
+revocations were added to the view, so a reader of the outputs in order (a ``Watcher``) and
+the decision always agree.
+
+Time: "at that moment" is the decision's ``evaluated_at`` (processing: event time in replay,
+the wall clock in the worker), compared with each revocation's ``not_after``, exactly as
+``RevocationSet.is_revoked`` compares its clock. A call dated before a revocation was issued,
+but decided after it was, is denied: a gateway asked then would deny it.
+
+Late findings: a finding that names an intent already decided (``credential_reuse`` from the
+token index, ``unknown_workflow`` a grace period after the first call, ``activity_after_completion``
+from a late completion, what a late start re-judges) produces an updated decision for that
+``event_id``, with the finding added and judged again at that moment. ``DecisionLog`` keeps the
+recent decisions for that, bounded in time and count.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+from tether.core import codes as C
+from tether.models.outputs import Decision, Finding
+
+# the token index's findings name two uses: the one flagged is the last of the evidence
+_FLAGGED_LAST: Final = frozenset({C.CREDENTIAL_REUSE, C.CREDENTIAL_SHARED})
+KEEP_MAX: Final = 1 << 17
+"""Decisions kept at most for late findings (the oldest go first): bounds memory under a flood."""
+
+
+class RevocationView(Protocol):
+    """Revocations in force, by target key (``<kind>:<id>``), as far as this process knows.
+
+    The in-process monitor's view is what it issued itself (``tether.core.floor.NotAfterFloor``,
+    the longest ``not_after`` per key: a revocation is never shorter); the streaming worker's
+    adds what every worker published (``streams.ledger.RevocationFloor``). An operator's
+    revocation feeds the same view. Tested in tests/unit/test_decision_log.py.
+    """
+
+    def revoked_until(self, key: str, now: float) -> float | None:
+        """The ``not_after`` of ``key``'s revocation if it is in force at ``now``, else None."""
+        ...
+
+
+def targets(d: Decision) -> list[str]:
+    """The keys a gateway checks for this call."""
+    keys = [f"workflow:{d.workflow_id}", f"workload:{d.workload_id}"]
+    if d.token_id:
+        keys.append(f"token:{d.token_id}")
+    keys.extend(f"delegation:{i}" for i in d.delegation_ids)
+    return keys
+
+
+def judge(d: Decision, view: RevocationView) -> Decision:
+    """``d`` as a gateway would have it at ``d.evaluated_at``: deny when a target is revoked."""
+    now = d.evaluated_at.timestamp()
+    revoked = sorted(k for k in targets(d) if view.revoked_until(k, now) is not None)
+    if revoked:
+        value, reason = "deny", "revoked"
+    elif not d.final:
+        value, reason = "pending", "awaiting_checks"
+    else:
+        value, reason = "allow", None
+    if value == d.decision and reason == d.reason and revoked == d.revoked_targets:
+        return d
+    return d.model_copy(update={"decision": value, "reason": reason, "revoked_targets": revoked})
+
+
+def flagged_event(f: Finding) -> str | None:
+    """The event a finding names as its cause (the use flagged, for the token index's)."""
+    ev = f.evidence
+    if not ev:
+        return None
+    return ev[-1] if f.code in _FLAGGED_LAST else ev[0]
+
+
+class DecisionLog:
+    """Judges each step's decisions and adds the late findings (see the module docstring).
+
+    Memory: the last decision of each intent decided within ``keep_s`` of event time, at most
+    ``KEEP_MAX``; a late finding for one forgotten is still a finding (and its revocation still
+    denies the call's later calls), only without an updated decision.
+    """
+
+    def __init__(self, view: RevocationView, keep_s: float) -> None:
+        self.view = view
+        self.keep_s = keep_s
+        self._last: OrderedDict[str, tuple[float, Decision]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def settle(
+        self, decisions: list[Decision], start: int, findings: Sequence[Finding], t: float
+    ) -> None:
+        """Judge ``decisions[start:]`` (this step's) in place, after adding to them, or to an
+        updated decision appended for an earlier one, the codes of ``findings`` (this step's)
+        that name them. ``t``: the step's event time (for forgetting)."""
+        step = {d.event_id: i for i, d in enumerate(decisions) if i >= start}
+        last = self._last
+        updates: dict[str, Decision] = {}
+        for f in findings:
+            eid = flagged_event(f)
+            if eid is None:
+                continue
+            i = step.get(eid)
+            if i is not None:
+                d = decisions[i]
+                if f.code not in d.findings:
+                    decisions[i] = _with(d, f.code, d.evaluated_at)
+                continue
+            kept = updates.get(eid) or (last[eid][1] if eid in last else None)
+            if kept is None or f.code in kept.findings:
+                continue
+            updates[eid] = _with(kept, f.code, f.detected_at)
+        decisions.extend(updates.values())
+        for i in range(start, len(decisions)):
+            d = decisions[i]
+            prior = last.pop(d.event_id, None)
+            if prior is not None and not set(prior[1].findings) <= set(d.findings):
+                d = d.model_copy(update={"findings": sorted({*d.findings, *prior[1].findings})})
+            d = judge(d, self.view)
+            decisions[i] = d
+            last[d.event_id] = (t, d)
+        self._forget(t)
+
+    def _forget(self, t: float) -> None:
+        last = self._last
+        horizon = t - self.keep_s
+        while last:
+            eid, (when, _) = next(iter(last.items()))
+            if when >= horizon and len(last) <= KEEP_MAX:
+                break
+            del last[eid]
+
+
+def _with(d: Decision, code: str, at: object) -> Decision:
+    return d.model_copy(update={"findings": sorted({*d.findings, code}), "evaluated_at": at})
