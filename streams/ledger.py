@@ -113,6 +113,12 @@ class RevocationFloor:
                     del self._until[old]
             return current
 
+    def revoked_until(self, key: str, now: float) -> float | None:
+        """The longest ``not_after`` known for ``key`` if in force at ``now`` (the worker's
+        revocation view for its decision log, ``tether.core.decisions.RevocationView``)."""
+        until = self._until.get(key)  # one dict read: atomic under the GIL
+        return until if until is not None and now < until else None
+
     def at_least(self, rev: Revocation) -> Revocation:
         """``rev``, its ``not_after`` raised to the floor of its key (and noted)."""
         until = rev.not_after.timestamp()

@@ -19,6 +19,7 @@ from typing import Any
 from tether.adapters.kafka_publisher import Entry
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
+from tether.core.decisions import DecisionLog
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.core.violations import ts
 from tether.models.codec import Rejected, dead_letter, decode_event, encode
@@ -96,6 +97,8 @@ class Worker:
         self.signed_for_ledger: LocalSignatures | None = None  # and to the revocation ledger
         # a key's revocation is never published shorter than this process knows it was
         self.floor = RevocationFloor()
+        # each step's decisions are judged against it: deny once a call's target is revoked
+        self.decision_log = DecisionLog(self.floor, keep_s=max(4 * settings.grace_s, 60.0))
         self.worker_id = worker_id
         # outputs at once, the state they left once per epoch, after them (streams.epochs)
         self.epochs = StateEpochs((sessions, tokens), publisher.send, settings.state_epoch_ms)
@@ -337,6 +340,8 @@ class Worker:
         self._collect_findings(out.findings, batch)
         at_least = self.floor.at_least
         batch.unsigned.extend(at_least(r) for r in out.revocations)
+        if out.decisions or out.findings:  # after the step's revocations joined the view
+            self.decision_log.settle(out.decisions, 0, out.findings, self.engine.watermark)
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 

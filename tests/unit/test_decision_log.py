@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
-from builders import T0, call, completed, delegate, parse, started, wl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from builders import T0, call, completed, delegate, parse, started, wl
 from scenarios import run
 from sdk_helpers import FakeClock
-
 from tether.core import Context, DetectionConfig, Monitor
 from tether.core.decisions import DecisionLog, judge
 from tether.core.floor import NotAfterFloor

@@ -824,7 +824,7 @@ def _policy_violation(
     )
 
 
-def _decision(  # noqa: PLR0913  # the call, what was found, and when
+def _decision(  # the call, what was found, and when
     s: Session,
     event: ToolCallIntent,
     verdict: Verdict,
@@ -854,7 +854,7 @@ def _decision(  # noqa: PLR0913  # the call, what was found, and when
         source=trust.source if trust is not None else None,
         credential_verified=trust.credential_verified if trust is not None else None,
         reason=None if final else "awaiting_checks",
-        token_id=cred.token_id if cred is not None else None,
+        token_id=cred.token_id,
         delegation_ids=list(ids),
         final=final,
     )
