@@ -30,6 +30,7 @@ from .ledger import RevocationLedger
 from .outputs import Publisher, routed
 from .recovery import FastRecovery
 from .registry_sync import LocalSignatures, RegistrySync
+from .revocation_view import revocation_view
 from .tables import TableStore
 from .worker import Worker
 
@@ -203,6 +204,10 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
             local=LocalSignatures(capacity=10_000),  # bounded: others are verified
         )
         worker.signed_for_ledger = ledger.local  # what this worker signed needs no verification
+    # every worker's revocations, for the decision log (streams.revocation_view)
+    view = revocation_view(
+        settings, parts.verifier(), worker.floor, client_id=f"{settings.group_id}.view"
+    )
     recovery = FastRecovery(tables, {"sessions": load_session, "tokens": load_token})
     faust_fixes.attach_intake(app, intake)
     faust_fixes.attach_input(app, fetcher)
@@ -229,6 +234,7 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         sync.stop()
         if ledger is not None:
             ledger.stop()
+        view.stop()
         routine.stop(timeout=10)
         alerts.stop(timeout=10)
         worker.signing.close()
@@ -245,6 +251,7 @@ def build(settings: Settings, parts: WorkerParts | None = None) -> tuple[faust.A
         sync.start()
         if ledger is not None:
             ledger.start()
+        view.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:
