@@ -59,6 +59,7 @@ class _Alarms:
     seen: int = 0  # revocations in the step's outbox already looked at
     findings: int = 0  # findings in the outbox already looked at
     sent: list[asyncio.Future[None]] = field(default_factory=list)  # their publications
+    raised: list[Finding] = field(default_factory=list)  # the findings sent (for the decisions)
 
 
 class Worker:
@@ -152,7 +153,7 @@ class Worker:
         self.engine.advance(self.watermarks.current(), now, out, uses, limit=FIRE_MAX)
         if self.engine.watermark > before:
             self._advanced_at = monotonic()
-        self._collect(out, batch)
+        self._collect(out, batch, alarms.raised)
         self._collect_uses(uses, batch)
         return self._commit(batch, early=alarms.sent, budget=alarms.budget)
 
@@ -170,6 +171,7 @@ class Worker:
             if tokens is not None:
                 alarm = Batch()
                 self._collect_findings(out.findings[alarms.findings :], alarm)
+                alarms.raised.extend(out.findings[alarms.findings :])
                 del out.findings[alarms.findings :]
                 alarm.records.extend(self._signed(here, tokens))
                 alarms.sent.append(self.publisher.send_now(alarm))
@@ -325,7 +327,8 @@ class Worker:
         record = dead_letter(data, why, source, now)
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
 
-    def _collect(self, out: Outbox, batch: Batch) -> None:
+    def _collect(self, out: Outbox, batch: Batch, raised: Sequence[Finding] = ()) -> None:
+        """Add the step's outputs to ``batch``; ``raised``: its findings already sent."""
         for f in out.failures:  # an earlier event's due checks (or a use) failed: the core's
             ev = f.event  # report, dead-lettered like any record it could not process
             eid = ev.event_id if ev is not None else None
@@ -340,8 +343,9 @@ class Worker:
         self._collect_findings(out.findings, batch)
         at_least = self.floor.at_least
         batch.unsigned.extend(at_least(r) for r in out.revocations)
-        if out.decisions or out.findings:  # after the step's revocations joined the view
-            self.decision_log.settle(out.decisions, 0, out.findings, self.engine.watermark)
+        if out.decisions or out.findings or raised:  # after the step's revocations joined the view
+            findings = [*raised, *out.findings] if raised else out.findings
+            self.decision_log.settle(out.decisions, 0, findings, self.engine.watermark)
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 
