@@ -380,3 +380,19 @@ def test_final_decisions_are_consistent_in_any_order_and_with_duplicates(data: A
     assert all(d.final for d in last.values())
     # and in that order the log is what a gateway fed the same output answers, call by call
     compare_with_watcher([orjson.dumps(e.model_dump(mode="json", exclude_none=True)) for e in fed])
+
+
+def test_another_workflows_finding_naming_the_same_event_id_leaves_the_decision_alone() -> None:
+    # event ids are unique within a workflow only: an intruder reusing a victim's event id in
+    # a workflow of its own raises findings there, never on the victim's decision
+    log = _log(
+        [
+            started("victim", "planner", "jti-v", t=0),
+            call("victim", "planner", "jti-v", t=1, eid="x1"),
+            # a delegation in a workflow never started: unknown_workflow names x1
+            delegate("rogue", "alpha", "beta", "jti-r", t=2, eid="x1"),
+            call("victim", "planner", "jti-v", t=30),
+        ]
+    )
+    victim = [d for d in log if d.event_id == "x1"]
+    assert [(d.workflow_id, d.decision, d.findings) for d in victim] == [("victim", "allow", [])]

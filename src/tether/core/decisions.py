@@ -92,7 +92,8 @@ class DecisionLog:
     def __init__(self, view: RevocationView, keep_s: float) -> None:
         self.view = view
         self.keep_s = keep_s
-        self._last: OrderedDict[str, tuple[float, Decision]] = OrderedDict()
+        # (workflow_id, event_id) -> (event time it was kept at, its last decision)
+        self._last: OrderedDict[tuple[str, str], tuple[float, Decision]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._last)
@@ -103,32 +104,35 @@ class DecisionLog:
         """Judge ``decisions[start:]`` (this step's) in place, after adding to them, or to an
         updated decision appended for an earlier one, the codes of ``findings`` (this step's)
         that name them. ``t``: the step's event time (for forgetting)."""
-        step = {d.event_id: i for i, d in enumerate(decisions) if i >= start}
+        step = {_key(d): i for i, d in enumerate(decisions) if i >= start}
         last = self._last
-        updates: dict[str, Decision] = {}
+        updates: dict[tuple[str, str], Decision] = {}
         for f in findings:
             eid = flagged_event(f)
             if eid is None:
                 continue
-            i = step.get(eid)
+            # event ids are unique within a workflow only: another workflow's finding that
+            # names the same id must not touch this call's decision
+            key = (f.workflow_id, eid)
+            i = step.get(key)
             if i is not None:
                 d = decisions[i]
                 if f.code not in d.findings:
                     decisions[i] = _with(d, f.code, d.evaluated_at)
                 continue
-            kept = updates.get(eid) or (last[eid][1] if eid in last else None)
+            kept = updates.get(key) or (last[key][1] if key in last else None)
             if kept is None or f.code in kept.findings:
                 continue
-            updates[eid] = _with(kept, f.code, f.detected_at)
+            updates[key] = _with(kept, f.code, f.detected_at)
         decisions.extend(updates.values())
         for i in range(start, len(decisions)):
             d = decisions[i]
-            prior = last.pop(d.event_id, None)
+            prior = last.pop(_key(d), None)
             if prior is not None and not set(prior[1].findings) <= set(d.findings):
                 d = d.model_copy(update={"findings": sorted({*d.findings, *prior[1].findings})})
             d = judge(d, self.view)
             decisions[i] = d
-            last[d.event_id] = (t, d)
+            last[_key(d)] = (t, d)
         self._forget(t)
 
     def _forget(self, t: float) -> None:
@@ -139,6 +143,10 @@ class DecisionLog:
             if when >= horizon and len(last) <= KEEP_MAX:
                 break
             del last[eid]
+
+
+def _key(d: Decision) -> tuple[str, str]:
+    return d.workflow_id, d.event_id
 
 
 def _with(d: Decision, code: str, at: object) -> Decision:
