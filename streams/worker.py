@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,7 +99,8 @@ class Worker:
         self.signed_for_ledger: LocalSignatures | None = None  # and to the revocation ledger
         # a key's revocation is never published shorter than this process knows it was
         self.floor = RevocationFloor()
-        # each step's decisions are judged against it: deny once a call's target is revoked
+        # each step's decisions are judged against it: deny once a call's target is revoked;
+        # decisions are kept for late findings keep_s of processing time (see _collect)
         self.decision_log = DecisionLog(self.floor, keep_s=max(4 * settings.grace_s, 60.0))
         self.worker_id = worker_id
         # outputs at once, the state they left once per epoch, after them (streams.epochs)
@@ -345,7 +347,9 @@ class Worker:
         batch.unsigned.extend(at_least(r) for r in out.revocations)
         if out.decisions or out.findings or raised:  # after the step's revocations joined the view
             findings = [*raised, *out.findings] if raised else out.findings
-            self.decision_log.settle(out.decisions, 0, findings, self.engine.watermark)
+            # kept by processing time: the token index's findings come back through a topic,
+            # however far event time moved meanwhile (a backlog is read in big strides)
+            self.decision_log.settle(out.decisions, 0, findings, time.time())
         for d in out.decisions:
             batch.add(self.topics[DECISIONS], d.workflow_id.encode(), encode(d))
 
