@@ -33,6 +33,7 @@ from tether.models.outputs import Decision, Finding
 _FLAGGED_LAST: Final = frozenset({C.CREDENTIAL_REUSE, C.CREDENTIAL_SHARED})
 KEEP_MAX: Final = 1 << 17
 """Decisions kept at most for late findings (the oldest go first): bounds memory under a flood."""
+_FORGET_EVERY: Final = 256
 
 
 class RevocationView(Protocol):
@@ -61,8 +62,10 @@ def targets(d: Decision) -> list[str]:
 def judge(d: Decision, view: RevocationView) -> Decision:
     """``d`` as a gateway would have it at ``d.evaluated_at``: deny when a target is revoked."""
     now = d.evaluated_at.timestamp()
-    revoked = sorted(k for k in targets(d) if view.revoked_until(k, now) is not None)
+    until = view.revoked_until
+    revoked = [k for k in targets(d) if until(k, now) is not None]
     if revoked:
+        revoked.sort()
         value, reason = "deny", "revoked"
     elif not d.final:
         value, reason = "pending", "awaiting_checks"
@@ -94,6 +97,7 @@ class DecisionLog:
         self.keep_s = keep_s
         # (workflow_id, event_id) -> (event time it was kept at, its last decision)
         self._last: OrderedDict[tuple[str, str], tuple[float, Decision]] = OrderedDict()
+        self._steps = 0  # since the last _forget
 
     def __len__(self) -> int:
         return len(self._last)
@@ -104,9 +108,9 @@ class DecisionLog:
         """Judge ``decisions[start:]`` (this step's) in place, after adding to them, or to an
         updated decision appended for an earlier one, the codes of ``findings`` (this step's)
         that name them. ``t``: the step's event time (for forgetting)."""
-        step = {_key(d): i for i, d in enumerate(decisions) if i >= start}
         last = self._last
         updates: dict[tuple[str, str], Decision] = {}
+        step = {_key(decisions[i]): i for i in range(start, len(decisions))} if findings else {}
         for f in findings:
             eid = flagged_event(f)
             if eid is None:
@@ -125,17 +129,25 @@ class DecisionLog:
                 continue
             updates[key] = _with(kept, f.code, f.detected_at)
         decisions.extend(updates.values())
+        view = self.view
         for i in range(start, len(decisions)):
             d = decisions[i]
-            prior = last.pop(_key(d), None)
-            if prior is not None and not set(prior[1].findings) <= set(d.findings):
-                d = d.model_copy(update={"findings": sorted({*d.findings, *prior[1].findings})})
-            d = judge(d, self.view)
+            key = (d.workflow_id, d.event_id)
+            prior = last.pop(key, None)
+            if prior is not None:  # a pending decision, or an update: its findings stay
+                had = prior[1].findings
+                if had and not set(had) <= set(d.findings):
+                    d = d.model_copy(update={"findings": sorted({*d.findings, *had})})
+            d = judge(d, view)
             decisions[i] = d
-            last[_key(d)] = (t, d)
-        self._forget(t)
+            last[key] = (t, d)
+        self._steps += 1
+        if self._steps >= _FORGET_EVERY or len(last) > KEEP_MAX:
+            self._steps = 0
+            self._forget(t)
 
     def _forget(self, t: float) -> None:
+        """Drop what is older than ``keep_s`` (every ``_FORGET_EVERY`` steps: amortized O(1))."""
         last = self._last
         horizon = t - self.keep_s
         while last:
