@@ -151,10 +151,11 @@ class DecisionLog:
         last = self._last
         horizon = t - self.keep_s
         while last:
-            eid, (when, _) = next(iter(last.items()))
-            if when >= horizon and len(last) <= KEEP_MAX:
+            key, kept = last.popitem(last=False)
+            if kept[0] >= horizon and len(last) < KEEP_MAX:
+                last[key] = kept  # the oldest is still wanted: back in front, and done
+                last.move_to_end(key, last=False)
                 break
-            del last[eid]
 
 
 def _key(d: Decision) -> tuple[str, str]:
