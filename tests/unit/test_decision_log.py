@@ -135,11 +135,14 @@ def test_a_call_in_a_never_started_workflow_is_pending_then_decided_with_its_fin
         "awaiting_checks",
         False,
     )
-    last = finals(log)["c1"]
-    assert last.final
-    assert "unknown_workflow" in last.findings
-    # unknown_workflow only alerts by default: a gateway lets the call through
-    assert last.decision == "allow"
+    last = finals(log)
+    assert len(last) == 2
+    for d in last.values():  # every call of the workflow says why no policy decided it
+        assert d.final
+        assert d.findings == ["unknown_workflow"]
+        assert d.policy_ids == []
+        # unknown_workflow only alerts by default: a gateway lets the call through
+        assert d.decision == "allow"
 
 
 def test_a_never_started_workflow_tuned_to_quarantine_is_pending_then_denied() -> None:
@@ -396,3 +399,21 @@ def test_another_workflows_finding_naming_the_same_event_id_leaves_the_decision_
     )
     victim = [d for d in log if d.event_id == "x1"]
     assert [(d.workflow_id, d.decision, d.findings) for d in victim] == [("victim", "allow", [])]
+
+
+def test_a_revocation_issued_beside_the_monitor_feeds_its_decisions() -> None:
+    """The port an operator's revocation (or the source gate's) takes: noted into the view, it
+    denies the calls it names from then on, and is never republished shorter."""
+    from sdk_helpers import revocation
+
+    mon = Monitor(Context(DetectionConfig()))
+    mon.process(parse(started(W, "planner", "jti-p", t=0)))
+    by_hand = [revocation("workload", wl("planner"), lasts=3600, start=T0)]
+    mon.note_revocations(by_hand)
+    out = mon.process(parse(call(W, "planner", "jti-p", t=1, eid="after")))
+    assert [(d.decision, d.revoked_targets) for d in out.decisions] == [
+        ("deny", [f"workload:{wl('planner')}"])
+    ]
+    shorter = [revocation("workload", wl("planner"), lasts=60, start=T0)]
+    mon.note_revocations(shorter)
+    assert shorter[0].not_after == by_hand[0].not_after

@@ -664,7 +664,13 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         if type(event) is ToolCallIntent and cfg.emit_decisions and decide:
             out.decisions.append(_decision(s, event, verdict, outcome, now, final=False))
     elif type(event) is ToolCallIntent and cfg.emit_decisions and decide:
-        out.decisions.append(_decision(s, event, verdict, outcome, now, final=True))
+        start = s.started
+        # a call in a workflow never started (by its time): every such call's decision says so,
+        # though the finding is raised once, on the first (it is why no policy decided)
+        unknown = (start is None or start.started_at > t) and cfg.enabled(C.UNKNOWN_WORKFLOW)
+        out.decisions.append(
+            _decision(s, event, verdict, outcome, now, final=True, unknown=unknown)
+        )
 
 
 def _pending_full(s: Session, size: int, cfg: DetectionConfig) -> bool:
@@ -832,10 +838,14 @@ def _decision(  # the call, what was found, and when
     now: Stamp,
     *,
     final: bool,
+    unknown: bool = False,
 ) -> Decision:
     """The call's decision as the fold sees it: its findings and targets. Whether a gateway lets
     it through (a target revoked) is for the driver to judge (``tether.core.decisions``)."""
-    codes = sorted({v.code for v in verdict.violations})
+    found = {v.code for v in verdict.violations}
+    if unknown:
+        found.add(C.UNKNOWN_WORKFLOW)
+    codes = sorted(found)
     trust = event.trust
     cred = event.credential
     workload = event.agent.workload_id
