@@ -39,7 +39,7 @@ SERVICES_ENV := TETHER_KAFKA_BOOTSTRAP=$${TETHER_KAFKA_BOOTSTRAP:-127.0.0.1:$(TE
 MYPY_TARGETS = $(foreach d,src streams,$(if $(shell find $(d) -name '*.py' 2>/dev/null | head -n 1),$(d)))
 
 .DEFAULT_GOAL := help
-.PHONY: soak faults-net
+.PHONY: soak faults-net decisions-e2e
 browser:  ## Debian's chromium + chromium-driver for the console's browser test
 	bash scripts/browser.sh
 
@@ -74,6 +74,10 @@ unit: venv
 
 integration: venv services browser
 	$(SERVICES_ENV) $(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# The decision log against a gateway's Watcher through a real worker (~15-40 s, not in `make test`).
+decisions-e2e: venv services
+	$(SERVICES_ENV) TETHER_DECISIONS_E2E=1 $(BIN)/pytest tests/integration/test_decisions_enforcement.py $(PYTEST_ARGS)
 
 # The fast fault-injection variants run in `make test`; their long versions only here. Figures
 # are printed at the end and written to tests/fault/out/ (docs/RELIABILITY.md).

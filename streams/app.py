@@ -34,6 +34,7 @@ from .observe import WorkerObserver
 from .outputs import Publisher, routed
 from .recovery import FastRecovery
 from .registry_sync import LocalSignatures, RegistrySync
+from .revocation_view import revocation_view
 from .tables import TableStore
 from .worker import Worker
 
@@ -219,6 +220,10 @@ def build(  # noqa: PLR0915  # one place wires the app
             local=LocalSignatures(capacity=10_000),  # bounded: others are verified
         )
         worker.signed_for_ledger = ledger.local  # what this worker signed needs no verification
+    # every worker's revocations, for the decision log (streams.revocation_view)
+    view = revocation_view(
+        settings, parts.verifier(), worker.floor, client_id=f"{settings.group_id}.view"
+    )
     recovery = FastRecovery(tables, {"sessions": load_session, "tokens": load_token})
     observer = WorkerObserver(settings, worker, tables_ready=ready, health=health)
     observer.readers(recovery, sync)
@@ -255,6 +260,7 @@ def build(  # noqa: PLR0915  # one place wires the app
         sync.stop()
         if ledger is not None:
             ledger.stop()
+        view.stop()
         routine.stop(timeout=10)
         alerts.stop(timeout=10)
         worker.signing.close()
@@ -271,6 +277,7 @@ def build(  # noqa: PLR0915  # one place wires the app
         sync.start()
         if ledger is not None:
             ledger.start()
+        view.start()
 
     @app.timer(interval=settings.tick_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _backstop() -> None:

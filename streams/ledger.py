@@ -133,32 +133,54 @@ class RevocationFloor:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._until: dict[str, float] = {}
+        self._issued: dict[str, float] = {}  # the latest issued_at noted per key (for lift)
         self._expiry: list[tuple[float, str]] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._until)
 
-    def note(self, key: str, until: float) -> float:
-        """``key`` was published until ``until``; returns the floor for it now."""
+    def note(self, key: str, until: float, issued: float = -math.inf) -> float:
+        """``key`` was published until ``until`` (issued at ``issued``); returns the floor for
+        it now."""
         with self._lock:
             current = self._until.get(key)
             if current is None or until > current:
                 self._until[key] = until
                 heapq.heappush(self._expiry, (until, key))
                 current = until
+            if issued > self._issued.get(key, -math.inf):
+                self._issued[key] = issued
             now = self._clock()
             heap = self._expiry
             while heap and heap[0][0] < now:
                 t, old = heapq.heappop(heap)
                 if self._until.get(old) == t:
                     del self._until[old]
+                    self._issued.pop(old, None)
             return current
+
+    def lift(self, key: str, at: float) -> bool:
+        """An operator's verified reinstatement of ``key`` at ``at``: forget the key's floor
+        unless a revocation issued after ``at`` was noted (a later violation stays in force).
+        Returns whether it was lifted."""
+        with self._lock:
+            if key not in self._until or self._issued.get(key, -math.inf) > at:
+                return False
+            del self._until[key]
+            self._issued.pop(key, None)
+            return True
+
+    def revoked_until(self, key: str, now: float) -> float | None:
+        """The longest ``not_after`` known for ``key`` if in force at ``now`` (the worker's
+        revocation view for its decision log, ``tether.core.decisions.RevocationView``)."""
+        until = self._until.get(key)  # one dict read: atomic under the GIL
+        return until if until is not None and now < until else None
 
     def at_least(self, rev: Revocation) -> Revocation:
         """``rev``, its ``not_after`` raised to the floor of its key (and noted)."""
         until = rev.not_after.timestamp()
-        floor = self.note(rev.target.key, until)
+        floor = self.note(rev.target.key, until, rev.issued_at.timestamp())
         if floor <= until:
             return rev
         return rev.model_copy(update={"not_after": datetime.fromtimestamp(floor, UTC)})
@@ -214,11 +236,13 @@ class LedgerState:
             before = held.dead_at()
             if isinstance(record, Reinstatement):
                 held.reinstate(record, value or b"")
-            else:
-                t = record.not_after.timestamp()
                 if self._floor is not None:
-                    self._floor.note(record.target.key, t)
-                held.add(record.issued_at.timestamp(), t, value or b"")
+                    self._floor.lift(record.target.key, record.issued_at.timestamp())
+            else:
+                t, issued = record.not_after.timestamp(), record.issued_at.timestamp()
+                if self._floor is not None:
+                    self._floor.note(record.target.key, t, issued)
+                held.add(issued, t, value or b"")
             if held.dead_at() != before:
                 heapq.heappush(part.expiry, (held.dead_at(), key))
         if held is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 from tether.adapters.kafka_publisher import Entry
 from tether.core import Context, Outbox
 from tether.core.credentials import CredentialUse
+from tether.core.decisions import DecisionLog
 from tether.core.engine import TokenIndex, WorkflowEngine
 from tether.core.violations import ts
 from tether.metrics import (
@@ -79,6 +81,7 @@ class _Alarms:
     seen: int = 0  # revocations in the step's outbox already looked at
     findings: int = 0  # findings in the outbox already looked at
     sent: list[asyncio.Future[None]] = field(default_factory=list)  # their publications
+    raised: list[Finding] = field(default_factory=list)  # the findings sent (for the decisions)
 
 
 class Worker:
@@ -125,6 +128,9 @@ class Worker:
         self.signed_for_ledger: LocalSignatures | None = None  # and to the revocation ledger
         # a key's revocation is never published shorter than this process knows it was
         self.floor = RevocationFloor()
+        # each step's decisions are judged against it: deny once a call's target is revoked;
+        # decisions are kept for late findings keep_s of processing time (see _collect)
+        self.decision_log = DecisionLog(self.floor, keep_s=max(4 * settings.grace_s, 60.0))
         self.worker_id = worker_id
         # outputs at once, the state they left once per epoch, after them (streams.epochs)
         self.epochs = StateEpochs((sessions, tokens), publisher.send, settings.state_epoch_ms)
@@ -183,7 +189,7 @@ class Worker:
         self.engine.advance(self.watermarks.current(), now, out, uses, limit=FIRE_MAX)
         if self.engine.watermark > before:
             self._advanced_at = monotonic()
-        self._collect(out, batch)
+        self._collect(out, batch, alarms.raised)
         self._collect_uses(uses, batch)
         done = self._commit(batch, early=alarms.sent, budget=alarms.budget)
         if oldest < horizon:  # one observation per batch: its oldest record's wait
@@ -204,6 +210,7 @@ class Worker:
             if tokens is not None:
                 alarm = Batch()
                 self._collect_findings(out.findings[alarms.findings :], alarm)
+                alarms.raised.extend(out.findings[alarms.findings :])
                 del out.findings[alarms.findings :]
                 alarm.records.extend(self._signed(here, tokens))
                 alarms.sent.append(self.publisher.send_now(alarm))
@@ -370,7 +377,8 @@ class Worker:
         record = dead_letter(data, why, source, now)
         batch.add(self.topics[DEADLETTER], rec.key, encode(record))
 
-    def _collect(self, out: Outbox, batch: Batch) -> None:
+    def _collect(self, out: Outbox, batch: Batch, raised: Sequence[Finding] = ()) -> None:
+        """Add the step's outputs to ``batch``; ``raised``: its findings already sent."""
         for f in out.failures:  # an earlier event's due checks (or a use) failed: the core's
             ev = f.event  # report, dead-lettered like any record it could not process
             eid = ev.event_id if ev is not None else None
@@ -386,6 +394,11 @@ class Worker:
         self._collect_findings(out.findings, batch)
         at_least = self.floor.at_least
         batch.unsigned.extend(at_least(r) for r in out.revocations)
+        if out.decisions or out.findings or raised:  # after the step's revocations joined the view
+            findings = [*raised, *out.findings] if raised else out.findings
+            # kept by processing time: the token index's findings come back through a topic,
+            # however far event time moved meanwhile (a backlog is read in big strides)
+            self.decision_log.settle(out.decisions, 0, findings, time.time())
         topic, audit = self.topics[DECISIONS], self.audit
         for d in out.decisions:
             if audit is None:

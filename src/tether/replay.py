@@ -76,7 +76,8 @@ class Replayer:
         self.stats = ReplayStats()
         self._started = datetime.now(UTC)
         self._out = Outbox()
-        self._floor = NotAfterFloor()  # a target is never revoked shorter than before
+        # a target is never revoked shorter than before; shared with the monitor's decision log
+        self._floor: NotAfterFloor = monitor.revocations
         # decisions linked in one hash chain (partition 0), verifiable with tether audit verify
         self._chain = ChainHeads() if chain else None
         if self._chain is not None:

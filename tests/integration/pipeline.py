@@ -234,8 +234,12 @@ def identity(records: dict[str, list[dict[str, Any]]]) -> dict[str, frozenset[An
             (r["revocation_id"], r["reason"], r["target"]["kind"], r["target"]["id"])
             for r in records["revocations"]
         ),
+        # the last decision per intent, without its value: allow or deny is what a gateway
+        # does at the moment of the decision (docs/contract.md, Decision), which is event
+        # time in replay and the wall clock in the worker
         "decisions": frozenset(
-            (d["event_id"], d["decision"], tuple(d["findings"])) for d in records["decisions"]
+            (d["event_id"], d["final"], tuple(d["findings"]))
+            for d in {d["event_id"]: d for d in records["decisions"]}.values()
         ),
         "deadletter": frozenset(d["reason"] for d in records["deadletter"]),
     }

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ledger import LedgerState
+from streams.ledger import LedgerState, RevocationFloor
 from tether.models.outputs import Reinstatement, Revocation, Target
 
 NOW = 1_800_000_000.0
@@ -159,3 +159,16 @@ def test_what_compaction_keeps_answers_like_the_whole_log(
         assert orjson.loads(kept)["r"][1] == max(u for _i, u in standing)
     elif lift is not None:
         assert kept == reinstate(lift)
+
+
+def test_the_revocation_floor_is_lifted_by_a_reinstatement_but_keeps_a_later_revocation() -> None:
+    """The worker's decisions read its RevocationFloor: a reinstated target is allowed again,
+    and a revocation issued after the reinstatement stays in force (issue 22, item 3 x 2)."""
+    floor = RevocationFloor(clock=lambda: 1_000.0)
+    floor.note("token:jti-p", 5_000.0, 1_000.0)
+    assert floor.revoked_until("token:jti-p", 1_500.0) == 5_000.0
+    assert floor.lift("token:jti-p", 1_200.0)
+    assert floor.revoked_until("token:jti-p", 1_500.0) is None
+    floor.note("token:jti-p", 4_000.0, 1_300.0)  # a later violation revokes again
+    assert not floor.lift("token:jti-p", 1_250.0)  # a reinstatement older than it lifts nothing
+    assert floor.revoked_until("token:jti-p", 1_500.0) == 4_000.0

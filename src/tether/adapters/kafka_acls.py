@@ -107,6 +107,8 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
         Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.registry", ("READ", "DESCRIBE")),
         # the revocation ledger (streams/ledger.py) reads the revocations topic in a group of its own
         Grant(worker, "GROUP", "LITERAL", f"{settings.group_id}.ledger", ("READ", "DESCRIBE")),
+        # its revocation view (streams/revocation_view.py) is a watcher: a group never joined
+        Grant(worker, "GROUP", "PREFIXED", f"{settings.group_id}.view", ("DESCRIBE",)),
         Grant(gateway, "TOPIC", "LITERAL", t(REVOCATIONS), ("READ", "DESCRIBE")),
         *(
             Grant(gateway, "GROUP", "PREFIXED", group, ("DESCRIBE",))

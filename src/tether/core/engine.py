@@ -13,10 +13,13 @@ from collections.abc import MutableMapping
 from datetime import datetime
 
 from tether.core.credentials import CredentialUse, observe
+from tether.core.decisions import DecisionLog
+from tether.core.floor import NotAfterFloor
 from tether.core.fold import Context, fire_due, fold, wake_at
 from tether.core.sharing import next_review, note, review, settle_s, shares_credentials
 from tether.core.violations import Failure, Outbox, Stamp
 from tether.models.events import InputEvent
+from tether.models.outputs import Revocation
 from tether.models.session import Session, TokenState
 
 _INF = float("inf")
@@ -201,6 +204,11 @@ class WorkflowEngine:
         with every reschedule; rebuilding once it is twice the live size is amortized O(1)."""
         self._heap = [(wake, wf) for wf, wake in self._scheduled.items()]
         heapq.heapify(self._heap)
+
+
+def _marks(out: Outbox) -> tuple[int, int, int]:
+    """Where this step's revocations, findings and decisions begin in ``out``."""
+    return len(out.revocations), len(out.findings), len(out.decisions)
 
 
 def _seconds(stamp: Stamp) -> float:
@@ -408,6 +416,14 @@ class Monitor:
         self._uses: list[CredentialUse] = []
         lead = ctx.cfg.watermark_lead_s
         self.guard = LeadGuard(lead) if lead is not None else None
+        # what this monitor revoked (the longest not_after per target): the decision log's view
+        self.revocations = NotAfterFloor()
+        cfg = ctx.cfg
+        self.decisions = (
+            DecisionLog(self.revocations, keep_s=max(4 * cfg.grace_s, 60.0))
+            if cfg.emit_decisions
+            else None
+        )
 
     @property
     def sessions(self) -> MutableMapping[str, Session]:
@@ -437,6 +453,7 @@ class Monitor:
         before = self.workflows.watermark
         guard = self.guard
         ceiling = guard.ceiling(event.t, event.workflow_id) if guard is not None else _INF
+        marks = _marks(out) if self.decisions is not None else None
         self.workflows.process(event, now, out, uses, ceiling=ceiling)
         if uses:
             self._route(uses, now, out)
@@ -447,6 +464,8 @@ class Monitor:
             if index.next_decision < wm:
                 index.decide(wm, now if now is not None else wm, out)
             index.expire(wm, now, out)
+        if marks is not None:
+            self._settle(out, marks, now)
 
     def advance(self, watermark: float, now: datetime | None = None) -> Outbox:
         """Move event time forward without an event."""
@@ -457,6 +476,8 @@ class Monitor:
         wm = self.workflows.watermark
         self.index.decide(wm, now if now is not None else wm, out)
         self.index.expire(wm, now, out)
+        if self.decisions is not None:
+            self._settle(out, (0, 0, 0), now)
         return out
 
     def flush(self, now: datetime | None = None) -> Outbox:
@@ -470,7 +491,32 @@ class Monitor:
         if wf.watermark > -_INF or wf.latest > -_INF:
             horizon = max(wf.watermark, wf.latest) + settle_s(self.ctx.cfg) + 1e-3
             self.index.decide(horizon, now if now is not None else wf.watermark, out)
+        if self.decisions is not None:
+            self._settle(out, (0, 0, 0), now)
         return out
+
+    def note_revocations(self, revocations: list[Revocation], now: datetime | None = None) -> None:
+        """Revocations issued beside the monitor (the source gate's, an operator's): from now on
+        the decision log denies the calls they name, and none of them is republished shorter.
+        Each is replaced by itself with its ``not_after`` raised to the longest known."""
+        at = _seconds(now) if now is not None else self.workflows.watermark
+        floor = self.revocations
+        revocations[:] = [floor.at_least(r, at) for r in revocations]
+
+    def _settle(self, out: Outbox, marks: tuple[int, int, int], now: datetime | None) -> None:
+        """The step's revocations join the view (never shorter), then its decisions are judged
+        against it (``tether.core.decisions``)."""
+        log = self.decisions
+        assert log is not None  # noqa: S101  # called only with decisions on
+        r0, f0, d0 = marks
+        wm = self.workflows.watermark
+        revs = out.revocations
+        if len(revs) > r0:
+            at = _seconds(now) if now is not None else wm
+            floor = self.revocations
+            revs[r0:] = [floor.at_least(r, at) for r in revs[r0:]]
+        if len(out.decisions) > d0 or len(out.findings) > f0:
+            log.settle(out.decisions, d0, out.findings[f0:], wm)
 
     def _route(self, uses: list[CredentialUse], now: datetime | None, out: Outbox) -> None:
         if not uses:

@@ -52,3 +52,9 @@ class NotAfterFloor:
             t, key = heapq.heappop(heap)
             if self._until.get(key) == t:
                 del self._until[key]
+
+    def revoked_until(self, key: str, now: float) -> float | None:
+        """The ``not_after`` of ``key``'s revocation if it is still in force at ``now``
+        (``<kind>:<id>``; the revocation view of :mod:`tether.core.decisions`)."""
+        until = self._until.get(key)
+        return until if until is not None and now < until else None

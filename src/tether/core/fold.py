@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tether.core import codes as C
 from tether.core.checks import Identity, Verdict, check_event
 from tether.core.config import DetectionConfig
-from tether.core.context import context_of
+from tether.core.context import context_of, delegation_chain
 from tether.core.credentials import CredentialUse
 from tether.core.ports import AllowAll, CallPolicy, PolicyOutcome
 from tether.core.sharing import shares_credentials
@@ -724,8 +724,16 @@ def _evaluate(  # noqa: PLR0913  # the fold's arguments, plus how to judge
         else:
             s.pending.append(wait)
         s.rewake = True
+        if type(event) is ToolCallIntent and cfg.emit_decisions and decide:
+            out.decisions.append(_decision(s, event, verdict, outcome, now, cfg, final=False))
     elif type(event) is ToolCallIntent and cfg.emit_decisions and decide:
-        out.decisions.append(_decision(event, verdict, outcome, now, cfg))
+        start = s.started
+        # a call in a workflow never started (by its time): every such call's decision says so,
+        # though the finding is raised once, on the first (it is why no policy decided)
+        unknown = (start is None or start.started_at > t) and cfg.enabled(C.UNKNOWN_WORKFLOW)
+        out.decisions.append(
+            _decision(s, event, verdict, outcome, now, cfg, final=True, unknown=unknown)
+        )
 
 
 def _pending_full(s: Session, size: int, cfg: DetectionConfig) -> bool:
@@ -887,23 +895,33 @@ def _policy_violation(
     )
 
 
-def _decision(
+def _decision(  # the call, what was found, and when
+    s: Session,
     event: ToolCallIntent,
     verdict: Verdict,
     outcome: PolicyOutcome | None,
     now: Stamp,
     cfg: DetectionConfig,
+    *,
+    final: bool,
+    unknown: bool = False,
 ) -> Decision:
-    codes = sorted({v.code for v in verdict.violations if cfg.enabled(v.code)})
+    """The call's decision as the fold sees it: its findings and targets. Whether a gateway lets
+    it through (a target revoked) is for the driver to judge (``tether.core.decisions``)."""
+    found = {v.code for v in verdict.violations if cfg.enabled(v.code)}
+    if unknown:
+        found.add(C.UNKNOWN_WORKFLOW)
+    codes = sorted(found)
     trust = event.trust
+    cred = event.credential
+    workload = event.agent.workload_id
+    ids = delegation_chain(s, workload, event.t)[1] if s.delegations else ()
     return Decision(
         event_id=event.event_id,
         workflow_id=event.workflow_id,
-        workload_id=event.agent.workload_id,
+        workload_id=workload,
         tool=event.action.tool,
-        decision="deny"
-        if codes or (outcome is not None and not outcome.allowed and cfg.enabled(C.POLICY_DENIED))
-        else "allow",
+        decision="allow" if final else "pending",
         findings=codes,
         policy_ids=list(outcome.policy_ids) if outcome is not None else [],
         policy_revision=outcome.revision if outcome is not None else None,
@@ -911,6 +929,10 @@ def _decision(
         authenticated=trust.authenticated if trust is not None else None,
         source=trust.source if trust is not None else None,
         credential_verified=trust.credential_verified if trust is not None else None,
+        reason=None if final else "awaiting_checks",
+        token_id=cred.token_id,
+        delegation_ids=list(ids),
+        final=final,
         tuning_revision=cfg.tuning_revision,
     )
 

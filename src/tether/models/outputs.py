@@ -165,15 +165,26 @@ class Heartbeat(Record):
     )
 
 
+DecisionValue = Literal["allow", "deny", "pending"]
+DecisionReason = Literal["revoked", "awaiting_checks"]
+
+
 class Decision(Record):
-    """The per-call verdict, written to the audit log."""
+    """The per-call verdict, written to the audit log: what a gateway consulting tether at that
+    moment does with the call (``deny`` once one of its targets is revoked), with the findings
+    the call raised. Several may be written for one intent (a ``pending`` one, the final one,
+    an update when a later finding names the call): a reader keeps the last per ``event_id``."""
 
     kind: Literal["decision"] = "decision"
     event_id: str
     workflow_id: str
     workload_id: str
     tool: str
-    decision: Literal["allow", "deny"]
+    decision: DecisionValue = Field(
+        description="deny: one of the call's targets is revoked at evaluated_at (what every "
+        "gateway does); pending: not revoked, and a check waits for its grace period; allow: "
+        "neither"
+    )
     findings: list[str]
     policy_ids: list[str]
     policy_revision: str | None = None
@@ -183,6 +194,21 @@ class Decision(Record):
     credential_verified: bool | None = None
     tuning_revision: str | None = Field(
         None, description="the revision of the tuning that shaped it (docs/tuning.md)"
+    )
+    reason: DecisionReason | None = Field(
+        None, description="revoked (with deny), awaiting_checks (with pending); none with allow"
+    )
+    revoked_targets: list[str] = Field(
+        default_factory=list,
+        description="the call's targets revoked at evaluated_at, as <kind>:<id> (sorted)",
+    )
+    token_id: str | None = Field(None, description="the presented credential's jti")
+    delegation_ids: list[str] = Field(
+        default_factory=list,
+        description="the delegations the caller acts under (its chain from the initiator)",
+    )
+    final: bool = Field(
+        True, description="false while a check waits (a later decision for the event follows)"
     )
 
 
