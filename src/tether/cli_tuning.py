@@ -60,36 +60,16 @@ def finding() -> None:
 
 
 _reason = click.option("--reason", required=True, help="Why (recorded with the action).")
-_by = click.option("--by", help="Who acts [default: $USER].")
+_by = click.option(
+    "--by", help="Who [default: TETHER_OPERATOR_NAME, else the key's operator name, else $USER]."
+)
 _key = click.option(
     "--key",
     "key_path",
-    envvar="TETHER_OPERATOR_KEY",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The operator's private JWK, bound to the operators' issuer [env TETHER_OPERATOR_KEY].",
+    help="The operator's private key, as for `tether revoke` [default: TETHER_OPERATOR_KEY, "
+    "else $TETHER_HOME/operator/operator.jwk.json].",
 )
-_issuer = click.option(
-    "--issuer",
-    envvar="TETHER_OPERATOR_ISSUER",
-    default="urn:tether:operator",
-    show_default=True,
-    help="The operators' issuer the key is bound to [env TETHER_OPERATOR_ISSUER].",
-)
-
-
-def _who(by: str | None) -> str:
-    import getpass  # noqa: PLC0415
-
-    who = (by or "").strip()
-    if not who:
-        try:
-            who = getpass.getuser()
-        except OSError:
-            who = ""
-    if not who:
-        raise click.UsageError("name the operator with --by")
-    return who
 
 
 def _publish(settings: Settings, key: str, value: bytes, timeout: float = 15.0) -> None:
@@ -185,8 +165,7 @@ def _act(  # noqa: PLR0913  # the options of the three commands
     finding_id: str,
     reason: str,
     by: str | None,
-    key_path: Path,
-    issuer: str,
+    key_path: Path | None,
     *,
     until: str | None = None,
     tuning_file: Path | None = None,
@@ -195,24 +174,26 @@ def _act(  # noqa: PLR0913  # the options of the three commands
     from tether.finding_actions import (  # noqa: PLC0415
         FindingAction,
         action_id,
-        load_operator_signer,
         parse_until,
         sign_action,
         suppression,
         with_exception,
         write_atomically,
     )
+    from tether.security.operators import load_operator_signer  # noqa: PLC0415
     from tether.tuning import TuningError, load_tuning  # noqa: PLC0415
 
     settings = _settings()
     why = reason.strip()
     if not why:
         raise click.UsageError("--reason must say why")
-    who = _who(by)
-    try:
-        signer = load_operator_signer(key_path, issuer, settings.issuer)
-    except ValueError as exc:
+    try:  # the one way to load an operator key (tether revoke's): a worker's key is refused
+        signer = load_operator_signer(settings, key_path)
+    except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    who = (by if by is not None else signer.name).strip()
+    if not who:
+        raise click.UsageError("name the operator with --by (or TETHER_OPERATOR_NAME)")
     now = datetime.now(UTC).replace(microsecond=0)
     aid = action_id(action, finding_id, who, now)
     fields: dict[str, object] = {}
@@ -281,8 +262,7 @@ def _act(  # noqa: PLR0913  # the options of the three commands
 @_reason
 @_by
 @_key
-@_issuer
-def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path, issuer: str) -> None:
+def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path | None) -> None:
     """Acknowledge FINDING_ID: someone is on it (recorded, signed; nothing else changes).
 
     \b
@@ -290,10 +270,11 @@ def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path, is
       tether finding ack f-3c1d... --reason "triaging, INC-981" --by alice --key op.jwk.json
 
     \b
-    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP,
-    TETHER_TOPIC_PREFIX (the record goes to <prefix>finding-actions).
+    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_NAME (the default --by),
+    TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX (the record goes to
+    <prefix>finding-actions).
     """
-    _act("ack", finding_id, reason, by, key_path, issuer)
+    _act("ack", finding_id, reason, by, key_path)
 
 
 @finding.command("resolve")
@@ -301,9 +282,8 @@ def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path, is
 @_reason
 @_by
 @_key
-@_issuer
 def finding_resolve(
-    finding_id: str, reason: str, by: str | None, key_path: Path, issuer: str
+    finding_id: str, reason: str, by: str | None, key_path: Path | None
 ) -> None:
     """Resolve FINDING_ID (recorded, signed; a revocation is lifted by `tether reinstate`).
 
@@ -312,10 +292,10 @@ def finding_resolve(
       tether finding resolve f-3c1d... --reason "token rotated" --key op.jwk.json
 
     \b
-    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP,
-    TETHER_TOPIC_PREFIX.
+    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_NAME (the default --by),
+    TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
     """
-    _act("resolve", finding_id, reason, by, key_path, issuer)
+    _act("resolve", finding_id, reason, by, key_path)
 
 
 @finding.command("suppress")
@@ -323,7 +303,6 @@ def finding_resolve(
 @_reason
 @_by
 @_key
-@_issuer
 @click.option(
     "--until", help="Expiry: RFC 3339 with a zone, or 30m / 12h / 7d [default: 24h; at most 90d]."
 )
@@ -343,8 +322,7 @@ def finding_suppress(
     finding_id: str,
     reason: str,
     by: str | None,
-    key_path: Path,
-    issuer: str,
+    key_path: Path | None,
     until: str | None,
     tuning_file: Path | None,
     findings: Path | None,
@@ -360,7 +338,7 @@ def finding_suppress(
         --tuning /etc/tether/tuning.yaml --key op.jwk.json
 
     \b
-    Environment: TETHER_TUNING, TETHER_OPERATOR_KEY, TETHER_OPERATOR_ISSUER,
+    Environment: TETHER_TUNING, TETHER_OPERATOR_KEY, TETHER_OPERATOR_NAME, TETHER_OPERATOR_ISSUER,
     TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
     """
     _act(
@@ -369,7 +347,6 @@ def finding_suppress(
         reason,
         by,
         key_path,
-        issuer,
         until=until,
         tuning_file=tuning_file,
         findings=findings,
