@@ -14,6 +14,7 @@ import orjson
 
 if TYPE_CHECKING:
     from tether.models.outputs import Finding
+    from tether.security.operators import OperatorSigner
     from tether.settings import Settings
 
 
@@ -145,6 +146,23 @@ def _kafka_lines(settings: Settings, timeout: float = 30.0) -> Iterator[bytes]:
         c.close()
 
 
+def _operator(
+    settings: Settings, key_path: Path | None, by: str | None
+) -> tuple[OperatorSigner, str]:
+    """The operator's signer, loaded the one way ``tether revoke`` loads it (a worker's key is
+    refused), and who acts: ``--by``, else the operator's configured name."""
+    from tether.security.operators import load_operator_signer  # noqa: PLC0415
+
+    try:
+        signer = load_operator_signer(settings, key_path)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    who = (by if by is not None else signer.name).strip()
+    if not who:
+        raise click.UsageError("name the operator with --by (or TETHER_OPERATOR_NAME)")
+    return signer, who
+
+
 def _find(settings: Settings, finding_id: str, findings: Path | None) -> Finding:
     from tether.finding_actions import find_in_lines  # noqa: PLC0415
 
@@ -160,7 +178,7 @@ def _find(settings: Settings, finding_id: str, findings: Path | None) -> Finding
     return found
 
 
-def _act(  # noqa: PLR0913  # the options of the three commands
+def _act(  # the options of the three commands
     action: str,
     finding_id: str,
     reason: str,
@@ -180,20 +198,13 @@ def _act(  # noqa: PLR0913  # the options of the three commands
         with_exception,
         write_atomically,
     )
-    from tether.security.operators import load_operator_signer  # noqa: PLC0415
     from tether.tuning import TuningError, load_tuning  # noqa: PLC0415
 
     settings = _settings()
     why = reason.strip()
     if not why:
         raise click.UsageError("--reason must say why")
-    try:  # the one way to load an operator key (tether revoke's): a worker's key is refused
-        signer = load_operator_signer(settings, key_path)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    who = (by if by is not None else signer.name).strip()
-    if not who:
-        raise click.UsageError("name the operator with --by (or TETHER_OPERATOR_NAME)")
+    signer, who = _operator(settings, key_path, by)
     now = datetime.now(UTC).replace(microsecond=0)
     aid = action_id(action, finding_id, who, now)
     fields: dict[str, object] = {}
@@ -282,9 +293,7 @@ def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path | N
 @_reason
 @_by
 @_key
-def finding_resolve(
-    finding_id: str, reason: str, by: str | None, key_path: Path | None
-) -> None:
+def finding_resolve(finding_id: str, reason: str, by: str | None, key_path: Path | None) -> None:
     """Resolve FINDING_ID (recorded, signed; a revocation is lifted by `tether reinstate`).
 
     \b

@@ -76,7 +76,9 @@ def test_verifies_with_the_operators_jwks_like_a_reinstatement(tmp_path: Path) -
     """A reader trusts what TETHER_OPERATOR_JWKS lists, bound to TETHER_OPERATOR_ISSUER."""
     files = generate_operator_files(tmp_path / "ops", name="alice", issuer=OP, alg="ES256")
     other = generate_operator_files(tmp_path / "other", name="eve", issuer=OP, alg="ES256")
-    settings = Settings(home=tmp_path, operator_key=files.private_key, operator_jwks=str(files.jwks))
+    settings = Settings(
+        home=tmp_path, operator_key=files.private_key, operator_jwks=str(files.jwks)
+    )
     signer = load_operator_signer(settings)
     assert signer.name == "alice", "--by defaults to the operator's configured name"
     got = verify_action_with(sign_action(signer, _action(by=signer.name)), settings)

@@ -76,7 +76,7 @@ def ingest() -> None:
     "create",
     default=True,
     show_default=True,
-    help="Create tether's topics and tether.coverage at start-up.",
+    help="Create tether's topics (tether.coverage among them) at start-up.",
 )
 @click.option(
     "--loglevel",
@@ -125,7 +125,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
         TopicError,
         create_topics,
     )
-    from tether.otel.adapter import OtlpIngest, coverage_spec, tune_gc  # noqa: PLC0415
+    from tether.otel.adapter import OtlpIngest, tune_gc  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
     from tether.security.proof import SourceKey  # noqa: PLC0415
     from tether.settings import Settings  # noqa: PLC0415
@@ -157,7 +157,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
             min_insync_replicas=settings.kafka.min_insync_replicas,
         )
         try:
-            create_topics(settings, [*specs, coverage_spec(settings)])
+            create_topics(settings, specs)
         except (TopicError, TimeoutError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(69)
