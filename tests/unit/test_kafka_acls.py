@@ -156,3 +156,16 @@ def test_the_cli_names_the_operator_and_each_process_principal() -> None:
 def test_grants_are_well_formed() -> None:
     assert all(isinstance(g, Grant) and g.operations for g in GRANTS)
     assert len(set(GRANTS)) == len(GRANTS)
+
+
+def test_the_commands_in_the_docs_are_the_tables() -> None:
+    """docs/kafka-security.md lists what `tether topics acls` prints for the defaults (regenerate
+    it from that output when the table changes)."""
+    from pathlib import Path
+
+    from tether.adapters.kafka_acls import kafka_acls_commands
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "kafka-security.md"
+    listed = [ln for ln in doc.read_text().splitlines() if ln.startswith("kafka-acls.sh ")]
+    grants = acl_grants(Settings(topic_prefix="tether."), Principals())
+    assert sorted(listed) == sorted(kafka_acls_commands(grants, bootstrap="kafka-1:9093"))
