@@ -37,7 +37,6 @@ from confluent_kafka.admin import AdminClient
 from otel_spans import SEC, Collect, Otel, cred_attrs, grant_attrs, otlp_proto, span
 from tether.adapters.kafka_admin import create_topics
 from tether.adapters.kafka_config import admin_config, consumer_config, producer_config
-from tether.otel.adapter import coverage_spec
 from tether.settings import Settings
 from tether.topics import TopicSpec, topic_specs
 
@@ -126,7 +125,7 @@ def main() -> None:  # noqa: PLR0915  # one linear script
     settings = Settings(topic_prefix=prefix, partitions=4)
     otlp_topic = f"{prefix}otlp_spans"
     specs = topic_specs(prefix, 4)
-    create_topics(settings, [*specs, coverage_spec(settings), TopicSpec(otlp_topic, "trace id", 4)])
+    create_topics(settings, [*specs, TopicSpec(otlp_topic, "trace id", 4)])  # coverage among specs
     logdir = Path(tempfile.mkdtemp(prefix="otel-latency-"))
     procs = [
         subprocess.Popen(  # noqa: S603  # our own CLI, fixed arguments

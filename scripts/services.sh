@@ -13,12 +13,12 @@
 #   env     print the TETHER_* variables for a shell: eval "$(scripts/services.sh env)"
 #   clean   down, then delete .services/ (Kafka jars, logs, data, certificates)
 #   up-secure    a second broker beside the first, secured as docs/kafka-security.md describes:
-#                one SASL_SSL listener (SCRAM-SHA-512 users admin, worker, agent, gateway;
+#                one SASL_SSL listener (SCRAM-SHA-512 users admin, worker, agent, gateway, operator;
 #                certificates made here with openssl and keytool), StandardAuthorizer, and
 #                tether's ACLs per principal for the prefix 'tether.' (tether topics acls --apply)
 #   down-secure  stop the secured broker
 #   env-secure USER   the TETHER_* variables of a client logged in as USER (admin, worker, agent,
-#                gateway; agent-mtls: agent by client certificate on the MTLS listener):
+#                gateway, operator; agent-mtls: agent by client certificate on the MTLS listener):
 #                eval "$(scripts/services.sh env-secure agent)"
 #   up-cluster   a cluster of three brokers (KRaft; each node also one voter of a three-voter
 #                controller quorum) on 19092-19094, controllers 19192-19194, data under
@@ -73,7 +73,7 @@ SECURE_PID="$SECURE_DIR/kafka.pid"
 SECURE_LOG="$SECURE_DIR/kafka.log"
 SECURE_TLS="$SECURE_DIR/tls"
 SECURE_CLIENTS="$SECURE_DIR/clients"
-SECURE_USERS=(admin worker agent gateway)
+SECURE_USERS=(admin worker agent gateway operator)
 CLUSTER_DIR="$SVC_DIR/cluster"
 REDIS_DIR="$SVC_DIR/redis"
 REDIS_PID="$REDIS_DIR/redis.pid"

@@ -174,6 +174,31 @@ def _describe(spec: TopicSpec, replicas: int) -> str:
     "--gateway", "gateway", default="User:gateway", show_default=True, help="Gateway principal."
 )
 @click.option(
+    "--operator",
+    default="User:operator",
+    show_default=True,
+    help="Operator principal (tether revoke, reinstate, finding ack|resolve|suppress).",
+)
+@click.option(
+    "--ingest", default="User:ingest", show_default=True, help="tether ingest otlp's principal."
+)
+@click.option(
+    "--otlp-topic",
+    default="otlp_spans",
+    show_default=True,
+    help="The Collector's traces topic tether ingest otlp reads [TETHER_OTLP_TOPIC].",
+)
+@click.option(
+    "--alerts", default="User:alerts", show_default=True, help="tether alerts' principal."
+)
+@click.option("--ssf", default="User:ssf", show_default=True, help="tether ssf's principal.")
+@click.option(
+    "--ocsf", default="User:ocsf", show_default=True, help="tether ocsf-forward's principal."
+)
+@click.option(
+    "--console", default="User:console", show_default=True, help="tether console's principal."
+)
+@click.option(
     "--gateway-group",
     "gateway_groups",
     multiple=True,
@@ -203,12 +228,20 @@ def topics_acls(  # noqa: PLR0913  # one option per principal, all keyword-only
     worker: str,
     agent: str,
     gateway: str,
+    operator: str,
+    ingest: str,
+    otlp_topic: str,
+    alerts: str,
+    ssf: str,
+    ocsf: str,
+    console: str,
     gateway_groups: tuple[str, ...],
     command_config: str,
     apply: bool,
     wait_s: float,
 ) -> None:
-    """Kafka ACLs per principal: agents write intents only, the worker alone writes outputs.
+    """Kafka ACLs per principal: agents write intents only, the worker alone writes outputs
+    (operators add revocations and finding actions, each signed with an operator key).
 
     Prints the kafka-acls.sh commands (docs/kafka-security.md explains each); with --apply,
     creates them through the Admin API, logged in with the TETHER_KAFKA__* settings of a
@@ -221,6 +254,7 @@ def topics_acls(  # noqa: PLR0913  # one option per principal, all keyword-only
       eval "$(scripts/services.sh env-secure admin)"; tether topics acls --apply
     """
     from tether.adapters.kafka_acls import (  # noqa: PLC0415  # confluent-kafka loads on use
+        GATEWAY_GROUP_PREFIXES,
         Principals,
         acl_grants,
         apply_acls,
@@ -228,9 +262,19 @@ def topics_acls(  # noqa: PLR0913  # one option per principal, all keyword-only
     )
 
     settings = _settings(bootstrap, prefix)
-    principals = Principals(worker, agent, gateway)
-    if gateway_groups:
-        principals = Principals(worker, agent, gateway, gateway_groups)
+    principals = Principals(
+        worker=worker,
+        agent=agent,
+        gateway=gateway,
+        gateway_groups=gateway_groups or GATEWAY_GROUP_PREFIXES,
+        operator=operator,
+        ingest=ingest,
+        otlp_topic=otlp_topic,
+        alerts=alerts,
+        ssf=ssf,
+        ocsf=ocsf,
+        console=console,
+    )
     grants = acl_grants(settings, principals)
     if not apply:
         for command in kafka_acls_commands(

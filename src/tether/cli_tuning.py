@@ -14,6 +14,7 @@ import orjson
 
 if TYPE_CHECKING:
     from tether.models.outputs import Finding
+    from tether.security.operators import OperatorSigner
     from tether.settings import Settings
 
 
@@ -60,36 +61,16 @@ def finding() -> None:
 
 
 _reason = click.option("--reason", required=True, help="Why (recorded with the action).")
-_by = click.option("--by", help="Who acts [default: $USER].")
+_by = click.option(
+    "--by", help="Who [default: TETHER_OPERATOR_NAME, else the key's operator name, else $USER]."
+)
 _key = click.option(
     "--key",
     "key_path",
-    envvar="TETHER_OPERATOR_KEY",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The operator's private JWK, bound to the operators' issuer [env TETHER_OPERATOR_KEY].",
+    help="The operator's private key, as for `tether revoke` [default: TETHER_OPERATOR_KEY, "
+    "else $TETHER_HOME/operator/operator.jwk.json].",
 )
-_issuer = click.option(
-    "--issuer",
-    envvar="TETHER_OPERATOR_ISSUER",
-    default="urn:tether:operator",
-    show_default=True,
-    help="The operators' issuer the key is bound to [env TETHER_OPERATOR_ISSUER].",
-)
-
-
-def _who(by: str | None) -> str:
-    import getpass  # noqa: PLC0415
-
-    who = (by or "").strip()
-    if not who:
-        try:
-            who = getpass.getuser()
-        except OSError:
-            who = ""
-    if not who:
-        raise click.UsageError("name the operator with --by")
-    return who
 
 
 def _publish(settings: Settings, key: str, value: bytes, timeout: float = 15.0) -> None:
@@ -165,6 +146,23 @@ def _kafka_lines(settings: Settings, timeout: float = 30.0) -> Iterator[bytes]:
         c.close()
 
 
+def _operator(
+    settings: Settings, key_path: Path | None, by: str | None
+) -> tuple[OperatorSigner, str]:
+    """The operator's signer, loaded the one way ``tether revoke`` loads it (a worker's key is
+    refused), and who acts: ``--by``, else the operator's configured name."""
+    from tether.security.operators import load_operator_signer  # noqa: PLC0415
+
+    try:
+        signer = load_operator_signer(settings, key_path)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    who = (by if by is not None else signer.name).strip()
+    if not who:
+        raise click.UsageError("name the operator with --by (or TETHER_OPERATOR_NAME)")
+    return signer, who
+
+
 def _find(settings: Settings, finding_id: str, findings: Path | None) -> Finding:
     from tether.finding_actions import find_in_lines  # noqa: PLC0415
 
@@ -180,13 +178,12 @@ def _find(settings: Settings, finding_id: str, findings: Path | None) -> Finding
     return found
 
 
-def _act(  # noqa: PLR0913  # the options of the three commands
+def _act(  # the options of the three commands
     action: str,
     finding_id: str,
     reason: str,
     by: str | None,
-    key_path: Path,
-    issuer: str,
+    key_path: Path | None,
     *,
     until: str | None = None,
     tuning_file: Path | None = None,
@@ -195,7 +192,6 @@ def _act(  # noqa: PLR0913  # the options of the three commands
     from tether.finding_actions import (  # noqa: PLC0415
         FindingAction,
         action_id,
-        load_operator_signer,
         parse_until,
         sign_action,
         suppression,
@@ -208,11 +204,7 @@ def _act(  # noqa: PLR0913  # the options of the three commands
     why = reason.strip()
     if not why:
         raise click.UsageError("--reason must say why")
-    who = _who(by)
-    try:
-        signer = load_operator_signer(key_path, issuer, settings.issuer)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    signer, who = _operator(settings, key_path, by)
     now = datetime.now(UTC).replace(microsecond=0)
     aid = action_id(action, finding_id, who, now)
     fields: dict[str, object] = {}
@@ -281,8 +273,7 @@ def _act(  # noqa: PLR0913  # the options of the three commands
 @_reason
 @_by
 @_key
-@_issuer
-def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path, issuer: str) -> None:
+def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path | None) -> None:
     """Acknowledge FINDING_ID: someone is on it (recorded, signed; nothing else changes).
 
     \b
@@ -290,10 +281,11 @@ def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path, is
       tether finding ack f-3c1d... --reason "triaging, INC-981" --by alice --key op.jwk.json
 
     \b
-    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP,
-    TETHER_TOPIC_PREFIX (the record goes to <prefix>finding-actions).
+    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_NAME (the default --by),
+    TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX (the record goes to
+    <prefix>finding-actions).
     """
-    _act("ack", finding_id, reason, by, key_path, issuer)
+    _act("ack", finding_id, reason, by, key_path)
 
 
 @finding.command("resolve")
@@ -301,10 +293,7 @@ def finding_ack(finding_id: str, reason: str, by: str | None, key_path: Path, is
 @_reason
 @_by
 @_key
-@_issuer
-def finding_resolve(
-    finding_id: str, reason: str, by: str | None, key_path: Path, issuer: str
-) -> None:
+def finding_resolve(finding_id: str, reason: str, by: str | None, key_path: Path | None) -> None:
     """Resolve FINDING_ID (recorded, signed; a revocation is lifted by `tether reinstate`).
 
     \b
@@ -312,10 +301,10 @@ def finding_resolve(
       tether finding resolve f-3c1d... --reason "token rotated" --key op.jwk.json
 
     \b
-    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP,
-    TETHER_TOPIC_PREFIX.
+    Environment: TETHER_OPERATOR_KEY, TETHER_OPERATOR_NAME (the default --by),
+    TETHER_OPERATOR_ISSUER, TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
     """
-    _act("resolve", finding_id, reason, by, key_path, issuer)
+    _act("resolve", finding_id, reason, by, key_path)
 
 
 @finding.command("suppress")
@@ -323,7 +312,6 @@ def finding_resolve(
 @_reason
 @_by
 @_key
-@_issuer
 @click.option(
     "--until", help="Expiry: RFC 3339 with a zone, or 30m / 12h / 7d [default: 24h; at most 90d]."
 )
@@ -343,8 +331,7 @@ def finding_suppress(
     finding_id: str,
     reason: str,
     by: str | None,
-    key_path: Path,
-    issuer: str,
+    key_path: Path | None,
     until: str | None,
     tuning_file: Path | None,
     findings: Path | None,
@@ -360,7 +347,7 @@ def finding_suppress(
         --tuning /etc/tether/tuning.yaml --key op.jwk.json
 
     \b
-    Environment: TETHER_TUNING, TETHER_OPERATOR_KEY, TETHER_OPERATOR_ISSUER,
+    Environment: TETHER_TUNING, TETHER_OPERATOR_KEY, TETHER_OPERATOR_NAME, TETHER_OPERATOR_ISSUER,
     TETHER_KAFKA_BOOTSTRAP, TETHER_TOPIC_PREFIX.
     """
     _act(
@@ -369,7 +356,6 @@ def finding_suppress(
         reason,
         by,
         key_path,
-        issuer,
         until=until,
         tuning_file=tuning_file,
         findings=findings,

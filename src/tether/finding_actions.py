@@ -14,9 +14,11 @@ no new input path into the worker exists for an attacker who can write a topic. 
 exception is scoped to come from the finding as tether published it (the findings topic, which
 only the worker writes, or a file of tether's output the operator names), never typed by hand.
 
-The operator key module of the operators' work (``tether keys operator``) is the one to use when
-both are merged; until then ``load_operator_signer`` here reads a private JWK bound to the
-operators' issuer.
+The key is the one ``tether revoke`` and ``tether reinstate`` use, loaded the same way
+(:func:`tether.security.operators.load_operator_signer`: ``TETHER_OPERATOR_KEY``, bound to
+``TETHER_OPERATOR_ISSUER``; a worker's key is refused). A reader verifies a record against the
+operators' JWKS (``TETHER_OPERATOR_JWKS``, :func:`verify_action_with`), as watchers verify a
+reinstatement: one operator key, one way to load it, one set of keys trusted for it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 import yaml
@@ -39,13 +41,15 @@ from pydantic import AwareDatetime, Field
 from tether.core.config import TuningException
 from tether.models.common import Record
 from tether.models.outputs import Finding
-from tether.security.keys import load_private_key
-from tether.security.sets import KEY_ISSUER, SetSigner, StaticKeys
+from tether.security.sets import DEFAULT_OPERATOR_ISSUER, KEY_ISSUER, KeyLookup
 from tether.tuning import TuningError, parse
+
+if TYPE_CHECKING:
+    from tether.security.operators import OperatorSigner
+    from tether.settings import Settings
 
 ActionKind = Literal["ack", "resolve", "suppress"]
 AUDIENCE: Final = "urn:tether:finding-actions"
-OPERATOR_ISSUER: Final = "urn:tether:operator"
 CLAIM: Final = "tether_finding_action"
 DEFAULT_SUPPRESS: Final = timedelta(hours=24)
 MAX_SUPPRESS: Final = timedelta(days=90)
@@ -74,45 +78,43 @@ class FindingAction(Record):
     )
 
 
-def load_operator_signer(path: Path, issuer: str, worker_issuer: str) -> SetSigner:
-    """A signer for operator actions from the private JWK at ``path``, which must be bound
-    (an ``iss`` member) to the operators' ``issuer``: the worker's key, bound to its own
-    issuer, or an unbound key, is refused.
-
-    Raises:
-        ValueError: no such key, unfit, or not bound to the operators' issuer.
-    """
-    if issuer == worker_issuer:
-        raise ValueError("the operators' issuer must differ from the worker's (TETHER_ISSUER)")
-    key = load_private_key(path)
-    bound = key.get(KEY_ISSUER)
-    if bound != issuer:
-        raise ValueError(
-            f"{path} is bound to issuer {bound!r}, not the operators' {issuer!r}: only an "
-            "operator key may sign finding actions"
-        )
-    return SetSigner(key, issuer=issuer, audience=AUDIENCE)
-
-
 def action_id(action: str, finding_id: str, by: str, at: datetime) -> str:
     """Derived from what was done to what, by whom and when."""
     text = "\x1f".join((action, finding_id, by, at.isoformat()))
     return "fa-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def sign_action(signer: SetSigner, action: FindingAction) -> bytes:
-    """The compact JWS of ``action``."""
+def sign_action(operator: OperatorSigner, action: FindingAction) -> bytes:
+    """The compact JWS of ``action``, signed with the operator's key (audience: finding
+    actions, so the record is never mistaken for a revocation SET)."""
     claims = {
-        "iss": signer.issuer,
+        "iss": operator.signer.issuer,
         "aud": AUDIENCE,
         "iat": int(action.at.timestamp()),
         "jti": action.action_id,
         CLAIM: action.model_dump(mode="json", exclude_none=True),
     }
-    return signer.sign_payload(orjson.dumps(claims))
+    return operator.signer.sign_payload(orjson.dumps(claims))
 
 
-def verify_action(data: bytes, keys: StaticKeys, issuer: str = OPERATOR_ISSUER) -> FindingAction:
+def verify_action_with(data: bytes, settings: Settings) -> FindingAction:
+    """The action a record holds, verified against the operators' JWKS (``TETHER_OPERATOR_JWKS``,
+    else the development one) and ``TETHER_OPERATOR_ISSUER``, as reinstatements are.
+
+    Raises:
+        ValueError: no operator JWKS configured, or the record does not verify.
+    """
+    from tether.security.operators import operator_key_source  # noqa: PLC0415
+
+    keys = operator_key_source(settings)
+    if keys is None:
+        raise ValueError("no operator is trusted: set TETHER_OPERATOR_JWKS")
+    return verify_action(data, keys, settings.operator_issuer)
+
+
+def verify_action(
+    data: bytes, keys: KeyLookup, issuer: str = DEFAULT_OPERATOR_ISSUER
+) -> FindingAction:
     """The action a record holds, if an operator key of ``keys`` bound to ``issuer`` signed it.
 
     Raises:

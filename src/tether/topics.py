@@ -14,6 +14,8 @@ CREDENTIAL_USES = "credential-uses"  # internal: workflow sessions -> token inde
 AUDIT_CHECKPOINTS = (
     "audit-checkpoints"  # signed heads of the decisions' hash chains (docs/audit.md)
 )
+COVERAGE = "coverage"  # tether ingest otlp: how much of each workflow's traces it could map
+OCSF_FINDINGS = "findings.ocsf"  # tether ocsf-forward: each finding as an OCSF Detection Finding
 
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 
@@ -39,6 +41,10 @@ def topic_specs(
     decisions_retention_ms: int = SEVEN_DAYS_MS,
 ) -> list[TopicSpec]:
     """Every topic, in the contract's table order (docs/contract.md), then the internal ones.
+
+    The topics of the optional processes (``tether ingest otlp``'s coverage, ``tether
+    ocsf-forward``'s OCSF findings) are here too: ``tether topics create`` makes them as an
+    administrator, so those processes need no right to create topics under the ACLs.
 
     Input and internal topics share one partition count: the session table is co-partitioned
     with ``intents`` and the token table with ``credential-uses``. Every topic gets the same
@@ -98,7 +104,25 @@ def topic_specs(
             dict(audit),
             enforced=("retention.ms",),
         ),
+        TopicSpec(f"{prefix}{COVERAGE}", "workflow_id", partitions, {"cleanup.policy": "delete"}),
+        TopicSpec(  # keyed and partitioned like the findings it re-publishes
+            f"{prefix}{OCSF_FINDINGS}", "workflow_id", partitions, {"cleanup.policy": "delete"}
+        ),
     ]
     for spec in specs:
         spec.config["min.insync.replicas"] = str(min_insync_replicas)
     return specs
+
+
+def topic_spec(
+    name: str, prefix: str, partitions: int, *, min_insync_replicas: int = 1
+) -> TopicSpec:
+    """The spec of one topic of :func:`topic_specs` (``name`` without the prefix).
+
+    Raises:
+        KeyError: not one of tether's topics.
+    """
+    for spec in topic_specs(prefix, partitions, min_insync_replicas=min_insync_replicas):
+        if spec.name == f"{prefix}{name}":
+            return spec
+    raise KeyError(name)

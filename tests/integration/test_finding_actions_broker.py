@@ -105,12 +105,8 @@ def test_suppress_ack_and_a_worker_key_refused(
             finding.finding_id,
             "--reason",
             "triaging",
-            "--key",
-            str(op_key),
-            "--by",
-            "bob",
         ],
-        env=env,
+        env={**env, "TETHER_OPERATOR_KEY": str(op_key), "TETHER_OPERATOR_NAME": "bob"},
     )
     assert res.exit_code == 0, res.output
     res = cli.invoke(

@@ -314,6 +314,92 @@ def test_the_cli_logs_in_with_the_environment_and_is_held_to_its_principal(
     assert escalated.exit_code == 1, escalated.output
 
 
+@pytest.fixture(scope="module")
+def operator_env(secure_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The operator's TETHER_* login: `scripts/services.sh up-secure` makes user `operator` on a
+    fresh start; a broker set up before that gets it here, as admin, with a password of this run."""
+    if (SECURE_DIR / "clients" / "operator.env").exists():
+        return user_env("operator")
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    password = uuid.uuid4().hex
+    path = tmp_path_factory.mktemp("operator") / "operator.password"
+    path.write_text(password)
+    admin = AdminClient(admin_config(settings_of("admin", "tether.")))
+    upsert = UserScramCredentialUpsertion(
+        "operator", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+    )
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(timeout=30)
+    env = {**user_env("admin"), "TETHER_KAFKA__SASL_USERNAME": "operator"}
+    env["TETHER_KAFKA__SASL_PASSWORD_FILE"] = str(path)
+    return env
+
+
+def test_an_operator_revokes_as_its_principal_and_writes_nothing_else(
+    prefix: str, operator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`tether revoke` logged in as the operator principal (Principals.operator) publishes a
+    revocation signed with the operator's key, which a gateway reads; the same login cannot
+    write findings nor read revocations back."""
+    from click.testing import CliRunner
+
+    from tether.cli import main
+    from tether.security.operators import generate_operator_files
+    from tether.security.sets import unverified_parts
+
+    files = generate_operator_files(
+        tmp_path / "op", name="alice", issuer="urn:tether:operator", alg="ES256"
+    )
+    env = {
+        **operator_env,
+        "TETHER_TOPIC_PREFIX": prefix,
+        "TETHER_OPERATOR_KEY": str(files.private_key),
+        "TETHER_HOME": str(tmp_path / "home"),
+    }
+    target = "workload:spiffe://acme.example/agent/stolen"
+    res = CliRunner().invoke(
+        main, ["revoke", target, "--reason", "laptop stolen", "--until", "1h"], env=env
+    )
+    assert res.exit_code == 0, res.output
+
+    gateway = settings_of("gateway", prefix)
+    reader = Consumer(
+        consumer_config(gateway, group_id=f"tether-watcher-{uuid.uuid4().hex[:6]}", client_id="t")
+    )
+    topic = gateway.topic("revocations")
+    reader.assign([TopicPartition(topic, p, 0) for p in range(gateway.partitions)])
+    got = None
+    deadline = time.monotonic() + 15
+    while got is None and time.monotonic() < deadline:
+        msg = reader.poll(0.5)
+        if msg is not None and msg.error() is None and msg.key() == target.encode():
+            got = msg.value()
+    reader.close()
+    assert got is not None, "the gateway never read the operator's revocation"
+    header, claims = unverified_parts(got)
+    assert header["kid"] == files.kid
+    assert claims["iss"] == "urn:tether:operator"
+
+    operator = Settings(
+        kafka_bootstrap=operator_env["TETHER_KAFKA_BOOTSTRAP"],
+        kafka=KafkaSettings(
+            **{
+                k.removeprefix("TETHER_KAFKA__").lower(): v
+                for k, v in operator_env.items()
+                if k.startswith("TETHER_KAFKA__")
+            }
+        ),
+        topic_prefix=prefix,
+        partitions=2,
+    )
+    assert_denied(produce(operator, operator.topic("findings"), b"{}"), "operator -> findings")
+
+
 # -- the pipeline, each component on its own principal ------------------------------------------
 
 

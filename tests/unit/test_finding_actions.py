@@ -16,16 +16,22 @@ from tether.finding_actions import (
     action_id,
     find_in_lines,
     glob_escape,
-    load_operator_signer,
     parse_until,
     sign_action,
     suppression,
     verify_action,
+    verify_action_with,
     with_exception,
 )
 from tether.security import generate_key
 from tether.security.keys import write_private_key
+from tether.security.operators import (
+    OperatorSigner,
+    generate_operator_files,
+    load_operator_signer,
+)
 from tether.security.sets import StaticKeys
+from tether.settings import Settings
 from tether.tuning import TuningError, load_tuning, parse
 
 NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
@@ -51,33 +57,59 @@ def _action(**kw: object) -> FindingAction:
     return FindingAction.model_validate(values)
 
 
+def _operator(tmp_path: Path, key: Path | None = None, **kw: object) -> OperatorSigner:
+    """The operator signer ``tether revoke`` would load (the one way to load one)."""
+    return load_operator_signer(
+        Settings(home=tmp_path, operator_key=key or _key(tmp_path, OP), **kw)  # type: ignore[arg-type]
+    )
+
+
 def test_signed_by_an_operator_key_verifies(tmp_path: Path) -> None:
-    signer = load_operator_signer(_key(tmp_path, OP), OP, "urn:tether:monitor")
+    signer = _operator(tmp_path)
     data = sign_action(signer, _action())
-    got = verify_action(data, StaticKeys([signer.public_jwk()]))
+    got = verify_action(data, StaticKeys([signer.signer.public_jwk()]))
     assert got.by == "alice"
     assert got.finding_id == "f-1"
 
 
+def test_verifies_with_the_operators_jwks_like_a_reinstatement(tmp_path: Path) -> None:
+    """A reader trusts what TETHER_OPERATOR_JWKS lists, bound to TETHER_OPERATOR_ISSUER."""
+    files = generate_operator_files(tmp_path / "ops", name="alice", issuer=OP, alg="ES256")
+    other = generate_operator_files(tmp_path / "other", name="eve", issuer=OP, alg="ES256")
+    settings = Settings(
+        home=tmp_path, operator_key=files.private_key, operator_jwks=str(files.jwks)
+    )
+    signer = load_operator_signer(settings)
+    assert signer.name == "alice", "--by defaults to the operator's configured name"
+    got = verify_action_with(sign_action(signer, _action(by=signer.name)), settings)
+    assert got.by == "alice"
+    stranger = load_operator_signer(Settings(home=tmp_path, operator_key=other.private_key))
+    with pytest.raises(ValueError, match="unknown key"):
+        verify_action_with(sign_action(stranger, _action()), settings)
+    with pytest.raises(ValueError, match="OPERATOR_JWKS"):
+        verify_action_with(sign_action(signer, _action()), Settings(home=tmp_path / "none"))
+
+
 @pytest.mark.parametrize("issuer", ["urn:tether:monitor", None, "urn:someone:else"])
 def test_a_key_not_bound_to_the_operators_is_refused(tmp_path: Path, issuer: str | None) -> None:
+    """The worker's key (bound to TETHER_ISSUER), an unbound key or another issuer's."""
     with pytest.raises(ValueError, match="operator"):
-        load_operator_signer(_key(tmp_path, issuer), OP, "urn:tether:monitor")
+        _operator(tmp_path, _key(tmp_path, issuer))
 
 
 def test_operators_issuer_must_differ_from_the_workers(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="differ"):
-        load_operator_signer(_key(tmp_path, OP), OP, OP)
+        _operator(tmp_path, issuer=OP)
 
 
 def test_verify_refuses_worker_signed_tampered_and_unknown(tmp_path: Path) -> None:
     from tether.security.sets import SetSigner
 
-    op = load_operator_signer(_key(tmp_path, OP), OP, "urn:tether:monitor")
+    op = _operator(tmp_path)
     worker = SetSigner(
         generate_key("ES256", issuer="urn:tether:monitor"), issuer="urn:tether:monitor"
     )
-    keys = StaticKeys([op.public_jwk(), worker.public_jwk()])
+    keys = StaticKeys([op.signer.public_jwk(), worker.public_jwk()])
     # a worker key signing the same claims: not an operator's
     forged = worker.sign_payload(
         sign_action(op, _action()).split(b".")[1]

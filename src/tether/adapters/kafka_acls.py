@@ -1,6 +1,6 @@
 """tether's Kafka ACLs per principal: who may write and read which of its topics and groups.
 
-One table (:func:`acl_grants`) is the source of truth for the three roles; it is printed as
+One table (:func:`acl_grants`) is the source of truth for every role; it is printed as
 ``kafka-acls.sh`` commands (``tether topics acls``), applied through the Admin API
 (``tether topics acls --apply``: ``scripts/services.sh up-secure`` and the tests use it), and
 written out in docs/kafka-security.md. With ``allow.everyone.if.no.acl.found=false`` (Kafka's
@@ -17,10 +17,21 @@ default) whatever is not granted here is refused:
   assigns itself every partition and commits nothing, but librdkafka still looks up the
   coordinator of its (random, ``<client id>-<hex>``) group id, which takes Describe on the
   group: the gateway gets Describe, and only Describe, on groups starting with the watchers'
-  client ids. Describe cannot join a group, so no gateway can take the worker's partitions.
+  client ids. Describe cannot join a group, so no gateway can take the worker's partitions;
+- the **operator** (``tether revoke``, ``tether reinstate``, ``tether finding
+  ack|resolve|suppress``) writes revocations and finding actions (each signed with an operator
+  key, which is what verifiers trust: the ACL only keeps others off the topic) and reads
+  findings (a suppression is scoped from the finding as tether published it);
+- the optional processes each get their own principal: **ingest** (``tether ingest otlp``)
+  reads the Collector's traces topic and writes intents, coverage and dead letters; **alerts**
+  and **ocsf** (``tether ocsf-forward``) read findings in their groups, ocsf writes
+  ``findings.ocsf``; **ssf** reads revocations in its streams' groups; the **console** reads
+  findings, revocations, intents, decisions and dead letters without committing anything.
 
-Topic creation is the administrator's (``tether topics create`` as a super user); the worker
-may create only its own changelogs.
+Topic creation is the administrator's (``tether topics create`` as a super user, every topic
+of :func:`tether.topics.topic_specs`); the worker may create only its own changelogs. A process
+that checks the topics at start-up (``tether worker``, ``tether ingest otlp``, ``tether
+ocsf-forward``) gets Describe and DescribeConfigs on the topics it checks, nothing more.
 """
 
 from __future__ import annotations
@@ -34,13 +45,16 @@ from typing import Final, Literal
 from tether.settings import Settings
 from tether.topics import (
     AUDIT_CHECKPOINTS,
+    COVERAGE,
     CREDENTIAL_USES,
     DEADLETTER,
     DECISIONS,
     FINDING_ACTIONS,
     FINDINGS,
     INTENTS,
+    OCSF_FINDINGS,
     REVOCATIONS,
+    topic_specs,
 )
 
 Operation = Literal[
@@ -63,17 +77,27 @@ class Grant:
 
 GATEWAY_GROUP_PREFIXES: Final = ("tether-watcher", "tether-cli-watch")
 """The client ids of the SDK ``Watcher`` and of ``tether watch``, which start their group ids."""
+OPERATOR_GROUP_PREFIX: Final = "tether-cli-finding"
+"""``tether finding suppress`` reads findings in a throwaway group starting with this."""
+CONSOLE_TOPICS: Final = (FINDINGS, REVOCATIONS, INTENTS, DECISIONS, DEADLETTER)
+"""What ``tether console`` shows (``tether.soc.console.KafkaFeed.KINDS``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Principals:
-    """The Kafka principals of tether's three roles (``User:<SASL user>`` or ``User:<cert CN>``)."""
+    """The Kafka principals of tether's roles (``User:<SASL user>`` or ``User:<cert CN>``)."""
 
     worker: str = "User:worker"
     agent: str = "User:agent"
     gateway: str = "User:gateway"
     gateway_groups: tuple[str, ...] = GATEWAY_GROUP_PREFIXES
-    operator: str = "User:operator"  # tether finding ack|resolve|suppress
+    operator: str = "User:operator"  # tether revoke|reinstate, tether finding ack|resolve|suppress
+    ingest: str = "User:ingest"  # tether ingest otlp
+    otlp_topic: str = "otlp_spans"  # the Collector's traces topic it reads (TETHER_OTLP_TOPIC)
+    alerts: str = "User:alerts"  # tether alerts
+    ssf: str = "User:ssf"  # tether ssf
+    ocsf: str = "User:ocsf"  # tether ocsf-forward
+    console: str = "User:console"  # tether console
 
 
 def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
@@ -114,11 +138,46 @@ def acl_grants(settings: Settings, principals: Principals) -> list[Grant]:
             Grant(gateway, "GROUP", "PREFIXED", group, ("DESCRIBE",))
             for group in principals.gateway_groups
         ),
-        # operators record finding actions and read findings to scope a suppression
+        # operators: revocations and reinstatements by hand (tether revoke|reinstate), finding
+        # actions, and the findings a suppression is scoped from (read without committing)
+        Grant(principals.operator, "TOPIC", "LITERAL", t(REVOCATIONS), ("WRITE", "DESCRIBE")),
         Grant(principals.operator, "TOPIC", "LITERAL", t(FINDING_ACTIONS), ("WRITE", "DESCRIBE")),
         Grant(principals.operator, "TOPIC", "LITERAL", t(FINDINGS), ("READ", "DESCRIBE")),
-        Grant(principals.operator, "GROUP", "PREFIXED", "tether-cli-finding", ("DESCRIBE",)),
+        Grant(principals.operator, "GROUP", "PREFIXED", OPERATOR_GROUP_PREFIX, ("DESCRIBE",)),
+        # tether ingest otlp: the Collector's traces in its group, out to intents, coverage and
+        # dead letters (TETHER_OTLP_GROUP, if set, names another group)
+        Grant(principals.ingest, "TOPIC", "LITERAL", principals.otlp_topic, ("READ", "DESCRIBE")),
+        *(
+            Grant(principals.ingest, "TOPIC", "LITERAL", t(name), ("WRITE", *describe))
+            for name in (INTENTS, COVERAGE, DEADLETTER)
+        ),
+        Grant(principals.ingest, "GROUP", "LITERAL", t("otel-ingest"), ("READ", "DESCRIBE")),
+        # tether alerts: findings, one group per sink (<prefix>alerts.<sink>)
+        Grant(principals.alerts, "TOPIC", "LITERAL", t(FINDINGS), ("READ", "DESCRIBE")),
+        Grant(principals.alerts, "GROUP", "PREFIXED", t("alerts."), ("READ", "DESCRIBE")),
+        # tether ssf: revocations, one group per stream (<prefix>ssf-<stream id>)
+        Grant(principals.ssf, "TOPIC", "LITERAL", t(REVOCATIONS), ("READ", "DESCRIBE")),
+        Grant(principals.ssf, "GROUP", "PREFIXED", t("ssf-"), ("READ", "DESCRIBE")),
+        # tether ocsf-forward: findings in, OCSF findings out
+        Grant(principals.ocsf, "TOPIC", "LITERAL", t(FINDINGS), ("READ", "DESCRIBE")),
+        Grant(principals.ocsf, "TOPIC", "LITERAL", t(OCSF_FINDINGS), ("WRITE", *describe)),
+        Grant(principals.ocsf, "GROUP", "LITERAL", t("ocsf-forward"), ("READ", "DESCRIBE")),
+        # tether console: reads what it shows from assigned partitions, commits nothing
+        *(
+            Grant(principals.console, "TOPIC", "LITERAL", t(name), ("READ", "DESCRIBE"))
+            for name in CONSOLE_TOPICS
+        ),
+        Grant(principals.console, "GROUP", "PREFIXED", t("console-"), ("DESCRIBE",)),
     ]
+    # whoever checks tether's topics at start-up (create_topics) sees the ones it checks
+    everything = [spec.name for spec in topic_specs(settings.topic_prefix)]
+    for who in (worker, principals.ingest):
+        have = {g.name for g in grants if g.principal == who and g.resource == "TOPIC"}
+        grants += [
+            Grant(who, "TOPIC", "LITERAL", name, describe)
+            for name in everything
+            if name not in have
+        ]
     return grants
 
 

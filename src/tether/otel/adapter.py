@@ -43,10 +43,9 @@ from tether.otel.decode import Encoding, SpanView, UndecodableError, decode
 from tether.otel.join import Released, TraceJoiner
 from tether.security.proof import SourceKey
 from tether.settings import Settings
-from tether.topics import DEADLETTER, INTENTS, TopicSpec
+from tether.topics import COVERAGE, DEADLETTER, INTENTS, TopicSpec, topic_spec
 
 _log = logging.getLogger("tether.ingest.otlp")
-COVERAGE: Final = "coverage"
 DEFAULT_SOURCE_TOPIC: Final = "otlp_spans"
 DEFAULT_MAX_RECORD_BYTES: Final = 16 * 1024 * 1024  # the exporter's default cap is 1 MB
 _BATCH: Final = 500
@@ -54,15 +53,12 @@ _LOG_EVERY_S: Final = 10.0
 
 
 def coverage_spec(settings: Settings) -> TopicSpec:
-    """``tether.coverage``: coverage records, keyed by workflow id."""
-    return TopicSpec(
-        settings.topic(COVERAGE),
-        "workflow_id",
+    """``tether.coverage``: coverage records, keyed by workflow id (one of :func:`topic_specs`)."""
+    return topic_spec(
+        COVERAGE,
+        settings.topic_prefix,
         settings.partitions,
-        {
-            "cleanup.policy": "delete",
-            "min.insync.replicas": str(settings.kafka.min_insync_replicas),
-        },
+        min_insync_replicas=settings.kafka.min_insync_replicas,
     )
 
 

@@ -75,7 +75,7 @@ def ingest() -> None:
     "create",
     default=True,
     show_default=True,
-    help="Create tether's topics and tether.coverage at start-up.",
+    help="Create tether's topics (tether.coverage among them) at start-up.",
 )
 @click.option(
     "--loglevel",
@@ -128,7 +128,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
     from tether.logs import configure  # noqa: PLC0415
     from tether.metrics import READINGS, labelled  # noqa: PLC0415
     from tether.observe import serving  # noqa: PLC0415
-    from tether.otel.adapter import OtlpIngest, coverage_spec, tune_gc  # noqa: PLC0415
+    from tether.otel.adapter import OtlpIngest, tune_gc  # noqa: PLC0415
     from tether.otel.config import MappingConfig  # noqa: PLC0415
     from tether.security.proof import SourceKey  # noqa: PLC0415
     from tether.settings import Settings  # noqa: PLC0415
@@ -163,7 +163,7 @@ def otlp(  # noqa: PLR0913, PLR0917  # click passes every option
             decisions_retention_ms=settings.decisions_retention_ms,
         )
         try:
-            create_topics(settings, [*specs, coverage_spec(settings)])
+            create_topics(settings, specs)
         except (TopicError, TimeoutError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(69)

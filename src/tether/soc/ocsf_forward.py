@@ -27,24 +27,20 @@ from tether.models.outputs import Finding
 from tether.ocsf import detection_finding
 from tether.settings import Settings
 from tether.soc.relay import Record, Relay
-from tether.topics import FINDINGS, TopicSpec
+from tether.topics import FINDINGS, OCSF_FINDINGS, TopicSpec, topic_spec
 
 log = logging.getLogger(__name__)
 
-OCSF_FINDINGS: Final = "findings.ocsf"
 MAX_BACKOFF_S: Final = 10.0
 
 
 def ocsf_topic_spec(settings: Settings) -> TopicSpec:
-    """The OCSF topic: keyed and partitioned like ``tether.findings``."""
-    return TopicSpec(
-        settings.topic(OCSF_FINDINGS),
-        "workflow_id",
+    """The OCSF topic: keyed and partitioned like ``tether.findings`` (one of :func:`topic_specs`)."""
+    return topic_spec(
+        OCSF_FINDINGS,
+        settings.topic_prefix,
         settings.partitions,
-        {
-            "cleanup.policy": "delete",
-            "min.insync.replicas": str(settings.kafka.min_insync_replicas),
-        },
+        min_insync_replicas=settings.kafka.min_insync_replicas,
     )
 
 
