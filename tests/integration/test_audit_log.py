@@ -44,15 +44,22 @@ def audit(pipe: Pipeline, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def wait_covered(
-    pipe: Pipeline, jwks: str, decisions: int, timeout: float = 60.0
+    pipe: Pipeline, jwks: str, decisions: int, timeout: float = 60.0, quiet_s: float = 3.0
 ) -> dict[str, Any]:
-    """Until every decision is on the topic and each partition's last link is checkpointed."""
+    """Until at least ``decisions`` decisions are on the topic, each partition's last link is
+    checkpointed, and nothing new was written for ``quiet_s`` (a pending decision's final one and
+    late updates follow a grace period later: a snapshot taken earlier would miss links that a
+    later checkpoint covers)."""
     deadline = time.monotonic() + timeout
     report: dict[str, Any] = {}
+    seen, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         _, report = audit(pipe, "verify", "--jwks", jwks)
         parts = report["partitions"]
-        if report["records"] >= decisions and all(p["after_checkpoint"] == 0 for p in parts):
+        if report["records"] != seen:
+            seen, since = report["records"], time.monotonic()
+        covered = all(p["after_checkpoint"] == 0 for p in parts)
+        if seen >= decisions and covered and time.monotonic() - since >= quiet_s:
             return report
         time.sleep(0.5)
     raise AssertionError(f"decisions never all checkpointed: {report}")
@@ -114,7 +121,8 @@ def test_audit_verify_passes_untouched_detects_each_tampering_and_exports(
 ) -> None:
     start = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
     lines = list(iter_json_lines(FleetConfig(seed=7, workflows=12, attack_rate=0.3, start=start)))
-    expected = len(replay_records(lines)["decisions"])
+    # the final decision of every intent (pending ones and late updates come on top)
+    expected = len({d["event_id"] for d in replay_records(lines)["decisions"] if d["final"]})
     home = tmp_path / "home"
     jwks = str(home / "keys" / "jwks.json")
     pipe.start_worker("w1", env={"TETHER_HOME": str(home), "TETHER_AUDIT_CHECKPOINT_S": "0.3"})
@@ -123,7 +131,7 @@ def test_audit_verify_passes_untouched_detects_each_tampering_and_exports(
 
     report = wait_covered(pipe, jwks, expected)
     assert report["ok"], report["issues"]
-    assert report["records"] == expected
+    assert report["records"] >= expected
 
     settings = Settings(kafka_bootstrap=pipe.bootstrap, topic_prefix=pipe.prefix)
     stored = read_topic(settings, pipe.topic("decisions")).records
