@@ -230,6 +230,15 @@ def test_decisions_retention_is_a_setting_applied_to_new_and_existing_topics(
     assert retention(first, "audit-checkpoints") == "86400000"
     forever = Settings.model_validate({**base, "decisions_retention_ms": -1})
     create_topics(forever)  # the topics exist: the changed setting is applied to them
-    assert retention(forever, "decisions") == "-1"
-    assert retention(forever, "audit-checkpoints") == "-1"
+
+    def applied(name: str) -> str:  # a broker serves an altered config once its metadata has it
+        deadline = time.monotonic() + 15.0
+        value = retention(forever, name)
+        while value != "-1" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            value = retention(forever, name)
+        return value
+
+    assert applied("decisions") == "-1"
+    assert applied("audit-checkpoints") == "-1"
     assert retention(forever, "intents") == "604800000"  # other topics keep their own
